@@ -1,0 +1,3 @@
+"""rhoprop: predict crystal properties from the electronic charge density."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,73 @@
+"""Settings of the standardization Density -> fixed tensor, recorded with every dataset and model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rhoprop.errors import SettingsError
+from rhoprop.settings import Settings
+
+MODES = ("cube", "cell")
+CHANNELS = ("total", "spin", "deformation")
+TRANSFORMS = ("none", "asinh", "scale")
+
+#: Bumped whenever a change to rhoprop.grid changes the tensors produced for the same settings.
+STANDARDIZE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class StandardizeSettings(Settings):
+    """How a :class:`~rhoprop.io.Density` becomes a ``(C, n, n, n)`` float32 tensor.
+
+    Attributes:
+        mode: ``"cube"`` samples the periodic field on a fixed physical cube of edge ``edge`` Å,
+            axes along Cartesian x, y, z, corner at the Cartesian origin; ``"cell"`` Fourier
+            resamples the unit cell to ``n³`` points (lattice parameters become side features).
+        n: points per edge of the output tensor.
+        edge: cube edge in Å (mode ``cube`` only).
+        channels: which channels, in order: ``"total"`` (ρ, e/Å³), ``"spin"`` (ρ↑ − ρ↓, zeros
+            when the input has none), ``"deformation"`` (ρ minus free-atom superposition).
+        transform: value transform applied to every channel: ``"none"``; ``"scale"``
+            (x / scale); ``"asinh"`` (asinh(x / scale), defined for the negative pockets of PAW
+            pseudo densities, log-like for large x).
+        scale: the fixed scale (e/Å³) of the transform.
+        version: version of the standardization code that produced the tensor.
+    """
+
+    mode: str = "cube"
+    n: int = 32
+    edge: float = 10.0
+    channels: tuple[str, ...] = ("total",)
+    transform: str = "asinh"
+    scale: float = 0.05
+    version: int = STANDARDIZE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SettingsError(f"StandardizeSettings.mode must be one of {MODES}, got {self.mode!r}")
+        if not isinstance(self.n, int) or self.n < 4:
+            raise SettingsError(f"StandardizeSettings.n must be an int >= 4, got {self.n!r}")
+        if not self.edge > 0:
+            raise SettingsError(f"StandardizeSettings.edge must be > 0 Å, got {self.edge!r}")
+        channels = tuple(self.channels)
+        object.__setattr__(self, "channels", channels)
+        if not channels or any(c not in CHANNELS for c in channels) or len(set(channels)) != len(channels):
+            raise SettingsError(
+                f"StandardizeSettings.channels must be distinct names from {CHANNELS}, got {channels!r}"
+            )
+        if self.transform not in TRANSFORMS:
+            raise SettingsError(
+                f"StandardizeSettings.transform must be one of {TRANSFORMS}, got {self.transform!r}"
+            )
+        if not self.scale > 0:
+            raise SettingsError(f"StandardizeSettings.scale must be > 0, got {self.scale!r}")
+
+    @property
+    def n_channels(self) -> int:
+        """Number of output channels C."""
+        return len(self.channels)
+
+    @property
+    def n_side_features(self) -> int:
+        """Number of side features (lattice a, b, c in Å and α, β, γ in degrees in mode ``cell``)."""
+        return 6 if self.mode == "cell" else 0

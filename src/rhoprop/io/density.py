@@ -1,0 +1,111 @@
+"""The :class:`Density` object every reader returns and every later stage consumes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Lattice, Structure
+
+from rhoprop.errors import DensityFormatError
+
+
+@dataclasses.dataclass
+class Density:
+    """A periodic electronic charge density on a regular grid over one unit cell.
+
+    Attributes:
+        total: total (valence) electron density, shape ``(nx, ny, nz)``, in electrons/Å³.
+            Grid point ``(i, j, k)`` sits at fractional coordinates ``(i/nx, j/ny, k/nz)``.
+        structure: the crystal structure (lattice in Å, Cartesian frame of the file).
+        spin: magnetization density in μB/Å³ (equivalently electrons/Å³, ρ↑ − ρ↓): shape
+            ``(nx, ny, nz)`` for collinear spin, ``(3, nx, ny, nz)`` for non-collinear (x, y, z
+            components); ``None`` where the file has no spin information.
+        source: where the density came from (a path, or a description).
+        fmt: the file format it was read from (``"chgcar"``, ``"cube"``, ``"xsf"``, ``"gpaw"``...).
+        code: the code that produced it when known (``"vasp"``, ``"gpaw"``), else ``"unknown"``.
+        meta: anything else worth keeping (e.g. valence electrons per species).
+    """
+
+    total: np.ndarray
+    structure: Structure
+    spin: np.ndarray | None = None
+    source: str = ""
+    fmt: str = ""
+    code: str = "unknown"
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.total = np.asarray(self.total, dtype=np.float64)
+        where = f" in {self.source}" if self.source else ""
+        if self.total.ndim != 3 or min(self.total.shape) < 1:
+            raise DensityFormatError(
+                f"density grid{where} must be 3-dimensional (nx, ny, nz), got shape {self.total.shape}"
+            )
+        if not np.all(np.isfinite(self.total)):
+            bad = int(np.count_nonzero(~np.isfinite(self.total)))
+            raise DensityFormatError(
+                f"density grid{where} has {bad} non-finite value(s) (NaN or inf) out of "
+                f"{self.total.size}; the file is corrupt"
+            )
+        if self.spin is not None:
+            self.spin = np.asarray(self.spin, dtype=np.float64)
+            ok = self.spin.shape in (self.total.shape, (3, *self.total.shape))
+            if not ok:
+                raise DensityFormatError(
+                    f"spin grid{where} has shape {self.spin.shape}; expected {self.total.shape} "
+                    f"(collinear) or {(3, *self.total.shape)} (non-collinear)"
+                )
+            if not np.all(np.isfinite(self.spin)):
+                raise DensityFormatError(f"spin grid{where} has non-finite values (NaN or inf)")
+
+    @property
+    def lattice(self) -> Lattice:
+        """The lattice (Å) of the cell the grid spans."""
+        return self.structure.lattice
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The native grid shape ``(nx, ny, nz)``."""
+        return tuple(int(n) for n in self.total.shape)  # type: ignore[return-value]
+
+    @property
+    def volume(self) -> float:
+        """Cell volume in Å³."""
+        return float(self.structure.lattice.volume)
+
+    @property
+    def is_spin_polarized(self) -> bool:
+        """True when a magnetization grid is present."""
+        return self.spin is not None
+
+    @property
+    def is_noncollinear(self) -> bool:
+        """True when the magnetization grid has three components."""
+        return self.spin is not None and self.spin.ndim == 4
+
+    @property
+    def grid_spacing(self) -> float:
+        """Largest distance (Å) between neighbouring grid points along a lattice vector."""
+        return float(max(self.lattice.abc[i] / self.total.shape[i] for i in range(3)))
+
+    def electron_count(self) -> float:
+        """Number of electrons in the cell: the mean density times the volume."""
+        return float(self.total.mean() * self.volume)
+
+    def total_magnetization(self) -> float | np.ndarray:
+        """Total moment in μB per cell (a 3-vector when non-collinear); 0.0 without spin."""
+        if self.spin is None:
+            return 0.0
+        if self.spin.ndim == 4:
+            return self.spin.reshape(3, -1).mean(axis=1) * self.volume
+        return float(self.spin.mean() * self.volume)
+
+    def __repr__(self) -> str:
+        spin = "none" if self.spin is None else ("non-collinear" if self.is_noncollinear else "collinear")
+        return (
+            f"Density({self.structure.composition.reduced_formula}, grid={self.shape}, "
+            f"electrons={self.electron_count():.3f}, spin={spin}, fmt={self.fmt!r}, "
+            f"source={self.source!r})"
+        )

@@ -1,0 +1,90 @@
+"""Typed, strict settings that round-trip to JSON and are saved beside every artifact.
+
+Every settings class in rhoprop is a frozen dataclass deriving from :class:`Settings`: unknown keys
+are rejected by :meth:`Settings.from_dict` (no silent acceptance of misspelled options) and
+:meth:`Settings.to_dict` gives plain JSON types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Self, get_type_hints
+
+from rhoprop.errors import SettingsError
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Base class: strict dict/JSON round trip for frozen dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a dict of plain JSON types (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Settings):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build settings from a dict, rejecting unknown keys with the list of valid ones."""
+        if not isinstance(data, dict):
+            raise SettingsError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise SettingsError(
+                f"{cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(names)}"
+            )
+        hints = get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            hint = hints.get(key)
+            if isinstance(hint, type) and issubclass(hint, Settings) and isinstance(value, dict):
+                value = hint.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        """Write the settings to ``path`` as indented JSON, atomically."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> Self:
+        """Read settings written by :meth:`to_json`."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SettingsError(f"cannot read {cls.__name__} from {path}: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
