@@ -1,0 +1,109 @@
+"""What every rhoprop multi-task model shares: standardizers, one head per target, decoding.
+
+A :class:`MultiTaskModel` maps an input to a dict of raw head outputs (regression values in
+standardized units, classification logits); :meth:`MultiTaskModel.decode` turns them into
+natural units and probabilities. The normalization statistics live in buffers, so they travel
+with the weights in ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from rhoprop.errors import SettingsError
+from rhoprop.models.heads import Head, TaskSpec
+
+
+class Standardizer(nn.Module):
+    """Per-column ``(v - mean) / std`` with the statistics in buffers; fitted ignoring NaN."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("std", torch.ones(size))
+
+    @torch.no_grad()
+    def fit(self, values: torch.Tensor, columns: Sequence[bool] | None = None) -> None:
+        """Set mean and std from ``values`` (N, D) ignoring NaN; columns where ``columns`` is False keep 0/1."""
+        values = values.to(torch.float64)
+        finite = torch.isfinite(values)
+        count = finite.sum(dim=0).clamp(min=1)
+        filled = torch.where(finite, values, torch.zeros_like(values))
+        mean = filled.sum(dim=0) / count
+        var = (torch.where(finite, values - mean, torch.zeros_like(values)) ** 2).sum(dim=0) / count
+        std = var.sqrt()
+        std = torch.where(std > 1e-8, std, torch.ones_like(std))
+        mean = torch.where(finite.any(dim=0), mean, torch.zeros_like(mean))
+        if columns is not None:
+            keep = torch.tensor(list(columns), dtype=torch.bool)
+            mean = torch.where(keep, mean, torch.zeros_like(mean))
+            std = torch.where(keep, std, torch.ones_like(std))
+        self.mean.copy_(mean.to(self.mean.dtype))
+        self.std.copy_(std.to(self.std.dtype))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        """(B, D) natural -> (B, D) standardized."""
+        return (v - self.mean) / self.std
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, D) standardized -> (B, D) natural."""
+        return z * self.std + self.mean
+
+
+class MultiTaskModel(nn.Module):
+    """Base class: an embedding network (``embed``) plus one :class:`Head` per target.
+
+    Subclasses implement :meth:`embed` and call ``super().__init__(tasks, embed_dim, ...)``.
+    """
+
+    def __init__(self, tasks: Sequence[TaskSpec], embed_dim: int, head_hidden: int, dropout: float) -> None:
+        super().__init__()
+        tasks = tuple(tasks)
+        if not tasks:
+            raise SettingsError("a model needs at least one target; got an empty target list")
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise SettingsError(f"target names must be distinct, got {names}")
+        self.tasks: tuple[TaskSpec, ...] = tasks
+        self.target_norm = Standardizer(len(tasks))
+        self.heads = nn.ModuleDict(
+            {t.name: Head(embed_dim, head_hidden, t.n_outputs, dropout) for t in tasks}
+        )
+
+    def embed(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Inputs -> (B, E) embedding; implemented by subclasses."""
+        raise NotImplementedError
+
+    def heads_forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, E) -> {target: (B,) value/logit or (B, K) logits}, regression in standardized units."""
+        return {name: head(z) for name, head in self.heads.items()}
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw outputs -> natural units: regression (B,) values, binary (B,) P(class 1), multiclass (B, K) probabilities."""
+        decoded: dict[str, torch.Tensor] = {}
+        for i, task in enumerate(self.tasks):
+            out = outputs[task.name]
+            if task.kind == "regression":
+                decoded[task.name] = out * self.target_norm.std[i] + self.target_norm.mean[i]
+            elif task.kind == "binary":
+                decoded[task.name] = torch.sigmoid(out)
+            else:
+                decoded[task.name] = torch.softmax(out, dim=-1)
+        return decoded
+
+    def mc_dropout(self, enabled: bool) -> None:
+        """Switch only the dropout layers to sampling (True) or to deterministic eval (False)."""
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.train(enabled)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

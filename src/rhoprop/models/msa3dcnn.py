@@ -1,0 +1,182 @@
+"""The multi-scale attention 3D CNN (MSA-3DCNN, after Chen et al., arXiv 2510.13207).
+
+A circular-padded stem, stages of :class:`~rhoprop.models.blocks.MSABlock` (each stage after the
+first halves the grid with a stride-2 circular conv), global average and max pooling into an
+embedding, optional side features (lattice parameters in ``cell`` mode) joining at the
+embedding, and one small head per target.
+
+Periodic rolls: with global pooling the prediction is exactly invariant (up to float rounding)
+to rolls of the input by multiples of :attr:`MSA3DCNNConfig.total_stride` voxels along each
+axis; other rolls change it slightly (augmentation with random rolls teaches the rest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from rhoprop.errors import SettingsError
+from rhoprop.models.base import MultiTaskModel, Standardizer
+from rhoprop.models.blocks import ConvNormAct, MSABlock
+from rhoprop.models.heads import TaskSpec
+from rhoprop.settings import Settings
+
+#: Bumped whenever a change makes old MSA-3DCNN weights load into a different function.
+MODEL_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MSA3DCNNConfig(Settings):
+    """Architecture of an :class:`MSA3DCNN`.
+
+    Attributes:
+        in_channels: input channels C (StandardizeSettings.n_channels).
+        side_features: side features S joining at the embedding (StandardizeSettings.n_side_features).
+        widths: channels of each stage; stage i > 0 starts with a stride-2 conv.
+        depths: MSA blocks per stage.
+        branches: ``(kernel_size, dilation)`` of the parallel branches of each multi-scale conv.
+        stem_stride: stride of the stem conv (2 halves the grid before the first stage).
+        se_reduction: channel reduction of the squeeze-excitation attention.
+        spatial_kernel: kernel size of the spatial attention conv.
+        embed_dim: size E of the shared embedding.
+        head_hidden: hidden units of each target head.
+        dropout: dropout on the embedding and in the heads (also used for MC-dropout uncertainty).
+    """
+
+    in_channels: int = 1
+    side_features: int = 0
+    widths: tuple[int, ...] = (16, 32, 64)
+    depths: tuple[int, ...] = (1, 1, 1)
+    branches: tuple[tuple[int, int], ...] = ((3, 1), (3, 2), (3, 4))
+    stem_stride: int = 1
+    se_reduction: int = 4
+    spatial_kernel: int = 5
+    embed_dim: int = 64
+    head_hidden: int = 32
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        try:
+            branches = tuple((int(k), int(d)) for k, d in self.branches)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(
+                f"MSA3DCNNConfig.branches must be (kernel_size, dilation) pairs, got {self.branches!r}"
+            ) from exc
+        object.__setattr__(self, "branches", branches)
+        checks = [
+            (self.in_channels >= 1, "in_channels must be >= 1", self.in_channels),
+            (self.side_features >= 0, "side_features must be >= 0", self.side_features),
+            (len(self.widths) >= 1 and min(self.widths) >= 1, "widths must be >= 1 ints", self.widths),
+            (len(self.depths) == len(self.widths), "depths must have one entry per width", self.depths),
+            (min(self.depths, default=0) >= 1, "depths must be >= 1", self.depths),
+            (bool(branches) and all(k % 2 == 1 and d >= 1 for k, d in branches),
+             "branches must be (odd kernel_size, dilation >= 1) pairs", branches),
+            (self.stem_stride in (1, 2), "stem_stride must be 1 or 2", self.stem_stride),
+            (self.spatial_kernel % 2 == 1, "spatial_kernel must be odd", self.spatial_kernel),
+            (self.embed_dim >= 1 and self.head_hidden >= 1, "embed_dim and head_hidden must be >= 1",
+             (self.embed_dim, self.head_hidden)),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)", self.dropout),
+        ]
+        for ok, what, got in checks:
+            if not ok:
+                raise SettingsError(f"MSA3DCNNConfig.{what}, got {got!r}")
+
+    @property
+    def total_stride(self) -> int:
+        """Downsampling factor of the trunk; rolls by multiples of it leave predictions unchanged."""
+        return self.stem_stride * 2 ** (len(self.widths) - 1)
+
+
+#: Model sizes by name: each is only its arguments (timm style). ``tiny`` is for tests;
+#: ``small`` and ``default`` run on a CPU at n = 32; ``large`` wants a GPU.
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(widths=(8, 16), depths=(1, 1), branches=((3, 1), (3, 2)), embed_dim=32, head_hidden=16),
+    "small": dict(widths=(12, 24, 48), depths=(1, 1, 1), stem_stride=2, embed_dim=64, head_hidden=32),
+    "default": dict(widths=(16, 32, 64), depths=(1, 1, 2), embed_dim=96, head_hidden=48),
+    "large": dict(
+        widths=(32, 64, 128, 256),
+        depths=(1, 2, 3, 2),
+        branches=((1, 1), (3, 1), (3, 2), (3, 4)),
+        embed_dim=256,
+        head_hidden=128,
+        dropout=0.15,
+    ),
+}
+
+
+class MSA3DCNN(MultiTaskModel):
+    """Multi-scale attention 3D CNN: standardized density (+ side features) -> every target at once."""
+
+    def __init__(self, config: MSA3DCNNConfig, tasks: Sequence[TaskSpec]) -> None:
+        super().__init__(tasks, config.embed_dim, config.head_hidden, config.dropout)
+        self.config = config
+        w = config.widths
+        self.stem = ConvNormAct(config.in_channels, w[0], 3, stride=config.stem_stride)
+        stages: list[nn.Module] = []
+        for i, (width, depth) in enumerate(zip(w, config.depths, strict=True)):
+            layers: list[nn.Module] = [] if i == 0 else [ConvNormAct(w[i - 1], width, 3, stride=2)]
+            layers += [
+                MSABlock(width, config.branches, config.se_reduction, config.spatial_kernel)
+                for _ in range(depth)
+            ]
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.side_norm = Standardizer(config.side_features)
+        self.embedding = nn.Sequential(
+            nn.Linear(2 * w[-1] + config.side_features, config.embed_dim),
+            nn.SiLU(),
+            nn.Dropout(config.dropout),
+        )
+
+    def embed(self, x: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """x (B, C, n, n, n), side (B, S) in natural units (None when S = 0) -> embedding (B, E)."""
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_channels:
+            raise SettingsError(
+                f"MSA3DCNN input must have shape (B, {cfg.in_channels}, n, n, n), got {tuple(x.shape)}"
+            )
+        if min(x.shape[2:]) < cfg.total_stride:
+            raise SettingsError(
+                f"MSA3DCNN input grid {tuple(x.shape[2:])} is smaller than the model's total stride "
+                f"{cfg.total_stride}; use a larger StandardizeSettings.n or a model with fewer stages"
+            )
+        h = self.stages(self.stem(x))  # (B, W, n', n', n')
+        pooled = torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1)  # (B, 2W)
+        if cfg.side_features:
+            if side is None or side.shape != (x.shape[0], cfg.side_features):
+                got = None if side is None else tuple(side.shape)
+                raise SettingsError(
+                    f"MSA3DCNN needs side features of shape ({x.shape[0]}, {cfg.side_features}), got {got}"
+                )
+            pooled = torch.cat([pooled, self.side_norm(side)], dim=1)  # (B, 2W + S)
+        return self.embedding(pooled)
+
+    def forward(self, x: torch.Tensor, side: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """x (B, C, n, n, n), side (B, S) -> {target: (B,) or (B, K)} raw outputs (see :meth:`decode`)."""
+        return self.heads_forward(self.embed(x, side))
+
+
+def build_model(
+    size: str,
+    tasks: Sequence[TaskSpec],
+    *,
+    in_channels: int = 1,
+    side_features: int = 0,
+    **overrides: Any,
+) -> MSA3DCNN:
+    """Build an MSA-3DCNN of a named size (``tiny``, ``small``, ``default``, ``large``) for ``tasks``."""
+    config = model_config(size, in_channels=in_channels, side_features=side_features, **overrides)
+    return MSA3DCNN(config, tasks)
+
+
+def model_config(size: str, **overrides: Any) -> MSA3DCNNConfig:
+    """The :class:`MSA3DCNNConfig` of a named size, with ``overrides`` applied."""
+    if size not in MODEL_SIZES:
+        raise SettingsError(f"unknown model size {size!r}; valid sizes are {sorted(MODEL_SIZES)}")
+    return MSA3DCNNConfig.from_dict({**MODEL_SIZES[size], **overrides})
