@@ -44,6 +44,33 @@ def version() -> None:
 # --- analysis / study commands --------------------------------------------------------------
 
 
+@analyze_app.command("targets")
+def analyze_targets_command(
+    dataset: str = typer.Argument(..., help="Dataset store, built-in name (e.g. gpaw-v1) or labels CSV."),
+    out: Path = typer.Option(Path("targets-analysis"), "--out", help="Output directory."),
+    alpha: float = typer.Option(0.05, help="False discovery rate (Benjamini-Hochberg) for a significant pair."),
+    threshold: float = typer.Option(0.5, help="Minimum average-linkage |similarity| to share a group."),
+    min_pairs: int = typer.Option(10, "--min-pairs", help="Fewest shared labels for a pair to be tested."),
+    measure: str = typer.Option("dcor", help="Grouping similarity: dcor, spearman or pearson."),
+    permutations: int = typer.Option(999, help="Permutations of the distance-correlation test."),
+    seed: int = typer.Option(0, help="Seed of the permutation tests."),
+    targets: str = typer.Option("", help="Comma-separated targets (default: all)."),
+) -> None:
+    """Similarity of every two targets, significance, groups for `rhoprop train --groups`, figures."""
+    from rhoprop.analysis.report import run_analyze_targets
+    from rhoprop.errors import RhopropError
+
+    try:
+        run_analyze_targets(
+            dataset, out, alpha=alpha, threshold=threshold, min_pairs=min_pairs, measure=measure,
+            n_permutations=permutations, seed=seed, targets=[t for t in targets.split(",") if t],
+            console=console,
+        )  # fmt: skip
+    except RhopropError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
 def main() -> None:  # pragma: no cover - entry point
     """Run the CLI."""
     app()

@@ -1,0 +1,1 @@
+"""Analyses of targets and results: target similarity and grouping, multi-task studies, metrics, plots."""
