@@ -1,0 +1,603 @@
+"""Building (and resuming, and appending to) a dataset store from a folder of density files.
+
+``build_dataset`` reads every density file under an input folder with a pool of worker processes,
+standardizes it, and appends the results to the store in shards of ``shard_size`` samples, each
+written atomically. Memory stays bounded whatever the number of files: at most ``2 * workers``
+files are in flight and at most one shard is buffered. A killed build is resumed by running it
+again: ids already in a complete shard are not read again, and nothing else was ever visible.
+
+Bad inputs never stop a build: a file that fails to read or standardize, an id that maps to two
+files, a file whose id is not in the labels, an id of the labels with no file, duplicate label ids
+and cells that do not parse are skipped and listed in ``report.csv`` / ``report.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import rhoprop
+from rhoprop.data.inputs import find_density_files, id_from_path
+from rhoprop.data.labels import (
+    LabelIssue,
+    TargetSpec,
+    parse_labels,
+    read_label_values,
+    read_raw_labels,
+    read_targets,
+    write_label_values,
+    write_targets,
+)
+from rhoprop.data.store import (
+    DatasetError,
+    SampleRecord,
+    StoreSettings,
+    read_store_settings,
+    remove_stale_temporaries,
+    shard_paths,
+    store_lock,
+    write_shard,
+)
+from rhoprop.errors import SettingsError
+from rhoprop.grid.settings import StandardizeSettings
+from rhoprop.settings import atomic_write_text
+
+#: Exit code of ``rhoprop dataset build`` when something was skipped (0 when nothing was).
+EXIT_SKIPPED = 3
+#: Report categories that mean an input (file, label row or cell) was skipped.
+SKIP_CATEGORIES = (
+    "bad_file",
+    "duplicate_file",
+    "file_without_id",
+    "duplicate_id",
+    "blank_id",
+    "id_without_file",
+    "bad_value",
+)
+#: Report categories that are notes only (nothing the user gave was dropped from a sample).
+NOTE_CATEGORIES = ("ignored_column",)
+_FLUSH_SECONDS = 120.0
+_MAX_BUFFER_BYTES = 256 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportEntry:
+    """One line of a build report: what was skipped (or noted), which id/file, and why."""
+
+    category: str
+    id: str
+    path: str
+    detail: str
+    line: int | None = None
+    column: str = ""
+
+    @property
+    def skipped(self) -> bool:
+        """True when an input was dropped (False for notes such as an ignored column)."""
+        return self.category in SKIP_CATEGORIES
+
+
+@dataclasses.dataclass
+class BuildReport:
+    """The outcome of one :func:`build_dataset` run.
+
+    Attributes:
+        out: the store directory.
+        n_files: density files found in the input folder.
+        n_added: samples added by this run.
+        n_already: files whose id was already in the store (not read again).
+        n_total: samples in the store after the run.
+        entries: what was skipped or noted, with reasons (also in ``report.csv``).
+        elapsed_s: wall time of the run.
+    """
+
+    out: Path
+    n_files: int
+    n_added: int
+    n_already: int
+    n_total: int
+    entries: list[ReportEntry]
+    elapsed_s: float
+
+    @property
+    def skipped(self) -> list[ReportEntry]:
+        """Entries that dropped an input."""
+        return [e for e in self.entries if e.skipped]
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing was skipped."""
+        return not self.skipped
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing was skipped, :data:`EXIT_SKIPPED` otherwise."""
+        return 0 if self.clean else EXIT_SKIPPED
+
+    def counts(self) -> dict[str, int]:
+        """Number of entries per category."""
+        out: dict[str, int] = {}
+        for e in self.entries:
+            out[e.category] = out.get(e.category, 0) + 1
+        return out
+
+    def summary(self) -> str:
+        """One line: what was built, what was skipped, where the report is."""
+        line = (
+            f"{self.n_total} samples in {self.out} ({self.n_added} added, {self.n_already} "
+            f"already there) from {self.n_files} files in {self.elapsed_s:.1f} s"
+        )
+        counts = self.counts()
+        if counts:
+            parts = ", ".join(f"{n} {cat.replace('_', ' ')}" for cat, n in sorted(counts.items()))
+            line += f"; reported: {parts} (see {self.out / 'report.csv'})"
+        else:
+            line += "; nothing skipped"
+        return line
+
+
+# -- worker side -----------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(settings: StoreSettings, species: tuple[str, ...] | None, in_pool: bool) -> None:
+    """Set the per-process build options (and, in pool workers, one BLAS thread, no SIGINT)."""
+    _WORKER["settings"] = settings
+    _WORKER["species"] = species
+    if in_pool:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with contextlib.suppress(ImportError):
+            from threadpoolctl import threadpool_limits
+
+            _WORKER["limits"] = threadpool_limits(1)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_record(
+    sample_id: str,
+    path: Path,
+    settings: StoreSettings,
+    species: Sequence[str] | None = None,
+) -> SampleRecord:
+    """Read, standardize and describe one density file (raises on any problem with it)."""
+    from monty.json import MontyEncoder
+
+    from rhoprop.grid import standardize
+    from rhoprop.io import read_density
+
+    sha = file_sha256(path)
+    density = read_density(path, species=list(species) if species else None)
+    std = standardize(density, settings.standardize)
+    expected = (settings.standardize.n_channels, *(settings.standardize.n,) * 3)
+    if std.x.shape != expected:
+        raise DatasetError(f"standardized tensor has shape {std.x.shape}, expected {expected}")
+    x = np.asarray(std.x).astype(settings.dtype)
+    if not np.all(np.isfinite(x)):
+        raise DatasetError(
+            f"standardized values do not fit {settings.dtype} (max |x| = "
+            f"{float(np.abs(std.x).max()):.3g}); store as float32 or use transform asinh"
+        )
+    magnetization = density.total_magnetization()
+    structure = density.structure
+    return SampleRecord(
+        id=sample_id,
+        x=x,
+        side=np.asarray(std.side, dtype=np.float32).reshape(-1),
+        has_spin=bool(std.has_spin),
+        native_shape=density.shape,
+        structure=json.dumps(structure.as_dict(), cls=MontyEncoder),
+        formula=structure.composition.reduced_formula,
+        source=str(path.resolve()),
+        sha256=sha,
+        fmt=density.fmt,
+        code=density.code,
+        electrons=density.electron_count(),
+        magnetization=float(np.linalg.norm(np.atleast_1d(magnetization))),
+    )
+
+
+def _process(task: tuple[str, str]) -> SampleRecord | ReportEntry:
+    """Worker task: a record for the file, or a report entry saying why it was skipped."""
+    sample_id, path = task
+    try:
+        return make_record(sample_id, Path(path), _WORKER["settings"], _WORKER["species"])
+    except Exception as exc:  # noqa: BLE001 - any failure of one input is reported, never fatal
+        return ReportEntry("bad_file", sample_id, path, _reason(exc))
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason from an exception."""
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text}"[:1000]
+
+
+# -- orchestration ---------------------------------------------------------------------------
+def _resolve_settings(
+    out: Path, settings: StandardizeSettings | None, dtype: str | None
+) -> tuple[StoreSettings, bool]:
+    """The store's settings (creating none yet): given ones must match an existing store's."""
+    if (out / "settings.json").is_file():
+        current = read_store_settings(out)
+        problems = []
+        if settings is not None and settings != current.standardize:
+            mine, theirs = settings.to_dict(), current.standardize.to_dict()
+            diff = [f"{k}: store {theirs[k]!r}, given {mine[k]!r}" for k in theirs if mine[k] != theirs[k]]
+            problems.append("standardization differs (" + "; ".join(diff) + ")")
+        if dtype is not None and dtype != current.dtype:
+            problems.append(f"dtype: store {current.dtype!r}, given {dtype!r}")
+        if problems:
+            raise SettingsError(
+                f"dataset {out} was built with other settings: {', '.join(problems)}. Rerun with "
+                "the store's settings (omit the options to use them) or build into a new --out"
+            )
+        return current, False
+    if out.exists() and any(p.name not in (".lock", "shards") for p in out.iterdir()):
+        raise DatasetError(
+            f"{out} exists and is not a rhoprop dataset (no settings.json); choose a new --out"
+        )
+    return StoreSettings(standardize=settings or StandardizeSettings(), dtype=dtype or "float32"), True
+
+
+def settings_with_options(out: str | os.PathLike[str], **options: Any) -> StandardizeSettings:
+    """The existing store's standardization settings (defaults for a new store) with ``options``.
+
+    Options that are None are left as they are; the result is checked against the store by
+    :func:`build_dataset`, so a differing explicit option gives a clear error there.
+    """
+    out = Path(out)
+    base = (
+        read_store_settings(out).standardize
+        if (out / "settings.json").is_file()
+        else StandardizeSettings()
+    )
+    given = {k: v for k, v in options.items() if v is not None}
+    if "channels" in given:
+        given["channels"] = tuple(given["channels"])
+    return dataclasses.replace(base, **given)
+
+
+def _stored_ids(out: Path) -> set[str]:
+    """Ids already in the complete shards of a store."""
+    import h5py
+
+    ids: set[str] = set()
+    for shard in shard_paths(out):
+        with h5py.File(shard, "r") as f:
+            ids.update(s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][()])
+    return ids
+
+
+def _issue_entry(issue: LabelIssue, labels_path: Path) -> ReportEntry:
+    """A report entry from a label-table issue."""
+    return ReportEntry(issue.category, issue.id, str(labels_path), issue.detail, issue.line, issue.column)
+
+
+def _prepare_labels(
+    labels: Path,
+    out: Path,
+    id_column: str,
+    schema: Path | None,
+    stored: set[str],
+    max_classes: int,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[TargetSpec], list[ReportEntry], set[str]]:
+    """Parse the label table (merged with stored samples' old labels); see :func:`build_dataset`.
+
+    Returns the raw table (ids of the new table), the clean values of all ids, the targets,
+    the report entries and the duplicate ids.
+    """
+    raw, issues, duplicates = read_raw_labels(labels, id_column)
+    if schema is not None:
+        specs: list[TargetSpec] | None = read_targets(schema)
+    elif (out / "targets.json").is_file():
+        # Keep kinds and units of an earlier build; multiclass classes are re-derived (appends
+        # may bring new classes).
+        specs = [
+            dataclasses.replace(s, classes=()) if s.kind == "multiclass" else s
+            for s in read_targets(out / "targets.json")
+            if s.name in raw.columns
+        ]
+    else:
+        specs = None
+    merged = raw
+    if (out / "labels.csv").is_file():
+        old = read_label_values(out / "labels.csv")
+        keep = old.index.isin(list(stored)) & ~old.index.isin(raw.index) & ~old.index.isin(list(duplicates))
+        if keep.any():
+            merged = pd.concat([raw, old.loc[keep]]).fillna("")
+            merged.attrs = raw.attrs
+    values, targets, more = parse_labels(merged, specs, max_classes)
+    entries = [_issue_entry(i, labels) for i in issues + more]
+    return raw, values, targets, entries, duplicates
+
+
+def _write_labels(out: Path, values: pd.DataFrame, targets: list[TargetSpec], ids: Iterable[str]) -> None:
+    """Write ``labels.csv`` (rows of ``ids`` only) and ``targets.json``."""
+    wanted = [i for i in values.index if i in set(ids)]
+    write_targets(out / "targets.json", targets)
+    write_label_values(out / "labels.csv", values.loc[wanted, [t.name for t in targets]])
+
+
+def write_report(out: Path, report: BuildReport) -> None:
+    """Write ``report.csv`` and ``report.json`` of a build into the store."""
+    frame = pd.DataFrame(
+        [dataclasses.asdict(e) for e in report.entries],
+        columns=["category", "id", "path", "detail", "line", "column"],
+    )
+    frame["line"] = frame["line"].astype("Int64")
+    atomic_write_text(out / "report.csv", frame.to_csv(index=False, lineterminator="\n"))
+    data = {
+        "summary": report.summary(),
+        "n_files": report.n_files,
+        "n_added": report.n_added,
+        "n_already": report.n_already,
+        "n_total": report.n_total,
+        "elapsed_s": round(report.elapsed_s, 3),
+        "counts": report.counts(),
+        "exit_code": report.exit_code,
+        "entries": [dataclasses.asdict(e) for e in report.entries],
+    }
+    atomic_write_text(out / "report.json", json.dumps(data, indent=2) + "\n")
+
+
+def _append_build_log(out: Path, entry: dict[str, Any]) -> None:
+    """Append one run's description to ``build.json``."""
+    path = out / "build.json"
+    runs: list[Any] = []
+    if path.is_file():
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            runs = json.loads(path.read_text()).get("runs", [])
+    runs.append(entry)
+    atomic_write_text(path, json.dumps({"runs": runs}, indent=2) + "\n")
+
+
+class _ShardBuffer:
+    """Collects records and writes a shard every ``shard_size`` samples (or bytes, or seconds)."""
+
+    def __init__(self, out: Path, settings: StoreSettings, shard_size: int, level: int) -> None:
+        self.out, self.settings, self.shard_size, self.level = out, settings, shard_size, level
+        self.records: list[SampleRecord] = []
+        self.nbytes = 0
+        self.written = 0
+        self.last_flush = time.monotonic()
+
+    def add(self, record: SampleRecord) -> None:
+        self.records.append(record)
+        self.nbytes += record.nbytes
+        full = len(self.records) >= self.shard_size or self.nbytes >= _MAX_BUFFER_BYTES
+        if full or time.monotonic() - self.last_flush > _FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.records:
+            write_shard(self.out, self.records, self.settings, self.level)
+            self.written += len(self.records)
+        self.records, self.nbytes, self.last_flush = [], 0, time.monotonic()
+
+
+def _run_tasks(
+    tasks: list[tuple[str, str]],
+    workers: int,
+    settings: StoreSettings,
+    species: tuple[str, ...] | None,
+) -> Iterator[SampleRecord | ReportEntry]:
+    """Process tasks in-process (workers == 1) or with a pool, at most 2*workers in flight."""
+    if workers <= 1:
+        _init_worker(settings, species, in_pool=False)
+        for task in tasks:
+            yield _process(task)
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    queue = list(reversed(tasks))
+    crashed: list[tuple[str, str]] = []
+    max_inflight = 2 * workers
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, species, True))
+    pending: dict[Future[Any], tuple[str, str]] = {}
+    try:
+        while queue or pending:
+            while queue and len(pending) < max_inflight:
+                task = queue.pop()
+                pending[pool.submit(_process, task)] = task
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = pending.pop(fut)
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    crashed.append(task)
+            if crashed and not pending:
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = ProcessPoolExecutor(
+                    workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, species, True)
+                )
+                yield from (_isolated(t, ctx, settings, species) for t in crashed)
+                crashed = []
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _isolated(
+    task: tuple[str, str], ctx: Any, settings: StoreSettings, species: tuple[str, ...] | None
+) -> SampleRecord | ReportEntry:
+    """Run one task alone in a fresh process, to tell the file that killed a worker from the rest."""
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(settings, species, True)) as pool:
+        try:
+            return pool.submit(_process, task).result()
+        except BrokenProcessPool:
+            return ReportEntry(
+                "bad_file", task[0], task[1],
+                "the reading process died on this file (killed by the system, out of memory?)",
+            )
+
+
+def build_dataset(
+    input_dir: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str],
+    settings: StandardizeSettings | None = None,
+    workers: int = 1,
+    species: Sequence[str] | None = None,
+    *,
+    id_column: str = "id",
+    schema: str | os.PathLike[str] | None = None,
+    dtype: str | None = None,
+    shard_size: int = 128,
+    glob: str | None = None,
+    max_classes: int = 20,
+    compression_level: int = 4,
+    progress: bool = True,
+) -> BuildReport:
+    """Build, resume or extend the store ``out`` from the density files under ``input_dir``.
+
+    ``settings``/``dtype`` default to the existing store's (or the defaults for a new store) and
+    must match an existing store's. With ``labels``, only files whose id is in the table are
+    built; without, every file is. Returns a :class:`BuildReport` (also written to the store).
+    """
+    t0 = time.perf_counter()
+    input_dir, out = Path(input_dir), Path(out)
+    if not input_dir.is_dir():
+        raise DatasetError(f"input folder {input_dir} does not exist or is not a folder")
+    if workers < 1:
+        raise SettingsError(f"workers must be >= 1, got {workers}")
+    if shard_size < 1:
+        raise SettingsError(f"shard_size must be >= 1, got {shard_size}")
+    labels_path = Path(labels) if labels is not None else None
+    schema_path = Path(schema) if schema is not None else None
+    species_t = tuple(species) if species else None
+    store_settings, new = _resolve_settings(out, settings, dtype)
+    with store_lock(out):
+        if new:
+            store_settings.to_json(out / "settings.json")
+        remove_stale_temporaries(out)
+        stored = _stored_ids(out)
+        entries: list[ReportEntry] = []
+        if labels_path is not None:
+            raw, values, targets, label_entries, duplicates = _prepare_labels(
+                labels_path, out, id_column, schema_path, stored, max_classes
+            )
+            entries.extend(label_entries)
+        files = find_density_files(input_dir, glob, exclude=out)
+        by_id: dict[str, list[Path]] = {}
+        for path in files:
+            sid = id_from_path(path, input_dir)
+            if sid is None:
+                entries.append(ReportEntry("file_without_id", "", str(path), "the file name gives no id (a bare CHGCAR directly in the input folder); put it in a folder named after its id"))
+                continue
+            by_id.setdefault(sid, []).append(path)
+        tasks: list[tuple[str, str]] = []
+        n_already = 0
+        for sid, paths in by_id.items():
+            if len(paths) > 1:
+                names = [str(p) for p in paths]
+                for p in paths:
+                    entries.append(ReportEntry("duplicate_file", sid, str(p), f"{len(paths)} files map to id {sid!r}: {names}; keep one"))
+                continue
+            if labels_path is not None and sid in duplicates:
+                entries.append(ReportEntry("duplicate_id", sid, str(paths[0]), "file skipped: its id has several rows in the label table"))
+                continue
+            if labels_path is not None and sid not in raw.index:
+                entries.append(ReportEntry("file_without_id", sid, str(paths[0]), f"id {sid!r} is not in the label table {labels_path.name}"))
+                continue
+            if sid in stored:
+                n_already += 1
+                continue
+            tasks.append((sid, str(paths[0])))
+        if labels_path is not None:
+            for sid in raw.index:
+                if sid not in by_id and sid not in stored:
+                    entries.append(ReportEntry("id_without_file", sid, str(labels_path), f"no density file under {input_dir} has id {sid!r}", raw.attrs["lines"].get(sid)))
+            _write_labels(out, values, targets, stored | {t[0] for t in tasks})
+        buffer = _ShardBuffer(out, store_settings, shard_size, compression_level)
+        n_bad = 0
+        try:
+            with _progress(progress, len(tasks)) as advance:
+                for result in _run_tasks(tasks, workers, store_settings, species_t):
+                    if isinstance(result, ReportEntry):
+                        entries.append(result)
+                        n_bad += 1
+                    else:
+                        buffer.add(result)
+                    advance(n_bad)
+        finally:
+            buffer.flush()
+        stored_now = stored | _stored_ids(out)
+        if labels_path is not None:
+            _write_labels(out, values, targets, stored_now)
+        report = BuildReport(
+            out=out,
+            n_files=len(files),
+            n_added=buffer.written,
+            n_already=n_already,
+            n_total=len(stored_now),
+            entries=entries,
+            elapsed_s=time.perf_counter() - t0,
+        )
+        write_report(out, report)
+        _append_build_log(
+            out,
+            {
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "rhoprop_version": rhoprop.__version__,
+                "input_dir": str(input_dir.resolve()),
+                "labels": str(labels_path.resolve()) if labels_path else None,
+                "schema": str(schema_path.resolve()) if schema_path else None,
+                "species": list(species_t) if species_t else None,
+                "workers": workers,
+                "n_files": report.n_files,
+                "n_added": report.n_added,
+                "n_total": report.n_total,
+                "counts": report.counts(),
+            },
+        )
+    return report
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Any]:
+    """A rich progress bar on stderr; yields ``advance(n_skipped)``."""
+    if not enabled or total == 0:
+        yield lambda n_bad: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    # auto_refresh=False: no refresh thread, so pool restarts never fork a multithreaded process.
+    with Progress(
+        TextColumn("[bold]building[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        auto_refresh=False,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("", total=total)
+
+        def advance(n_bad: int) -> None:
+            bar.update(task, advance=1, description=f"({n_bad} skipped)")
+            bar.refresh()
+
+        yield advance

@@ -1,0 +1,358 @@
+"""Label tables of a dataset: parsing ``labels.csv``, inferring each target's kind, the schema.
+
+A labels table is a CSV file with an id column (``id`` unless told otherwise) and any number of
+property columns; blank cells are missing labels. Each property column becomes a target:
+
+* a numeric column is ``regression``, except one holding only 0/1 values, which is ``binary``;
+* a column holding only true/false (or yes/no) is ``binary`` with classes ``("false", "true")``;
+* a text column with 2 to ``max_classes`` distinct values is ``multiclass`` (``binary`` for two
+  values) with its classes in sorted order, coded 0..K-1;
+* a text column with more distinct values (a formula, a comment) or with a single value is not a
+  target and is reported as ignored.
+
+A cell that does not parse in a numeric column (or is not one of the classes of a schema's
+classification target) is reported and treated as missing. A schema (``targets.json``, the same
+format the store writes) fixes kinds, units and class orders for the columns it lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rhoprop.errors import LabelTableError, SettingsError
+from rhoprop.settings import Settings, atomic_write_text
+
+KINDS = ("regression", "binary", "multiclass")
+TARGETS_FORMAT_VERSION = 1
+MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "none", "null"})
+_TRUE = frozenset({"true", "yes"})
+_FALSE = frozenset({"false", "no"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec(Settings):
+    """One target (a property column): its kind, unit and, for classification, class names.
+
+    Attributes:
+        name: the column name in ``labels.csv``.
+        kind: ``"regression"``, ``"binary"`` or ``"multiclass"``.
+        unit: physical unit (``"eV"``, ``"eV/atom"``, ``"GPa"``...), empty when unknown.
+        classes: class names in code order (binary and multiclass); code i is ``classes[i]``.
+    """
+
+    name: str
+    kind: str = "regression"
+    unit: str = ""
+    classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise SettingsError(f"TargetSpec.name must be a non-empty string, got {self.name!r}")
+        if self.kind not in KINDS:
+            raise SettingsError(
+                f"target {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
+            )
+        classes = tuple(str(c) for c in self.classes)
+        object.__setattr__(self, "classes", classes)
+        if len(set(classes)) != len(classes):
+            raise SettingsError(f"target {self.name!r}: duplicate class names in {classes}")
+        if self.kind == "regression" and classes:
+            raise SettingsError(f"target {self.name!r}: a regression target has no classes")
+        if self.kind == "binary" and classes and len(classes) != 2:
+            raise SettingsError(
+                f"target {self.name!r}: a binary target has exactly 2 classes, got {classes}"
+            )
+        if self.kind == "multiclass" and classes and len(classes) < 2:
+            raise SettingsError(
+                f"target {self.name!r}: a multiclass target needs at least 2 classes, got {classes}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelIssue:
+    """One problem found in a label table: a dropped row, a blanked cell or an ignored column."""
+
+    category: str
+    id: str
+    detail: str
+    line: int | None = None
+    column: str = ""
+
+
+@dataclasses.dataclass
+class ParsedLabels:
+    """A label table after validation.
+
+    Attributes:
+        values: clean text cells indexed by id (one column per target, ``""`` = missing); class
+            cells hold the canonical class name, numeric cells the number as written.
+        targets: the targets in column order.
+        issues: rows dropped (duplicate or blank ids), cells blanked, columns ignored.
+        duplicate_ids: ids that appeared in more than one row (all their rows were dropped).
+    """
+
+    values: pd.DataFrame
+    targets: list[TargetSpec]
+    issues: list[LabelIssue]
+    duplicate_ids: set[str]
+
+
+def read_raw_labels(
+    path: str | os.PathLike[str], id_column: str = "id"
+) -> tuple[pd.DataFrame, list[LabelIssue], set[str]]:
+    """Read ``labels.csv`` as text, drop rows with a blank or duplicate id, and report them.
+
+    Returns the table indexed by id (text cells, ``""`` = blank), the issues, and the set of
+    duplicate ids. A missing file or id column raises :class:`LabelTableError` (the table as a
+    whole is unusable); row-level problems never raise.
+    """
+    path = Path(path)
+    sep = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
+    try:
+        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError as exc:
+        raise LabelTableError(f"labels file {path} does not exist; pass an existing CSV file") from exc
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise LabelTableError(f"cannot read labels file {path}: {exc}") from exc
+    raw.columns = [str(c).strip() for c in raw.columns]
+    if id_column not in raw.columns:
+        raise LabelTableError(
+            f"labels file {path} has no id column {id_column!r}; its columns are "
+            f"{list(raw.columns)}. Name the id column 'id' or pass --id-column NAME"
+        )
+    if len(set(raw.columns)) != len(raw.columns):
+        dup = sorted({c for c in raw.columns if list(raw.columns).count(c) > 1})
+        raise LabelTableError(f"labels file {path} has duplicate column names {dup}; rename them")
+    raw = raw.fillna("")
+    ids = raw[id_column].str.strip()
+    lines = np.arange(len(raw)) + 2  # line 1 is the header
+    issues: list[LabelIssue] = []
+    blank = ids == ""
+    for line in lines[blank.to_numpy()]:
+        issues.append(LabelIssue("blank_id", "", f"row without an id in {path.name}", int(line)))
+    counts = ids[~blank].value_counts()
+    duplicates = set(counts.index[counts > 1])
+    for dup_id in sorted(duplicates):
+        where = [int(x) for x in lines[(ids == dup_id).to_numpy()]]
+        issues.append(
+            LabelIssue(
+                "duplicate_id",
+                dup_id,
+                f"id appears on lines {where} of {path.name}; all its rows and its file are skipped "
+                "(which row is right is ambiguous): keep one row",
+                where[0],
+            )
+        )
+    keep = (~blank & ~ids.isin(duplicates)).to_numpy()
+    table = raw.loc[keep].drop(columns=[id_column]).map(lambda v: v.strip())
+    table.index = pd.Index(ids[keep], name="id")
+    table.attrs["lines"] = dict(zip(table.index, (int(x) for x in lines[keep]), strict=True))
+    return table, issues, duplicates
+
+
+def parse_labels(
+    table: pd.DataFrame,
+    schema: Sequence[TargetSpec] | None = None,
+    max_classes: int = 20,
+) -> tuple[pd.DataFrame, list[TargetSpec], list[LabelIssue]]:
+    """Infer (or take from ``schema``) each column's kind, and clean its cells.
+
+    ``table`` holds text cells indexed by id (as from :func:`read_raw_labels`). Returns the clean
+    text table (targets only; bad cells blanked), the targets, and the issues.
+    """
+    lines: dict[str, int] = table.attrs.get("lines", {})
+    by_name = {spec.name: spec for spec in (schema or ())}
+    missing_cols = [name for name in by_name if name not in table.columns]
+    if missing_cols:
+        raise LabelTableError(
+            f"the schema lists target(s) {missing_cols} that the labels table lacks; its columns "
+            f"are {list(table.columns)}"
+        )
+    issues: list[LabelIssue] = []
+    columns: dict[str, pd.Series] = {}
+    targets: list[TargetSpec] = []
+    for col in table.columns:
+        cells = table[col].astype(str).str.strip()
+        cells = cells.where(~cells.str.lower().isin(MISSING_TOKENS), "")
+        spec = by_name.get(col) or _infer_spec(col, cells, max_classes)
+        if isinstance(spec, str):
+            issues.append(LabelIssue("ignored_column", "", spec, None, col))
+            continue
+        if spec.kind == "binary" and not spec.classes:
+            spec = dataclasses.replace(spec, classes=("0", "1"))
+        clean, bad = _clean_cells(spec, cells)
+        if spec.kind != "regression" and not spec.classes:
+            spec = dataclasses.replace(spec, classes=_default_classes(clean))
+        for idx, value in bad:
+            issues.append(
+                LabelIssue(
+                    "bad_value",
+                    idx,
+                    f"column {col!r}: {value!r} is not {_expected(spec)}; treated as missing",
+                    lines.get(idx),
+                    col,
+                )
+            )
+        columns[col] = clean
+        targets.append(spec)
+    values = pd.DataFrame(columns, index=table.index)
+    return values, targets, issues
+
+
+def _infer_spec(name: str, cells: pd.Series, max_classes: int) -> TargetSpec | str:
+    """Infer a column's target spec from its non-blank cells, or say why it is not a target."""
+    present = cells[cells != ""]
+    if present.empty:
+        return f"column {name!r} has no values"
+    lowered = present.str.lower()
+    if lowered.isin(_TRUE | _FALSE).all():
+        return TargetSpec(name, "binary", "", ("false", "true"))
+    numbers = pd.to_numeric(present, errors="coerce")
+    if numbers.notna().sum() * 2 > len(present):
+        finite = numbers[np.isfinite(numbers)]
+        if len(finite) and set(np.unique(finite)) <= {0.0, 1.0}:
+            return TargetSpec(name, "binary", "", ("0", "1"))
+        return TargetSpec(name, "regression")
+    distinct = sorted(present.unique())
+    if len(distinct) < 2:
+        return f"column {name!r} holds a single value {distinct[0]!r}; not a target"
+    if len(distinct) > max_classes:
+        return (
+            f"column {name!r} is text with {len(distinct)} distinct values (more than "
+            f"{max_classes} classes); not a target. List it in a schema to force a kind"
+        )
+    kind = "binary" if len(distinct) == 2 else "multiclass"
+    return TargetSpec(name, kind, "", tuple(distinct))
+
+
+def _canonical_class(spec: TargetSpec, cell: str) -> str | None:
+    """The class name ``cell`` denotes for a classification target, or None if none."""
+    classes = spec.classes
+    if cell in classes or (spec.kind == "multiclass" and not classes):
+        return cell
+    lowered = cell.lower()
+    for name in classes:
+        if name.lower() == lowered:
+            return name
+    truth = 1 if lowered in _TRUE else 0 if lowered in _FALSE else None
+    if truth is None:
+        try:
+            number = float(cell)
+        except ValueError:
+            number = math.nan
+        truth = int(number) if number in (0.0, 1.0) else None
+    if truth is not None and len(classes) == 2:
+        for candidate in (("false", "true")[truth], str(truth)):
+            if candidate in classes:
+                return candidate
+    return None
+
+
+def _clean_cells(spec: TargetSpec, cells: pd.Series) -> tuple[pd.Series, list[tuple[str, str]]]:
+    """Canonicalize a column's cells for ``spec``; returns the clean cells and the bad ones."""
+    out = cells.copy()
+    bad: list[tuple[str, str]] = []
+    for idx, cell in cells.items():
+        if cell == "":
+            continue
+        if spec.kind == "regression":
+            try:
+                ok = math.isfinite(float(cell))
+            except ValueError:
+                ok = False
+            clean = cell if ok else None
+        else:
+            clean = _canonical_class(spec, cell)
+        if clean is None:
+            bad.append((str(idx), cell))
+            out[idx] = ""
+        else:
+            out[idx] = clean
+    return out, bad
+
+
+def _default_classes(cells: pd.Series) -> tuple[str, ...]:
+    """Sorted distinct non-blank cells (the class order when a schema gives none)."""
+    return tuple(sorted(set(cells[cells != ""])))
+
+
+def _expected(spec: TargetSpec) -> str:
+    """Words for what a cell of ``spec`` should be, for messages."""
+    if spec.kind == "regression":
+        return "a finite number"
+    return f"one of the classes {list(spec.classes)}" if spec.classes else "0/1 or true/false"
+
+
+def encode_labels(values: pd.DataFrame, targets: Iterable[TargetSpec]) -> pd.DataFrame:
+    """Turn clean text cells into floats: numbers for regression, class codes otherwise, NaN blank."""
+    out: dict[str, np.ndarray] = {}
+    for spec in targets:
+        if spec.name not in values.columns:
+            out[spec.name] = np.full(len(values), np.nan)
+            continue
+        cells = values[spec.name].fillna("").astype(str)
+        if spec.kind == "regression":
+            out[spec.name] = pd.to_numeric(cells.where(cells != ""), errors="coerce").to_numpy(
+                dtype=float, na_value=np.nan
+            )
+        else:
+            codes = {name: float(i) for i, name in enumerate(spec.classes)}
+            out[spec.name] = np.array([codes.get(c, np.nan) for c in cells], dtype=float)
+    return pd.DataFrame(out, index=values.index)
+
+
+def write_targets(path: str | os.PathLike[str], targets: Sequence[TargetSpec]) -> None:
+    """Write the targets schema (``targets.json``) atomically."""
+    data = {
+        "format_version": TARGETS_FORMAT_VERSION,
+        "targets": [spec.to_dict() for spec in targets],
+    }
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_targets(path: str | os.PathLike[str]) -> list[TargetSpec]:
+    """Read a targets schema written by :func:`write_targets` (or by hand, same format)."""
+    path = Path(path)
+    try:
+        data: Any = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LabelTableError(f"cannot read the targets schema {path}: {exc}") from exc
+    example = '{"format_version": 1, "targets": [{"name": "band_gap", "kind": "regression", "unit": "eV"}]}'
+    if not isinstance(data, dict) or not isinstance(data.get("targets"), list):
+        raise LabelTableError(f"targets schema {path} must look like {example}")
+    version = data.get("format_version", TARGETS_FORMAT_VERSION)
+    if version != TARGETS_FORMAT_VERSION:
+        raise LabelTableError(
+            f"targets schema {path} has format_version {version}; this rhoprop reads "
+            f"{TARGETS_FORMAT_VERSION}"
+        )
+    try:
+        specs = [TargetSpec.from_dict(item) for item in data["targets"]]
+    except (SettingsError, TypeError) as exc:
+        raise LabelTableError(f"targets schema {path}: {exc}; expected entries like {example}") from exc
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise LabelTableError(f"targets schema {path} lists a target twice: {names}")
+    return specs
+
+
+def write_label_values(path: str | os.PathLike[str], values: pd.DataFrame) -> None:
+    """Write clean label cells as ``labels.csv`` (``id`` first, blanks for missing), atomically."""
+    frame = values.copy()
+    frame.index.name = "id"
+    atomic_write_text(path, frame.to_csv(lineterminator="\n"))
+
+
+def read_label_values(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a store's ``labels.csv`` as clean text cells indexed by id (``""`` = missing)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return frame.set_index("id")
