@@ -35,6 +35,92 @@ def version() -> None:
 # --- dataset commands -----------------------------------------------------------------------
 
 
+def _csv_list(text: str | None) -> list[str] | None:
+    """Split a comma-separated option (None stays None)."""
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+@dataset_app.command("build")
+def dataset_build_command(
+    input_dir: Path = typer.Argument(..., help="Folder of density files (searched recursively)."),
+    labels: Path | None = typer.Option(None, "--labels", help="labels.csv: id column + property columns; blanks = missing."),
+    out: Path = typer.Option(..., "--out", help="Dataset store directory (created, resumed or extended)."),
+    workers: int = typer.Option(1, "--workers", help="Reader processes."),
+    mode: str | None = typer.Option(None, "--mode", help="cube or cell (default cube, or the store's)."),
+    n: int | None = typer.Option(None, "--n", help="Points per tensor edge (default 32, or the store's)."),
+    edge: float | None = typer.Option(None, "--edge", help="Cube edge in Å (default 10, or the store's)."),
+    channels: str | None = typer.Option(None, "--channels", help="Comma-separated: total,spin,deformation."),
+    transform: str | None = typer.Option(None, "--transform", help="none, scale or asinh."),
+    scale: float | None = typer.Option(None, "--scale", help="Scale of the transform, e/Å³."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Storage dtype: float32 (default) or float16."),
+    species: str | None = typer.Option(None, "--species", help="Species of VASP 4 files, e.g. Li,Co,O."),
+    id_column: str = typer.Option("id", "--id-column", help="Name of the id column of labels.csv."),
+    schema: Path | None = typer.Option(None, "--schema", help="targets.json fixing kinds, units and classes."),
+    shard_size: int = typer.Option(128, "--shard-size", help="Samples per shard (the unit of resumption)."),
+    glob: str | None = typer.Option(None, "--glob", help="Take files matching this pattern instead of density names."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Build (or resume, or extend) a dataset store; exit code 0 when clean, 3 when something was skipped."""
+    from rhoprop.data.build import build_dataset, settings_with_options
+    from rhoprop.errors import RhopropError
+
+    try:
+        settings = settings_with_options(
+            out, mode=mode, n=n, edge=edge, channels=_csv_list(channels), transform=transform, scale=scale
+        )
+        report = build_dataset(
+            input_dir, labels, out, settings, workers, _csv_list(species), id_column=id_column,
+            schema=schema, dtype=dtype, shard_size=shard_size, glob=glob, progress=progress,
+        )  # fmt: skip
+    except RhopropError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(report.summary(), soft_wrap=True)
+    raise typer.Exit(report.exit_code)
+
+
+@dataset_app.command("info")
+def dataset_info_command(
+    dataset: str = typer.Argument(..., help="Dataset store or built-in name (e.g. gpaw-v1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Counts, label coverage per property, kinds and units, settings, shards, size on disk."""
+    from rhoprop.data.info import dataset_info, print_info
+    from rhoprop.datasets import load
+    from rhoprop.errors import RhopropError
+
+    try:
+        info = dataset_info(load(dataset))
+    except RhopropError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    print_info(info, console, as_json=as_json)
+
+
+@dataset_app.command("split")
+def dataset_split_command(
+    dataset: str = typer.Argument(..., help="Dataset store (a built-in dataset is read-only)."),
+    method: str = typer.Option("random", "--method", help="random, or composition (a formula never in two splits)."),
+    fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,val,test fractions."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    name: str = typer.Option("default", "--name", help="Saved as splits/<name>.json in the store."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing split of that name."),
+) -> None:
+    """Make a reproducible train/val/test split and save it in the store."""
+    from rhoprop.data.split import make_split, parse_fractions
+    from rhoprop.datasets import load
+    from rhoprop.errors import RhopropError
+
+    try:
+        store = load(dataset)
+        parts = make_split(store, method, parse_fractions(fractions), seed, name, overwrite)
+    except RhopropError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    sizes = ", ".join(f"{part} {len(ids)}" for part, ids in parts.items())
+    console.print(f"split {name!r} ({method}, seed {seed}) of {store.path}: {sizes}")
+
+
 # --- dft commands -----------------------------------------------------------------------------
 
 
