@@ -226,13 +226,13 @@ def test_settings_reject_invalid_values() -> None:
     assert SimilaritySettings.from_dict(FAST.to_dict()) == FAST
 
 
-def test_label_csv_kinds_are_inferred_and_duplicates_rejected(tmp_path) -> None:
+def test_label_csv_is_read_like_dataset_build_with_kinds_and_dropped_duplicates(tmp_path) -> None:
     path = tmp_path / "labels.csv"
-    path.write_text("id,gap,metal,system,empty\na,1.5,false,cubic,\nb,0.0,true,hexagonal,\nc,2.5,false,cubic,\nd,,true,,\n")
+    path.write_text("id,gap,metal,system,empty\na,1.5,false,cubic,\nb,0.0,true,hexagonal,\nc,2.5,false,trigonal,\nd,,true,,\n")
     table = read_label_csv(path)
     assert table.kinds == {"gap": "regression", "metal": "binary", "system": "multiclass"}
-    assert table.classes["system"] == ("cubic", "hexagonal")
+    assert table.classes["system"] == ("cubic", "hexagonal", "trigonal")
     assert table.labels.loc["d", "metal"] == 1.0 and np.isnan(table.labels.loc["d", "gap"])
-    path.write_text("id,gap\na,1\na,2\n")
-    with pytest.raises(LabelTableError, match="duplicate id"):
-        read_label_csv(path)
+    path.write_text("id,gap\na,1\na,2\nb,3\n")
+    table = read_label_csv(path)
+    assert list(table.labels.index) == ["b"] and any("lines [2, 3]" in n for n in table.notes)

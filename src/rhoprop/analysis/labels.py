@@ -9,15 +9,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from rhoprop.errors import LabelTableError
 
 KINDS = ("regression", "binary", "multiclass")
-_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".tsv")
-_TRUE = {"true", "yes", "y", "t"}
-_FALSE = {"false", "no", "n", "f"}
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".tsv", ".tsv.gz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +27,7 @@ class LabelTable:
         units: target name -> unit string (empty when unknown).
         classes: target name -> class names (classification targets only).
         source: where the labels came from (path or built-in name).
+        notes: problems found while reading (dropped rows, blanked cells, ignored columns).
     """
 
     labels: pd.DataFrame
@@ -37,6 +35,7 @@ class LabelTable:
     units: dict[str, str]
     classes: dict[str, tuple[str, ...]]
     source: str
+    notes: tuple[str, ...] = ()
 
     @property
     def targets(self) -> list[str]:
@@ -58,6 +57,7 @@ class LabelTable:
             units={t: self.units.get(t, "") for t in targets},
             classes={t: self.classes[t] for t in targets if t in self.classes},
             source=self.source,
+            notes=self.notes,
         )
 
 
@@ -70,9 +70,9 @@ def is_label_csv(source: str | Path) -> bool:
 def load_label_table(source: str | Path) -> LabelTable:
     """Load the labels of a dataset store, a built-in dataset name, or a labels CSV file.
 
-    CSV files need an ``id`` column (else the first column is the id); target kinds are inferred:
-    text columns are multiclass, columns holding only 0/1 (or true/false) are binary, other numeric
-    columns are regression.
+    CSV files are read as by ``rhoprop dataset build`` (an ``id`` column; kinds inferred: numeric
+    columns are regression, 0/1 or true/false columns binary, text columns with few values
+    multiclass).
     """
     if is_label_csv(source):
         return read_label_csv(source)
@@ -101,63 +101,24 @@ def load_label_table(source: str | Path) -> LabelTable:
     )
 
 
-def read_label_csv(path: str | Path) -> LabelTable:
-    """Read a labels CSV (``id`` column + one column per target, blanks = missing) into a table."""
-    path = Path(path)
-    sep = "\t" if path.name.lower().endswith(".tsv") else ","
-    try:
-        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise LabelTableError(f"cannot read labels file {path}: {exc}") from exc
-    if raw.shape[1] < 2:
-        raise LabelTableError(
-            f"labels file {path} has {raw.shape[1]} column(s); expected an id column and at least "
-            "one target column"
-        )
-    id_col = "id" if "id" in raw.columns else raw.columns[0]
-    ids = raw[id_col].astype(str).str.strip()
-    dup = sorted(set(ids[ids.duplicated()]))
-    if dup:
-        raise LabelTableError(
-            f"labels file {path}: duplicate id(s) {dup[:10]} in column {id_col!r}; ids must be unique"
-        )
-    labels: dict[str, np.ndarray] = {}
-    kinds: dict[str, str] = {}
-    classes: dict[str, tuple[str, ...]] = {}
-    for col in raw.columns:
-        if col == id_col:
-            continue
-        values, kind, names = _encode_column(raw[col])
-        if kind is None:
-            continue
-        labels[col], kinds[col] = values, kind
-        if names:
-            classes[col] = names
-    if not labels:
-        raise LabelTableError(f"labels file {path} has no column with any value besides {id_col!r}")
-    frame = pd.DataFrame(labels, index=pd.Index(ids, name="id"))
-    return LabelTable(frame, kinds, {t: "" for t in kinds}, classes, str(path))
+def read_label_csv(path: str | Path, id_column: str = "id") -> LabelTable:
+    """Read a labels CSV the way ``rhoprop dataset build`` does (same kinds, classes, checks).
 
+    Rows with a blank or duplicate id and cells that do not parse are dropped or blanked and
+    listed in :attr:`LabelTable.notes`.
+    """
+    from rhoprop.data.labels import encode_labels, parse_labels, read_raw_labels
 
-def _encode_column(column: pd.Series) -> tuple[np.ndarray, str | None, tuple[str, ...]]:
-    """Encode one raw text column: (float values, kind or None when empty, class names)."""
-    text = column.astype("string").str.strip()
-    text = text.mask(text == "")
-    present = text.dropna()
-    if present.empty:
-        return np.full(len(column), np.nan), None, ()
-    lowered = present.str.lower()
-    if lowered.isin(_TRUE | _FALSE).all():
-        values = text.str.lower().map(lambda v: 1.0 if v in _TRUE else (0.0 if v in _FALSE else np.nan))
-        return values.to_numpy(dtype=float, na_value=np.nan), "binary", ("false", "true")
-    numeric = pd.to_numeric(present, errors="coerce")
-    if numeric.notna().all():
-        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        finite = values[np.isfinite(values)]
-        if set(np.unique(finite)) <= {0.0, 1.0}:
-            return values, "binary", ("0", "1")
-        return values, "regression", ()
-    names = tuple(sorted(present.unique()))
-    codes = {name: float(i) for i, name in enumerate(names)}
-    values = text.map(lambda v: codes.get(v, np.nan) if isinstance(v, str) else np.nan)
-    return values.to_numpy(dtype=float, na_value=np.nan), "multiclass", names
+    raw, issues, _ = read_raw_labels(path, id_column=id_column)
+    values, specs, more = parse_labels(raw)
+    if not specs:
+        raise LabelTableError(f"labels file {path} has no target column with values besides {id_column!r}")
+    labels = encode_labels(values, specs)
+    return LabelTable(
+        labels=labels,
+        kinds={s.name: s.kind for s in specs},
+        units={s.name: s.unit for s in specs},
+        classes={s.name: tuple(s.classes) for s in specs if s.kind != "regression"},
+        source=str(path),
+        notes=tuple(i.detail for i in [*issues, *more]),
+    )

@@ -40,6 +40,10 @@ def run_analyze_targets(
         n_permutations=n_permutations, seed=seed,
     )  # fmt: skip
     table = load_label_table(dataset).select(targets)
+    for note in table.notes[:10]:
+        console.print(f"[yellow]labels:[/yellow] {note}")
+    if len(table.notes) > 10:
+        console.print(f"[yellow]labels:[/yellow] ... and {len(table.notes) - 10} more problems")
     with progress_bar(console) as bar:
         task = bar.add_task("target pairs", total=None)
         result = analyze_targets(table, out, settings, lambda done, total: bar.update(task, completed=done, total=total))
