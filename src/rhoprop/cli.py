@@ -32,6 +32,34 @@ def version() -> None:
 # --- io / grid commands ---------------------------------------------------------------------
 
 
+@app.command("inspect")
+def inspect_density(
+    file: Path = typer.Argument(..., help="Density file: CHGCAR/CHG/AECCAR/PARCHG, cube or XSF (.gz/.bz2/.xz ok)."),
+    species: str | None = typer.Option(
+        None, "--species", help="Species of a VASP 4 file in the order of its atom counts, e.g. Li,Co,O."
+    ),
+    fmt: str | None = typer.Option(None, "--format", help="Force the format: chgcar, cube or xsf."),
+) -> None:
+    """Show what a density file holds: structure, grid, electrons, magnetization, density range."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rhoprop.errors import RhopropError
+    from rhoprop.io import read_density
+
+    try:
+        density = read_density(file, species=species, fmt=fmt)
+    except RhopropError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    table = Table(title=escape(file.name), show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", overflow="fold")
+    for key, value in density.summary().items():
+        table.add_row(key, escape(value))
+    console.print(table)
+
+
 # --- dataset commands -----------------------------------------------------------------------
 
 

@@ -102,6 +102,37 @@ class Density:
             return self.spin.reshape(3, -1).mean(axis=1) * self.volume
         return float(self.spin.mean() * self.volume)
 
+    def summary(self) -> dict[str, str]:
+        """Human-readable facts about the density (label -> text), as shown by ``rhoprop inspect``."""
+        lattice = self.lattice
+        structure = self.structure
+        spacing = ", ".join(f"{lattice.abc[i] / self.shape[i]:.4f}" for i in range(3))
+        magnetization = np.atleast_1d(self.total_magnetization())
+        moments = ", ".join(f"{round(float(m), 4) + 0.0:.4f}" for m in magnetization)
+        if self.spin is None:
+            moment = "none (no spin block)"
+        elif self.is_noncollinear:
+            moment = f"({moments}) μB, non-collinear"
+        else:
+            absolute = float(np.abs(self.spin).mean() * self.volume)
+            moment = f"{moments} μB (collinear; ∫|m| = {absolute:.4f} μB)"
+        details = ", ".join(f"{key}={value}" for key, value in self.meta.items() if not isinstance(value, list | dict))
+        return {
+            "file": self.source or "-",
+            "format": self.fmt or "-",
+            "code": self.code,
+            "formula": f"{structure.composition.reduced_formula} ({structure.composition.formula}, {len(structure)} atoms)",
+            "lattice a, b, c": ", ".join(f"{x:.4f}" for x in lattice.abc) + " Å",
+            "angles α, β, γ": ", ".join(f"{x:.3f}" for x in lattice.angles) + "°",
+            "volume": f"{self.volume:.4f} Å³",
+            "grid": " × ".join(str(n) for n in self.shape) + f" ({self.total.size} points)",
+            "spacing": f"{spacing} Å",
+            "electrons": f"{self.electron_count():.4f}",
+            "magnetization": moment,
+            "density min, max": f"{self.total.min():.6g}, {self.total.max():.6g} e/Å³",
+            "details": details or "-",
+        }
+
     def __repr__(self) -> str:
         spin = "none" if self.spin is None else ("non-collinear" if self.is_noncollinear else "collinear")
         return (
