@@ -1,0 +1,24 @@
+"""Standardization of densities into fixed tensors, value transforms, augmentation and pictures.
+
+``standardize(density, settings) -> StandardizedDensity(x (C, n, n, n) float32, side (S,), has_spin)``;
+``rhoprop.grid.augment`` holds the tensor-level augmentations (periodic rolls, point-group ops).
+"""
+
+from rhoprop.grid import augment
+from rhoprop.grid.atoms import atomic_superposition, free_atom
+from rhoprop.grid.plot import plot_slices
+from rhoprop.grid.settings import StandardizeSettings
+from rhoprop.grid.standardize import StandardizedDensity, standardize
+from rhoprop.grid.transforms import apply_transform, inverse_transform
+
+__all__ = [
+    "StandardizeSettings",
+    "StandardizedDensity",
+    "apply_transform",
+    "atomic_superposition",
+    "augment",
+    "free_atom",
+    "inverse_transform",
+    "plot_slices",
+    "standardize",
+]
