@@ -161,3 +161,28 @@ def write_labels_csv(path: Path, rows: Sequence[dict[str, object]], extra_lines:
     lines += list(extra_lines)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+_BUILT: dict[tuple, tuple[Path, Path, list[str], list[dict[str, object]]]] = {}
+
+
+def built_store(
+    tmp_path_factory, count: int = 12, n: int = 16, channels: tuple[str, ...] = ("total", "spin")
+) -> tuple[Path, Path, list[str], list[dict[str, object]]]:
+    """A store built once per session from ``count`` generated files: (store, inputs, ids, rows).
+
+    Tests that use it must not write to it; they copy it first when they need to.
+    """
+    from rhoprop.data import build_dataset
+    from rhoprop.grid.settings import StandardizeSettings
+
+    key = (count, n, channels)
+    if key not in _BUILT:
+        root = tmp_path_factory.mktemp(f"store{count}")
+        ids, rows = write_dataset_folder(root / "in", count)
+        labels = write_labels_csv(root / "labels.csv", rows)
+        settings = StandardizeSettings(n=n, channels=channels)
+        report = build_dataset(root / "in", labels, root / "ds", settings, workers=1, progress=False)
+        assert report.clean, report.entries
+        _BUILT[key] = (root / "ds", root / "in", ids, rows)
+    return _BUILT[key]

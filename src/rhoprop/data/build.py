@@ -142,11 +142,19 @@ class BuildReport:
             f"already there) from {self.n_files} files in {self.elapsed_s:.1f} s"
         )
         counts = self.counts()
+        words = {
+            skipped: ", ".join(
+                f"{n} {cat.replace('_', ' ')}"
+                for cat, n in sorted(counts.items())
+                if (cat in SKIP_CATEGORIES) == skipped
+            )
+            for skipped in (True, False)
+        }
+        line += f"; skipped: {words[True]}" if words[True] else "; nothing skipped"
+        if words[False]:
+            line += f"; notes: {words[False]}"
         if counts:
-            parts = ", ".join(f"{n} {cat.replace('_', ' ')}" for cat, n in sorted(counts.items()))
-            line += f"; reported: {parts} (see {self.out / 'report.csv'})"
-        else:
-            line += "; nothing skipped"
+            line += f" (see {self.out / 'report.csv'})"
         return line
 
 
@@ -551,7 +559,7 @@ def build_dataset(
             n_added=buffer.written,
             n_already=n_already,
             n_total=len(stored_now),
-            entries=entries,
+            entries=sorted(entries, key=lambda e: (e.category, e.id, e.path)),
             elapsed_s=time.perf_counter() - t0,
         )
         write_report(out, report)

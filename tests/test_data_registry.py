@@ -1,0 +1,48 @@
+"""The built-in dataset registry: names, paths, and clear errors for unknown names."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import rhoprop.datasets as registry
+from rhoprop.cli import app
+from rhoprop.data import DatasetError, DatasetStore
+from test_data_support import built_store
+
+
+@pytest.fixture
+def builtin_root(tmp_path_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A built-in folder holding one store, ``tiny-v0``, plus a folder that is not a store."""
+    store_path = built_store(tmp_path_factory)[0]
+    root = tmp_path / "builtin"
+    shutil.copytree(store_path, root / "tiny-v0")
+    (root / "not-a-store").mkdir()
+    monkeypatch.setattr(registry, "BUILTIN_ROOT", root)
+    return root
+
+
+def test_builtin_names_load_and_resolve(builtin_root: Path) -> None:
+    assert registry.available() == ["tiny-v0"]
+    assert registry.resolve("tiny-v0") == builtin_root / "tiny-v0"
+    store = registry.load("tiny-v0")
+    assert isinstance(store, DatasetStore) and len(store) > 0
+    assert registry.resolve(builtin_root / "tiny-v0") == builtin_root / "tiny-v0"
+    result = CliRunner().invoke(app, ["dataset", "info", "tiny-v0"])
+    assert result.exit_code == 0 and f"{len(store)} samples" in result.output
+
+
+def test_unknown_name_lists_the_valid_ones(builtin_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no dataset 'gpaw-v9'.*built-in: tiny-v0"):
+        registry.load("gpaw-v9")
+    with pytest.raises(DatasetError, match="not a rhoprop dataset"):
+        registry.resolve(tmp_path)
+
+
+def test_shipped_builtin_datasets_open() -> None:
+    for name in registry.available():
+        store = registry.load(name)
+        assert len(store) > 0 and store.store_settings.dtype in ("float16", "float32")
