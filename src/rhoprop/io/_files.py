@@ -1,5 +1,5 @@
 """File plumbing shared by the readers and writers: compression by content, fast number parsing,
-scratch copies for pymatgen, token counting, atomic outputs and error locations.
+temporary copies for pymatgen, token counting, atomic outputs and error locations.
 
 Compression is recognised from the first bytes of a file (gzip, bzip2, xz), never from its name,
 so ``CHGCAR.gz`` that is really plain text, or a gzipped ``foo.dat``, both read correctly.
@@ -146,10 +146,8 @@ def count_tokens(chunks: Iterator[bytes]) -> int:
     for chunk in chunks:
         if not chunk:
             continue
-        arr = np.frombuffer(chunk, dtype=np.uint8)
-        space = arr <= 32
-        starts = np.count_nonzero(space[:-1] & ~space[1:])
-        total += int(starts) + int(prev_space and not space[0])
+        space = np.frombuffer(chunk, dtype=np.uint8) <= 32
+        total += int(np.count_nonzero(space[:-1] > space[1:])) + int(prev_space and not space[0])
         prev_space = bool(space[-1])
     return total
 
@@ -169,20 +167,11 @@ def iter_chunks(fh: IO[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
 
 @contextlib.contextmanager
 def scratch_file() -> Iterator[tuple[BinaryIO, str]]:
-    """A writable scratch file and a path other code can open it by (memory-backed where possible).
+    """A writable temporary file and its path (for pymatgen, which opens files by name); removed after.
 
-    On Linux an anonymous in-memory file (memfd) is used, so nothing touches the disk; elsewhere a
-    temporary file that is removed afterwards.
+    Uses the system temporary folder (``TMPDIR``); short-lived, so it usually never leaves the page cache.
     """
-    if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
-        fd = os.memfd_create("rhoprop-density")
-        fh = os.fdopen(fd, "w+b")
-        try:
-            yield fh, f"/proc/self/fd/{fd}"
-        finally:
-            fh.close()
-        return
-    tmp = tempfile.NamedTemporaryFile(prefix="rhoprop-", delete=False)  # noqa: SIM115
+    tmp = tempfile.NamedTemporaryFile(prefix="rhoprop-", suffix=".vasp", delete=False)  # noqa: SIM115
     try:
         yield tmp, tmp.name  # type: ignore[misc]
     finally:
@@ -198,7 +187,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -224,7 +215,9 @@ def text_lines(data: bytes) -> list[str]:
     return data.decode("latin-1").splitlines()
 
 
-def first_bad_value(lines: list[str], start: int, stop_prefixes: tuple[str, ...] = ()) -> tuple[int, str] | None:
+def first_bad_value(
+    lines: list[str], start: int, stop_prefixes: tuple[str, ...] = ()
+) -> tuple[int, str] | None:
     """Find the first token from line index ``start`` on that is not a finite number.
 
     Scanning stops (returning None) at a line starting with one of ``stop_prefixes``. Returns the

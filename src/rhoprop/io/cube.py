@@ -57,8 +57,13 @@ def read_cube(source: _files.Source) -> Density:
                 f"{where} was written by castep2cube, whose grids repeat the first plane at the far end; "
                 "convert it with a writer that omits the periodic endpoint"
             )
-        if "LOOP" in comment2.upper() and "OUTER LOOP: X, MIDDLE LOOP: Y, INNER LOOP: Z" not in comment2.upper():
-            raise DensityFormatError(f"{where}: unsupported loop order {comment2!r}; expected x outer, z inner")
+        if (
+            "LOOP" in comment2.upper()
+            and "OUTER LOOP: X, MIDDLE LOOP: Y, INNER LOOP: Z" not in comment2.upper()
+        ):
+            raise DensityFormatError(
+                f"{where}: unsupported loop order {comment2!r}; expected x outer, z inner"
+            )
         head = _numbers(raw.readline(), 4, 3, where, "the atom count and the origin")
         n_atoms = int(head[0])
         n_val = int(head[4]) if len(head) > 4 else 1
@@ -75,15 +80,21 @@ def read_cube(source: _files.Source) -> Density:
         voxels = np.empty((3, 3))
         units = set()
         for axis in range(3):
-            values = _numbers(raw.readline(), 4, 4 + axis, where, "a point count and a voxel vector")
+            values = _numbers(
+                raw.readline(), 4, 4 + axis, where, "a point count and a voxel vector"
+            )
             n = int(values[0])
             if n == 0 or n != values[0]:
-                raise DensityFormatError(f"{where}: line {4 + axis} gives {values[0]} grid points along axis {axis}")
+                raise DensityFormatError(
+                    f"{where}: line {4 + axis} gives {values[0]} grid points along axis {axis}"
+                )
             shape.append(abs(n))
             units.add("bohr" if n > 0 else "angstrom")
             voxels[axis] = np.asarray(values[1:4]) * (bohr_to_ang if n > 0 else 1.0)
         if len(units) > 1:
-            raise DensityFormatError(f"{where}: lines 4-6 mix Bohr (positive) and Å (negative) point counts")
+            raise DensityFormatError(
+                f"{where}: lines 4-6 mix Bohr (positive) and Å (negative) point counts"
+            )
         to_ang = bohr_to_ang if "bohr" in units else 1.0
         numbers: list[int] = []
         coords = np.empty((n_atoms, 3))
@@ -94,7 +105,9 @@ def read_cube(source: _files.Source) -> Density:
             coords[index] = np.asarray(values[2:5]) * to_ang
         bad = [z for z in numbers if not 1 <= z <= 118]
         if bad:
-            raise DensityFormatError(f"{where}: atomic number(s) {bad} in the atom lines are not elements")
+            raise DensityFormatError(
+                f"{where}: atomic number(s) {bad} in the atom lines are not elements"
+            )
         origin = np.asarray(head[1:4]) * to_ang
         count = int(np.prod(shape)) * n_val
         first_data_line = 7 + n_atoms
@@ -138,7 +151,9 @@ def read_cube(source: _files.Source) -> Density:
     )
 
 
-def _located(source: _files.Source, first_line: int, count: int, got: int, extra: int) -> DensityFormatError:
+def _located(
+    source: _files.Source, first_line: int, count: int, got: int, extra: int
+) -> DensityFormatError:
     """Describe a value-count or non-finite problem in a cube file with its line number."""
     lines = _files.text_lines(source.read_all())
     bad = _files.first_bad_value(lines, first_line - 1)
@@ -174,23 +189,33 @@ def write_cube(density: Density, path: str | os.PathLike[str]) -> Path:
     nx, ny, nz = density.shape
     structure = density.structure
     voxels = structure.lattice.matrix / np.asarray(density.shape)[:, None] / bohr_to_ang
-    kind = {1: "total density", 2: "total density, magnetization", 4: "total density, mx, my, mz"}[n_val]
+    kind = {1: "total density", 2: "total density, magnetization", 4: "total density, mx, my, mz"}[
+        n_val
+    ]
     lines = [
         f"{structure.composition.reduced_formula} {kind} (e/Bohr^3) written by rhoprop\n",
         "OUTER LOOP: X, MIDDLE LOOP: Y, INNER LOOP: Z\n",
-        f"{len(structure):5d} {0.0:19.12f} {0.0:19.12f} {0.0:19.12f}" + (f" {n_val:4d}\n" if n_val > 1 else "\n"),
+        f"{len(structure):5d} {0.0:19.12f} {0.0:19.12f} {0.0:19.12f}"
+        + (f" {n_val:4d}\n" if n_val > 1 else "\n"),
     ]
     for axis in range(3):
-        lines.append(f"{density.shape[axis]:5d} " + " ".join(f"{x:19.12f}" for x in voxels[axis]) + "\n")
+        lines.append(
+            f"{density.shape[axis]:5d} " + " ".join(f"{x:19.12f}" for x in voxels[axis]) + "\n"
+        )
     for site in structure:
         z = site.specie.Z
         x, y, zc = site.coords / bohr_to_ang
         lines.append(f"{z:5d} {float(z):19.12f} {x:19.12f} {y:19.12f} {zc:19.12f}\n")
     per_row = nz * n_val
-    row_format = "".join(" %.10E" + ("\n" if (i + 1) % 6 == 0 or i + 1 == per_row else "") for i in range(per_row))
+    row_format = "".join(
+        " %.10E" + ("\n" if (i + 1) % 6 == 0 or i + 1 == per_row else "") for i in range(per_row)
+    )
     stacked = np.stack(fields, axis=-1) if n_val > 1 else density.total[..., None]
     rows = (stacked * (1.0 / BOHR3_PER_ANG3)).reshape(nx * ny, per_row)
-    with _files.atomic_output(path) as tmp, _files.open_for_writing(tmp, _files.compression_for_name(path)) as out:
+    with (
+        _files.atomic_output(path) as tmp,
+        _files.open_for_writing(tmp, _files.compression_for_name(path)) as out,
+    ):
         out.writelines(lines)
         for row in rows.tolist():
             out.write(row_format % tuple(row))

@@ -116,7 +116,11 @@ class Density:
         else:
             absolute = float(np.abs(self.spin).mean() * self.volume)
             moment = f"{moments} μB (collinear; ∫|m| = {absolute:.4f} μB)"
-        details = ", ".join(f"{key}={value}" for key, value in self.meta.items() if not isinstance(value, list | dict))
+        details = ", ".join(
+            f"{key}={value}"
+            for key, value in self.meta.items()
+            if not isinstance(value, list | dict)
+        )
         return {
             "file": self.source or "-",
             "format": self.fmt or "-",
@@ -134,7 +138,11 @@ class Density:
         }
 
     def __repr__(self) -> str:
-        spin = "none" if self.spin is None else ("non-collinear" if self.is_noncollinear else "collinear")
+        spin = (
+            "none"
+            if self.spin is None
+            else ("non-collinear" if self.is_noncollinear else "collinear")
+        )
         return (
             f"Density({self.structure.composition.reduced_formula}, grid={self.shape}, "
             f"electrons={self.electron_count():.3f}, spin={spin}, fmt={self.fmt!r}, "

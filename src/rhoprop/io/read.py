@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from rhoprop.errors import DensityFormatError
@@ -95,8 +95,9 @@ def read_density(
 ) -> Density:
     """Read a charge density file (format from content unless ``fmt`` is given) into a :class:`Density`.
 
-    ``species`` names one element per species group in file order; VASP 4 files need it unless a
-    POSCAR/CONTCAR/OUTCAR/POTCAR beside them names the species; for other files it is checked.
+    ``species`` (element symbols, one per species group in file order, or ``"Li,Co,O"``) is needed
+    only by VASP 4 files without a POSCAR/CONTCAR/OUTCAR/POTCAR beside them; files that name their
+    elements keep their own (a dataset-wide ``--species`` does not override them).
     Gzip, bzip2 and xz compression are recognised from the content.
     """
     source = _files.open_source(path)
@@ -104,7 +105,11 @@ def read_density(
     if fmt is None:
         detected = detect_format(source.head)
         if detected is None:
-            first = _files.text_lines(source.head[:200])[:1] if b"\x00" not in source.head[:4096] else ["<binary>"]
+            first = (
+                _files.text_lines(source.head[:200])[:1]
+                if b"\x00" not in source.head[:4096]
+                else ["<binary>"]
+            )
             raise DensityFormatError(
                 f"cannot tell the format of {source.path} from its content (first line: "
                 f"{(first or [''])[0].strip()[:60]!r}); supported are {_SUPPORTED}. If it is one of "
@@ -119,15 +124,6 @@ def read_density(
             )
     else:
         fmt = normalize_format(fmt)
-    readers: dict[str, Callable[[_files.Source], Density]] = {"cube": cube.read_cube, "xsf": xsf.read_xsf}
     if fmt == "chgcar":
         return vasp.read_chgcar(source, user_species)
-    density = readers[fmt](source)
-    if user_species is not None:
-        in_file = list(dict.fromkeys(str(el) for el in density.structure.species))
-        if in_file != user_species:
-            raise DensityFormatError(
-                f"{source.path} holds species {in_file} but species={user_species} were given; species "
-                "are only needed for VASP 4 files"
-            )
-    return density
+    return cube.read_cube(source) if fmt == "cube" else xsf.read_xsf(source)

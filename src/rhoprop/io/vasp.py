@@ -5,16 +5,16 @@ parser); this module only adds what pymatgen does not do:
 
 * VASP 4 headers have no element line and pymatgen then silently names the atoms H, He, Li...
   Here the species come from the caller or from a POSCAR/CONTCAR/OUTCAR/POTCAR beside the file; the
-  header is copied into a memory-backed scratch file with the element line inserted and that copy is
-  parsed. Without species :class:`SpeciesRequiredError` is raised; nothing is guessed.
-* Compression is recognised from content; compressed files are decompressed once into the scratch
-  file (pymatgen's parser seeks backwards, which restarts a gzip stream: ~8x slower).
+  file is copied into a temporary file with the element line inserted and that copy is parsed.
+  Without species :class:`SpeciesRequiredError` is raised; nothing is guessed.
+* Compression is recognised from content; compressed files are decompressed once into a temporary
+  file (pymatgen's parser seeks backwards, which restarts a gzip stream: ~7x slower).
 * Grids are checked against their values: missing values (truncation), values that are not numbers,
   NaN/inf and surplus values (pymatgen skips those silently) raise :class:`DensityFormatError` with
   the file and line.
 
-VASP stores ρ·V (electrons per cell times the number of grid points): blocks are divided by the cell
-volume to give electrons/Å³ (magnetization blocks likewise, μB/Å³).
+VASP stores ρ(r)·V_cell at each grid point (so the grid average is the electron count): blocks are
+divided by the cell volume to give electrons/Å³ (magnetization blocks likewise, μB/Å³).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _clean_symbol(token: str) -> str:
     return token.split("/")[0].split("_")[0].split(".")[0]
 
 
-def read_header(fh, where: str, poscar: bool = False) -> VaspHeader:  # noqa: ANN001 - binary stream
+def read_header(fh, where: str, poscar: bool = False) -> VaspHeader:
     """Read the POSCAR block of a VASP volumetric file (up to the first blank line) from ``fh``.
 
     With ``poscar=True`` the block may also end at the end of the file (a POSCAR/CONTCAR).
@@ -170,7 +170,9 @@ def _titel_symbols(path: Path) -> tuple[list[str], list[int] | None]:
     return (titel or vrhfin), counts
 
 
-def species_from_neighbours(path: Path, counts: list[int]) -> tuple[list[str] | None, str, list[str]]:
+def species_from_neighbours(
+    path: Path, counts: list[int]
+) -> tuple[list[str] | None, str, list[str]]:
     """Look for species beside ``path`` in POSCAR, CONTCAR, OUTCAR or POTCAR (plain or compressed).
 
     Returns the species (or None), the file they came from, and notes on files that were found but
@@ -196,8 +198,12 @@ def species_from_neighbours(path: Path, counts: list[int]) -> tuple[list[str] | 
             if not symbols:
                 notes.append(f"{candidate.name}: has no element symbols")
             elif their_counts is not None and their_counts != counts:
-                notes.append(f"{candidate.name}: atom counts {their_counts} differ from the file's {counts}")
-            elif len(symbols) != len(counts) or not all(Element.is_valid_symbol(s) for s in symbols):
+                notes.append(
+                    f"{candidate.name}: atom counts {their_counts} differ from the file's {counts}"
+                )
+            elif len(symbols) != len(counts) or not all(
+                Element.is_valid_symbol(s) for s in symbols
+            ):
                 notes.append(f"{candidate.name}: species {symbols} do not fit the counts {counts}")
             else:
                 return symbols, str(candidate), notes
@@ -209,11 +215,6 @@ def _resolve_species(
 ) -> tuple[list[str], str]:
     """Species for the file and where they came from; raises when a VASP 4 file has none."""
     if not header.is_vasp4:
-        if species is not None and species != header.symbols:
-            raise DensityFormatError(
-                f"{source.path} names its species {header.symbols} (line 6) but species={species} "
-                "were given; leave species out for VASP 5 files or pass the file's own symbols"
-            )
         return header.symbols, "file"  # type: ignore[return-value]
     if species is not None:
         if len(species) != len(header.counts):
@@ -330,8 +331,10 @@ def read_chgcar(source: _files.Source, species: list[str] | None = None) -> Dens
         if inject:
             lines.insert(header.symbols_index, ("   " + "   ".join(symbols) + "\n").encode())
         header_tokens = sum(len(line.split()) for line in lines)
-        direct = not inject and source.compression is None and (
-            source.path.suffix.lower() not in _files.ZOPEN_COMPRESSED_SUFFIXES
+        direct = (
+            not inject
+            and source.compression is None
+            and (source.path.suffix.lower() not in _files.ZOPEN_COMPRESSED_SUFFIXES)
         )
         if direct:
             n_tokens = header_tokens + _files.count_tokens(_files.iter_chunks(fh))
@@ -340,13 +343,17 @@ def read_chgcar(source: _files.Source, species: list[str] | None = None) -> Dens
             with _files.scratch_file() as (scratch, scratch_path):
                 scratch.writelines(lines)
                 scratch.write(b"\n")
-                n_tokens = header_tokens + _files.count_tokens(_files.tee(_files.iter_chunks(fh), scratch))
+                n_tokens = header_tokens + _files.count_tokens(
+                    _files.tee(_files.iter_chunks(fh), scratch)
+                )
                 scratch.flush()
                 poscar, data, data_aug = _parse(source, scratch_path, header)
-    return _to_density(source, header, poscar, data, data_aug, n_tokens, header_tokens, species_source)
+    return _to_density(
+        source, header, poscar, data, data_aug, n_tokens, header_tokens, species_source
+    )
 
 
-def _parse(source: _files.Source, parse_path: str, header: VaspHeader):  # noqa: ANN202
+def _parse(source: _files.Source, parse_path: str, header: VaspHeader):
     """Run pymatgen's parser on ``parse_path``, turning its errors into located DensityFormatErrors."""
     try:
         with warnings.catch_warnings():
@@ -354,8 +361,10 @@ def _parse(source: _files.Source, parse_path: str, header: VaspHeader):  # noqa:
             return VolumetricData.parse_file(parse_path)
     except MemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any pymatgen failure becomes a DensityFormatError
-        raise _problem(source, header, f"unreadable VASP file ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:
+        raise _problem(
+            source, header, f"unreadable VASP file ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _to_density(
@@ -370,7 +379,11 @@ def _to_density(
 ) -> Density:
     """Check grids against the token count, divide by the volume and build the Density."""
     structure: Structure = poscar.structure
-    keys = ["total", "diff_x", "diff_y", "diff_z"] if "diff_x" in data else [k for k in ("total", "diff") if k in data]
+    keys = (
+        ["total", "diff_x", "diff_y", "diff_z"]
+        if "diff_x" in data
+        else [k for k in ("total", "diff") if k in data]
+    )
     shapes = [data[k].shape for k in keys]
     if any(shape != shapes[0] for shape in shapes):
         raise _problem(
@@ -406,7 +419,13 @@ def _to_density(
     }
     try:
         return Density(
-            total=total, structure=structure, spin=spin, source=str(source.path), fmt="chgcar", code="vasp", meta=meta
+            total=total,
+            structure=structure,
+            spin=spin,
+            source=str(source.path),
+            fmt="chgcar",
+            code="vasp",
+            meta=meta,
         )
     except DensityFormatError as exc:
         raise _problem(source, header, str(exc)) from exc
@@ -437,4 +456,3 @@ def write_chgcar(density: Density, path: str | os.PathLike[str]) -> Path:
     with _files.atomic_output(path) as tmp:
         chgcar.write_file(str(tmp))
     return path
-

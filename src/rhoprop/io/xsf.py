@@ -29,7 +29,7 @@ _SPAN_ATOL = 1e-4  # Å; ASE writes the spanning vectors with 6 decimals
 class _Lines:
     """Content lines of a binary stream (blank and ``#`` lines skipped), with line numbers."""
 
-    def __init__(self, fh, where: str) -> None:  # noqa: ANN001 - binary stream
+    def __init__(self, fh, where: str) -> None:
         self.fh = fh
         self.where = where
         self.lineno = 0
@@ -38,7 +38,9 @@ class _Lines:
         while True:
             raw = self.fh.readline()
             if not raw:
-                raise DensityFormatError(f"{self.where}: the file ends at line {self.lineno}, expecting {expecting}")
+                raise DensityFormatError(
+                    f"{self.where}: the file ends at line {self.lineno}, expecting {expecting}"
+                )
             self.lineno += 1
             text = raw.decode("latin-1").strip()
             if text and not text.startswith("#"):
@@ -51,7 +53,9 @@ class _Lines:
         except ValueError:
             values = []
         if len(values) < count:
-            raise DensityFormatError(f"{self.where}: line {self.lineno} should hold {expecting}, found {text!r}")
+            raise DensityFormatError(
+                f"{self.where}: line {self.lineno} should hold {expecting}, found {text!r}"
+            )
         return values
 
 
@@ -82,7 +86,9 @@ def read_xsf(source: _files.Source) -> Density:
                     "single 3D-periodic CRYSTAL structure"
                 )
             elif key == "PRIMVEC":
-                cell = np.array([lines.numbers(3, "a lattice vector (3 numbers)")[:3] for _ in range(3)])
+                cell = np.array(
+                    [lines.numbers(3, "a lattice vector (3 numbers)")[:3] for _ in range(3)]
+                )
             elif key == "CONVVEC":
                 for _ in range(3):
                     lines.numbers(3, "a lattice vector (3 numbers)")
@@ -91,12 +97,16 @@ def read_xsf(source: _files.Source) -> Density:
                 for _ in range(n_atoms):
                     parts = lines.next("an atom line (symbol or Z, x, y, z)").split()
                     if len(parts) < 4:
-                        raise DensityFormatError(f"{where}: line {lines.lineno}: expected 'Z x y z', found {parts}")
+                        raise DensityFormatError(
+                            f"{where}: line {lines.lineno}: expected 'Z x y z', found {parts}"
+                        )
                     species.append(_species(parts[0], where, lines.lineno))
                     try:
                         coords.append([float(x) for x in parts[1:4]])
                     except ValueError:
-                        raise DensityFormatError(f"{where}: line {lines.lineno}: bad coordinates {parts[1:4]}") from None
+                        raise DensityFormatError(
+                            f"{where}: line {lines.lineno}: bad coordinates {parts[1:4]}"
+                        ) from None
             elif key.startswith("BEGIN_BLOCK_DATAGRID") and "3D" in key:
                 break
         if not periodic or cell is None or not species:
@@ -105,8 +115,10 @@ def read_xsf(source: _files.Source) -> Density:
             )
         lines.next("the name of the data block")
         begin = lines.next("BEGIN_DATAGRID_3D")
-        if not begin.upper().startswith("BEGIN_DATAGRID_3D"):
-            raise DensityFormatError(f"{where}: line {lines.lineno}: expected BEGIN_DATAGRID_3D, found {begin!r}")
+        if not begin.upper().startswith(("BEGIN_DATAGRID_3D", "DATAGRID_3D")):
+            raise DensityFormatError(
+                f"{where}: line {lines.lineno}: expected BEGIN_DATAGRID_3D, found {begin!r}"
+            )
         dims = lines.numbers(3, "the grid size (3 integers)")[:3]
         n = [int(x) for x in dims]
         if any(x < 2 or x != y for x, y in zip(n, dims, strict=True)):
@@ -120,11 +132,17 @@ def read_xsf(source: _files.Source) -> Density:
         end = b""
         while not end and (raw_line := fh.readline()):
             end = raw_line.strip()
-    if got != count or not end.upper().startswith(b"END_DATAGRID_3D") or not np.all(np.isfinite(values)):
+    if (
+        got != count
+        or not end.upper().startswith(b"END_DATAGRID")
+        or not np.all(np.isfinite(values))
+    ):
         raise _located(source, first_data_line, count, got)
     grid = values.reshape(n[::-1]).transpose()
     with_endpoint = np.allclose(span, cell, atol=_SPAN_ATOL, rtol=0)
-    ase_layout = np.allclose(span, cell * ((np.array(n) + 1) / np.array(n))[:, None], atol=_SPAN_ATOL, rtol=0)
+    ase_layout = np.allclose(
+        span, cell * ((np.array(n) + 1) / np.array(n))[:, None], atol=_SPAN_ATOL, rtol=0
+    )
     meta = {"origin": [float(x) for x in origin], "compression": source.compression}
     if with_endpoint:
         first_plane_gap = max(
@@ -141,7 +159,9 @@ def read_xsf(source: _files.Source) -> Density:
             f"{where}: the grid's spanning vectors {span.round(6).tolist()} are not the cell vectors "
             f"{cell.round(6).tolist()}: the grid does not cover exactly one periodic cell"
         )
-    structure = Structure(Lattice(cell), species, np.array(coords) - origin, coords_are_cartesian=True)
+    structure = Structure(
+        Lattice(cell), species, np.array(coords) - origin, coords_are_cartesian=True
+    )
     return Density(
         total=np.ascontiguousarray(grid),
         structure=structure,
@@ -157,7 +177,11 @@ def _located(source: _files.Source, first_line: int, count: int, got: int) -> De
     lines = _files.text_lines(source.read_all())
     bad = _files.first_bad_value(lines, first_line - 1, stop_prefixes=("END_DATAGRID",))
     end = next(
-        (i + 1 for i in range(first_line - 1, len(lines)) if lines[i].strip().upper().startswith("END_DATAGRID")),
+        (
+            i + 1
+            for i in range(first_line - 1, len(lines))
+            if lines[i].strip().upper().startswith("END_DATAGRID")
+        ),
         None,
     )
     if bad is not None:
