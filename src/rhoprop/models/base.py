@@ -9,6 +9,7 @@ with the weights in ``model.safetensors``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,12 +58,16 @@ class Standardizer(nn.Module):
 
 
 class MultiTaskModel(nn.Module):
-    """Base class: an embedding network (``embed``) plus one :class:`Head` per target.
+    """Base class: a deterministic feature extractor, a shared embedding, one :class:`Head` per target.
 
-    Subclasses implement :meth:`embed` and call ``super().__init__(tasks, embed_dim, ...)``.
+    Subclasses implement :meth:`features` (inputs -> (B, F)) and call
+    ``super().__init__(tasks, feature_dim, embed_dim, head_hidden, dropout)``. Dropout sits only
+    after the features (embedding and heads), so MC-dropout samples reuse one feature pass.
     """
 
-    def __init__(self, tasks: Sequence[TaskSpec], embed_dim: int, head_hidden: int, dropout: float) -> None:
+    def __init__(
+        self, tasks: Sequence[TaskSpec], feature_dim: int, embed_dim: int, head_hidden: int, dropout: float
+    ) -> None:
         super().__init__()
         tasks = tuple(tasks)
         if not tasks:
@@ -72,17 +77,27 @@ class MultiTaskModel(nn.Module):
             raise SettingsError(f"target names must be distinct, got {names}")
         self.tasks: tuple[TaskSpec, ...] = tasks
         self.target_norm = Standardizer(len(tasks))
+        self.embedding = nn.Sequential(nn.Linear(feature_dim, embed_dim), nn.SiLU(), nn.Dropout(dropout))
         self.heads = nn.ModuleDict(
             {t.name: Head(embed_dim, head_hidden, t.n_outputs, dropout) for t in tasks}
         )
 
-    def embed(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """Inputs -> (B, E) embedding; implemented by subclasses."""
+    def features(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        """Inputs -> (B, F) deterministic features; implemented by subclasses."""
         raise NotImplementedError
 
-    def heads_forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, E) -> {target: (B,) value/logit or (B, K) logits}, regression in standardized units."""
+    def batch_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor | None, ...]:
+        """The positional inputs of :meth:`features` taken from a collated batch dict."""
+        raise NotImplementedError
+
+    def heads_forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, F) -> {target: (B,) value/logit or (B, K) logits}, regression in standardized units."""
+        z = self.embedding(features)  # (B, E)
         return {name: head(z) for name, head in self.heads.items()}
+
+    def forward(self, *inputs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Inputs -> {target: (B,) or (B, K)} raw outputs (see :meth:`decode`)."""
+        return self.heads_forward(self.features(*inputs))
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw outputs -> natural units: regression (B,) values, binary (B,) P(class 1), multiclass (B, K) probabilities."""

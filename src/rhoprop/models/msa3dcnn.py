@@ -114,7 +114,10 @@ class MSA3DCNN(MultiTaskModel):
     """Multi-scale attention 3D CNN: standardized density (+ side features) -> every target at once."""
 
     def __init__(self, config: MSA3DCNNConfig, tasks: Sequence[TaskSpec]) -> None:
-        super().__init__(tasks, config.embed_dim, config.head_hidden, config.dropout)
+        super().__init__(
+            tasks, 2 * config.widths[-1] + config.side_features, config.embed_dim, config.head_hidden,
+            config.dropout,
+        )
         self.config = config
         w = config.widths
         self.stem = ConvNormAct(config.in_channels, w[0], 3, stride=config.stem_stride)
@@ -128,14 +131,9 @@ class MSA3DCNN(MultiTaskModel):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         self.side_norm = Standardizer(config.side_features)
-        self.embedding = nn.Sequential(
-            nn.Linear(2 * w[-1] + config.side_features, config.embed_dim),
-            nn.SiLU(),
-            nn.Dropout(config.dropout),
-        )
 
-    def embed(self, x: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        """x (B, C, n, n, n), side (B, S) in natural units (None when S = 0) -> embedding (B, E)."""
+    def features(self, x: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """x (B, C, n, n, n), side (B, S) in natural units (None when S = 0) -> features (B, 2W + S)."""
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != cfg.in_channels:
             raise SettingsError(
@@ -155,11 +153,15 @@ class MSA3DCNN(MultiTaskModel):
                     f"MSA3DCNN needs side features of shape ({x.shape[0]}, {cfg.side_features}), got {got}"
                 )
             pooled = torch.cat([pooled, self.side_norm(side)], dim=1)  # (B, 2W + S)
-        return self.embedding(pooled)
+        return pooled
 
-    def forward(self, x: torch.Tensor, side: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def batch_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x, side) from a DensityDataset batch (side None when the model has no side features)."""
+        return batch["x"], batch["side"] if self.config.side_features else None
+
+    def forward(self, x: torch.Tensor, side: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # type: ignore[override]
         """x (B, C, n, n, n), side (B, S) -> {target: (B,) or (B, K)} raw outputs (see :meth:`decode`)."""
-        return self.heads_forward(self.embed(x, side))
+        return self.heads_forward(self.features(x, side))
 
 
 def build_model(

@@ -1,0 +1,140 @@
+"""From a dataset store to what training needs: targets, splits, datasets, statistics, a profile.
+
+The *training profile* records what the model saw (code, elements, valence electrons per
+element, native grid spacing) so that prediction can warn when a new density differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rhoprop.data import DatasetStore
+from rhoprop.datasets import resolve
+from rhoprop.errors import LabelTableError, SettingsError
+from rhoprop.models.heads import TaskSpec
+
+
+def open_store(dataset: str | os.PathLike[str]) -> DatasetStore:
+    """Open a dataset store from a path or a built-in name (``gpaw-v1``)."""
+    return DatasetStore(resolve(dataset))
+
+
+def dataset_label(dataset: str | os.PathLike[str]) -> str:
+    """A short name for a dataset argument: the built-in name, else the folder name."""
+    path = Path(dataset)
+    return str(dataset) if not path.exists() else path.resolve().name
+
+
+def select_tasks(store: DatasetStore, requested: Sequence[str], ids: Sequence[str]) -> list[TaskSpec]:
+    """TaskSpecs of the requested targets, or of every target with a label among ``ids`` when none requested."""
+    known = store.targets
+    if not known:
+        raise LabelTableError(
+            f"dataset {store.path} has no labelled targets; build it with a label table "
+            "(`rhoprop dataset build ... --labels labels.csv`)"
+        )
+    unknown = [t for t in requested if t not in known]
+    if unknown:
+        raise LabelTableError(f"target(s) {unknown} are not in dataset {store.path}; its targets are {sorted(known)}")
+    labels = store.labels.loc[list(ids)]
+    names = list(requested) or [t for t in known if labels[t].notna().any()]
+    empty = [t for t in names if not labels[t].notna().any()]
+    if empty:
+        raise LabelTableError(
+            f"target(s) {empty} have no label in the training split of {store.path}; choose others"
+        )
+    return [TaskSpec.from_target(known[name]) for name in names]
+
+
+def label_matrix(store: DatasetStore, ids: Sequence[str], tasks: Sequence[TaskSpec]) -> np.ndarray:
+    """(N, T) float64 labels of ``ids`` (NaN where missing; class codes for classification)."""
+    return np.array(store.labels.loc[list(ids), [t.name for t in tasks]], dtype=np.float64)
+
+
+def read_groups(path: str | os.PathLike[str]) -> list[list[str]]:
+    """Target groups from a groups file ``{"groups": [[target, ...], ...]}`` (rhoprop analyze targets)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SettingsError(f"cannot read groups file {path}: {exc}") from exc
+    groups = data.get("groups") if isinstance(data, dict) else None
+    if (
+        not isinstance(groups, list)
+        or not groups
+        or not all(isinstance(g, list) and g and all(isinstance(t, str) for t in g) for g in groups)
+    ):
+        raise SettingsError(
+            f"groups file {path} must hold {{\"groups\": [[\"target\", ...], ...]}} with non-empty "
+            f"lists of target names; got {str(data)[:200]}"
+        )
+    flat = [t for g in groups for t in g]
+    repeated = sorted(t for t, c in Counter(flat).items() if c > 1)
+    if repeated:
+        raise SettingsError(f"groups file {path}: target(s) {repeated} appear in more than one group")
+    return [list(g) for g in groups]
+
+
+def split_ids(store: DatasetStore, name: str) -> dict[str, list[str]]:
+    """Train/val/test ids of split ``name``, refusing an empty train or val part."""
+    parts = store.splits(name)
+    for part in ("train", "val"):
+        if not parts[part]:
+            raise SettingsError(
+                f"split {name!r} of {store.path} has an empty {part} part; remake it with non-zero "
+                "fractions (`rhoprop dataset split --fractions 0.8,0.1,0.1 --overwrite`)"
+            )
+    return parts
+
+
+def side_features(store: DatasetStore, ids: Sequence[str]) -> np.ndarray:
+    """(N, S) side features of ``ids`` (lattice parameters in cell mode), without reading the tensors."""
+    every = np.asarray(store.column("side"), dtype=np.float32).reshape(len(store), -1)
+    return every[[store.index_of(i) for i in ids]]
+
+
+def fit_valence(compositions: Sequence[dict[str, float]], electrons: Sequence[float]) -> dict[str, Any]:
+    """Per-element electrons per atom fitted to the densities' electron counts (least squares).
+
+    Returns ``{"per_element": {el: e/atom}, "rms": residual e/cell, "max": max residual}``; with
+    PAW pseudo densities the fitted values are the code's valence counts (GPAW Li: 1, VASP Li_sv: 3).
+    """
+    elements = sorted({el for comp in compositions for el in comp})
+    if not elements:
+        return {"per_element": {}, "rms": 0.0, "max": 0.0}
+    a = np.array([[comp.get(el, 0.0) for el in elements] for comp in compositions])
+    b = np.asarray(electrons, dtype=np.float64)
+    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+    resid = a @ coef - b
+    return {
+        "per_element": {el: round(float(c), 4) for el, c in zip(elements, coef, strict=True)},
+        "rms": float(np.sqrt(np.mean(resid**2))),
+        "max": float(np.abs(resid).max()),
+    }
+
+
+def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> dict[str, Any]:
+    """What the training samples were: dataset, code(s), elements, valence model, native grid spacing."""
+    rows = [store.provenance(i) for i in ids]
+    compositions, spacings = [], []
+    for sid, row in zip(ids, rows, strict=True):
+        structure = store.structure(sid)
+        compositions.append({str(el): float(n) for el, n in structure.composition.items()})
+        spacings.append(max(a / n for a, n in zip(structure.lattice.abc, row["native_shape"], strict=True)))
+    codes = Counter(str(r["code"]) for r in rows)
+    spacing = np.asarray(spacings)
+    return {
+        "dataset": dataset,
+        "n_train": len(ids),
+        "code": codes.most_common(1)[0][0] if codes else "unknown",
+        "codes": dict(codes),
+        "elements": sorted({el for comp in compositions for el in comp}),
+        "valence": fit_valence(compositions, [float(r["electrons"]) for r in rows]),
+        "grid_spacing": {"max": float(spacing.max()), "median": float(np.median(spacing))} if len(spacing) else {},
+    }

@@ -1,0 +1,342 @@
+"""Train an MSA-3DCNN on a dataset store: one call, same on CPU, one GPU, or many GPUs/nodes.
+
+A run directory holds::
+
+    train_config.json        the TrainConfig (a resumed run must match it, except epochs & devices)
+    checkpoints/best-*.ckpt  best val_loss;  checkpoints/last.ckpt  for resuming after a kill
+    logs/csv/version_*/metrics.csv, logs/tb/...  CSV and TensorBoard logs (one version per attempt)
+    model/                   model.safetensors + model.json (the exported best model)
+    run.json                 summary: dataset, split, epochs, best val metrics, timings
+
+Checkpoints contain only tensors and plain Python values and are read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+import rhoprop
+from rhoprop.data import DatasetStore, DensityDataset
+from rhoprop.errors import SettingsError
+from rhoprop.grid import augment
+from rhoprop.grid.settings import StandardizeSettings
+from rhoprop.models.heads import TaskSpec
+from rhoprop.models.io import ModelBundle, save_model
+from rhoprop.models.msa3dcnn import MSA3DCNN, build_model
+from rhoprop.settings import atomic_write_text
+from rhoprop.train.config import TrainConfig
+from rhoprop.train.data import (
+    dataset_label,
+    label_matrix,
+    open_store,
+    select_tasks,
+    side_features,
+    split_ids,
+    training_profile,
+)
+from rhoprop.train.inference import Predictions, calibration_scale, interval_coverage, predict_batches
+from rhoprop.train.module import RhopropModule
+from rhoprop.train.runs import GROUPS_FILE, RUN_FILE
+
+CONFIG_FILE = "train_config.json"
+MODEL_DIR = "model"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished training run produced.
+
+    Attributes:
+        run_dir: the run directory.
+        model_dir: the exported model (``run_dir/model``).
+        targets: names of the targets learned.
+        num_parameters: trainable parameters of the network.
+        epochs: epochs completed (over all attempts when resumed).
+        best_epoch: epoch of the best ``val_loss`` (0-based), the exported weights.
+        val: validation metrics of the exported model (``{target: {"mae"|"acc": value}}``).
+        resumed: True when the run continued from ``checkpoints/last.ckpt``.
+        seconds: wall time of this call.
+    """
+
+    run_dir: Path
+    model_dir: Path
+    targets: list[str]
+    num_parameters: int
+    epochs: int
+    best_epoch: int
+    val: dict[str, dict[str, float]]
+    resumed: bool
+    seconds: float
+
+
+def loader(
+    store: DatasetStore,
+    ids: list[str],
+    tasks: list[TaskSpec],
+    config: TrainConfig,
+    *,
+    shuffle: bool,
+    augment: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> DataLoader:
+    """A DataLoader of DensityDataset dicts streaming from the store."""
+    dataset = DensityDataset(store, ids, [t.name for t in tasks], augment=augment)
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        drop_last=False,
+    )
+
+
+class RepeatableAugment:
+    """Random cubic rotation (mode ``cube``) or periodic roll (mode ``cell``) of a (C, n, n, n) tensor.
+
+    The same operations as :class:`rhoprop.grid.augment.RandomAugment`, with the random stream
+    seeded from (seed, DDP rank, DataLoader worker id) instead of the process id, so that a run
+    with the same seed and the same number of workers draws the same augmentations.
+    """
+
+    def __init__(self, settings: StandardizeSettings, seed: int) -> None:
+        self.mode = settings.mode
+        self.seed = seed
+        self._key: tuple[int, int] | None = None
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(C, n, n, n) -> (C, n, n, n), randomly rotated (cube) or rolled (cell)."""
+        info = torch.utils.data.get_worker_info()
+        key = (int(os.environ.get("RANK", 0)), info.id if info is not None else -1)
+        if key != self._key:
+            self._key, self._rng = key, np.random.default_rng([self.seed, key[0], key[1] + 1])
+        if self.mode == "cube":
+            return augment.apply_op(x, augment.CUBIC_OPS[self._rng.integers(len(augment.CUBIC_OPS))], "cube")
+        return augment.roll(x, [int(s) for s in self._rng.integers(0, x.shape[-1], 3)])
+
+
+def make_augment(settings: StandardizeSettings, config: TrainConfig) -> RepeatableAugment | None:
+    """The training augmentation for ``settings`` (None when ``config.augment`` is off)."""
+    return RepeatableAugment(settings, config.seed) if config.augment else None
+
+
+def _prepare_run(out: Path, config: TrainConfig) -> bool:
+    """Write or check ``train_config.json``; True when ``checkpoints/last.ckpt`` exists to resume from."""
+    cfg_path = out / CONFIG_FILE
+    if cfg_path.is_file():
+        config.check_resumable_from(TrainConfig.from_json(cfg_path))
+    elif out.exists() and any(out.iterdir()):
+        raise SettingsError(
+            f"--out {out} exists and is not a rhoprop run (no {CONFIG_FILE}); choose an empty or new folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    config.to_json(cfg_path)
+    return (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def make_trainer(out: Path, config: TrainConfig, steps_per_epoch: int) -> tuple[L.Trainer, ModelCheckpoint]:
+    """A Lightning Trainer writing checkpoints (best val_loss, last) and CSV/TensorBoard logs under ``out``."""
+    _quiet_lightning()
+    best = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="best-{epoch:03d}", monitor="val_loss", mode="min",
+        save_top_k=1, save_last=True,
+    )
+    callbacks: list[L.Callback] = [best, LearningRateMonitor(logging_interval="epoch")]
+    if config.patience:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=config.patience))
+    loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tb")]
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.lightning_devices(),
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
+        precision=config.precision,  # type: ignore[arg-type]
+        callbacks=callbacks,
+        logger=loggers,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        num_sanity_val_steps=0,
+    )
+    if isinstance(trainer.accelerator, CPUAccelerator) and config.precision == "16-mixed":
+        raise SettingsError("precision '16-mixed' needs a GPU; on a CPU use '32-true' or 'bf16-mixed'")
+    return trainer, best
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (".*does not have many workers.*", ".*The number of training batches.*",
+                    ".*isinstance.treespec, LeafSpec.*", ".*Checkpoint directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def load_checkpoint_weights(module: RhopropModule, path: str | os.PathLike[str]) -> None:
+    """Load the weights of a Lightning checkpoint into ``module`` (``weights_only=True``, strict)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+
+
+def _epoch_of(path: str) -> int:
+    match = re.search(r"epoch=(\d+)", Path(path).name)
+    return int(match.group(1)) if match else -1
+
+
+def summarize(preds: Predictions, labels: np.ndarray) -> dict[str, dict[str, float]]:
+    """Short per-target metrics (MAE or accuracy) of predictions against an (N, T) label matrix."""
+    out: dict[str, dict[str, float]] = {}
+    for j, task in enumerate(preds.tasks):
+        truth = labels[:, j]
+        mask = np.isfinite(truth)
+        mean = preds.mean[task.name][mask]
+        if not mask.any():
+            out[task.name] = {}
+        elif task.is_regression:
+            out[task.name] = {"mae": float(np.mean(np.abs(mean - truth[mask])))}
+        else:
+            label = (mean > 0.5).astype(int) if task.kind == "binary" else mean.argmax(axis=1)
+            out[task.name] = {"acc": float(np.mean(label == truth[mask].astype(int)))}
+    return out
+
+
+def train(
+    dataset: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+) -> TrainResult | None:
+    """Train on ``dataset`` (a store path or built-in name) into run directory ``out``.
+
+    Resumes from ``out/checkpoints/last.ckpt`` when it exists (after a kill, or to extend
+    ``epochs``). Returns the result on the main process and None on the other DDP ranks.
+    """
+    t0 = time.perf_counter()
+    config = config or TrainConfig()
+    out = Path(out)
+    store = open_store(dataset)
+    parts = split_ids(store, config.split)
+    tasks = select_tasks(store, config.targets, parts["train"])
+    resume = _prepare_run(out, config)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    settings = store.settings
+    overrides: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
+    model = build_model(
+        config.model, tasks, in_channels=settings.n_channels, side_features=settings.n_side_features, **overrides
+    )
+    labels = label_matrix(store, parts["train"], tasks)
+    model.target_norm.fit(torch.from_numpy(labels), [t.is_regression for t in tasks])
+    if settings.n_side_features:
+        model.side_norm.fit(torch.from_numpy(side_features(store, parts["train"])))
+    module = RhopropModule(model, config)
+    train_loader = loader(store, parts["train"], tasks, config, shuffle=True,
+                          augment=make_augment(settings, config))
+    val_loader = loader(store, parts["val"], tasks, config, shuffle=False)
+    trainer, best = make_trainer(out, config, len(train_loader))
+    trainer.fit(module, train_loader, val_loader, ckpt_path="last" if resume else None, weights_only=True)
+    if not trainer.is_global_zero:
+        return None
+    best_path = best.best_model_path or str(out / "checkpoints" / "last.ckpt")
+    load_checkpoint_weights(module, best_path)
+    model_dir, val = export_model(
+        out, model, store, parts, tasks, config, dataset_label(dataset), best_epoch=_epoch_of(best_path)
+    )
+    result = TrainResult(
+        run_dir=out,
+        model_dir=model_dir,
+        targets=[t.name for t in tasks],
+        num_parameters=model.num_parameters,
+        epochs=trainer.current_epoch,
+        best_epoch=_epoch_of(best_path),
+        val=val,
+        resumed=resume,
+        seconds=time.perf_counter() - t0,
+    )
+    summary = {
+        **{k: v for k, v in dataclasses.asdict(result).items() if k not in ("run_dir", "model_dir")},
+        "dataset": dataset_label(dataset),
+        "dataset_path": str(store.path),
+        "split": config.split,
+        "n_train": len(parts["train"]),
+        "n_val": len(parts["val"]),
+        "n_test": len(parts["test"]),
+        "rhoprop_version": rhoprop.__version__,
+    }
+    atomic_write_text(out / RUN_FILE, json.dumps(summary, indent=2) + "\n")
+    return result
+
+
+def export_model(
+    out: Path,
+    model: MSA3DCNN,
+    store: DatasetStore,
+    parts: dict[str, list[str]],
+    tasks: list[TaskSpec],
+    config: TrainConfig,
+    dataset: str,
+    best_epoch: int,
+) -> tuple[Path, dict[str, dict[str, float]]]:
+    """Calibrate MC-dropout intervals on the val split and write ``out/model``; returns (path, val metrics)."""
+    model = model.cpu().eval()
+    val_labels = label_matrix(store, parts["val"], tasks)
+    preds = predict_batches(model, loader(store, parts["val"], tasks, config, shuffle=False),
+                            mc_samples=config.mc_samples, seed=config.seed)
+    scales, raw_coverage = {}, {}
+    for j, task in enumerate(tasks):
+        if task.is_regression:
+            mean, std, truth = preds.mean[task.name], preds.std[task.name], val_labels[:, j]
+            scales[task.name] = calibration_scale(mean, std, truth)
+            raw_coverage[task.name] = interval_coverage(mean, std, truth)
+    uncertainty = {
+        "method": "mc_dropout",
+        "samples": config.mc_samples,
+        "interval": 0.9,
+        "scale": scales,
+        "calibrated_on": f"{config.split}/val",
+        "val_coverage_uncalibrated": raw_coverage,
+    }
+    bundle = ModelBundle(
+        model=model,
+        standardize=store.settings,
+        training=training_profile(store, parts["train"], dataset),
+        uncertainty=uncertainty,
+        extra={"train_config": config.to_dict(), "best_epoch": best_epoch, "split": config.split},
+    )
+    model_dir = save_model(out / MODEL_DIR, bundle)
+    return model_dir, summarize(preds, val_labels)
+
+
+def train_groups(
+    dataset: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    groups: list[list[str]],
+    config: TrainConfig | None = None,
+) -> list[TrainResult | None]:
+    """Train one model per target group into ``out/group_<i>``; ``out/groups.json`` lists them."""
+    config = config or TrainConfig()
+    out = Path(out)
+    runs = [f"group_{i}" for i in range(len(groups))]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / GROUPS_FILE, json.dumps({"groups": groups, "runs": runs}, indent=2) + "\n")
+    return [
+        train(dataset, out / run, dataclasses.replace(config, targets=tuple(group)))
+        for run, group in zip(runs, groups, strict=True)
+    ]
