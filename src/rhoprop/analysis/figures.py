@@ -117,7 +117,9 @@ def plot_dendrogram(grouping: Grouping, settings: SimilaritySettings, path: str 
 
 
 def plot_study(summary: pd.DataFrame, path: str | Path) -> None:
-    """Score against the number of co-trained targets, one line per target, one marker per setup.
+    """Score against the number of co-trained targets: markers per setup, a line per target.
+
+    The line joins single, group and all; random groups sit just right of their group.
 
     ``summary`` has columns target, kind, config, n_cotrained, score, score_std, score_name.
     """
@@ -128,17 +130,21 @@ def plot_study(summary: pd.DataFrame, path: str | Path) -> None:
     for k, name in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         part = summary[summary["score_name"] == name]
+        offsets = {"single": 0.0, "group": -0.08, "random": 0.08, "all": 0.0}
         for target, rows in part.groupby("target", sort=True):
-            rows = rows.sort_values("n_cotrained")
-            ax.plot(rows["n_cotrained"], rows["score"], color="0.75", lw=0.8, zorder=1)
-            ax.annotate(str(target), (rows["n_cotrained"].iloc[0], rows["score"].iloc[0]), fontsize=6,
-                        xytext=(-3, 0), textcoords="offset points", ha="right", va="center")
+            line = rows[rows["config"] != "random"].sort_values("n_cotrained")
+            ax.plot(line["n_cotrained"], line["score"], color="0.75", lw=0.8, zorder=1)
+            first = line.iloc[0] if len(line) else rows.iloc[0]
+            ax.annotate(str(target), (first["n_cotrained"], first["score"]), fontsize=6,
+                        xytext=(-6, 0), textcoords="offset points", ha="right", va="center")  # fmt: skip
         for config, marker in configs.items():
             rows = part[part["config"] == config]
             if rows.empty:
                 continue
-            ax.errorbar(rows["n_cotrained"], rows["score"], yerr=rows["score_std"].fillna(0.0), fmt=marker,
-                        color=colors[config], label=config, ms=5, capsize=2, zorder=2)
+            ax.errorbar(rows["n_cotrained"] + offsets[config], rows["score"], yerr=rows["score_std"].fillna(0.0),
+                        fmt=marker, color=colors[config], label=config, ms=5, capsize=2, zorder=2)  # fmt: skip
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(left=0.0)
         ax.set_xlabel("number of co-trained targets")
         ax.set_ylabel(f"test {name} (mean ± std over seeds)")
         ax.legend(fontsize=8)

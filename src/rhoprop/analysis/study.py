@@ -1,0 +1,426 @@
+"""The multi-task study: does training a target with others help it, and do similar targets help more?
+
+For every target the study trains and evaluates (a) the target alone (``single``), (b) its
+similarity group (``group``), (c) all targets together (``all``) and (d) a random group of the
+same size as its similarity group that contains it (``random``, drawn per target and seed: the
+control telling whether *similarity* matters or just *more tasks*), for several seeds on one fixed
+split. Trainings are shared where configurations coincide (a group is one training for all its
+members). Every finished training's test metrics are saved atomically under
+``STUDY_DIR/runs/<key>/result.json`` with ``key`` a hash of (training config, targets, seed), so a
+rerun (or a run in another session) trains only what is missing.
+
+The trainer is any callable ``train_fn(targets, seed, out_dir) -> {target: {metric: value}}``
+(metric names ``r2``, ``mae`` for regression and ``roc_auc`` or ``auc`` for classification), with
+a JSON-able description of its configuration that goes into the cache key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from rhoprop.errors import SettingsError
+from rhoprop.settings import Settings, atomic_write_text
+
+CONFIGS = ("single", "group", "all", "random")
+RESULT_FORMAT_VERSION = 1
+
+
+class TrainFn(Protocol):
+    """Trains one multi-task model on ``targets`` with ``seed`` in ``out_dir``; returns test metrics."""
+
+    def __call__(self, targets: list[str], seed: int, out_dir: Path) -> dict[str, dict[str, float]]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySettings(Settings):
+    """What a multi-task study compares; saved as ``study.json`` in the study directory.
+
+    Attributes:
+        dataset: the dataset (path or built-in name).
+        targets: the targets studied.
+        groups: the similarity groups (every target in exactly one group).
+        seeds: training seeds; every configuration is trained once per seed.
+        configs: which of ``single``, ``group``, ``all``, ``random`` to run.
+        random_seed: seed of the random groups.
+        preset: name of the training preset (``quick`` or ``full``).
+        split: the dataset split used by every training.
+        train: the trainer's configuration (part of every result's cache key).
+    """
+
+    dataset: str
+    targets: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...]
+    seeds: tuple[int, ...] = (0, 1)
+    configs: tuple[str, ...] = CONFIGS
+    random_seed: int = 0
+    preset: str = "quick"
+    split: str = "default"
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "groups", tuple(tuple(g) for g in self.groups))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "configs", tuple(self.configs))
+        if not self.targets:
+            raise SettingsError("a study needs at least one target")
+        if len(set(self.targets)) != len(self.targets):
+            raise SettingsError(f"targets must be distinct, got {list(self.targets)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise SettingsError(f"seeds must be distinct and at least one, got {list(self.seeds)} (e.g. --seeds 0,1)")
+        bad = [c for c in self.configs if c not in CONFIGS]
+        if bad or not self.configs:
+            raise SettingsError(f"configs must be a non-empty subset of {CONFIGS}, got {list(self.configs)}")
+        members = [t for g in self.groups for t in g]
+        if sorted(members) != sorted(self.targets):
+            raise SettingsError(
+                f"groups must contain every target exactly once; targets {sorted(self.targets)}, "
+                f"groups {[list(g) for g in self.groups]}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    """One cell of the study: ``target`` evaluated in ``config`` from the model trained on ``trained``."""
+
+    target: str
+    config: str
+    seed: int
+    trained: tuple[str, ...]
+
+    @property
+    def n_cotrained(self) -> int:
+        """Number of targets trained together (including the target itself)."""
+        return len(self.trained)
+
+
+def restrict_groups(groups: Iterable[Sequence[str]], targets: Sequence[str]) -> list[list[str]]:
+    """Intersect ``groups`` with ``targets``; targets in no group become singletons (in target order)."""
+    wanted = set(targets)
+    out = [[t for t in g if t in wanted] for g in groups]
+    out = [g for g in out if g]
+    seen = {t for g in out for t in g}
+    out += [[t] for t in targets if t not in seen]
+    return out
+
+
+def random_group(target: str, size: int, targets: Sequence[str], avoid: Sequence[str], seed: int, draw: int) -> tuple[str, ...]:
+    """A seeded random set of ``size`` targets containing ``target``, different from ``avoid`` when possible."""
+    others = sorted(t for t in targets if t != target)
+    rng = np.random.default_rng([seed, zlib.crc32(target.encode()), draw])
+    choice: tuple[str, ...] = ()
+    for _ in range(100):
+        picked = rng.choice(len(others), size=size - 1, replace=False) if size > 1 else []
+        choice = tuple(sorted([target, *(others[k] for k in picked)]))
+        if set(choice) != set(avoid):
+            break
+    return choice
+
+
+def plan_study(settings: StudySettings) -> list[Assignment]:
+    """Every (target, config, seed) cell of the study with the targets its model is trained on.
+
+    ``group`` and ``random`` are left out for targets whose group is a singleton (they would be
+    the single-task training again) and ``all`` when there is one target.
+    """
+    group_of = {t: tuple(sorted(g)) for g in settings.groups for t in g}
+    cells: list[Assignment] = []
+    for seed in settings.seeds:
+        for target in settings.targets:
+            group = group_of[target]
+            for config in settings.configs:
+                if config == "single":
+                    trained: tuple[str, ...] = (target,)
+                elif config == "group":
+                    if len(group) < 2:
+                        continue
+                    trained = group
+                elif config == "all":
+                    if len(settings.targets) < 2:
+                        continue
+                    trained = tuple(sorted(settings.targets))
+                else:
+                    if len(group) < 2:
+                        continue
+                    trained = random_group(target, len(group), settings.targets, group, settings.random_seed, seed)
+                cells.append(Assignment(target, config, seed, trained))
+    return cells
+
+
+def trainings(cells: Iterable[Assignment]) -> list[tuple[tuple[str, ...], int]]:
+    """The distinct (targets, seed) trainings behind ``cells``, seed-major, smallest first."""
+    unique = {(c.trained, c.seed) for c in cells}
+    return sorted(unique, key=lambda ts: (ts[1], len(ts[0]), ts[0]))
+
+
+class ResultCache:
+    """Finished trainings' results under ``root/runs/<key>/result.json``, written atomically."""
+
+    def __init__(self, root: str | Path, train_config: Mapping[str, Any]) -> None:
+        self.root = Path(root)
+        self.train_config = json.loads(json.dumps(dict(train_config), sort_keys=True))
+
+    def key(self, targets: Sequence[str], seed: int) -> str:
+        """Cache key of a training: hash of (training config, sorted targets, seed)."""
+        payload = json.dumps({"train": self.train_config, "targets": sorted(targets), "seed": int(seed)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def run_dir(self, targets: Sequence[str], seed: int) -> Path:
+        """Directory of one training (its checkpoints and its result)."""
+        return self.root / "runs" / self.key(targets, seed)
+
+    def get(self, targets: Sequence[str], seed: int) -> dict[str, Any] | None:
+        """The saved result of a training, or None when it has not finished."""
+        path = self.run_dir(targets, seed) / "result.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if record.get("targets") != sorted(targets) or record.get("seed") != int(seed):
+            return None
+        return record
+
+    def put(self, targets: Sequence[str], seed: int, metrics: Mapping[str, Mapping[str, float]], wall_s: float) -> dict[str, Any]:
+        """Save a finished training's metrics atomically and return the record."""
+        record = {
+            "targets": sorted(targets),
+            "seed": int(seed),
+            "train": self.train_config,
+            "metrics": {t: {k: _float(v) for k, v in m.items()} for t, m in metrics.items()},
+            "wall_s": round(float(wall_s), 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "version": RESULT_FORMAT_VERSION,
+        }
+        atomic_write_text(self.run_dir(targets, seed) / "result.json", json.dumps(record, indent=2) + "\n")
+        return record
+
+
+def _float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRun:
+    """What one call of :func:`run_study` did."""
+
+    cells: list[Assignment]
+    trained: int
+    reused: int
+    missing: int
+
+
+def run_study(
+    settings: StudySettings,
+    train_fn: TrainFn,
+    study_dir: str | Path,
+    progress: Callable[[int, int, str], None] | None = None,
+    max_trainings: int | None = None,
+) -> StudyRun:
+    """Train every training of the study that has no saved result; save each result as it finishes.
+
+    ``max_trainings`` bounds how many new trainings this call runs (the rest stay missing and a
+    later call continues). ``progress(done, total, description)`` is called before each training.
+    """
+    study_dir = Path(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    settings.to_json(study_dir / "study.json")
+    cache = ResultCache(study_dir, settings.train)
+    cells = plan_study(settings)
+    todo = trainings(cells)
+    trained = reused = 0
+    for k, (targets, seed) in enumerate(todo):
+        if cache.get(targets, seed) is not None:
+            reused += 1
+            continue
+        if max_trainings is not None and trained >= max_trainings:
+            break
+        if progress is not None:
+            progress(k, len(todo), f"seed {seed}: {', '.join(targets) if len(targets) <= 3 else f'{len(targets)} targets'}")
+        run_dir = cache.run_dir(targets, seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        metrics = train_fn(list(targets), seed, run_dir)
+        absent = [t for t in targets if t not in metrics]
+        if absent:
+            raise SettingsError(f"the trainer returned no metrics for target(s) {absent} (trained on {list(targets)})")
+        cache.put(targets, seed, metrics, time.perf_counter() - start)
+        trained += 1
+    missing = sum(cache.get(t, s) is None for t, s in todo)
+    if progress is not None:
+        progress(len(todo), len(todo), "done")
+    return StudyRun(cells, trained, reused, missing)
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def _metric(metrics: Mapping[str, Any], *names: str) -> float:
+    lowered = {k.lower(): v for k, v in metrics.items()}
+    for name in names:
+        value = lowered.get(name)
+        if value is not None and np.isfinite(float(value)):
+            return float(value)
+    return float("nan")
+
+
+def collect_results(settings: StudySettings, study_dir: str | Path, kinds: Mapping[str, str]) -> pd.DataFrame:
+    """One row per finished (target, config, seed) cell: score (R² or ROC-AUC), MAE, accuracy."""
+    cache = ResultCache(study_dir, settings.train)
+    rows = []
+    for cell in plan_study(settings):
+        record = cache.get(cell.trained, cell.seed)
+        if record is None:
+            continue
+        metrics = record["metrics"].get(cell.target, {})
+        regression = kinds.get(cell.target, "regression") == "regression"
+        rows.append(
+            {
+                "target": cell.target,
+                "kind": kinds.get(cell.target, "regression"),
+                "config": cell.config,
+                "seed": cell.seed,
+                "n_cotrained": cell.n_cotrained,
+                "trained_with": ";".join(cell.trained),
+                "score_name": "R2" if regression else "AUC",
+                "score": _metric(metrics, "r2") if regression else _metric(metrics, "roc_auc", "auc"),
+                "mae": _metric(metrics, "mae") if regression else float("nan"),
+                "accuracy": float("nan") if regression else _metric(metrics, "accuracy", "acc"),
+                "wall_s": record.get("wall_s"),
+            }
+        )
+    columns = ["target", "kind", "config", "seed", "n_cotrained", "trained_with", "score_name", "score", "mae", "accuracy", "wall_s"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds per (target, config), with the change against single-task training.
+
+    ``delta`` is score minus the single-task score (R² or AUC); ``rel_score_pct`` its relative
+    change in percent of |single-task score|; ``rel_mae_pct`` the relative change of the MAE.
+    """
+    if results.empty:
+        return pd.DataFrame(
+            columns=["target", "kind", "config", "n_cotrained", "seeds", "score_name", "score", "score_std",
+                     "mae", "mae_std", "delta", "rel_score_pct", "rel_mae_pct"]  # fmt: skip
+        )
+    grouped = results.groupby(["target", "config"], sort=False)
+    summary = grouped.agg(
+        kind=("kind", "first"),
+        n_cotrained=("n_cotrained", "mean"),
+        seeds=("seed", "nunique"),
+        score_name=("score_name", "first"),
+        score=("score", "mean"),
+        score_std=("score", "std"),
+        mae=("mae", "mean"),
+        mae_std=("mae", "std"),
+    ).reset_index()
+    single = summary[summary["config"] == "single"].set_index("target")
+    base_score = summary["target"].map(single["score"])
+    base_mae = summary["target"].map(single["mae"])
+    summary["delta"] = summary["score"] - base_score
+    summary["rel_score_pct"] = 100.0 * summary["delta"] / base_score.abs()
+    summary["rel_mae_pct"] = 100.0 * (summary["mae"] - base_mae) / base_mae
+    order = {c: k for k, c in enumerate(CONFIGS)}
+    summary["_order"] = summary["config"].map(order)
+    return summary.sort_values(["target", "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def overall(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Per config: mean score over targets, mean change vs single, targets improved, and wins over random.
+
+    Only targets with every compared config finished count, so the means compare like with like.
+    """
+    rows = []
+    for name in ("R2", "AUC"):
+        part = summary[summary["score_name"] == name]
+        if part.empty:
+            continue
+        wide = part.pivot(index="target", columns="config", values="score")
+        for config in [c for c in CONFIGS if c in wide.columns]:
+            columns = ["single", config] if "single" in wide.columns and config != "single" else [config]
+            both = wide[columns].dropna()
+            if both.empty:
+                continue
+            row: dict[str, Any] = {"score_name": name, "config": config, "targets": len(both),
+                                   "mean_score": both[config].mean()}  # fmt: skip
+            if "single" in both.columns and config != "single":
+                diff = both[config] - both["single"]
+                row.update(
+                    mean_single=both["single"].mean(),
+                    mean_delta=diff.mean(),
+                    rel_mean_pct=100.0 * diff.mean() / abs(both["single"].mean()),
+                    improved=int((diff > 0).sum()),
+                    p_wilcoxon=_wilcoxon(diff),
+                )
+            rows.append(row)
+        if {"group", "random"} <= set(wide.columns):
+            both = wide[["group", "random"]].dropna()
+            if len(both):
+                diff = both["group"] - both["random"]
+                rows.append(
+                    {"score_name": name, "config": "group - random", "targets": len(both), "mean_score": np.nan,
+                     "mean_delta": diff.mean(), "improved": int((diff > 0).sum()), "p_wilcoxon": _wilcoxon(diff)}  # fmt: skip
+                )
+    return pd.DataFrame(rows)
+
+
+def _wilcoxon(diff: pd.Series) -> float:
+    """Two-sided Wilcoxon signed-rank p-value over targets (NaN with fewer than 5 non-zero)."""
+    d = diff.to_numpy(dtype=float)
+    d = d[np.isfinite(d) & (d != 0)]
+    if d.size < 5:
+        return float("nan")
+    return float(stats.wilcoxon(d).pvalue)
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table (mean ± std over seeds; change vs single-task)."""
+    lines = [
+        "| target | config | co-trained | seeds | score | MAE | Δ score vs single | MAE change |",
+        "|---|---|---:|---:|---|---|---:|---:|",
+    ]
+    for r in summary.itertuples(index=False):
+        score = f"{r.score_name} {_pm(r.score, r.score_std)}"
+        mae = _pm(r.mae, r.mae_std) if np.isfinite(r.mae) else "–"
+        delta = "–" if r.config == "single" or not np.isfinite(r.delta) else f"{r.delta:+.3f}"
+        rel = "–" if r.config == "single" or not np.isfinite(r.rel_mae_pct) else f"{r.rel_mae_pct:+.1f}%"
+        lines.append(f"| {r.target} | {r.config} | {r.n_cotrained:g} | {r.seeds} | {score} | {mae} | {delta} | {rel} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean: float, std: float) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if np.isfinite(std) else f"{mean:.3f}"
+
+
+def write_study_report(settings: StudySettings, study_dir: str | Path, kinds: Mapping[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write results.csv, summary.csv, summary.md, overall.csv and the R² figure; return summary, overall."""
+    from rhoprop.analysis.figures import plot_study
+
+    study_dir = Path(study_dir)
+    results = collect_results(settings, study_dir, kinds)
+    summary = summarize(results)
+    totals = overall(summary, results)
+    atomic_write_text(study_dir / "results.csv", results.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(study_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(study_dir / "overall.csv", totals.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(study_dir / "summary.md", markdown_table(summary))
+    if not summary.empty:
+        plot_study(summary, study_dir / "score_vs_cotrained.png")
+    return summary, totals
