@@ -4,9 +4,9 @@ Reading hands the file to :meth:`pymatgen.io.vasp.outputs.VolumetricData.parse_f
 parser); this module only adds what pymatgen does not do:
 
 * VASP 4 headers have no element line and pymatgen then silently names the atoms H, He, Li...
-  Here the species come from the caller or from a POSCAR/CONTCAR/OUTCAR/POTCAR beside the file; the
-  file is copied into a temporary file with the element line inserted and that copy is parsed.
-  Without species :class:`SpeciesRequiredError` is raised; nothing is guessed.
+  Here the species come from the caller or from a POSCAR/CONTCAR/OUTCAR/POTCAR beside the file
+  and replace those placeholders (same atom groups, in order); without species
+  :class:`SpeciesRequiredError` is raised. Nothing is guessed.
 * Compression is recognised from content; compressed files are decompressed once into a temporary
   file (pymatgen's parser seeks backwards, which restarts a gzip stream: ~7x slower).
 * Grids are checked against their values: missing values (truncation), values that are not numbers,
@@ -326,31 +326,36 @@ def read_chgcar(source: _files.Source, species: list[str] | None = None) -> Dens
     with source.open() as fh, _files.decompression_errors(source):
         header = read_header(fh, str(source.path))
         symbols, species_source = _resolve_species(source, header, species)
-        inject = header.is_vasp4
-        lines = list(header.lines)
-        if inject:
-            lines.insert(header.symbols_index, ("   " + "   ".join(symbols) + "\n").encode())
-        header_tokens = sum(len(line.split()) for line in lines)
-        direct = (
-            not inject
-            and source.compression is None
-            and (source.path.suffix.lower() not in _files.ZOPEN_COMPRESSED_SUFFIXES)
+        header_tokens = sum(len(line.split()) for line in header.lines)
+        direct = source.compression is None and (
+            source.path.suffix.lower() not in _files.ZOPEN_COMPRESSED_SUFFIXES
         )
         if direct:
             n_tokens = header_tokens + _files.count_tokens(_files.iter_chunks(fh))
-            poscar, data, data_aug = _parse(source, str(source.path), header)
+            parsed = _parse(source, str(source.path), header)
         else:
             with _files.scratch_file() as (scratch, scratch_path):
-                scratch.writelines(lines)
+                scratch.writelines(header.lines)
                 scratch.write(b"\n")
-                n_tokens = header_tokens + _files.count_tokens(
-                    _files.tee(_files.iter_chunks(fh), scratch)
-                )
+                chunks = _files.tee(_files.iter_chunks(fh), scratch)
+                n_tokens = header_tokens + _files.count_tokens(chunks)
                 scratch.flush()
-                poscar, data, data_aug = _parse(source, scratch_path, header)
-    return _to_density(
-        source, header, poscar, data, data_aug, n_tokens, header_tokens, species_source
-    )
+                parsed = _parse(source, scratch_path, header)
+    poscar, data, data_aug = parsed
+    structure: Structure = poscar.structure
+    if header.is_vasp4:  # pymatgen named the atoms H, He, ... as placeholders: put the real ones
+        per_site = [el for el, n in zip(symbols, header.counts, strict=True) for _ in range(n)]
+        structure = Structure(structure.lattice, per_site, structure.frac_coords)
+    meta = {
+        "vasp_format": 4 if header.is_vasp4 else 5,
+        "vasp_file": vasp_kind(source.path),
+        "title": str(poscar.comment).strip(),
+        "augmentation": any(bool(per_block) for per_block in data_aug.values()),
+        "species_source": species_source,
+        "compression": source.compression,
+    }
+    grid_tokens = n_tokens - header_tokens - _aug_tokens(data_aug)
+    return _to_density(source, header, structure, data, grid_tokens, meta)
 
 
 def _parse(source: _files.Source, parse_path: str, header: VaspHeader):
@@ -370,15 +375,16 @@ def _parse(source: _files.Source, parse_path: str, header: VaspHeader):
 def _to_density(
     source: _files.Source,
     header: VaspHeader,
-    poscar: Poscar,
+    structure: Structure,
     data: dict[str, np.ndarray],
-    data_aug: dict,
-    n_tokens: int,
-    header_tokens: int,
-    species_source: str,
+    grid_tokens: int,
+    meta: dict,
 ) -> Density:
-    """Check grids against the token count, divide by the volume and build the Density."""
-    structure: Structure = poscar.structure
+    """Check the grids against the number of values, divide by the volume, build the Density.
+
+    ``grid_tokens`` is the number of tokens in the file outside the header and augmentation blocks:
+    grid lines and values, plus the per-atom magnetic moments VASP writes between blocks.
+    """
     keys = (
         ["total", "diff_x", "diff_y", "diff_z"]
         if "diff_x" in data
@@ -391,8 +397,7 @@ def _to_density(
             header,
             f"its data blocks have different grids {shapes}; a grid line does not match its values",
         )
-    expected = header_tokens + sum(3 + data[k].size for k in keys) + _aug_tokens(data_aug)
-    surplus = n_tokens - expected
+    surplus = grid_tokens - sum(3 + data[k].size for k in keys)
     if surplus < 0 or surplus > (len(keys) - 1) * 3 * header.n_atoms:
         raise _problem(
             source,
@@ -409,14 +414,6 @@ def _to_density(
     elif len(keys) == 4:
         spin = np.stack([data["diff_x"], data["diff_y"], data["diff_z"]])
         spin /= volume
-    meta = {
-        "vasp_format": 4 if header.is_vasp4 else 5,
-        "vasp_file": vasp_kind(source.path),
-        "title": str(poscar.comment).strip(),
-        "augmentation": any(bool(per_block) for per_block in data_aug.values()),
-        "species_source": species_source,
-        "compression": source.compression,
-    }
     try:
         return Density(
             total=total,
