@@ -152,6 +152,46 @@ def dataset_split_command(
 # --- dft commands -----------------------------------------------------------------------------
 
 
+@app.command()
+def generate(
+    structures: list[Path] = typer.Argument(None, help="CIF/POSCAR files or folders of them."),
+    out: Path = typer.Option(..., "--out", help="Output folder (resumable: finished materials are skipped)."),
+    prototypes: bool = typer.Option(False, "--prototypes", help="Compute the built-in prototype enumeration."),
+    limit: int = typer.Option(0, "--limit", help="Only the first N prototypes of the enumeration (0 = all)."),
+    workers: int = typer.Option(1, "--workers", help="Parallel GPAW processes (one serial GPAW each)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry materials recorded as failed."),
+    max_minutes: float = typer.Option(90.0, "--max-minutes", help="Time limit per material (a failure beyond)."),
+    labels_only: bool = typer.Option(False, "--labels", help="Only (re)assemble DIR/labels.csv from results."),
+) -> None:
+    """Compute charge densities (CHGCAR) and property labels with GPAW, then assemble labels.csv."""
+    import itertools
+
+    from rhoprop import dft
+    from rhoprop.errors import RhopropError
+
+    try:
+        if not labels_only:
+            if prototypes == bool(structures):
+                raise RhopropError("give structure files/folders or --prototypes (exactly one of them)")
+            if prototypes:
+                candidates = dft.enumerate_prototypes()
+                if limit:
+                    candidates = itertools.islice(candidates, limit)
+            else:
+                candidates = dft.read_structures(structures)
+            report = dft.generate(candidates, out, workers=workers, retry_failed=retry_failed,
+                                  max_minutes=max_minutes)
+            console.print(f"computed {len(report.computed)}, skipped {len(report.skipped)} (done or failed "
+                          f"before), failed {len(report.failed)}; failures in {out / 'failures.json'}")
+        frame = dft.assemble_labels(out)
+    except RhopropError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    info = dft.summary(frame)
+    console.print(f"labels of {info['materials']} materials ({info['spin_polarized']} spin-polarized, "
+                  f"{info['metals']} metals) -> {out / 'labels.csv'}")
+
+
 # --- train / evaluate / predict commands ----------------------------------------------------
 
 

@@ -1,0 +1,35 @@
+"""GPAW generation of charge densities and property labels: protocol, prototypes, batch runner, labels.
+
+``rhoprop.dft`` imports GPAW only inside the functions that run it, so the package imports without
+the optional ``dft`` extra.
+"""
+
+from rhoprop.dft.calc import DFTError, EOSNotBracketedError, MissingSetupError, SCFNotConvergedError
+from rhoprop.dft.generate import GenerateReport, generate, is_done, load_failures, read_structures
+from rhoprop.dft.labels import LABEL_SCHEMA, assemble_labels, labels_frame, load_results, summary
+from rhoprop.dft.material import Candidate, compute, compute_material, compute_molecule
+from rhoprop.dft.protocol import DFTProtocol
+from rhoprop.dft.prototypes import enumerate_prototypes
+
+__all__ = [
+    "LABEL_SCHEMA",
+    "Candidate",
+    "DFTError",
+    "DFTProtocol",
+    "EOSNotBracketedError",
+    "GenerateReport",
+    "MissingSetupError",
+    "SCFNotConvergedError",
+    "assemble_labels",
+    "compute",
+    "compute_material",
+    "compute_molecule",
+    "enumerate_prototypes",
+    "generate",
+    "is_done",
+    "labels_frame",
+    "load_failures",
+    "load_results",
+    "read_structures",
+    "summary",
+]

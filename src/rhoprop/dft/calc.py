@@ -1,0 +1,349 @@
+"""GPAW calculations of one material: equation of state, SCF at V0, band analysis, elastic constants.
+
+Every function runs GPAW serially in the calling process (set ``OMP_NUM_THREADS=1``); GPAW text output
+goes to a log file. Energies are in eV, volumes in Å³, pressures and moduli in GPa.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from ase import Atoms
+from ase.units import GPa
+
+from rhoprop.dft.protocol import DFTProtocol
+from rhoprop.errors import RhopropError
+
+
+class DFTError(RhopropError):
+    """A DFT calculation of one material failed (the reason is recorded, the batch goes on)."""
+
+
+class EOSNotBracketedError(DFTError):
+    """The energy-volume scan did not bracket a minimum even after re-centring."""
+
+
+class SCFNotConvergedError(DFTError):
+    """GPAW's self-consistency loop did not converge within ``scf_maxiter`` iterations."""
+
+
+class MissingSetupError(DFTError):
+    """GPAW has no PAW setup for an element of the structure."""
+
+
+def kpoint_mesh(atoms: Atoms, protocol: DFTProtocol) -> tuple[int, int, int]:
+    """Γ-centred mesh size from the protocol's k-point density (ASE ``kptdensity`` convention)."""
+    from ase.calculators.calculator import kpts2sizeandoffsets
+
+    size, _ = kpts2sizeandoffsets(density=protocol.kpoint_density, gamma=protocol.kpoint_gamma, atoms=atoms)
+    return tuple(int(n) for n in size)  # type: ignore[return-value]
+
+
+def make_calculator(
+    protocol: DFTProtocol, kpts: tuple[int, int, int], txt: str | Path | TextIO, spinpol: bool
+) -> Any:
+    """Return a GPAW plane-wave calculator set up exactly as the protocol says."""
+    from gpaw import GPAW, PW, FermiDirac
+
+    return GPAW(
+        mode=PW(protocol.pw_cutoff_ev),
+        xc=protocol.xc,
+        kpts={"size": kpts, "gamma": protocol.kpoint_gamma},
+        occupations=FermiDirac(protocol.smearing_width_ev),
+        setups=protocol.setups,
+        spinpol=spinpol,
+        maxiter=protocol.scf_maxiter,
+        txt=txt,
+    )
+
+
+def prepare_atoms(atoms: Atoms, protocol: DFTProtocol) -> tuple[Atoms, bool]:
+    """Copy ``atoms`` with ferromagnetic starting moments where the protocol asks for spin; return (atoms, spinpol)."""
+    atoms = atoms.copy()
+    atoms.calc = None
+    spinpol = protocol.is_magnetic(atoms.get_chemical_symbols())
+    moms = [protocol.initial_magmom if s in protocol.magnetic_elements else 0.0 for s in atoms.get_chemical_symbols()]
+    atoms.set_initial_magnetic_moments(moms if spinpol else None)
+    return atoms, spinpol
+
+
+def run_energy(atoms: Atoms) -> float:
+    """Energy of ``atoms`` with its calculator, translating GPAW failures into DFTError subclasses."""
+    from gpaw import KohnShamConvergenceError
+
+    try:
+        return float(atoms.get_potential_energy())
+    except KohnShamConvergenceError as exc:
+        raise SCFNotConvergedError(f"SCF not converged: {exc}") from exc
+    except (FileNotFoundError, RuntimeError) as exc:
+        if "setup" in str(exc).lower() or "PAW" in str(exc):
+            raise MissingSetupError(f"missing PAW setup: {exc}") from exc
+        raise
+
+
+def pressure_gpa(stress: np.ndarray) -> float:
+    """Pressure (GPa) from an ASE Voigt stress in eV/Å³ (positive pressure = compressed)."""
+    return float(-np.mean(stress[:3]) / GPa)
+
+
+@dataclasses.dataclass
+class EOSResult:
+    """Birch-Murnaghan fit over the last (bracketing) scan; ``scans`` keeps every point computed."""
+
+    v0: float
+    e0: float
+    bulk_modulus: float
+    scans: list[dict[str, list[float]]]
+    recentred: int
+    kpts: tuple[int, int, int]
+    precentre: list[list[float]]
+
+
+def fit_eos(volumes: np.ndarray, energies: np.ndarray, eos: str) -> tuple[float, float, float]:
+    """Fit an equation of state; return (V0 Å³, E0 eV, B GPa)."""
+    from ase.eos import EquationOfState
+
+    v0, e0, b = EquationOfState(list(volumes), list(energies), eos=eos).fit()
+    return float(v0), float(e0), float(b / GPa)
+
+
+def _recentre(volumes: np.ndarray, energies: np.ndarray, pressures: np.ndarray) -> float:
+    """Volume where the pressure vanishes, from a linear fit of ln V against P (clamped to ×0.6..×1.6)."""
+    centre = float(volumes[len(volumes) // 2])
+    slope, intercept = np.polyfit(pressures, np.log(volumes), 1)
+    if slope < 0 and np.isfinite(intercept):
+        guess = float(np.exp(intercept))
+    else:
+        lowest = float(volumes[int(np.argmin(energies))])
+        guess = lowest * (1.1 if lowest >= centre else 0.9)
+    return float(np.clip(guess, 0.6 * centre, 1.6 * centre))
+
+
+def _pressure_at(base: Atoms, volume: float, protocol: DFTProtocol, txt: TextIO, spinpol: bool) -> tuple[float, float]:
+    """(energy eV, pressure GPa) of ``base`` scaled isotropically to ``volume``, k-mesh from that cell."""
+    a = base.copy()
+    a.set_cell(base.cell * (volume / base.get_volume()) ** (1 / 3), scale_atoms=True)
+    a.calc = make_calculator(protocol, kpoint_mesh(a, protocol), txt, spinpol)
+    energy = run_energy(a)
+    return energy, pressure_gpa(a.get_stress())
+
+
+def precentre(base: Atoms, protocol: DFTProtocol, txt: TextIO, spinpol: bool) -> tuple[float, list[list[float]]]:
+    """Volume of zero pressure, found by stepping the volume ×/÷ ``eos_precentre_factor`` until the
+    pressure changes sign (at most ``eos_precentre_steps`` SCFs), then interpolating ln V linearly in P."""
+    f = protocol.eos_precentre_factor
+    v = base.get_volume()
+    points = []
+    e, p = _pressure_at(base, v, protocol, txt, spinpol)
+    points.append([v, e, p])
+    for _ in range(protocol.eos_precentre_steps - 1):
+        v = v * f if p > 0 else v / f
+        e, p = _pressure_at(base, v, protocol, txt, spinpol)
+        points.append([v, e, p])
+        if np.sign(p) != np.sign(points[-2][2]):
+            break
+    (v1, _, p1), (v2, _, p2) = points[-2], points[-1]
+    if p1 == p2:
+        return v2, points
+    lnv = math.log(v1) + (math.log(v2) - math.log(v1)) * (0 - p1) / (p2 - p1)
+    lo, hi = min(v1, v2) / f, max(v1, v2) * f
+    return float(np.clip(math.exp(lnv), lo, hi)), points
+
+
+def run_eos(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> EOSResult:
+    """Pre-centre on zero pressure, scan volumes (isotropic scaling), re-centre once if needed, fit BM."""
+    base, spinpol = prepare_atoms(atoms, protocol)
+    v_start = base.get_volume()
+    centre, pre = precentre(base, protocol, txt, spinpol) if protocol.eos_precentre_steps else (v_start, [])
+    scans: list[dict[str, list[float]]] = []
+    for attempt in range(protocol.eos_max_recentre + 1):
+        probe = base.copy()
+        probe.set_cell(base.cell * (centre / v_start) ** (1 / 3), scale_atoms=True)
+        kpts = kpoint_mesh(probe, protocol)
+        vols, ens, press = [], [], []
+        for s in protocol.eos_volume_scalings:
+            a = base.copy()
+            a.set_cell(base.cell * (centre * s / v_start) ** (1 / 3), scale_atoms=True)
+            a.calc = make_calculator(protocol, kpts, txt, spinpol)
+            ens.append(run_energy(a))
+            press.append(pressure_gpa(a.get_stress()))
+            vols.append(float(a.get_volume()))
+        scans.append({"volumes": vols, "energies": ens, "pressures_gpa": press})
+        v, e, p = np.array(vols), np.array(ens), np.array(press)
+        i_min = int(np.argmin(e))
+        if 0 < i_min < len(e) - 1:
+            try:
+                v0, e0, b = fit_eos(v, e, protocol.eos)
+            except Exception:  # noqa: BLE001 - ase raises bare exceptions on bad fits
+                v0, e0, b = math.nan, math.nan, math.nan
+            if v.min() < v0 < v.max() and b > 0:
+                return EOSResult(v0, e0, b, scans, attempt, kpts, pre)
+        centre = _recentre(v, e, p)
+    last = scans[-1]
+    raise EOSNotBracketedError(
+        f"EOS scan did not bracket a minimum after {protocol.eos_max_recentre} re-centring(s): "
+        f"volumes {np.round(last['volumes'], 3).tolist()} Å³, energies {np.round(last['energies'], 4).tolist()} eV"
+    )
+
+
+@dataclasses.dataclass
+class BandAnalysis:
+    """Fermi level, gap and bandwidth from the SCF eigenvalues on the Γ-centred mesh (eV)."""
+
+    fermi_energy: float
+    is_metal: bool
+    band_gap: float
+    vbm: float | None
+    cbm: float | None
+    bandwidth: float
+    valence_bottom: float
+
+
+def analyse_bands(eigenvalues: np.ndarray, fermi_energy: float, gap_threshold: float) -> BandAnalysis:
+    """Classify metal/insulator and measure gap and bandwidth from eigenvalues ``(nspin, nk, nbands)``.
+
+    A material is a metal when some band of some spin has eigenvalues on both sides of E_F over the
+    k-mesh. Gap = CBM − VBM (0 for metals). Bandwidth = top of the occupied states (E_F for metals,
+    VBM otherwise) minus the bottom of the highest contiguous block of occupied eigenvalues, blocks
+    being separated by gaps wider than ``gap_threshold`` (this drops semicore states).
+    """
+    eps = np.asarray(eigenvalues, dtype=float)
+    lo, hi = eps.min(axis=1), eps.max(axis=1)
+    is_metal = bool(np.any((lo < fermi_energy) & (hi > fermi_energy)))
+    occ = np.sort(eps[eps <= fermi_energy])[::-1]
+    empty = eps[eps > fermi_energy]
+    vbm = float(occ[0]) if occ.size else None
+    cbm = float(empty.min()) if empty.size else None
+    if is_metal:
+        gap = 0.0
+    elif vbm is None or cbm is None:
+        raise DFTError("cannot measure the band gap: no occupied or no empty bands in the SCF")
+    else:
+        gap = cbm - vbm
+    top = fermi_energy if is_metal else float(vbm)  # type: ignore[arg-type]
+    bottom = float(occ[0])
+    for e in occ[1:]:
+        if bottom - e > gap_threshold:
+            break
+        bottom = float(e)
+    return BandAnalysis(fermi_energy, is_metal, float(gap), vbm, cbm, float(top - bottom), bottom)
+
+
+def relax_positions(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> tuple[int, float]:
+    """Relax internal coordinates at fixed cell with BFGS; return (steps, final max force eV/Å)."""
+    from ase.optimize import BFGS
+
+    forces = atoms.get_forces()
+    fmax = float(np.sqrt((forces**2).sum(axis=1)).max())
+    if fmax <= protocol.relax_fmax or len(atoms) == 1:
+        return 0, fmax
+    opt = BFGS(atoms, logfile=txt)
+    opt.run(fmax=protocol.relax_fmax, steps=protocol.relax_steps)
+    forces = atoms.get_forces()
+    return int(opt.nsteps), float(np.sqrt((forces**2).sum(axis=1)).max())
+
+
+@dataclasses.dataclass
+class SCFResult:
+    """Everything measured at V0 (the equilibrium structure, positions relaxed where forces demanded)."""
+
+    atoms: Atoms
+    energy: float
+    bands: BandAnalysis
+    magnetic_moment: float
+    magnetic_moments: list[float]
+    n_electrons: float
+    density: np.ndarray
+    magnetization: np.ndarray | None
+    relax_steps: int
+    max_force: float
+    stress_gpa: list[float]
+
+
+def run_scf(atoms: Atoms, v0: float, kpts: tuple[int, int, int], protocol: DFTProtocol, txt: TextIO) -> SCFResult:
+    """SCF at volume ``v0`` (isotropic scaling of ``atoms``), relax positions if forced, analyse it."""
+    a, spinpol = prepare_atoms(atoms, protocol)
+    a.set_cell(a.cell * (v0 / a.get_volume()) ** (1 / 3), scale_atoms=True)
+    calc = make_calculator(protocol, kpts, txt, spinpol)
+    a.calc = calc
+    energy = run_energy(a)
+    steps, fmax = relax_positions(a, protocol, txt)
+    energy = run_energy(a)
+    stress = a.get_stress()
+    nspin = calc.get_number_of_spins()
+    nk = len(calc.get_ibz_k_points())
+    eps = np.array([[calc.get_eigenvalues(kpt=k, spin=s) for k in range(nk)] for s in range(nspin)])
+    ef = float(calc.get_fermi_level())
+    bands = analyse_bands(eps, ef, protocol.bandwidth_gap_ev)
+    g = protocol.density_gridrefinement
+    if spinpol:
+        up = calc.get_pseudo_density(spin=0, gridrefinement=g)
+        down = calc.get_pseudo_density(spin=1, gridrefinement=g)
+        total, mag = up + down, up - down
+        moment = float(calc.get_magnetic_moment())
+        moments = [float(m) for m in calc.get_magnetic_moments()]
+    else:
+        total, mag = calc.get_pseudo_density(gridrefinement=g), None
+        moment, moments = 0.0, [0.0] * len(a)
+    return SCFResult(
+        atoms=a,
+        energy=energy,
+        bands=bands,
+        magnetic_moment=moment,
+        magnetic_moments=moments,
+        n_electrons=float(calc.get_number_of_electrons()),
+        density=np.asarray(total),
+        magnetization=None if mag is None else np.asarray(mag),
+        relax_steps=steps,
+        max_force=fmax,
+        stress_gpa=[float(x) for x in stress / GPa],
+    )
+
+
+@dataclasses.dataclass
+class ElasticResult:
+    """Cubic elastic constants (GPa) from central differences of the stress under ± strains."""
+
+    c11: float
+    c12: float
+    c44: float
+    mechanically_stable: bool
+    strain: float
+    stresses_gpa: dict[str, list[float]]
+
+
+def born_stable_cubic(c11: float, c12: float, c44: float) -> bool:
+    """Born stability criteria of a cubic crystal: c11 − c12 > 0, c11 + 2c12 > 0, c44 > 0."""
+    return bool(c11 - c12 > 0 and c11 + 2 * c12 > 0 and c44 > 0)
+
+
+def run_elastic_cubic(
+    atoms: Atoms, kpts: tuple[int, int, int], protocol: DFTProtocol, txt: TextIO
+) -> ElasticResult:
+    """c11, c12, c44 of a cubic crystal whose cubic axes are the Cartesian axes.
+
+    One combined strain, applied with both signs: normal ε_xx = ±δ together with engineering shear
+    γ_yz = ±δ (ε_yz = ε_zy = ±δ/2), internal coordinates relaxed. By linear elasticity of a cubic
+    crystal c11 = Δσ_xx/(2δ), c12 = Δ(σ_yy + σ_zz)/2/(2δ), c44 = Δσ_yz/(2δ); the central difference
+    cancels every second-order term, cross terms included.
+    """
+    d = protocol.elastic_strain
+    strain = np.array([[1.0, 0, 0], [0, 0, 0.5], [0, 0.5, 0]])
+    stresses: dict[str, list[float]] = {}
+    for sign in (1, -1):
+        a, spinpol = prepare_atoms(atoms, protocol)
+        deformation = np.eye(3) + sign * d * strain
+        a.set_cell(a.cell @ deformation.T, scale_atoms=True)
+        a.calc = make_calculator(protocol, kpts, txt, spinpol)
+        run_energy(a)
+        relax_positions(a, protocol, txt)
+        stresses["+" if sign > 0 else "-"] = [float(x) for x in a.get_stress() / GPa]
+    sp, sm = np.array(stresses["+"]), np.array(stresses["-"])
+    c11 = float((sp[0] - sm[0]) / (2 * d))
+    c12 = float(((sp[1] + sp[2]) - (sm[1] + sm[2])) / 2 / (2 * d))
+    c44 = float((sp[3] - sm[3]) / (2 * d))
+    return ElasticResult(c11, c12, c44, born_stable_cubic(c11, c12, c44), d, stresses)

@@ -1,0 +1,196 @@
+"""Resumable, parallel batch generation: one GPAW process per material, failures recorded, never fatal.
+
+A material is done when ``DIR/results/<id>.json`` exists with the current protocol hash (it is
+written atomically after every other output), so a killed run leaves nothing half-finished marked
+done and a rerun skips exactly the finished materials. Failures go to ``DIR/failures.json``
+(id → reason, protocol hash, time) and are not retried unless asked.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import multiprocessing
+import os
+import re
+import signal
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pymatgen.core import Structure
+
+from rhoprop.dft.material import Candidate, compute, result_path
+from rhoprop.dft.protocol import DFTProtocol
+from rhoprop.errors import RhopropError
+from rhoprop.settings import atomic_write_text
+
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
+STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclasses.dataclass
+class GenerateReport:
+    """What one ``generate`` call did: ids computed now, skipped as already done, and failed (id → reason)."""
+
+    computed: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def _safe_id(text: str) -> str:
+    """A file-name-safe material id."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def read_structures(paths: Sequence[str | os.PathLike[str]]) -> list[Candidate]:
+    """Candidates from CIF/POSCAR files or folders of them (ids = file stems; folders not recursed)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and (
+                f.suffix.lower() in STRUCTURE_SUFFIXES or f.name in STRUCTURE_NAMES))
+            if not found:
+                raise RhopropError(
+                    f"folder {p} has no structure files; expected *.cif, *.vasp, *.poscar, POSCAR or CONTCAR"
+                )
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise RhopropError(f"structure path {p} does not exist; give CIF/POSCAR files or folders of them")
+    candidates, ids = [], set()
+    for f in files:
+        try:
+            structure = Structure.from_file(f)
+        except Exception as exc:  # noqa: BLE001 - pymatgen raises many types on bad files
+            raise RhopropError(f"cannot read a structure from {f}: {exc}; expected a CIF or POSCAR file") from exc
+        mid = _safe_id(f.stem if f.name not in STRUCTURE_NAMES else f"{f.parent.name}_{f.name}")
+        if mid in ids:
+            raise RhopropError(f"two input structures map to the same id {mid!r} ({f}); rename one of them")
+        ids.add(mid)
+        candidates.append(Candidate(mid, structure, "user", str(f)))
+    return candidates
+
+
+def is_done(out_dir: str | Path, material_id: str, protocol_hash: str) -> bool:
+    """True when the material's result JSON exists and was computed with this protocol hash."""
+    path = result_path(Path(out_dir), material_id)
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text()).get("protocol_hash") == protocol_hash
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def load_failures(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The failures file of an output folder (id → record), empty when there is none."""
+    path = Path(out_dir) / "failures.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+class _Timeout(Exception):
+    """Raised inside a worker when a material exceeds its time limit."""
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _Timeout("material exceeded its time limit")
+
+
+def _work(candidate: Candidate, out_dir: str, protocol: dict[str, Any], max_seconds: int) -> dict[str, Any]:
+    """Worker: compute one candidate; never raises, returns status, reason and timing."""
+    for var in THREAD_VARIABLES:
+        os.environ[var] = "1"
+    t = time.perf_counter()
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(max(1, int(max_seconds)))
+    try:
+        record = compute(candidate, out_dir, DFTProtocol.from_dict(protocol))
+        status: dict[str, Any] = {"status": "done", "natoms": record["natoms"],
+                                  "spin_polarized": record["spin_polarized"]}
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, never fatal
+        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, _Timeout) else \
+            f"Timeout: exceeded {max_seconds} s"
+        status = {"status": "failed", "reason": reason[:2000],
+                  "traceback": "".join(traceback.format_exc().splitlines(True)[-12:])}
+    finally:
+        signal.alarm(0)
+    status.update(id=candidate.id, seconds=time.perf_counter() - t)
+    return status
+
+
+def generate(
+    candidates: Iterable[Candidate],
+    out_dir: str | Path,
+    workers: int = 1,
+    protocol: DFTProtocol | None = None,
+    retry_failed: bool = False,
+    max_minutes: float = 90.0,
+    progress: bool = True,
+) -> GenerateReport:
+    """Compute every candidate not yet done with this protocol, ``workers`` GPAW processes at a time.
+
+    Writes ``DIR/protocol.json``; skips done materials (and recorded failures unless
+    ``retry_failed``); records failures with their reason in ``DIR/failures.json``.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if workers < 1:
+        raise RhopropError(f"workers must be at least 1, got {workers}")
+    protocol = protocol or DFTProtocol()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    protocol.to_json(out / "protocol.json")
+    phash = protocol.hash()
+    failures = load_failures(out)
+    report = GenerateReport()
+    todo: list[Candidate] = []
+    for c in candidates:
+        old = failures.get(c.id)
+        if is_done(out, c.id, phash):
+            report.skipped.append(c.id)
+        elif old and old.get("protocol_hash") == phash and not retry_failed:
+            report.skipped.append(c.id)
+        else:
+            todo.append(c)
+    for var in THREAD_VARIABLES:
+        os.environ[var] = "1"
+    context = multiprocessing.get_context("spawn")
+    columns = (TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[last]}"))
+    with Progress(*columns, disable=not progress) as bar, cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, max_tasks_per_child=1
+    ) as pool:
+        task = bar.add_task("generate", total=len(todo), last="")
+        futures = [pool.submit(_work, c, str(out), protocol.to_dict(), int(max_minutes * 60)) for c in todo]
+        for fut in cf.as_completed(futures):
+            try:
+                res = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a crashed worker process is a recorded failure
+                res = {"id": todo[futures.index(fut)].id, "status": "failed",
+                       "reason": f"worker crashed: {type(exc).__name__}: {exc}", "seconds": 0.0}
+            mid = res["id"]
+            report.seconds[mid] = res["seconds"]
+            if res["status"] == "done":
+                report.computed.append(mid)
+                if failures.pop(mid, None) is not None:
+                    atomic_write_text(out / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
+                last = f"{mid} {res['seconds']:.0f} s"
+            else:
+                report.failed[mid] = res["reason"]
+                failures[mid] = {"reason": res["reason"], "protocol_hash": phash,
+                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": res["seconds"],
+                                 "traceback": res.get("traceback", "")}
+                atomic_write_text(out / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
+                last = f"[red]{mid} failed[/red]"
+            bar.update(task, advance=1, last=last)
+            bar.console.print(f"{time.strftime('%H:%M:%S')} {last} ({res.get('natoms', '?')} atoms)")
+    return report

@@ -1,0 +1,166 @@
+"""Assemble ``labels.csv`` (and its unit schema) from the per-material result JSONs of a generation folder.
+
+Run after (or during) a batch: formation energies use the elemental references present at the
+time, so re-assembling as references arrive updates them. Only results computed with one protocol
+hash are combined (the newest protocol's, unless one is named).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rhoprop.dft.protocol import DFTProtocol
+from rhoprop.errors import RhopropError
+from rhoprop.settings import atomic_write_text
+
+CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
+
+LABEL_SCHEMA: dict[str, dict[str, Any]] = {
+    "volume_per_atom": {"kind": "regression", "unit": "Å^3/atom",
+                        "definition": "V0 of the Birch-Murnaghan fit divided by the number of atoms"},
+    "bulk_modulus": {"kind": "regression", "unit": "GPa", "definition": "B0 of the Birch-Murnaghan fit"},
+    "density": {"kind": "regression", "unit": "g/cm^3", "definition": "mass density at V0"},
+    "total_energy": {"kind": "regression", "unit": "eV/atom",
+                     "definition": "GPAW total energy at V0 per atom (GPAW's reference: isolated "
+                                   "non-spin-polarized atoms of the PAW setups)"},
+    "formation_energy": {"kind": "regression", "unit": "eV/atom",
+                         "definition": "(E - sum_i n_i mu_i)/N, mu_i = lowest energy per atom of element i "
+                                       "over its computed elemental solids and dimer molecule (same protocol); "
+                                       "blank while a reference is missing"},
+    "fermi_energy": {"kind": "regression", "unit": "eV", "definition": "GPAW Fermi level of the SCF at V0"},
+    "band_gap": {"kind": "regression", "unit": "eV",
+                 "definition": "CBM - VBM over the Γ-centred k-mesh of the SCF at V0 (both spins); 0 for metals"},
+    "bandwidth": {"kind": "regression", "unit": "eV",
+                  "definition": "top of the occupied states (E_F for metals, VBM otherwise) minus the bottom "
+                                "of the highest contiguous block of occupied eigenvalues; blocks are separated "
+                                "by gaps > bandwidth_gap_ev (2 eV), which drops semicore states"},
+    "magnetic_moment": {"kind": "regression", "unit": "μB/atom",
+                        "definition": "|total cell magnetic moment| / number of atoms (0 if not spin-polarized)"},
+    "is_metal": {"kind": "binary", "unit": "", "classes": [0, 1],
+                 "definition": "1 when a band of some spin has eigenvalues on both sides of E_F on the k-mesh"},
+    "crystal_system": {"kind": "multiclass", "unit": "", "classes": list(CRYSTAL_SYSTEMS),
+                       "definition": "spglib crystal system of the structure at V0 (symprec 0.01 Å)"},
+    "c11": {"kind": "regression", "unit": "GPa", "definition": "cubic elastic constant from ± strain stresses; "
+                                                                 "blank for non-cubic"},
+    "c12": {"kind": "regression", "unit": "GPa", "definition": "cubic elastic constant; blank for non-cubic"},
+    "c44": {"kind": "regression", "unit": "GPa",
+            "definition": "cubic elastic constant, internal coordinates relaxed; blank for non-cubic"},
+    "mechanically_stable": {"kind": "binary", "unit": "", "classes": [0, 1],
+                            "definition": "Born criteria c11-c12>0, c11+2c12>0, c44>0; blank for non-cubic"},
+}
+"""Every label column of ``labels.csv``: kind, unit and exact definition."""
+
+INFO_COLUMNS = ("formula", "prototype", "natoms", "spin_polarized", "spacegroup_number")
+
+
+def load_results(out_dir: str | Path, protocol_hash: str | None = None) -> list[dict[str, Any]]:
+    """Result records of ``DIR/results`` computed with ``protocol_hash`` (default: the current protocol's)."""
+    results_dir = Path(out_dir) / "results"
+    if not results_dir.is_dir():
+        raise RhopropError(f"{out_dir} has no results/ folder; run `rhoprop generate --out {out_dir}` first")
+    wanted = protocol_hash or DFTProtocol().hash()
+    records = []
+    for path in sorted(results_dir.glob("*.json")):
+        rec = json.loads(path.read_text())
+        if rec.get("protocol_hash") == wanted:
+            records.append(rec)
+    return records
+
+
+def elemental_references(records: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
+    """Element → (lowest energy per atom, id) over elemental crystals and molecules of the records."""
+    refs: dict[str, tuple[float, str]] = {}
+    for rec in records:
+        if len(rec["composition"]) != 1:
+            continue
+        (el,) = rec["composition"]
+        e = rec["scf"]["energy"] / rec["natoms"]
+        if el not in refs or e < refs[el][0]:
+            refs[el] = (e, rec["id"])
+    return refs
+
+
+def _blank(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def labels_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row of labels per crystal record (molecules excluded), indexed by id."""
+    refs = elemental_references(records)
+    rows = []
+    for rec in records:
+        if rec.get("kind", "crystal") != "crystal":
+            continue
+        s, natoms = rec["scf"], rec["natoms"]
+        structure_density = _density(rec)
+        comp = rec["composition"]
+        if all(el in refs for el in comp):
+            ef = (s["energy"] - sum(n * refs[el][0] for el, n in comp.items())) / natoms
+        else:
+            ef = math.nan
+        el = rec.get("elastic") or {}
+        rows.append({
+            "id": rec["id"],
+            "volume_per_atom": rec["eos"]["v0"] / natoms,
+            "bulk_modulus": rec["eos"]["bulk_modulus_gpa"],
+            "density": structure_density,
+            "total_energy": s["energy"] / natoms,
+            "formation_energy": ef,
+            "fermi_energy": s["fermi_energy"],
+            "band_gap": s["band_gap"],
+            "bandwidth": s["bandwidth"],
+            "magnetic_moment": abs(s["magnetic_moment_cell"]) / natoms,
+            "is_metal": int(bool(s["is_metal"])),
+            "crystal_system": rec["symmetry"]["crystal_system"],
+            "c11": _blank(el.get("c11")),
+            "c12": _blank(el.get("c12")),
+            "c44": _blank(el.get("c44")),
+            "mechanically_stable": math.nan if not el else int(bool(el["mechanically_stable"])),
+            "formula": rec["formula"],
+            "prototype": rec["prototype"],
+            "natoms": natoms,
+            "spin_polarized": int(bool(rec["spin_polarized"])),
+            "spacegroup_number": rec["symmetry"]["spacegroup_number"],
+        })
+    columns = ["id", *LABEL_SCHEMA, *INFO_COLUMNS]
+    frame = pd.DataFrame(rows, columns=columns).set_index("id").sort_index()
+    frame["mechanically_stable"] = frame["mechanically_stable"].astype("Int64")
+    return frame
+
+
+def _density(rec: dict[str, Any]) -> float:
+    from pymatgen.core import Structure
+
+    return float(Structure.from_dict(rec["structure"]).density)
+
+
+def assemble_labels(out_dir: str | Path, protocol_hash: str | None = None) -> pd.DataFrame:
+    """Write ``DIR/labels.csv``, ``DIR/labels.schema.json`` and ``DIR/references.json``; return the labels."""
+    out = Path(out_dir)
+    records = load_results(out, protocol_hash)
+    frame = labels_frame(records)
+    atomic_write_text(out / "labels.csv", frame.to_csv(float_format="%.6g"))
+    schema = {"protocol_hash": protocol_hash or DFTProtocol().hash(), "labels": LABEL_SCHEMA,
+              "info_columns": list(INFO_COLUMNS)}
+    atomic_write_text(out / "labels.schema.json", json.dumps(schema, indent=1, ensure_ascii=False) + "\n")
+    refs = {el: {"energy_per_atom": e, "id": mid} for el, (e, mid) in sorted(elemental_references(records).items())}
+    atomic_write_text(out / "references.json", json.dumps(refs, indent=1) + "\n")
+    return frame
+
+
+def summary(frame: pd.DataFrame) -> dict[str, Any]:
+    """Counts of a label table: materials, spin-polarized, metals, per prototype and crystal system."""
+    return {
+        "materials": int(len(frame)),
+        "spin_polarized": int(frame["spin_polarized"].sum()) if len(frame) else 0,
+        "metals": int(frame["is_metal"].sum()) if len(frame) else 0,
+        "with_formation_energy": int(frame["formation_energy"].notna().sum()) if len(frame) else 0,
+        "prototypes": dict(Counter(frame["prototype"])),
+        "crystal_systems": dict(Counter(frame["crystal_system"])),
+    }

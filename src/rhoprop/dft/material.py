@@ -1,0 +1,247 @@
+"""One material end to end: EOS → SCF at V0 → elastic constants → CHGCAR, structure and result JSON.
+
+Outputs of material ``<id>`` under the output folder ``DIR``::
+
+    DIR/chgcar/<id>.CHGCAR        valence (pseudo + compensation) density, VASP convention ρ·V, spin block
+    DIR/structures/<id>.cif, .vasp   equilibrium structure
+    DIR/logs/<id>.txt              GPAW text output of every calculation of the material
+    DIR/results/<id>.json          raw results and the protocol (written last: its presence = done)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+import rhoprop
+from rhoprop.dft.calc import make_calculator, relax_positions, run_elastic_cubic, run_energy, run_eos, run_scf
+from rhoprop.dft.protocol import DFTProtocol
+from rhoprop.errors import RhopropError
+from rhoprop.settings import atomic_write_bytes, atomic_write_text
+
+SYMPREC = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A structure to compute: ``id`` names its output files; ``prototype`` says where it came from."""
+
+    id: str
+    structure: Structure
+    prototype: str = "user"
+    source: str = ""
+
+
+def result_path(out_dir: Path, material_id: str) -> Path:
+    """Where the result JSON of ``material_id`` lives (its existence marks the material done)."""
+    return Path(out_dir) / "results" / f"{material_id}.json"
+
+
+def chgcar_path(out_dir: Path, material_id: str) -> Path:
+    """Where the CHGCAR of ``material_id`` is written."""
+    return Path(out_dir) / "chgcar" / f"{material_id}.CHGCAR"
+
+
+def calculation_structure(structure: Structure) -> tuple[Structure, bool]:
+    """Return the structure to compute and whether it is cubic with cubic axes along x, y, z.
+
+    Cubic structures are replaced by their standard primitive cell (cubic axes along Cartesian axes,
+    needed for c11/c12/c44); others are computed as given.
+    """
+    sga = SpacegroupAnalyzer(structure, symprec=SYMPREC)
+    if sga.get_crystal_system() != "cubic":
+        return structure.copy(), False
+    prim = sga.get_primitive_standard_structure()
+    conv = sga.get_conventional_standard_structure().lattice.matrix
+    aligned = bool(np.allclose(conv, np.diag(np.diag(conv)), atol=1e-6))
+    return prim, aligned
+
+
+def write_chgcar(structure: Structure, density: np.ndarray, magnetization: np.ndarray | None, path: Path) -> None:
+    """Write a density (e/Å³) and magnetization (μB/Å³) as a CHGCAR, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        from rhoprop.io import write_chgcar as io_write_chgcar  # type: ignore[attr-defined]
+        from rhoprop.io import Density
+
+        io_write_chgcar(Density(total=density, structure=structure, spin=magnetization, code="gpaw"), tmp)
+    except ImportError:
+        from pymatgen.io.vasp import Chgcar, Poscar
+
+        data = {"total": density * structure.volume}
+        if magnetization is not None:
+            data["diff"] = magnetization * structure.volume
+        Chgcar(Poscar(structure), data).write_file(str(tmp))
+    atomic_write_bytes(path, tmp.read_bytes())
+    tmp.unlink(missing_ok=True)
+
+
+def symmetry_info(structure: Structure) -> dict[str, Any]:
+    """Crystal system and space group (spglib through pymatgen, symprec 0.01 Å)."""
+    sga = SpacegroupAnalyzer(structure, symprec=SYMPREC)
+    return {
+        "crystal_system": sga.get_crystal_system(),
+        "spacegroup_number": int(sga.get_space_group_number()),
+        "spacegroup_symbol": sga.get_space_group_symbol(),
+        "symprec": SYMPREC,
+    }
+
+
+def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None) -> dict[str, Any]:
+    """Relax a molecule in a box (Γ point only, fixed box) for an elemental reference energy.
+
+    Writes only the result JSON (``kind`` = ``"molecule"``): a molecule is a formation-energy
+    reference, not a crystal of the dataset. Oxygen starts with 1 μB per atom (triplet O2).
+    """
+    protocol = protocol or DFTProtocol()
+    out = Path(out_dir)
+    mid = candidate.id
+    t_start = time.perf_counter()
+    atoms = AseAtomsAdaptor.get_atoms(candidate.structure)
+    spinpol = "O" in atoms.get_chemical_symbols()
+    atoms.set_initial_magnetic_moments([1.0 if spinpol else 0.0] * len(atoms))
+    log_path = out / "logs" / f"{mid}.txt"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as txt:
+        atoms.calc = make_calculator(protocol, (1, 1, 1), txt, spinpol)
+        run_energy(atoms)
+        steps, fmax = relax_positions(atoms, protocol, txt)
+        energy = run_energy(atoms)
+    moment = float(atoms.calc.get_magnetic_moment()) if spinpol else 0.0
+    final = AseAtomsAdaptor.get_structure(atoms)
+    for prop in list(final.site_properties):
+        final.remove_site_property(prop)
+    record: dict[str, Any] = {
+        "id": mid,
+        "kind": "molecule",
+        "prototype": candidate.prototype,
+        "source": candidate.source,
+        "formula": final.composition.reduced_formula,
+        "composition": {el.symbol: float(n) for el, n in final.composition.items()},
+        "natoms": len(final),
+        "spin_polarized": spinpol,
+        "protocol": protocol.to_dict(),
+        "protocol_hash": protocol.hash(),
+        "rhoprop_version": rhoprop.__version__,
+        "kpts": [1, 1, 1],
+        "scf": {"energy": energy, "magnetic_moment_cell": moment, "relax_steps": steps, "max_force": fmax,
+                "bond_length": float(atoms.get_distance(0, 1, mic=True))},
+        "structure": final.as_dict(),
+        "timing": {"total_s": time.perf_counter() - t_start},
+        "files": {"log": f"logs/{mid}.txt"},
+    }
+    atomic_write_text(result_path(out, mid), json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def compute(candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None) -> dict[str, Any]:
+    """Compute a candidate: a molecule reference (prototype ``dimer``) or a crystal."""
+    if candidate.prototype == "dimer":
+        return compute_molecule(candidate, out_dir, protocol)
+    return compute_material(candidate, out_dir, protocol)
+
+
+def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None) -> dict[str, Any]:
+    """Compute one material with the protocol, write its files, and return the result record.
+
+    Raises a :class:`~rhoprop.dft.calc.DFTError` subclass (or any exception) on failure; the result
+    JSON is only written when everything succeeded.
+    """
+    protocol = protocol or DFTProtocol()
+    out = Path(out_dir)
+    mid = candidate.id
+    t_start = time.perf_counter()
+    structure, cubic_aligned = calculation_structure(candidate.structure)
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    log_path = out / "logs" / f"{mid}.txt"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
+    with open(log_path, "w") as txt:
+        t = time.perf_counter()
+        eos = run_eos(atoms, protocol, txt)
+        timing["eos_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        scf = run_scf(atoms, eos.v0, eos.kpts, protocol, txt)
+        timing["scf_s"] = time.perf_counter() - t
+        elastic = None
+        if cubic_aligned:
+            t = time.perf_counter()
+            elastic = run_elastic_cubic(scf.atoms, eos.kpts, protocol, txt)
+            timing["elastic_s"] = time.perf_counter() - t
+    final = AseAtomsAdaptor.get_structure(scf.atoms)
+    for prop in list(final.site_properties):
+        final.remove_site_property(prop)
+    integral = float(scf.density.mean() * final.volume)
+    if not math.isclose(integral, scf.n_electrons, abs_tol=0.02):
+        raise RhopropError(
+            f"{mid}: density integrates to {integral:.4f} electrons, expected {scf.n_electrons} valence electrons"
+        )
+    write_chgcar(final, scf.density, scf.magnetization, chgcar_path(out, mid))
+    struct_dir = out / "structures"
+    atomic_write_text(struct_dir / f"{mid}.cif", final.to(fmt="cif"))
+    atomic_write_text(struct_dir / f"{mid}.vasp", final.to(fmt="poscar"))
+    timing["total_s"] = time.perf_counter() - t_start
+    b = scf.bands
+    record: dict[str, Any] = {
+        "id": mid,
+        "kind": "crystal",
+        "prototype": candidate.prototype,
+        "source": candidate.source,
+        "formula": final.composition.reduced_formula,
+        "composition": {el.symbol: float(n) for el, n in final.composition.items()},
+        "natoms": len(final),
+        "spin_polarized": scf.magnetization is not None,
+        "protocol": protocol.to_dict(),
+        "protocol_hash": protocol.hash(),
+        "rhoprop_version": rhoprop.__version__,
+        "kpts": list(eos.kpts),
+        "eos": {
+            "v0": eos.v0,
+            "e0": eos.e0,
+            "bulk_modulus_gpa": eos.bulk_modulus,
+            "recentred": eos.recentred,
+            "precentre": eos.precentre,
+            "scans": eos.scans,
+        },
+        "scf": {
+            "energy": scf.energy,
+            "fermi_energy": b.fermi_energy,
+            "is_metal": b.is_metal,
+            "band_gap": b.band_gap,
+            "vbm": b.vbm,
+            "cbm": b.cbm,
+            "bandwidth": b.bandwidth,
+            "valence_bottom": b.valence_bottom,
+            "magnetic_moment_cell": scf.magnetic_moment,
+            "magnetic_moments_atoms": scf.magnetic_moments,
+            "n_electrons": scf.n_electrons,
+            "density_integral": integral,
+            "grid_shape": list(scf.density.shape),
+            "relax_steps": scf.relax_steps,
+            "max_force": scf.max_force,
+            "stress_gpa": scf.stress_gpa,
+        },
+        "elastic": None if elastic is None else dataclasses.asdict(elastic),
+        "symmetry": symmetry_info(final),
+        "input_structure": candidate.structure.as_dict(),
+        "structure": final.as_dict(),
+        "timing": timing,
+        "files": {
+            "chgcar": f"chgcar/{mid}.CHGCAR",
+            "cif": f"structures/{mid}.cif",
+            "poscar": f"structures/{mid}.vasp",
+            "log": f"logs/{mid}.txt",
+        },
+    }
+    atomic_write_text(result_path(out, mid), json.dumps(record, indent=1) + "\n")
+    return record

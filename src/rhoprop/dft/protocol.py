@@ -1,0 +1,117 @@
+"""The fixed, versioned DFT protocol every generated density and label is computed with.
+
+The protocol is a :class:`~rhoprop.settings.Settings` subclass; its :meth:`DFTProtocol.hash` is
+stored in every per-material result, and a rerun only reuses results with the same hash, so a
+protocol change invalidates old results instead of silently mixing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from importlib import metadata
+
+from rhoprop.errors import SettingsError
+from rhoprop.settings import Settings
+
+MAGNETIC_ELEMENTS: tuple[str, ...] = ("Cr", "Mn", "Fe", "Co", "Ni")
+
+
+def _package_version(name: str) -> str:
+    """Return the installed version of ``name``, or ``"missing"`` when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+@dataclasses.dataclass(frozen=True)
+class DFTProtocol(Settings):
+    """GPAW plane-wave PAW protocol (PBE) for densities, equations of state and elastic constants.
+
+    Attributes:
+        name: protocol name; results of different names/hashes are never mixed.
+        xc: exchange-correlation functional.
+        pw_cutoff_ev: plane-wave kinetic-energy cutoff (eV), the same at every volume.
+        kpoint_density: k-points per Å⁻¹ of reciprocal-lattice vector length (ASE ``kptdensity``
+            convention: ``n_i = max(1, ceil(kpoint_density * |b_i|))`` with ``|b_i| = 2π/d_i``),
+            Γ-centred meshes.
+        smearing: occupation smearing scheme (``"fermi-dirac"``).
+        smearing_width_ev: smearing width (eV).
+        setups: GPAW PAW setup family; ``setups_version`` is the installed gpaw-data version.
+        eos_volume_scalings: volumes of the EOS scan relative to the centre volume.
+        eos_precentre_steps: before the scan, at most this many single SCFs step the volume by
+            ``eos_precentre_factor`` towards zero pressure until the pressure changes sign; the scan is
+            centred on the interpolated zero-pressure volume (0 = centre on the start volume).
+        eos_precentre_factor: volume ratio of one pre-centring step.
+        eos_max_recentre: how many times a scan that does not bracket the minimum is re-centred.
+        eos: equation of state fitted by ``ase.eos.EquationOfState``.
+        elastic_strain: magnitude of the ± normal strain and ± engineering shear strain (c11, c12, c44).
+        relax_fmax: force threshold (eV/Å) for relaxing internal coordinates at V0 and under shear.
+        relax_steps: maximum BFGS steps of such a relaxation.
+        magnetic_elements: elements that trigger a spin-polarized, ferromagnetic-start calculation.
+        initial_magmom: starting moment (μB) on each atom of a magnetic element.
+        density_gridrefinement: GPAW grid refinement of the written pseudo density (1 = coarse grid).
+        bandwidth_gap_ev: an energy gap larger than this separates the valence manifold from
+            semicore states when measuring the bandwidth.
+        scf_maxiter: maximum SCF iterations; exceeding it is a recorded failure.
+        gpaw_version: GPAW version the protocol was fixed with.
+        setups_version: gpaw-data version (PAW setups).
+    """
+
+    name: str = "gpaw-v1"
+    xc: str = "PBE"
+    pw_cutoff_ev: float = 500.0
+    kpoint_density: float = 3.5
+    kpoint_gamma: bool = True
+    smearing: str = "fermi-dirac"
+    smearing_width_ev: float = 0.01
+    setups: str = "paw"
+    eos_volume_scalings: tuple[float, ...] = (0.94, 0.97, 1.0, 1.03, 1.06)
+    eos_precentre_steps: int = 6
+    eos_precentre_factor: float = 1.2
+    eos_max_recentre: int = 1
+    eos: str = "birchmurnaghan"
+    elastic_strain: float = 0.02
+    relax_fmax: float = 0.02
+    relax_steps: int = 30
+    magnetic_elements: tuple[str, ...] = MAGNETIC_ELEMENTS
+    initial_magmom: float = 3.0
+    density_gridrefinement: int = 2
+    bandwidth_gap_ev: float = 2.0
+    scf_maxiter: int = 200
+    gpaw_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw"))
+    setups_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw-data"))
+
+    def __post_init__(self) -> None:
+        if self.xc not in ("PBE", "LDA", "PBEsol", "RPBE", "revPBE"):
+            raise SettingsError(f"DFTProtocol.xc: unsupported functional {self.xc!r}")
+        if self.pw_cutoff_ev <= 0 or self.kpoint_density <= 0 or self.smearing_width_ev <= 0:
+            raise SettingsError(
+                "DFTProtocol: pw_cutoff_ev, kpoint_density and smearing_width_ev must be positive, "
+                f"got {self.pw_cutoff_ev}, {self.kpoint_density}, {self.smearing_width_ev}"
+            )
+        if self.smearing != "fermi-dirac":
+            raise SettingsError(f"DFTProtocol.smearing: only 'fermi-dirac' is supported, got {self.smearing!r}")
+        scalings = tuple(float(s) for s in self.eos_volume_scalings)
+        if len(scalings) < 5 or sorted(scalings) != list(scalings) or not min(scalings) < 1 < max(scalings):
+            raise SettingsError(
+                "DFTProtocol.eos_volume_scalings: need at least 5 increasing scalings around 1.0, "
+                f"got {self.eos_volume_scalings}"
+            )
+        if not 0 < self.elastic_strain < 0.05:
+            raise SettingsError(f"DFTProtocol.elastic_strain must be in (0, 0.05), got {self.elastic_strain}")
+        if self.density_gridrefinement not in (1, 2, 4):
+            raise SettingsError(
+                f"DFTProtocol.density_gridrefinement must be 1, 2 or 4, got {self.density_gridrefinement}"
+            )
+
+    def hash(self) -> str:
+        """Return a short, stable hash of every field (results are only reused when it matches)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def is_magnetic(self, symbols: list[str] | tuple[str, ...]) -> bool:
+        """True when a structure with these element symbols is computed spin-polarized."""
+        return any(s in self.magnetic_elements for s in symbols)
