@@ -241,6 +241,7 @@ def test_noncollinear_chgcar_round_trip_keeps_three_magnetization_components(
     np.testing.assert_allclose(
         back.total_magnetization(), small_density.total_magnetization(), atol=1e-9
     )
+    assert "non-collinear" in back.summary()["magnetization"]
 
 
 def test_cube_round_trip_keeps_values_spin_and_structure(
@@ -366,6 +367,10 @@ def test_format_and_compression_come_from_content_not_the_name(
     for path in (misnamed, zipped):
         np.testing.assert_array_equal(read_density(path).total, spin_density.total)
     assert detect_format(plain.read_bytes()[:4096]) == "chgcar"
+    titled = _write(tmp_path / "rho.xsf", ["CRYSTAL structure of LiCoO2", *spin_lines[1:]])
+    assert (
+        read_density(titled).fmt == "chgcar"
+    )  # the structure of the header decides, not a keyword
 
 
 def test_cube_and_xsf_are_detected_from_content(small_density: Density, tmp_path: Path) -> None:
@@ -385,6 +390,15 @@ def test_forced_format_overrides_detection_and_unknown_names_are_rejected(
     with pytest.raises(DensityFormatError, match="unknown density format 'png'"):
         read_density(fixtures_dir / SPIN, fmt="png")
     assert read_density(fixtures_dir / SPIN, fmt="CHGCAR").fmt == "chgcar"
+
+
+def test_vasp_potential_files_are_refused_unless_the_format_is_forced(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    shutil.copy(fixtures_dir / SPIN, tmp_path / "LOCPOT.gz")
+    with pytest.raises(DensityFormatError, match="LOCPOT .*not a charge density"):
+        read_density(tmp_path / "LOCPOT.gz")
+    assert read_density(tmp_path / "LOCPOT.gz", fmt="chgcar").shape == (56, 32, 60)
 
 
 def test_compiled_and_fallback_number_parsers_agree() -> None:

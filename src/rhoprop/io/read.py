@@ -63,7 +63,10 @@ def _looks_like_cube(lines: list[str]) -> bool:
 
 def _looks_like_xsf(lines: list[str]) -> bool:
     content = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    return bool(content) and content[0].split()[0].upper().startswith(xsf.KEYWORDS)
+    if not content:
+        return False
+    first = content[0].split()[0].upper()
+    return first in xsf.KEYWORDS or first.startswith(("BEGIN_BLOCK_", "BEGIN_INFO"))
 
 
 def detect_format(head: bytes) -> str | None:
@@ -71,12 +74,12 @@ def detect_format(head: bytes) -> str | None:
     if b"\x00" in head[:4096]:
         return None
     lines = _files.text_lines(head[:16384])[:40]
-    if _looks_like_xsf(lines):
-        return "xsf"
     if _looks_like_vasp(lines):
         return "chgcar"
     if _looks_like_cube(lines):
         return "cube"
+    if _looks_like_xsf(lines):
+        return "xsf"
     return None
 
 

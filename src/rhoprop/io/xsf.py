@@ -19,10 +19,19 @@ from rhoprop.errors import DensityFormatError
 from rhoprop.io import _files
 from rhoprop.io.density import Density
 
-KEYWORDS = (
-    "CRYSTAL", "SLAB", "POLYMER", "MOLECULE", "ATOMS", "ANIMSTEPS", "PRIMVEC", "CONVVEC", "PRIMCOORD",
-    "CONVCOORD", "BEGIN_BLOCK_DATAGRID", "BEGIN_INFO", "BEGIN_BLOCK_BANDGRID",
-)  # fmt: skip
+KEYWORDS = frozenset(
+    {
+        "CRYSTAL",
+        "SLAB",
+        "POLYMER",
+        "MOLECULE",
+        "ATOMS",
+        "ANIMSTEPS",
+        "PRIMVEC",
+        "CONVVEC",
+        "PRIMCOORD",
+    }
+)
 _SPAN_ATOL = 1e-4  # Å; ASE writes the spanning vectors with 6 decimals
 
 
