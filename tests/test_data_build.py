@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import hashlib
 import json
 import shutil
@@ -13,14 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from pymatgen.core import Structure
-from typer.testing import CliRunner
-
-from rhoprop.cli import app
-from rhoprop.data import EXIT_SKIPPED, DatasetError, DatasetStore, build_dataset
-from rhoprop.data.store import shard_paths, store_lock
-from rhoprop.grid import standardize
-from rhoprop.grid.settings import StandardizeSettings
-from rhoprop.io import read_density
 from test_data_support import (
     VALENCE,
     built_store,
@@ -29,6 +22,14 @@ from test_data_support import (
     write_dataset_folder,
     write_labels_csv,
 )
+from typer.testing import CliRunner
+
+from rhoprop.cli import app
+from rhoprop.data import EXIT_SKIPPED, DatasetError, DatasetStore, build_dataset
+from rhoprop.data.store import shard_paths, store_lock
+from rhoprop.grid import standardize
+from rhoprop.grid.settings import StandardizeSettings
+from rhoprop.io import read_density
 
 runner = CliRunner()
 
@@ -56,8 +57,12 @@ def test_every_sample_reads_back_as_its_fresh_standardization(tmp_path_factory) 
         assert sample.has_spin == fresh.has_spin == (density.spin is not None)
         structure = store.structure(sid)
         assert isinstance(structure, Structure)
-        assert [s.symbol for s in structure.species] == [s.symbol for s in density.structure.species]
-        np.testing.assert_allclose(structure.lattice.matrix, density.structure.lattice.matrix, atol=1e-9)
+        assert [s.symbol for s in structure.species] == [
+            s.symbol for s in density.structure.species
+        ]
+        np.testing.assert_allclose(
+            structure.lattice.matrix, density.structure.lattice.matrix, atol=1e-9
+        )
         np.testing.assert_allclose(structure.frac_coords, density.structure.frac_coords, atol=1e-9)
         prov = store.provenance(sid)
         assert prov["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -70,7 +75,9 @@ def test_every_sample_reads_back_as_its_fresh_standardization(tmp_path_factory) 
         assert f["x"].compression == "gzip" and f["x"].shuffle
     labels = store.labels
     expected = pd.DataFrame(rows).set_index("id")
-    np.testing.assert_allclose(labels.loc[ids, "band_gap"], expected.loc[ids, "band_gap"].astype(float))
+    np.testing.assert_allclose(
+        labels.loc[ids, "band_gap"], expected.loc[ids, "band_gap"].astype(float)
+    )
     blank = expected.loc[ids, "bulk_modulus"] == ""
     assert labels.loc[ids, "bulk_modulus"].isna().tolist() == blank.tolist()
     kinds = {name: spec.kind for name, spec in store.targets.items()}
@@ -85,13 +92,21 @@ def _zoo(root: Path) -> tuple[Path, Path, dict[str, str]]:
     good = write_chgcar(root / "template.CHGCAR", structure)
     text = good.read_text()
     lines = text.splitlines(keepends=True)
-    grid_line = next(i for i, ln in enumerate(lines) if ln.split() and all(t.isdigit() for t in ln.split()) and len(ln.split()) == 3)
+    grid_line = next(
+        i
+        for i, ln in enumerate(lines)
+        if ln.split() and all(t.isdigit() for t in ln.split()) and len(ln.split()) == 3
+    )
     (inputs / "trunc.CHGCAR").write_text(text[: len(text) * 6 // 10])
     numbers = lines[grid_line + 3].split()
     numbers[1] = "NaN"
-    (inputs / "nan.CHGCAR").write_text("".join(lines[: grid_line + 3] + [" ".join(numbers) + "\n"] + lines[grid_line + 4 :]))
+    (inputs / "nan.CHGCAR").write_text(
+        "".join(lines[: grid_line + 3] + [" ".join(numbers) + "\n"] + lines[grid_line + 4 :])
+    )
     nx, ny, nz = (int(t) for t in lines[grid_line].split())
-    (inputs / "count.CHGCAR").write_text("".join(lines[:grid_line] + [f" {nx} {ny} {nz + 2}\n"] + lines[grid_line + 1 :]))
+    (inputs / "count.CHGCAR").write_text(
+        "".join(lines[:grid_line] + [f" {nx} {ny} {nz + 2}\n"] + lines[grid_line + 1 :])
+    )
     (inputs / "empty.CHGCAR").write_text("")
     (inputs / "dangling.CHGCAR").symlink_to(root / "does-not-exist")
     (inputs / "garbage.CHGCAR.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4)
@@ -165,16 +180,22 @@ def test_rerun_with_other_settings_is_a_clear_error(tmp_path_factory, tmp_path: 
     result = runner.invoke(app, ["dataset", "build", str(inputs), "--out", str(out), "--n", "24"])
     assert result.exit_code == 2
     assert "n: store 16, given 24" in " ".join(result.output.split())
-    result = runner.invoke(app, ["dataset", "build", str(inputs), "--out", str(out), "--dtype", "float16"])
+    result = runner.invoke(
+        app, ["dataset", "build", str(inputs), "--out", str(out), "--dtype", "float16"]
+    )
     assert result.exit_code == 2 and "dtype" in result.output
     with pytest.raises(DatasetError, match="not a rhoprop dataset"):
         build_dataset(inputs, None, inputs, progress=False)
 
 
-def test_float16_store_is_smaller_and_within_half_precision(tmp_path_factory, tmp_path: Path) -> None:
+def test_float16_store_is_smaller_and_within_half_precision(
+    tmp_path_factory, tmp_path: Path
+) -> None:
     store_path, inputs, ids, _ = built_store(tmp_path_factory)
     ref = DatasetStore(store_path)
-    report = build_dataset(inputs, None, tmp_path / "h", ref.settings, dtype="float16", progress=False)
+    report = build_dataset(
+        inputs, None, tmp_path / "h", ref.settings, dtype="float16", progress=False
+    )
     assert report.clean and report.n_total == len(ids)
     half = DatasetStore(tmp_path / "h")
     assert half.store_settings.dtype == "float16"
@@ -190,10 +211,14 @@ def test_vasp4_file_is_skipped_without_species_and_built_with_them(tmp_path: Pat
     _, structure = structure_for(5)  # GaAs
     write_chgcar(tmp_path / "in" / "gaas.CHGCAR", structure, vasp4=True)
     write_dataset_folder(tmp_path / "in", 1, layout="flat")
-    first = build_dataset(tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), progress=False)
+    first = build_dataset(
+        tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), progress=False
+    )
     assert [e.id for e in first.skipped] == ["gaas"]
     assert "species" in first.skipped[0].detail.lower()
-    second = build_dataset(tmp_path / "in", None, tmp_path / "ds", species=["Ga", "As"], progress=False)
+    second = build_dataset(
+        tmp_path / "in", None, tmp_path / "ds", species=["Ga", "As"], progress=False
+    )
     assert second.clean and second.n_added == 1 and second.n_already == 1
     store = DatasetStore(tmp_path / "ds")
     assert store.structure("gaas").composition.reduced_formula == "GaAs"
@@ -218,8 +243,19 @@ def test_appending_other_inputs_keeps_earlier_samples_and_labels(tmp_path: Path)
         write_chgcar(tmp_path / "b" / f"new-{i}.CHGCAR", structure)
         rows_b.append({"id": f"new-{i}", "band_gap": 2.0 + i, "unit_cell_atoms": len(structure)})
     settings = StandardizeSettings(n=8)
-    build_dataset(tmp_path / "a", write_labels_csv(tmp_path / "la.csv", rows_a), tmp_path / "ds", settings, progress=False)
-    report = build_dataset(tmp_path / "b", write_labels_csv(tmp_path / "lb.csv", rows_b), tmp_path / "ds", progress=False)
+    build_dataset(
+        tmp_path / "a",
+        write_labels_csv(tmp_path / "la.csv", rows_a),
+        tmp_path / "ds",
+        settings,
+        progress=False,
+    )
+    report = build_dataset(
+        tmp_path / "b",
+        write_labels_csv(tmp_path / "lb.csv", rows_b),
+        tmp_path / "ds",
+        progress=False,
+    )
     assert report.clean and report.n_total == 5
     store = DatasetStore(tmp_path / "ds")
     assert sorted(store.ids) == sorted(ids_a + ["new-3", "new-4"])
@@ -231,7 +267,9 @@ def test_appending_other_inputs_keeps_earlier_samples_and_labels(tmp_path: Path)
 
 def test_no_labels_builds_every_file_without_targets(tmp_path: Path) -> None:
     ids, _ = write_dataset_folder(tmp_path / "in", 3)
-    report = build_dataset(tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), progress=False)
+    report = build_dataset(
+        tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), progress=False
+    )
     assert report.clean
     store = DatasetStore(tmp_path / "ds")
     assert sorted(store.ids) == ids and store.targets == {} and store.labels.shape == (3, 0)
@@ -263,7 +301,31 @@ def test_gzip_and_plain_inputs_give_identical_tensors(tmp_path: Path) -> None:
     plain = write_chgcar(tmp_path / "in" / "p.CHGCAR", structure)
     with open(plain, "rb") as src, gzip.open(tmp_path / "in" / "z.CHGCAR.gz", "wb") as dst:
         dst.write(src.read())
-    build_dataset(tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), workers=2, progress=False)
+    build_dataset(
+        tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), workers=2, progress=False
+    )
     store = DatasetStore(tmp_path / "ds")
     np.testing.assert_array_equal(store.read("p").x, store.read("z").x)
     assert store.provenance("p")["sha256"] != store.provenance("z")["sha256"]
+
+
+def test_a_file_that_kills_its_worker_is_reported_and_the_rest_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rhoprop.data.build as build_module
+
+    ids, _ = write_dataset_folder(tmp_path / "in", 6)
+    real = build_module.make_record
+
+    def dies_on_gen_0003(sample_id, path, settings, species=None):  # the OOM killer, simulated
+        if sample_id == "gen-0003":
+            os._exit(137)
+        return real(sample_id, path, settings, species)
+
+    monkeypatch.setattr(build_module, "make_record", dies_on_gen_0003)  # inherited by forked workers
+    report = build_dataset(
+        tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), workers=2, progress=False
+    )
+    assert [(e.category, e.id) for e in report.skipped] == [("bad_file", "gen-0003")]
+    assert "process died" in report.skipped[0].detail
+    assert sorted(DatasetStore(tmp_path / "ds").ids) == [i for i in ids if i != "gen-0003"]

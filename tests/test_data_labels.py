@@ -111,7 +111,9 @@ def test_invalid_schema_entries_are_rejected(tmp_path: Path) -> None:
         TargetSpec("x", "ordinal")
     with pytest.raises(SettingsError, match="exactly 2 classes"):
         TargetSpec("x", "binary", "", ("a", "b", "c"))
-    bad = _csv(tmp_path, '{"targets": [{"name": "x", "kind": "regression", "units": "eV"}]}', "t.json")
+    bad = _csv(
+        tmp_path, '{"targets": [{"name": "x", "kind": "regression", "units": "eV"}]}', "t.json"
+    )
     with pytest.raises(LabelTableError, match="unknown key"):
         read_targets(bad)
 

@@ -1,4 +1,4 @@
-"""A build over 200+ files killed with SIGKILL mid-way resumes with no duplicate, missing or corrupt sample."""
+"""A build over 200+ files killed with SIGKILL resumes: no duplicate, missing or corrupt sample."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from test_data_support import write_dataset_folder, write_labels_csv
 from typer.testing import CliRunner
 
 from rhoprop.cli import app
@@ -17,7 +18,6 @@ from rhoprop.data import DatasetStore
 from rhoprop.data.store import shard_paths
 from rhoprop.grid import standardize
 from rhoprop.io import read_density
-from test_data_support import write_dataset_folder, write_labels_csv
 
 N_FILES = 220
 
@@ -49,7 +49,9 @@ def test_build_killed_with_sigkill_resumes_exactly(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert f"{N_FILES - done_before} added, {done_before} already there" in " ".join(result.output.split())
+    assert f"{N_FILES - done_before} added, {done_before} already there" in " ".join(
+        result.output.split()
+    )
     assert not [p for p in (out / "shards").iterdir() if p.name.endswith(".tmp")]
     store = DatasetStore(out)  # raises on duplicate ids
     assert len(store) == N_FILES and sorted(store.ids) == ids

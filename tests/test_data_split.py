@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data_support import built_store
 from typer.testing import CliRunner
 
 from rhoprop.cli import app
 from rhoprop.data import DatasetStore, make_split
 from rhoprop.data.split import group_split, random_split
 from rhoprop.errors import SettingsError
-from test_data_support import built_store
 
 runner = CliRunner()
 
@@ -47,7 +47,9 @@ def test_composition_split_never_puts_a_formula_in_two_parts() -> None:
     assert parts == group_split(ids, formulas, (0.8, 0.1, 0.1), seed=0)
 
 
-def test_split_command_saves_a_reproducible_split_in_the_store(tmp_path_factory, tmp_path: Path) -> None:
+def test_split_command_saves_a_reproducible_split_in_the_store(
+    tmp_path_factory, tmp_path: Path
+) -> None:
     store_path, _, ids, _ = built_store(tmp_path_factory)
     out = tmp_path / "ds"
     shutil.copytree(store_path, out)

@@ -57,10 +57,14 @@ def structure_for(index: int, seed: int = 0) -> tuple[str, Structure]:
     return label, AseAtomsAdaptor.get_structure(atoms)
 
 
-def density_on_grid(structure: Structure, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
+def density_on_grid(
+    structure: Structure, shape: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Total density and magnetization (e/Å³) of ``structure`` at the points of a cell grid."""
     shape = tuple(int(s) for s in shape)
-    frac = np.stack(np.meshgrid(*[np.arange(n) / n for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    frac = np.stack(np.meshgrid(*[np.arange(n) / n for n in shape], indexing="ij"), -1).reshape(
+        -1, 3
+    )
     lattice = structure.lattice.matrix
     volume = structure.lattice.volume
     voxel = volume / np.prod(shape)
@@ -93,8 +97,10 @@ def grid_shape(structure: Structure, spacing: float) -> tuple[int, int, int]:
     return n[0], n[1], n[2]
 
 
-def write_chgcar(path: Path, structure: Structure, spacing: float = 0.4, vasp4: bool = False) -> Path:
-    """Write a CHGCAR (gzipped when ``path`` ends in .gz) of ``structure``'s density; returns path."""
+def write_chgcar(
+    path: Path, structure: Structure, spacing: float = 0.4, vasp4: bool = False
+) -> Path:
+    """Write a CHGCAR of ``structure``'s density (gzipped when ``path`` ends in .gz)."""
     total, spin = density_on_grid(structure, grid_shape(structure, spacing))
     volume = structure.lattice.volume
     data = {"total": total * volume}
@@ -153,7 +159,9 @@ def write_dataset_folder(
     return ids, rows
 
 
-def write_labels_csv(path: Path, rows: Sequence[dict[str, object]], extra_lines: Sequence[str] = ()) -> Path:
+def write_labels_csv(
+    path: Path, rows: Sequence[dict[str, object]], extra_lines: Sequence[str] = ()
+) -> Path:
     """Write label rows (first key ``id``) as CSV, plus raw ``extra_lines`` appended verbatim."""
     keys = list(rows[0])
     lines = [",".join(keys)]
@@ -182,7 +190,9 @@ def built_store(
         ids, rows = write_dataset_folder(root / "in", count)
         labels = write_labels_csv(root / "labels.csv", rows)
         settings = StandardizeSettings(n=n, channels=channels)
-        report = build_dataset(root / "in", labels, root / "ds", settings, workers=1, progress=False)
+        report = build_dataset(
+            root / "in", labels, root / "ds", settings, workers=1, progress=False
+        )
         assert report.clean, report.entries
         _BUILT[key] = (root / "ds", root / "in", ids, rows)
     return _BUILT[key]

@@ -1,4 +1,4 @@
-"""The torch Dataset over a store: DataLoader workers, per-process HDF5 handles, labels, augmentation."""
+"""The torch Dataset over a store: DataLoader workers, per-process HDF5 handles, labels, augment."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from test_data_support import built_store
 from torch.utils.data import DataLoader, Dataset
 
 from rhoprop.data import DatasetStore, DensityDataset
 from rhoprop.errors import LabelTableError
-from test_data_support import built_store
 
 TARGETS = ["band_gap", "bulk_modulus", "is_metal"]
 

@@ -251,7 +251,11 @@ def _resolve_settings(
         problems = []
         if settings is not None and settings != current.standardize:
             mine, theirs = settings.to_dict(), current.standardize.to_dict()
-            diff = [f"{k}: store {theirs[k]!r}, given {mine[k]!r}" for k in theirs if mine[k] != theirs[k]]
+            diff = [
+                f"{k}: store {theirs[k]!r}, given {mine[k]!r}"
+                for k in theirs
+                if mine[k] != theirs[k]
+            ]
             problems.append("standardization differs (" + "; ".join(diff) + ")")
         if dtype is not None and dtype != current.dtype:
             problems.append(f"dtype: store {current.dtype!r}, given {dtype!r}")
@@ -265,7 +269,9 @@ def _resolve_settings(
         raise DatasetError(
             f"{out} exists and is not a rhoprop dataset (no settings.json); choose a new --out"
         )
-    return StoreSettings(standardize=settings or StandardizeSettings(), dtype=dtype or "float32"), True
+    return StoreSettings(
+        standardize=settings or StandardizeSettings(), dtype=dtype or "float32"
+    ), True
 
 
 def settings_with_options(out: str | os.PathLike[str], **options: Any) -> StandardizeSettings:
@@ -299,7 +305,9 @@ def _stored_ids(out: Path) -> set[str]:
 
 def _issue_entry(issue: LabelIssue, labels_path: Path) -> ReportEntry:
     """A report entry from a label-table issue."""
-    return ReportEntry(issue.category, issue.id, str(labels_path), issue.detail, issue.line, issue.column)
+    return ReportEntry(
+        issue.category, issue.id, str(labels_path), issue.detail, issue.line, issue.column
+    )
 
 
 def _prepare_labels(
@@ -331,7 +339,11 @@ def _prepare_labels(
     merged = raw
     if (out / "labels.csv").is_file():
         old = read_label_values(out / "labels.csv")
-        keep = old.index.isin(list(stored)) & ~old.index.isin(raw.index) & ~old.index.isin(list(duplicates))
+        keep = (
+            old.index.isin(list(stored))
+            & ~old.index.isin(raw.index)
+            & ~old.index.isin(list(duplicates))
+        )
         if keep.any():
             merged = pd.concat([raw, old.loc[keep]]).fillna("")
             merged.attrs = raw.attrs
@@ -340,7 +352,9 @@ def _prepare_labels(
     return raw, values, targets, entries, duplicates
 
 
-def _write_labels(out: Path, values: pd.DataFrame, targets: list[TargetSpec], ids: Iterable[str]) -> None:
+def _write_labels(
+    out: Path, values: pd.DataFrame, targets: list[TargetSpec], ids: Iterable[str]
+) -> None:
     """Write ``labels.csv`` (rows of ``ids`` only) and ``targets.json``."""
     wanted = [i for i in values.index if i in set(ids)]
     write_targets(out / "targets.json", targets)
@@ -420,42 +434,60 @@ def _run_tasks(
     ctx = multiprocessing.get_context(method)
     queue = list(reversed(tasks))
     crashed: list[tuple[str, str]] = []
+    broken = False
     max_inflight = 2 * workers
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, species, True))
+    pool = _pool(workers, ctx, settings, species)
     pending: dict[Future[Any], tuple[str, str]] = {}
     try:
         while queue or pending:
-            while queue and len(pending) < max_inflight:
+            while not broken and queue and len(pending) < max_inflight:
                 task = queue.pop()
-                pending[pool.submit(_process, task)] = task
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                task = pending.pop(fut)
                 try:
-                    yield fut.result()
+                    pending[pool.submit(_process, task)] = task
                 except BrokenProcessPool:
-                    crashed.append(task)
-            if crashed and not pending:
+                    queue.append(task)
+                    broken = True
+            if pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = pending.pop(fut)
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool:
+                        crashed.append(task)
+                        broken = True
+            if broken and not pending:
+                # A worker died (killed by the system?): every task in flight failed with it.
+                # Rerun each alone to tell the culprit from the bystanders, then go on.
                 pool.shutdown(wait=True, cancel_futures=True)
-                pool = ProcessPoolExecutor(
-                    workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, species, True)
-                )
                 yield from (_isolated(t, ctx, settings, species) for t in crashed)
-                crashed = []
+                crashed, broken = [], False
+                pool = _pool(workers, ctx, settings, species)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _pool(
+    workers: int, ctx: Any, settings: StoreSettings, species: tuple[str, ...] | None
+) -> ProcessPoolExecutor:
+    """A process pool whose workers are initialized with the build options."""
+    return ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, species, True)
+    )
 
 
 def _isolated(
     task: tuple[str, str], ctx: Any, settings: StoreSettings, species: tuple[str, ...] | None
 ) -> SampleRecord | ReportEntry:
-    """Run one task alone in a fresh process, to tell the file that killed a worker from the rest."""
-    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(settings, species, True)) as pool:
+    """Run one task alone in a fresh process: tells the file that killed a worker from the rest."""
+    with _pool(1, ctx, settings, species) as pool:
         try:
             return pool.submit(_process, task).result()
         except BrokenProcessPool:
             return ReportEntry(
-                "bad_file", task[0], task[1],
+                "bad_file",
+                task[0],
+                task[1],
                 "the reading process died on this file (killed by the system, out of memory?)",
             )
 
@@ -511,7 +543,15 @@ def build_dataset(
         for path in files:
             sid = id_from_path(path, input_dir)
             if sid is None:
-                entries.append(ReportEntry("file_without_id", "", str(path), "the file name gives no id (a bare CHGCAR directly in the input folder); put it in a folder named after its id"))
+                entries.append(
+                    ReportEntry(
+                        "file_without_id",
+                        "",
+                        str(path),
+                        "the file name gives no id (a bare CHGCAR directly in the input folder); "
+                        "put it in a folder named after its id",
+                    )
+                )
                 continue
             by_id.setdefault(sid, []).append(path)
         tasks: list[tuple[str, str]] = []
@@ -520,13 +560,34 @@ def build_dataset(
             if len(paths) > 1:
                 names = [str(p) for p in paths]
                 for p in paths:
-                    entries.append(ReportEntry("duplicate_file", sid, str(p), f"{len(paths)} files map to id {sid!r}: {names}; keep one"))
+                    entries.append(
+                        ReportEntry(
+                            "duplicate_file",
+                            sid,
+                            str(p),
+                            f"{len(paths)} files map to id {sid!r}: {names}; keep one",
+                        )
+                    )
                 continue
             if labels_path is not None and sid in duplicates:
-                entries.append(ReportEntry("duplicate_id", sid, str(paths[0]), "file skipped: its id has several rows in the label table"))
+                entries.append(
+                    ReportEntry(
+                        "duplicate_id",
+                        sid,
+                        str(paths[0]),
+                        "file skipped: its id has several rows in the label table",
+                    )
+                )
                 continue
             if labels_path is not None and sid not in raw.index:
-                entries.append(ReportEntry("file_without_id", sid, str(paths[0]), f"id {sid!r} is not in the label table {labels_path.name}"))
+                entries.append(
+                    ReportEntry(
+                        "file_without_id",
+                        sid,
+                        str(paths[0]),
+                        f"id {sid!r} is not in the label table {labels_path.name}",
+                    )
+                )
                 continue
             if sid in stored:
                 n_already += 1
@@ -535,7 +596,15 @@ def build_dataset(
         if labels_path is not None:
             for sid in raw.index:
                 if sid not in by_id and sid not in stored:
-                    entries.append(ReportEntry("id_without_file", sid, str(labels_path), f"no density file under {input_dir} has id {sid!r}", raw.attrs["lines"].get(sid)))
+                    entries.append(
+                        ReportEntry(
+                            "id_without_file",
+                            sid,
+                            str(labels_path),
+                            f"no density file under {input_dir} has id {sid!r}",
+                            raw.attrs["lines"].get(sid),
+                        )
+                    )
             _write_labels(out, values, targets, stored | {t[0] for t in tasks})
         buffer = _ShardBuffer(out, store_settings, shard_size, compression_level)
         n_bad = 0
@@ -589,7 +658,14 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
         yield lambda n_bad: None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     # auto_refresh=False: no refresh thread, so pool restarts never fork a multithreaded process.
     with Progress(

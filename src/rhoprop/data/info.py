@@ -95,7 +95,9 @@ def print_info(info: dict[str, Any], console: Any, as_json: bool = False) -> Non
         f"{info['settings']['format_version']}"
     )
     if info["formats"]:
-        console.print("formats: " + ", ".join(f"{k} {v}" for k, v in sorted(info["formats"].items())))
+        console.print(
+            "formats: " + ", ".join(f"{k} {v}" for k, v in sorted(info["formats"].items()))
+        )
     table = Table(title="labels")
     for col in ("target", "kind", "unit", "labelled", "%", "classes"):
         table.add_column(col, justify="right" if col in ("labelled", "%") else "left")

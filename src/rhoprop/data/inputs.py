@@ -14,7 +14,8 @@ The id of a file (the matching rule with ``labels.csv``):
    ``CHGCAR_mp-149`` -> ``mp-149``, ``mp-149.cube`` -> ``mp-149``;
 3. if nothing is left (the file is called just ``CHGCAR``, ``CHGCAR.gz``...), the id is the path of
    its folder relative to ``INPUT_DIR``: ``mp-149/CHGCAR`` -> ``mp-149``,
-   ``batch1/mp-149/CHGCAR.gz`` -> ``batch1/mp-149``. Such a file directly in ``INPUT_DIR`` has no id.
+   ``batch1/mp-149/CHGCAR.gz`` -> ``batch1/mp-149``. Such a file directly in ``INPUT_DIR`` has
+   no id.
 
 Two files with the same id are both skipped (and reported): which one is meant is ambiguous.
 """

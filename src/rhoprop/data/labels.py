@@ -120,7 +120,9 @@ def read_raw_labels(
     try:
         raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError as exc:
-        raise LabelTableError(f"labels file {path} does not exist; pass an existing CSV file") from exc
+        raise LabelTableError(
+            f"labels file {path} does not exist; pass an existing CSV file"
+        ) from exc
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise LabelTableError(f"cannot read labels file {path}: {exc}") from exc
     raw.columns = [str(c).strip() for c in raw.columns]
@@ -147,7 +149,8 @@ def read_raw_labels(
             LabelIssue(
                 "duplicate_id",
                 dup_id,
-                f"id appears on lines {where} of {path.name}; all its rows and its file are skipped "
+                f"id appears on lines {where} of {path.name}; all its rows and its file are "
+                "skipped "
                 "(which row is right is ambiguous): keep one row",
                 where[0],
             )
@@ -293,7 +296,7 @@ def _expected(spec: TargetSpec) -> str:
 
 
 def encode_labels(values: pd.DataFrame, targets: Iterable[TargetSpec]) -> pd.DataFrame:
-    """Turn clean text cells into floats: numbers for regression, class codes otherwise, NaN blank."""
+    """Turn clean text cells into floats: numbers (regression), class codes, NaN for blanks."""
     out: dict[str, np.ndarray] = {}
     for spec in targets:
         if spec.name not in values.columns:
@@ -326,7 +329,10 @@ def read_targets(path: str | os.PathLike[str]) -> list[TargetSpec]:
         data: Any = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise LabelTableError(f"cannot read the targets schema {path}: {exc}") from exc
-    example = '{"format_version": 1, "targets": [{"name": "band_gap", "kind": "regression", "unit": "eV"}]}'
+    example = (
+        '{"format_version": 1, "targets": '
+        '[{"name": "band_gap", "kind": "regression", "unit": "eV"}]}'
+    )
     if not isinstance(data, dict) or not isinstance(data.get("targets"), list):
         raise LabelTableError(f"targets schema {path} must look like {example}")
     version = data.get("format_version", TARGETS_FORMAT_VERSION)
@@ -338,7 +344,9 @@ def read_targets(path: str | os.PathLike[str]) -> list[TargetSpec]:
     try:
         specs = [TargetSpec.from_dict(item) for item in data["targets"]]
     except (SettingsError, TypeError) as exc:
-        raise LabelTableError(f"targets schema {path}: {exc}; expected entries like {example}") from exc
+        raise LabelTableError(
+            f"targets schema {path}: {exc}; expected entries like {example}"
+        ) from exc
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise LabelTableError(f"targets schema {path} lists a target twice: {names}")

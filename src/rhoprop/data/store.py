@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 import rhoprop
+from rhoprop.data.labels import TargetSpec, encode_labels, read_label_values, read_targets
 from rhoprop.errors import RhopropError, SettingsError
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.settings import Settings
-from rhoprop.data.labels import TargetSpec, encode_labels, read_label_values, read_targets
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
@@ -153,7 +153,9 @@ def write_shard(
     x_shape = (std.n_channels, std.n, std.n, std.n)
     for rec in records:
         if rec.x.shape != x_shape:
-            raise ValueError(f"sample {rec.id}: tensor shape {rec.x.shape}, store expects {x_shape}")
+            raise ValueError(
+                f"sample {rec.id}: tensor shape {rec.x.shape}, store expects {x_shape}"
+            )
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format_version"] = FORMAT_VERSION
@@ -197,7 +199,9 @@ def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:
     folder = Path(root) / SHARD_DIR
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if p.name.startswith(".shard-") and p.name.endswith(".tmp")]
+    stale = [
+        p for p in folder.iterdir() if p.name.startswith(".shard-") and p.name.endswith(".tmp")
+    ]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -277,7 +281,9 @@ class DatasetStore:
         self._position = {sid: i for i, sid in enumerate(ids)}
         if len(self._position) != len(ids):
             dup = sorted({s for s in ids if ids.count(s) > 1})[:10]
-            raise DatasetError(f"dataset {self.path} holds duplicate ids {dup}; the store is corrupt")
+            raise DatasetError(
+                f"dataset {self.path} holds duplicate ids {dup}; the store is corrupt"
+            )
         self._labels: pd.DataFrame | None = None
         self._targets: dict[str, TargetSpec] | None = None
         self._handles: OrderedDict[int, h5py.File] = OrderedDict()
@@ -418,7 +424,7 @@ class DatasetStore:
     def column(self, name: str) -> np.ndarray:
         """One per-sample metadata column over the whole store (``formula``, ``has_spin``...)."""
         parts = []
-        for k, shard in enumerate(self._shards):
+        for shard in self._shards:
             with h5py.File(shard, "r") as f:
                 if name not in f or name == "x":
                     raise KeyError(f"no per-sample column {name!r} in dataset {self.path}")

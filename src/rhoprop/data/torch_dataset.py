@@ -42,7 +42,8 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
         unknown = [t for t in self.targets if t not in known]
         if unknown:
             raise LabelTableError(
-                f"target(s) {unknown} are not in dataset {store.path}; its targets are {list(known)}"
+                f"target(s) {unknown} are not in dataset {store.path}; its targets are "
+                f"{list(known)}"
             )
         self._rows = np.array([store.index_of(i) for i in self.ids], dtype=np.int64)
         labels = store.labels

@@ -1,0 +1,202 @@
+"""Benchmark: ``rhoprop dataset build`` versus the plain loop a user would otherwise write.
+
+The plain loop, per file: pymatgen ``Chgcar.from_file`` + pyrho
+``ChargeDensity.from_pmg(chgcar).get_data_in_cube(edge, n)`` + ``numpy.save``. rhoprop: the library
+call behind ``rhoprop dataset build`` (read, standardize, hash, HDF5 shards) with 1 and 2 workers.
+All variants run on the same files in the same invocation, each in a fresh child process (so that
+peak memory is measured per variant), interleaved over ``--repeat`` rounds; the median time of each
+is reported as a ratio to the plain loop.
+
+Files: ``--files DIR`` (any folder of density files), or by default ~100 CHGCARs written into a
+temporary folder: realistic grids (about ``--spacing`` Å between points, as VASP picks), periodic
+two-shell valence densities on real crystal prototypes (some spin-polarized), plus copies of the
+real VASP fixture CHGCAR.LiCoO2_spin.gz when it is present.
+
+    .venv/bin/python bench/preprocess.py                       # generate 100 files, 3 rounds
+    .venv/bin/python bench/preprocess.py --files my_chgcars --repeat 1 --json result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO.parent / "shared" / "fixtures" / "vasp" / "CHGCAR.LiCoO2_spin.gz"
+VARIANTS = ("plain-loop", "rhoprop-w1", "rhoprop-w2")
+
+
+def generate(folder: Path, count: int, spacing: float) -> None:
+    """Write ``count`` realistic CHGCARs into ``folder`` (plus fixture copies when available)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_data_support import structure_for, write_chgcar
+
+    n_fixture = 4 if FIXTURE.is_file() else 0
+    for i in range(count - n_fixture):
+        _, structure = structure_for(i, seed=7)
+        suffix = ".CHGCAR.gz" if i % 4 == 0 else ".CHGCAR"
+        write_chgcar(folder / f"bench-{i:04d}{suffix}", structure, spacing)
+    for k in range(n_fixture):
+        shutil.copy(FIXTURE, folder / f"licoo2-{k}.CHGCAR.gz")
+
+
+def run_variant(variant: str, files: Path, out: Path, n: int, edge: float) -> dict[str, float]:
+    """Run one variant here (in a child process) and return its time and peak memory."""
+    import numpy as np
+    from pymatgen.io.vasp import Chgcar
+    from pyrho.charge_density import ChargeDensity
+
+    import rhoprop.grid
+    import rhoprop.io  # noqa: F401 - imports are not part of the timing, for every variant
+    from rhoprop.data import build_dataset, find_density_files
+    from rhoprop.grid.settings import StandardizeSettings
+
+    paths = find_density_files(files)
+    rss_start = _vm_rss_mb()
+    t0 = time.perf_counter()
+    n_ok = 0
+    if variant == "plain-loop":
+        out.mkdir(parents=True)
+        for k, path in enumerate(paths):
+            try:
+                chgcar = Chgcar.from_file(path)
+                cube = ChargeDensity.from_pmg(chgcar).get_data_in_cube(edge, n)
+            except Exception as exc:  # noqa: BLE001 - a plain loop that survives a bad file
+                print(f"plain loop: {path}: {exc}", file=sys.stderr)
+                continue
+            np.save(out / f"{k:05d}.npy", cube.astype(np.float32))
+            n_ok += 1
+    else:
+        settings = StandardizeSettings(n=n, edge=edge)
+        workers = int(variant[-1])
+        report = build_dataset(files, None, out, settings, workers=workers, progress=False)
+        n_ok = report.n_added
+    seconds = time.perf_counter() - t0
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {"seconds": seconds, "n_ok": n_ok, "n_files": len(paths), "rss_start_mb": rss_start,
+            "peak_rss_mb": own, "peak_worker_rss_mb": children if variant == "rhoprop-w2" else 0.0,
+            "output_mb": size / 1e6}  # fmt: skip
+
+
+def _vm_rss_mb() -> float:
+    """Resident memory of this process now (MB), from /proc (0 where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=Path, help="folder of density files (default: generate)")
+    parser.add_argument("--count", type=int, default=100, help="files to generate")
+    parser.add_argument(
+        "--spacing", type=float, default=0.1, help="grid spacing of generated files, Å"
+    )
+    parser.add_argument("--n", type=int, default=32, help="points per cube edge")
+    parser.add_argument("--edge", type=float, default=10.0, help="cube edge, Å")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_variant(args.child, args.files, args.out, args.n, args.edge)))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="rhoprop-bench-"))
+    try:
+        files = args.files
+        if files is None:
+            files = work / "files"
+            files.mkdir()
+            t = time.perf_counter()
+            generate(files, args.count, args.spacing)
+            print(
+                f"generated {args.count} files in {time.perf_counter() - t:.1f} s", file=sys.stderr
+            )
+        input_mb = sum(p.stat().st_size for p in files.rglob("*") if p.is_file()) / 1e6
+        for p in files.rglob("*"):  # warm the page cache so no variant pays for the first read
+            if p.is_file():
+                p.read_bytes()
+        load_before = os.getloadavg()
+        results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+        for r in range(args.repeat):
+            for variant in VARIANTS:
+                out = work / f"out-{variant}-{r}"
+                cmd = [sys.executable, __file__, "--child", variant, "--files", str(files),
+                       "--out", str(out), "--n", str(args.n), "--edge", str(args.edge)]  # fmt: skip
+                done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                results[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                shutil.rmtree(out)
+                print(
+                    f"round {r}: {variant:11s} {results[variant][-1]['seconds']:.2f} s",
+                    file=sys.stderr,
+                )
+        load_after = os.getloadavg()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    median = {v: statistics.median(x["seconds"] for x in results[v]) for v in VARIANTS}
+    base = median["plain-loop"]
+    n_files = results["plain-loop"][0]["n_files"]
+    summary = {
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in load_after],
+        "n_files": n_files,
+        "input_mb": round(input_mb, 1),
+        "settings": {"n": args.n, "edge": args.edge, "repeat": args.repeat},
+        "variants": {
+            v: {
+                "median_s": round(median[v], 3),
+                "all_s": [round(x["seconds"], 3) for x in results[v]],
+                "files_per_s": round(n_files / median[v], 2),
+                "throughput_vs_plain": round(base / median[v], 3),
+                "time_vs_plain": round(median[v] / base, 3),
+                "rss_after_imports_mb": round(max(x["rss_start_mb"] for x in results[v]), 1),
+                "peak_rss_mb": round(max(x["peak_rss_mb"] for x in results[v]), 1),
+                "peak_worker_rss_mb": round(max(x["peak_worker_rss_mb"] for x in results[v]), 1),
+                "output_mb": round(results[v][0]["output_mb"], 2),
+                "n_ok": results[v][0]["n_ok"],
+            }
+            for v in VARIANTS
+        },
+    }
+    summary["targets"] = {
+        "w2_throughput_at_least_1.6x": summary["variants"]["rhoprop-w2"]["throughput_vs_plain"]
+        >= 1.6,
+        "w1_time_at_most_1.2x": summary["variants"]["rhoprop-w1"]["time_vs_plain"] <= 1.2,
+    }
+    print(json.dumps(summary, indent=2))
+    print("\n| variant | median s | files/s | vs plain loop | RSS after imports / peak MB "
+          "| worker peak MB | output MB |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for v, s in summary["variants"].items():
+        worker = f"{s['peak_worker_rss_mb']:.0f}" if s["peak_worker_rss_mb"] else "-"
+        speed = f"{s['throughput_vs_plain']:.2f}x"
+        print(f"| {v} | {s['median_s']:.2f} | {s['files_per_s']:.1f} | {speed} "
+              f"| {s['rss_after_imports_mb']:.0f} / {s['peak_rss_mb']:.0f} | {worker} "
+              f"| {s['output_mb']:.1f} |")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
