@@ -498,13 +498,19 @@ def test_missing_file_and_directory_raise_density_format_error(tmp_path: Path) -
         read_density(tmp_path)
 
 
-def test_truncated_gzip_stream_is_reported(fixtures_dir: Path, tmp_path: Path) -> None:
-    path = tmp_path / "CHGCAR.gz"
-    path.write_bytes((fixtures_dir / SPIN).read_bytes()[:300000])
-    with pytest.raises(
-        DensityFormatError, match="gzip file whose compressed stream is corrupt or truncated"
-    ):
-        read_density(path)
+def test_truncated_or_corrupt_compressed_streams_are_reported(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    data = (fixtures_dir / SPIN).read_bytes()
+    truncated = tmp_path / "CHGCAR.gz"
+    truncated.write_bytes(data[:300000])
+    corrupt = tmp_path / "CHGCAR_corrupt.gz"
+    corrupt.write_bytes(data[:2000] + b"\x00garbage" * 50 + data[2500:])
+    for path in (truncated, corrupt):
+        with pytest.raises(
+            DensityFormatError, match="gzip-compressed but its compressed stream is corrupt"
+        ):
+            read_density(path)
 
 
 def test_file_ending_inside_the_header_is_reported(spin_lines: list[str], tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import io
 import lzma
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -35,7 +36,7 @@ _OPENERS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
 _SUFFIX_COMPRESSION = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".lzma": "xz"}
 # Extensions on which pymatgen's zopen decides to decompress (it goes by the name only).
 ZOPEN_COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".lzma", ".z"})
-_DECOMPRESSION_ERRORS = (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile)
+_DECOMPRESSION_ERRORS = (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile, zlib.error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,15 +64,19 @@ class Source:
 
 @contextlib.contextmanager
 def decompression_errors(source: Source) -> Iterator[None]:
-    """Turn errors of a corrupt or truncated compressed stream into a :class:`DensityFormatError`."""
+    """Turn errors of a corrupt or truncated compressed stream into a :class:`DensityFormatError`.
+
+    Operating-system errors (those with an errno: disk full, permission, I/O) pass through unchanged:
+    they are not a problem of the file's content.
+    """
     try:
         yield
     except _DECOMPRESSION_ERRORS as exc:
-        if source.compression is None:
-            raise DensityFormatError(f"cannot read {source.path}: {exc}") from exc
+        if source.compression is None or (isinstance(exc, OSError) and exc.errno is not None):
+            raise
         raise DensityFormatError(
-            f"{source.path} is a {source.compression} file whose compressed stream is corrupt or "
-            f"truncated ({exc}); re-copy or re-compress the file"
+            f"{source.path} is {source.compression}-compressed but its compressed stream is corrupt "
+            f"or truncated ({exc}); re-copy or re-compress the file"
         ) from exc
 
 
