@@ -32,7 +32,18 @@ def test_analyze_targets_on_labels_csv_writes_groups_pairs_and_figures(tmp_path)
     targets = write_elements_csv(csv)
     out = tmp_path / "analysis"
     result = CliRunner().invoke(
-        app, ["analyze", "targets", str(csv), "--out", str(out), "--permutations", "99", "--min-pairs", "55"]
+        app,
+        [
+            "analyze",
+            "targets",
+            str(csv),
+            "--out",
+            str(out),
+            "--permutations",
+            "99",
+            "--min-pairs",
+            "55",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "too few pairs" in result.output and "groups" in result.output
@@ -40,7 +51,12 @@ def test_analyze_targets_on_labels_csv_writes_groups_pairs_and_figures(tmp_path)
     assert sorted(t for g in groups for t in g) == sorted(targets)
     pairs = pd.read_csv(out / "pairs.csv")
     few = pairs[pairs.status == "too few pairs"]
-    assert len(few) > 0 and (few.n < 55).all() and few.pearson.isna().all() and not few.significant.any()
+    assert (
+        len(few) > 0
+        and (few.n < 55).all()
+        and few.pearson.isna().all()
+        and not few.significant.any()
+    )
     assert (pairs[pairs.status == "ok"].n >= 55).all()
     structure = pairs[(pairs.target_a == "structure") | (pairs.target_b == "structure")]
     assert structure.pearson.isna().all() and structure.dcor.notna().any()
@@ -54,9 +70,20 @@ def test_analyze_targets_reports_bad_input_clearly(tmp_path) -> None:
     csv = tmp_path / "labels.csv"
     write_elements_csv(csv)
     runner = CliRunner()
-    bad_alpha = runner.invoke(app, ["analyze", "targets", str(csv), "--out", str(tmp_path / "a"), "--alpha", "2"])
+    bad_alpha = runner.invoke(
+        app, ["analyze", "targets", str(csv), "--out", str(tmp_path / "a"), "--alpha", "2"]
+    )
     assert bad_alpha.exit_code == 2 and "alpha must be in (0, 1)" in bad_alpha.output
     unknown = runner.invoke(
-        app, ["analyze", "targets", str(csv), "--out", str(tmp_path / "b"), "--targets", "density,bandgap"]
+        app,
+        [
+            "analyze",
+            "targets",
+            str(csv),
+            "--out",
+            str(tmp_path / "b"),
+            "--targets",
+            "density,bandgap",
+        ],
     )
     assert unknown.exit_code == 2 and "bandgap" in unknown.output and "available" in unknown.output

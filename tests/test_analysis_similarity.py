@@ -57,7 +57,10 @@ def planted_table(seed: int = 1) -> LabelTable:
 
 
 def row(pairs: pd.DataFrame, a: str, b: str) -> pd.Series:
-    hit = pairs[((pairs.target_a == a) & (pairs.target_b == b)) | ((pairs.target_a == b) & (pairs.target_b == a))]
+    hit = pairs[
+        ((pairs.target_a == a) & (pairs.target_b == b))
+        | ((pairs.target_a == b) & (pairs.target_b == a))
+    ]
     assert len(hit) == 1
     return hit.iloc[0]
 
@@ -82,7 +85,10 @@ def test_independent_pair_is_not_significant(planted_pairs: pd.DataFrame) -> Non
 
 def test_permutation_test_rejects_independent_samples_at_about_alpha() -> None:
     rng = np.random.default_rng(11)
-    p = [distance_correlation_test(rng.normal(size=50), rng.normal(size=50), 99, rng)[1] for _ in range(200)]
+    p = [
+        distance_correlation_test(rng.normal(size=50), rng.normal(size=50), 99, rng)[1]
+        for _ in range(200)
+    ]
     assert 0.01 <= np.mean(np.array(p) < 0.05) <= 0.10
 
 
@@ -92,7 +98,9 @@ def test_nonlinear_pair_found_by_distance_correlation_only(planted_pairs: pd.Dat
     assert r.q_dcor < 0.05 and r.dcor > 0.3 and bool(r.significant)
 
 
-def test_classification_targets_get_point_biserial_and_correlation_ratio(planted_pairs: pd.DataFrame) -> None:
+def test_classification_targets_get_point_biserial_and_correlation_ratio(
+    planted_pairs: pd.DataFrame,
+) -> None:
     table = planted_table()
     r = row(planted_pairs, "x", "x_positive")
     expected = stats.pearsonr(table.labels["x"], table.labels["x_positive"]).statistic
@@ -107,7 +115,9 @@ def test_benjamini_hochberg_is_applied_across_tested_pairs(planted_pairs: pd.Dat
     for measure in ("pearson", "spearman", "dcor"):
         p = planted_pairs[f"p_{measure}"].to_numpy(dtype=float)
         ok = np.isfinite(p)
-        np.testing.assert_allclose(planted_pairs[f"q_{measure}"].to_numpy()[ok], stats.false_discovery_control(p[ok]))
+        np.testing.assert_allclose(
+            planted_pairs[f"q_{measure}"].to_numpy()[ok], stats.false_discovery_control(p[ok])
+        )
         assert (planted_pairs[f"q_{measure}"].to_numpy()[ok] >= p[ok] - 1e-15).all()
     q = benjamini_hochberg([0.01, np.nan, 0.04, 0.03])
     np.testing.assert_allclose(q[[0, 2, 3]], [0.03, 0.04, 0.04])
@@ -119,7 +129,13 @@ def test_distance_correlation_matches_bivariate_normal_theory() -> None:
     rho = 0.6
     rng = np.random.default_rng(3)
     xy = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], size=1500)
-    num = rho * np.arcsin(rho) + np.sqrt(1 - rho**2) - rho * np.arcsin(rho / 2) - np.sqrt(4 - rho**2) + 1
+    num = (
+        rho * np.arcsin(rho)
+        + np.sqrt(1 - rho**2)
+        - rho * np.arcsin(rho / 2)
+        - np.sqrt(4 - rho**2)
+        + 1
+    )
     expected = np.sqrt(num / (1 + np.pi / 3 - np.sqrt(3)))
     assert distance_correlation(xy[:, 0], xy[:, 1]) == pytest.approx(expected, abs=0.03)
     assert distance_correlation(xy[:, 0], 3.0 * xy[:, 0] - 2.0) == pytest.approx(1.0, abs=1e-9)
@@ -153,7 +169,9 @@ def test_correlation_ratio_of_perfectly_separated_classes_is_one() -> None:
 
 def test_too_few_pairs_are_reported_not_tested_not_grouped() -> None:
     """Elements up to Ca: Young's modulus and the ASE volume are both known for only 7 of them."""
-    table = element_labels(max_z=20).select(["volume_per_atom", "youngs_modulus", "molar_volume", "melting_point"])
+    table = element_labels(max_z=20).select(
+        ["volume_per_atom", "youngs_modulus", "molar_volume", "melting_point"]
+    )
     pairs = pairwise_similarity(table, SimilaritySettings(min_pairs=10, n_permutations=99))
     few = row(pairs, "volume_per_atom", "youngs_modulus")
     assert few.status == STATUS_TOO_FEW and few.n < 10 and not few.significant
@@ -170,8 +188,14 @@ def test_grouping_recovers_planted_blocks() -> None:
     n = 120
     u, v = rng.normal(size=n), rng.normal(size=n)
     frame = pd.DataFrame(
-        {"u1": u, "u2": u + 0.3 * rng.normal(size=n), "u3": -u + 0.3 * rng.normal(size=n),
-         "v1": v, "v2": np.exp(v) + 0.1 * rng.normal(size=n), "lone": rng.normal(size=n)}  # fmt: skip
+        {
+            "u1": u,
+            "u2": u + 0.3 * rng.normal(size=n),
+            "u3": -u + 0.3 * rng.normal(size=n),
+            "v1": v,
+            "v2": np.exp(v) + 0.1 * rng.normal(size=n),
+            "lone": rng.normal(size=n),
+        }
     )
     table = LabelTable(frame, {c: "regression" for c in frame}, {}, {}, "blocks")
     grouping = group_targets(pairwise_similarity(table, FAST), table.targets, 0.5)
@@ -192,7 +216,17 @@ def test_analysis_of_element_properties_writes_readable_groups(tmp_path) -> None
     assert doc["alpha"] == 0.05 and doc["threshold"] == 0.5 and doc["measure"] == "dcor"
     pairs = pd.read_csv(tmp_path / "pairs.csv")
     assert len(pairs) == len(table.targets) * (len(table.targets) - 1) // 2
-    for col in ("target_a", "target_b", "n", "pearson", "spearman", "dcor", "p_dcor", "q_dcor", "significant"):
+    for col in (
+        "target_a",
+        "target_b",
+        "n",
+        "pearson",
+        "spearman",
+        "dcor",
+        "p_dcor",
+        "q_dcor",
+        "significant",
+    ):
         assert col in pairs.columns
     strong = row(pairs, "density", "density_ase")
     assert strong.pearson > 0.99 and strong.n == 56
@@ -228,7 +262,9 @@ def test_settings_reject_invalid_values() -> None:
 
 def test_label_csv_is_read_like_dataset_build_with_kinds_and_dropped_duplicates(tmp_path) -> None:
     path = tmp_path / "labels.csv"
-    path.write_text("id,gap,metal,system,empty\na,1.5,false,cubic,\nb,0.0,true,hexagonal,\nc,2.5,false,trigonal,\nd,,true,,\n")
+    path.write_text(
+        "id,gap,metal,system,empty\na,1.5,false,cubic,\nb,0.0,true,hexagonal,\nc,2.5,false,trigonal,\nd,,true,,\n"
+    )
     table = read_label_csv(path)
     assert table.kinds == {"gap": "regression", "metal": "binary", "system": "multiclass"}
     assert table.classes["system"] == ("cubic", "hexagonal", "trigonal")

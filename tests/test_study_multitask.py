@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from pymatgen.core.periodic_table import Element
@@ -80,7 +79,12 @@ class ElementMLPTrainer:
         binary = torch.tensor([self.kinds[t] == "binary" for t in targets])
         mean, std = torch.where(binary, 0.0, mean), torch.where(binary, 1.0, std)
         z = (y - mean) / std
-        trunk = torch.nn.Sequential(torch.nn.Linear(self.x.shape[1], 32), torch.nn.SiLU(), torch.nn.Linear(32, 32), torch.nn.SiLU())
+        trunk = torch.nn.Sequential(
+            torch.nn.Linear(self.x.shape[1], 32),
+            torch.nn.SiLU(),
+            torch.nn.Linear(32, 32),
+            torch.nn.SiLU(),
+        )
         head = torch.nn.Linear(32, len(targets))
         opt = torch.optim.Adam([*trunk.parameters(), *head.parameters()], lr=2e-2)
         mask = ~torch.isnan(z[train])
@@ -88,7 +92,9 @@ class ElementMLPTrainer:
         for _ in range(self.config["epochs"]):
             out = head(trunk(self.x[train]))
             mse = (out - target) ** 2
-            bce = torch.nn.functional.binary_cross_entropy_with_logits(out, target, reduction="none")
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(
+                out, target, reduction="none"
+            )
             loss = (torch.where(binary, bce, mse) * mask).sum(0) / mask.sum(0).clamp(min=1)
             opt.zero_grad()
             loss.sum().backward()
@@ -101,21 +107,33 @@ class ElementMLPTrainer:
             ok = np.isfinite(truth)
             p = pred[:, k].numpy()[ok]
             if self.kinds[name] == "binary":
-                metrics[name] = {"roc_auc": roc_auc_score(truth[ok], p), "accuracy": float(((p > 0) == truth[ok]).mean())}
+                metrics[name] = {
+                    "roc_auc": roc_auc_score(truth[ok], p),
+                    "accuracy": float(((p > 0) == truth[ok]).mean()),
+                }
             else:
-                metrics[name] = {"r2": r2_score(truth[ok], p), "mae": mean_absolute_error(truth[ok], p)}
+                metrics[name] = {
+                    "r2": r2_score(truth[ok], p),
+                    "mae": mean_absolute_error(truth[ok], p),
+                }
         (out_dir / "trained.txt").write_text(",".join(targets))
         return metrics
 
 
 def study_settings(trainer: ElementMLPTrainer, seeds=(0, 1)) -> StudySettings:
     return StudySettings(
-        dataset="elements", targets=tuple(TARGETS), groups=tuple(map(tuple, GROUPS)), seeds=seeds, train=trainer.config
+        dataset="elements",
+        targets=tuple(TARGETS),
+        groups=tuple(map(tuple, GROUPS)),
+        seeds=seeds,
+        train=trainer.config,
     )
 
 
 def test_plan_covers_every_config_with_random_groups_of_the_same_size() -> None:
-    settings = StudySettings(dataset="d", targets=tuple(TARGETS), groups=tuple(map(tuple, GROUPS)), seeds=(0, 1))
+    settings = StudySettings(
+        dataset="d", targets=tuple(TARGETS), groups=tuple(map(tuple, GROUPS)), seeds=(0, 1)
+    )
     cells = plan_study(settings)
     by = {(c.target, c.config, c.seed): c for c in cells}
     assert by[("density", "group", 0)].trained == ("bulk_modulus", "density")
@@ -124,7 +142,11 @@ def test_plan_covers_every_config_with_random_groups_of_the_same_size() -> None:
     for c in cells:
         if c.config == "random":
             group = by[(c.target, "group", c.seed)].trained
-            assert c.target in c.trained and len(c.trained) == len(group) and set(c.trained) != set(group)
+            assert (
+                c.target in c.trained
+                and len(c.trained) == len(group)
+                and set(c.trained) != set(group)
+            )
     assert plan_study(settings) == cells
     # per seed: single x5, groups x2, all x1 and at most 4 random; shared trainings counted once
     assert len(trainings(cells)) <= 2 * (5 + 2 + 1 + 4)

@@ -225,6 +225,40 @@ def analyze_targets_command(
         raise typer.Exit(2) from exc
 
 
+@study_app.command("multitask")
+def study_multitask_command(
+    dataset: str = typer.Argument(..., help="Dataset store or built-in name (e.g. gpaw-v1), with a split."),
+    out: Path = typer.Option(Path("multitask-study"), "--out", help="Study directory (rerun to resume)."),
+    targets: str = typer.Option("", help="Comma-separated targets (default: all)."),
+    seeds: str = typer.Option("", help="Comma-separated seeds (default: 0,1 quick; 0,1,2 full)."),
+    quick: bool = typer.Option(True, "--quick/--full", help="quick: tiny model, 12 epochs (CPU); full: default model, 50 epochs (GPU)."),
+    configs: str = typer.Option("single,group,all,random", help="Which of single,group,all,random to run."),
+    groups: Path | None = typer.Option(None, "--groups", help="groups.json from `rhoprop analyze targets` (default: analyse the train split)."),
+    split: str = typer.Option("default", help="Dataset split used by every training."),
+    random_seed: int = typer.Option(0, "--random-seed", help="Seed of the random groups."),
+    epochs: int | None = typer.Option(None, help="Override the preset's epochs."),
+    model: str | None = typer.Option(None, help="Override the preset's model size."),
+    accelerator: str | None = typer.Option(None, help="cpu, gpu or auto."),
+    max_trainings: int | None = typer.Option(None, "--max-trainings", help="Stop after this many new trainings."),
+) -> None:
+    """Single-task vs similarity group vs all vs random group, per target; resumable."""
+    from rhoprop.analysis.report import run_multitask_study
+    from rhoprop.analysis.study import parse_seeds
+    from rhoprop.errors import RhopropError
+
+    try:
+        run_multitask_study(
+            dataset, out, targets=[t for t in targets.split(",") if t],
+            seeds=parse_seeds(seeds), preset="quick" if quick else "full",
+            configs=[c for c in configs.split(",") if c], groups_file=groups, split=split,
+            random_seed=random_seed, max_trainings=max_trainings,
+            train_overrides={"epochs": epochs, "model": model, "accelerator": accelerator}, console=console,
+        )  # fmt: skip
+    except RhopropError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
 def main() -> None:  # pragma: no cover - entry point
     """Run the CLI."""
     app()

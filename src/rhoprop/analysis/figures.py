@@ -39,7 +39,11 @@ def significance_stars(q: float) -> str:
 
 
 def plot_similarity_heatmap(
-    grouping: Grouping, pairs: pd.DataFrame, counts: dict[str, int], settings: SimilaritySettings, path: str | Path
+    grouping: Grouping,
+    pairs: pd.DataFrame,
+    counts: dict[str, int],
+    settings: SimilaritySettings,
+    path: str | Path,
 ) -> None:
     """Annotated heatmap of the grouping similarity, ordered by the clustering, groups outlined.
 
@@ -77,13 +81,27 @@ def plot_similarity_heatmap(
     fontsize = max(4.5, min(9.0, 90.0 / max(t, 1)))
     for i in range(t):
         for j in range(t):
-            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=fontsize, color="black" if i == j else "white" if (not signed and np.isfinite(sim[i, j]) and sim[i, j] < 0.6) else "black")
+            ax.text(
+                j,
+                i,
+                text[i][j],
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="black"
+                if i == j
+                else "white"
+                if (not signed and np.isfinite(sim[i, j]) and sim[i, j] < 0.6)
+                else "black",
+            )
     for group in grouping.groups:
         if len(group) < 2:
             continue
         idx = sorted(pos[n] for n in group)
         lo, hi = idx[0], idx[-1]
-        ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), hi - lo + 1, hi - lo + 1, fill=False, lw=2.0, ec="red"))
+        ax.add_patch(
+            Rectangle((lo - 0.5, lo - 0.5), hi - lo + 1, hi - lo + 1, fill=False, lw=2.0, ec="red")
+        )
     ax.set_xticks(range(t), names, rotation=60, ha="right", fontsize=fontsize + 1)
     ax.set_yticks(range(t), names, fontsize=fontsize + 1)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=f"{settings.measure} similarity")
@@ -103,9 +121,13 @@ def plot_dendrogram(grouping: Grouping, settings: SimilaritySettings, path: str 
     cut = 1.0 - settings.threshold
     if t >= 2:
         hierarchy.dendrogram(
-            grouping.linkage, labels=grouping.targets, ax=ax, color_threshold=cut,
-            above_threshold_color="grey", leaf_rotation=60,
-        )  # fmt: skip
+            grouping.linkage,
+            labels=grouping.targets,
+            ax=ax,
+            color_threshold=cut,
+            above_threshold_color="grey",
+            leaf_rotation=60,
+        )
         for label in ax.get_xticklabels():
             label.set_ha("right")
     ax.axhline(cut, color="red", ls="--", lw=1.0, label=f"cut: similarity {settings.threshold}")
@@ -135,14 +157,30 @@ def plot_study(summary: pd.DataFrame, path: str | Path) -> None:
             line = rows[rows["config"] != "random"].sort_values("n_cotrained")
             ax.plot(line["n_cotrained"], line["score"], color="0.75", lw=0.8, zorder=1)
             first = line.iloc[0] if len(line) else rows.iloc[0]
-            ax.annotate(str(target), (first["n_cotrained"], first["score"]), fontsize=6,
-                        xytext=(-6, 0), textcoords="offset points", ha="right", va="center")  # fmt: skip
+            ax.annotate(
+                str(target),
+                (first["n_cotrained"], first["score"]),
+                fontsize=6,
+                xytext=(-6, 0),
+                textcoords="offset points",
+                ha="right",
+                va="center",
+            )
         for config, marker in configs.items():
             rows = part[part["config"] == config]
             if rows.empty:
                 continue
-            ax.errorbar(rows["n_cotrained"] + offsets[config], rows["score"], yerr=rows["score_std"].fillna(0.0),
-                        fmt=marker, color=colors[config], label=config, ms=5, capsize=2, zorder=2)  # fmt: skip
+            ax.errorbar(
+                rows["n_cotrained"] + offsets[config],
+                rows["score"],
+                yerr=rows["score_std"].fillna(0.0),
+                fmt=marker,
+                color=colors[config],
+                label=config,
+                ms=5,
+                capsize=2,
+                zorder=2,
+            )
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlim(left=0.0)
         ax.set_xlabel("number of co-trained targets")

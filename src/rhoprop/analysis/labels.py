@@ -112,7 +112,9 @@ def read_label_csv(path: str | Path, id_column: str = "id") -> LabelTable:
     raw, issues, _ = read_raw_labels(path, id_column=id_column)
     values, specs, more = parse_labels(raw)
     if not specs:
-        raise LabelTableError(f"labels file {path} has no target column with values besides {id_column!r}")
+        raise LabelTableError(
+            f"labels file {path} has no target column with values besides {id_column!r}"
+        )
     labels = encode_labels(values, specs)
     return LabelTable(
         labels=labels,

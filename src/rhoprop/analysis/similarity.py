@@ -37,13 +37,30 @@ STATUS_TOO_FEW = "too few pairs"
 STATUS_CONSTANT = "constant"
 #: Columns of the pairs table, in order.
 PAIR_COLUMNS = (
-    "target_a", "target_b", "kind_a", "kind_b", "n", "status",
-    "pearson", "p_pearson", "q_pearson",
-    "spearman", "p_spearman", "q_spearman",
-    "dcor", "p_dcor", "q_dcor",
-    "eta", "p_eta", "q_eta",
-    "measure", "similarity", "p_similarity", "q_similarity", "significant",
-)  # fmt: skip
+    "target_a",
+    "target_b",
+    "kind_a",
+    "kind_b",
+    "n",
+    "status",
+    "pearson",
+    "p_pearson",
+    "q_pearson",
+    "spearman",
+    "p_spearman",
+    "q_spearman",
+    "dcor",
+    "p_dcor",
+    "q_dcor",
+    "eta",
+    "p_eta",
+    "q_eta",
+    "measure",
+    "similarity",
+    "p_similarity",
+    "q_similarity",
+    "significant",
+)
 GROUPS_FORMAT_VERSION = 1
 
 
@@ -230,7 +247,11 @@ def _encode(values: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _pair_stats(
-    x: np.ndarray, y: np.ndarray, kind_x: str, kind_y: str, settings: SimilaritySettings,
+    x: np.ndarray,
+    y: np.ndarray,
+    kind_x: str,
+    kind_y: str,
+    settings: SimilaritySettings,
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     """All measures for one pair of label vectors with no missing values."""
@@ -249,7 +270,11 @@ def _pair_stats(
     elif kind_y == "multiclass" and kind_x != "multiclass":
         out["eta"], out["p_eta"] = correlation_ratio(y, x)
     out["dcor"], out["p_dcor"] = distance_correlation_test(
-        _encode(x, kind_x), y, settings.n_permutations, rng, settings.stop_after,
+        _encode(x, kind_x),
+        y,
+        settings.n_permutations,
+        rng,
+        settings.stop_after,
         y_categorical=kind_y == "multiclass",
     )
     return out
@@ -269,7 +294,9 @@ def pairwise_similarity(
     targets = table.targets
     for t in targets:
         if table.kinds.get(t) not in KINDS:
-            raise LabelTableError(f"target {t!r} has kind {table.kinds.get(t)!r}; expected one of {KINDS}")
+            raise LabelTableError(
+                f"target {t!r} has kind {table.kinds.get(t)!r}; expected one of {KINDS}"
+            )
     values = table.labels.to_numpy(dtype=float)
     rows: list[dict[str, Any]] = []
     total = len(targets) * (len(targets) - 1) // 2
@@ -279,14 +306,22 @@ def pairwise_similarity(
             mask = np.isfinite(values[:, i]) & np.isfinite(values[:, j])
             n = int(mask.sum())
             row: dict[str, Any] = {
-                "target_a": a, "target_b": b, "kind_a": table.kinds[a], "kind_b": table.kinds[b], "n": n,
-            }  # fmt: skip
+                "target_a": a,
+                "target_b": b,
+                "kind_a": table.kinds[a],
+                "kind_b": table.kinds[b],
+                "n": n,
+            }
             if n < settings.min_pairs:
                 row["status"] = STATUS_TOO_FEW
             else:
                 row.update(
                     _pair_stats(
-                        values[mask, i], values[mask, j], table.kinds[a], table.kinds[b], settings,
+                        values[mask, i],
+                        values[mask, j],
+                        table.kinds[a],
+                        table.kinds[b],
+                        settings,
                         _pair_seed(settings.seed, a, b),
                     )
                 )
@@ -330,7 +365,14 @@ def group_targets(pairs: pd.DataFrame, targets: Sequence[str], threshold: float)
         if row.significant and np.isfinite(row.similarity):
             distance[i, j] = distance[j, i] = 1.0 - min(abs(float(row.similarity)), 1.0)
     if t < 2:
-        return Grouping([targets] if targets else [], targets, distance, similarity, np.empty((0, 4)), list(range(t)))
+        return Grouping(
+            [targets] if targets else [],
+            targets,
+            distance,
+            similarity,
+            np.empty((0, 4)),
+            list(range(t)),
+        )
     linkage = hierarchy.linkage(squareform(distance, checks=False), method="average")
     labels = hierarchy.fcluster(linkage, t=1.0 - threshold + 1e-12, criterion="distance")
     order = [int(k) for k in hierarchy.leaves_list(linkage)]
@@ -341,7 +383,9 @@ def group_targets(pairs: pd.DataFrame, targets: Sequence[str], threshold: float)
     return Grouping(groups, targets, distance, similarity, linkage, order)
 
 
-def groups_document(grouping: Grouping, settings: SimilaritySettings, pairs: pd.DataFrame, source: str) -> dict[str, Any]:
+def groups_document(
+    grouping: Grouping, settings: SimilaritySettings, pairs: pd.DataFrame, source: str
+) -> dict[str, Any]:
     """The ``groups.json`` content: groups plus how they were found."""
     too_few = pairs[pairs["status"] == STATUS_TOO_FEW]
     return {
@@ -356,7 +400,9 @@ def groups_document(grouping: Grouping, settings: SimilaritySettings, pairs: pd.
         "alpha": settings.alpha,
         "min_pairs": settings.min_pairs,
         "source": source,
-        "too_few_pairs": [[r.target_a, r.target_b, int(r.n)] for r in too_few.itertuples(index=False)],
+        "too_few_pairs": [
+            [r.target_a, r.target_b, int(r.n)] for r in too_few.itertuples(index=False)
+        ],
         "version": GROUPS_FORMAT_VERSION,
     }
 
@@ -381,14 +427,16 @@ def read_groups(path: str | Path, known_targets: Sequence[str] | None = None) ->
         isinstance(g, list) and g and all(isinstance(n, str) for n in g) for g in groups
     ):
         raise LabelTableError(
-            f"groups file {path}: expected {{\"groups\": [[\"target\", ...], ...]}} with non-empty lists "
+            f'groups file {path}: expected {{"groups": [["target", ...], ...]}} with non-empty lists '
             f"of target names, found {str(groups)[:200]}"
         )
     seen: set[str] = set()
     for g in groups:
         dup = seen.intersection(g) | {n for n in g if g.count(n) > 1}
         if dup:
-            raise LabelTableError(f"groups file {path}: target(s) {sorted(dup)} appear in more than one group")
+            raise LabelTableError(
+                f"groups file {path}: target(s) {sorted(dup)} appear in more than one group"
+            )
         seen.update(g)
     if known_targets is not None:
         unknown = sorted(seen - set(known_targets))
@@ -438,7 +486,12 @@ def analyze_targets(
     counts = {t: int(table.labels[t].notna().sum()) for t in table.targets}
     atomic_write_text(out / "pairs.csv", pairs.to_csv(index=False, float_format="%.6g"))
     write_groups(out / "groups.json", groups_document(grouping, settings, pairs, table.source))
-    settings_doc = {"settings": settings.to_dict(), "source": table.source, "kinds": table.kinds, "labels_per_target": counts}
+    settings_doc = {
+        "settings": settings.to_dict(),
+        "source": table.source,
+        "kinds": table.kinds,
+        "labels_per_target": counts,
+    }
     atomic_write_text(out / "settings.json", json.dumps(settings_doc, indent=2) + "\n")
     plot_similarity_heatmap(grouping, pairs, counts, settings, out / "similarity_heatmap.png")
     plot_dendrogram(grouping, settings, out / "dendrogram.png")

@@ -39,7 +39,9 @@ RESULT_FORMAT_VERSION = 1
 class TrainFn(Protocol):
     """Trains one multi-task model on ``targets`` with ``seed`` in ``out_dir``; returns test metrics."""
 
-    def __call__(self, targets: list[str], seed: int, out_dir: Path) -> dict[str, dict[str, float]]: ...
+    def __call__(
+        self, targets: list[str], seed: int, out_dir: Path
+    ) -> dict[str, dict[str, float]]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +80,14 @@ class StudySettings(Settings):
         if len(set(self.targets)) != len(self.targets):
             raise SettingsError(f"targets must be distinct, got {list(self.targets)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise SettingsError(f"seeds must be distinct and at least one, got {list(self.seeds)} (e.g. --seeds 0,1)")
+            raise SettingsError(
+                f"seeds must be distinct and at least one, got {list(self.seeds)} (e.g. --seeds 0,1)"
+            )
         bad = [c for c in self.configs if c not in CONFIGS]
         if bad or not self.configs:
-            raise SettingsError(f"configs must be a non-empty subset of {CONFIGS}, got {list(self.configs)}")
+            raise SettingsError(
+                f"configs must be a non-empty subset of {CONFIGS}, got {list(self.configs)}"
+            )
         members = [t for g in self.groups for t in g]
         if sorted(members) != sorted(self.targets):
             raise SettingsError(
@@ -105,6 +111,16 @@ class Assignment:
         return len(self.trained)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from a comma-separated option such as ``"0,1,2"`` (empty: [])."""
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SettingsError(
+            f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}"
+        ) from None
+
+
 def restrict_groups(groups: Iterable[Sequence[str]], targets: Sequence[str]) -> list[list[str]]:
     """Intersect ``groups`` with ``targets``; targets in no group become singletons (in target order)."""
     wanted = set(targets)
@@ -115,7 +131,9 @@ def restrict_groups(groups: Iterable[Sequence[str]], targets: Sequence[str]) -> 
     return out
 
 
-def random_group(target: str, size: int, targets: Sequence[str], avoid: Sequence[str], seed: int, draw: int) -> tuple[str, ...]:
+def random_group(
+    target: str, size: int, targets: Sequence[str], avoid: Sequence[str], seed: int, draw: int
+) -> tuple[str, ...]:
     """A seeded random set of ``size`` targets containing ``target``, different from ``avoid`` when possible."""
     others = sorted(t for t in targets if t != target)
     rng = np.random.default_rng([seed, zlib.crc32(target.encode()), draw])
@@ -153,7 +171,9 @@ def plan_study(settings: StudySettings) -> list[Assignment]:
                 else:
                     if len(group) < 2:
                         continue
-                    trained = random_group(target, len(group), settings.targets, group, settings.random_seed, seed)
+                    trained = random_group(
+                        target, len(group), settings.targets, group, settings.random_seed, seed
+                    )
                 cells.append(Assignment(target, config, seed, trained))
     return cells
 
@@ -173,7 +193,10 @@ class ResultCache:
 
     def key(self, targets: Sequence[str], seed: int) -> str:
         """Cache key of a training: hash of (training config, sorted targets, seed)."""
-        payload = json.dumps({"train": self.train_config, "targets": sorted(targets), "seed": int(seed)}, sort_keys=True)
+        payload = json.dumps(
+            {"train": self.train_config, "targets": sorted(targets), "seed": int(seed)},
+            sort_keys=True,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def run_dir(self, targets: Sequence[str], seed: int) -> Path:
@@ -191,7 +214,13 @@ class ResultCache:
             return None
         return record
 
-    def put(self, targets: Sequence[str], seed: int, metrics: Mapping[str, Mapping[str, float]], wall_s: float) -> dict[str, Any]:
+    def put(
+        self,
+        targets: Sequence[str],
+        seed: int,
+        metrics: Mapping[str, Mapping[str, float]],
+        wall_s: float,
+    ) -> dict[str, Any]:
         """Save a finished training's metrics atomically and return the record."""
         record = {
             "targets": sorted(targets),
@@ -202,7 +231,9 @@ class ResultCache:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "version": RESULT_FORMAT_VERSION,
         }
-        atomic_write_text(self.run_dir(targets, seed) / "result.json", json.dumps(record, indent=2) + "\n")
+        atomic_write_text(
+            self.run_dir(targets, seed) / "result.json", json.dumps(record, indent=2) + "\n"
+        )
         return record
 
 
@@ -250,14 +281,20 @@ def run_study(
         if max_trainings is not None and trained >= max_trainings:
             break
         if progress is not None:
-            progress(k, len(todo), f"seed {seed}: {', '.join(targets) if len(targets) <= 3 else f'{len(targets)} targets'}")
+            progress(
+                k,
+                len(todo),
+                f"seed {seed}: {', '.join(targets) if len(targets) <= 3 else f'{len(targets)} targets'}",
+            )
         run_dir = cache.run_dir(targets, seed)
         run_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         metrics = train_fn(list(targets), seed, run_dir)
         absent = [t for t in targets if t not in metrics]
         if absent:
-            raise SettingsError(f"the trainer returned no metrics for target(s) {absent} (trained on {list(targets)})")
+            raise SettingsError(
+                f"the trainer returned no metrics for target(s) {absent} (trained on {list(targets)})"
+            )
         cache.put(targets, seed, metrics, time.perf_counter() - start)
         trained += 1
     missing = sum(cache.get(t, s) is None for t, s in todo)
@@ -278,7 +315,9 @@ def _metric(metrics: Mapping[str, Any], *names: str) -> float:
     return float("nan")
 
 
-def collect_results(settings: StudySettings, study_dir: str | Path, kinds: Mapping[str, str]) -> pd.DataFrame:
+def collect_results(
+    settings: StudySettings, study_dir: str | Path, kinds: Mapping[str, str]
+) -> pd.DataFrame:
     """One row per finished (target, config, seed) cell: score (R² or ROC-AUC), MAE, accuracy."""
     cache = ResultCache(study_dir, settings.train)
     rows = []
@@ -297,13 +336,27 @@ def collect_results(settings: StudySettings, study_dir: str | Path, kinds: Mappi
                 "n_cotrained": cell.n_cotrained,
                 "trained_with": ";".join(cell.trained),
                 "score_name": "R2" if regression else "AUC",
-                "score": _metric(metrics, "r2") if regression else _metric(metrics, "roc_auc", "auc"),
+                "score": _metric(metrics, "r2")
+                if regression
+                else _metric(metrics, "roc_auc", "auc"),
                 "mae": _metric(metrics, "mae") if regression else float("nan"),
                 "accuracy": float("nan") if regression else _metric(metrics, "accuracy", "acc"),
                 "wall_s": record.get("wall_s"),
             }
         )
-    columns = ["target", "kind", "config", "seed", "n_cotrained", "trained_with", "score_name", "score", "mae", "accuracy", "wall_s"]
+    columns = [
+        "target",
+        "kind",
+        "config",
+        "seed",
+        "n_cotrained",
+        "trained_with",
+        "score_name",
+        "score",
+        "mae",
+        "accuracy",
+        "wall_s",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -315,8 +368,21 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """
     if results.empty:
         return pd.DataFrame(
-            columns=["target", "kind", "config", "n_cotrained", "seeds", "score_name", "score", "score_std",
-                     "mae", "mae_std", "delta", "rel_score_pct", "rel_mae_pct"]  # fmt: skip
+            columns=[
+                "target",
+                "kind",
+                "config",
+                "n_cotrained",
+                "seeds",
+                "score_name",
+                "score",
+                "score_std",
+                "mae",
+                "mae_std",
+                "delta",
+                "rel_score_pct",
+                "rel_mae_pct",
+            ]
         )
     grouped = results.groupby(["target", "config"], sort=False)
     summary = grouped.agg(
@@ -352,12 +418,18 @@ def overall(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
             continue
         wide = part.pivot(index="target", columns="config", values="score")
         for config in [c for c in CONFIGS if c in wide.columns]:
-            columns = ["single", config] if "single" in wide.columns and config != "single" else [config]
+            columns = (
+                ["single", config] if "single" in wide.columns and config != "single" else [config]
+            )
             both = wide[columns].dropna()
             if both.empty:
                 continue
-            row: dict[str, Any] = {"score_name": name, "config": config, "targets": len(both),
-                                   "mean_score": both[config].mean()}  # fmt: skip
+            row: dict[str, Any] = {
+                "score_name": name,
+                "config": config,
+                "targets": len(both),
+                "mean_score": both[config].mean(),
+            }
             if "single" in both.columns and config != "single":
                 diff = both[config] - both["single"]
                 row.update(
@@ -373,8 +445,15 @@ def overall(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
             if len(both):
                 diff = both["group"] - both["random"]
                 rows.append(
-                    {"score_name": name, "config": "group - random", "targets": len(both), "mean_score": np.nan,
-                     "mean_delta": diff.mean(), "improved": int((diff > 0).sum()), "p_wilcoxon": _wilcoxon(diff)}  # fmt: skip
+                    {
+                        "score_name": name,
+                        "config": "group - random",
+                        "targets": len(both),
+                        "mean_score": np.nan,
+                        "mean_delta": diff.mean(),
+                        "improved": int((diff > 0).sum()),
+                        "p_wilcoxon": _wilcoxon(diff),
+                    }
                 )
     return pd.DataFrame(rows)
 
@@ -398,8 +477,14 @@ def markdown_table(summary: pd.DataFrame) -> str:
         score = f"{r.score_name} {_pm(r.score, r.score_std)}"
         mae = _pm(r.mae, r.mae_std) if np.isfinite(r.mae) else "–"
         delta = "–" if r.config == "single" or not np.isfinite(r.delta) else f"{r.delta:+.3f}"
-        rel = "–" if r.config == "single" or not np.isfinite(r.rel_mae_pct) else f"{r.rel_mae_pct:+.1f}%"
-        lines.append(f"| {r.target} | {r.config} | {r.n_cotrained:g} | {r.seeds} | {score} | {mae} | {delta} | {rel} |")
+        rel = (
+            "–"
+            if r.config == "single" or not np.isfinite(r.rel_mae_pct)
+            else f"{r.rel_mae_pct:+.1f}%"
+        )
+        lines.append(
+            f"| {r.target} | {r.config} | {r.n_cotrained:g} | {r.seeds} | {score} | {mae} | {delta} | {rel} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -409,7 +494,9 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if np.isfinite(std) else f"{mean:.3f}"
 
 
-def write_study_report(settings: StudySettings, study_dir: str | Path, kinds: Mapping[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_study_report(
+    settings: StudySettings, study_dir: str | Path, kinds: Mapping[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write results.csv, summary.csv, summary.md, overall.csv and the R² figure; return summary, overall."""
     from rhoprop.analysis.figures import plot_study
 

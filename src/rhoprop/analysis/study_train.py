@@ -1,0 +1,163 @@
+"""The multi-task study's trainer on a dataset store: ``rhoprop.train`` plus test-split metrics.
+
+Presets: ``quick`` (tiny MSA-3DCNN, 12 epochs, 2 seeds) sized for about two hours on 2 CPU
+cores for ~10 targets on a few hundred materials; ``full`` (default model, 50 epochs with early
+stopping, 3 seeds) for a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import rhoprop
+from rhoprop.errors import SettingsError
+from rhoprop.train.config import TrainConfig
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "model": "tiny",
+        "epochs": 12,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "patience": 4,
+        "mc_samples": 1,
+    },
+    "full": {
+        "model": "default",
+        "epochs": 50,
+        "batch_size": 16,
+        "lr": 1e-3,
+        "patience": 10,
+        "mc_samples": 1,
+    },
+}
+PRESET_SEEDS: dict[str, tuple[int, ...]] = {"quick": (0, 1), "full": (0, 1, 2)}
+#: TrainConfig fields that do not change what is learned, left out of the result cache key.
+NOT_IN_KEY = (
+    "targets",
+    "seed",
+    "progress",
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "num_workers",
+)
+
+
+def preset_config(preset: str, **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of a study preset (``quick`` or ``full``) with ``overrides`` applied."""
+    if preset not in PRESETS:
+        raise SettingsError(f"unknown study preset {preset!r}; valid presets are {sorted(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig.from_dict({**values, "progress": False})
+
+
+def split_fingerprint(splits: dict[str, list[str]]) -> str:
+    """A short hash of a split's train/val/test ids (results on another split never mix)."""
+    payload = json.dumps({p: sorted(splits.get(p, [])) for p in ("train", "val", "test")})
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class RhopropTrainer:
+    """``train_fn`` of :func:`rhoprop.analysis.study.run_study`: trains with ``rhoprop.train`` and
+    returns metrics on the split's test part (point predictions, no MC dropout).
+
+    Attributes:
+        dataset: dataset store path or built-in name.
+        base: training configuration; ``targets`` and ``seed`` are set per training.
+        keep_checkpoints: keep each run's Lightning checkpoints (the exported model is always kept).
+        splits: the train/val/test ids of ``base.split`` (read from the store).
+    """
+
+    dataset: str
+    base: TrainConfig
+    keep_checkpoints: bool = False
+    splits: dict[str, list[str]] = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from rhoprop.train.data import open_store
+
+        store = open_store(self.dataset)
+        try:
+            self.splits = store.splits(self.base.split)
+        except (SettingsError, FileNotFoundError, KeyError) as exc:
+            raise SettingsError(
+                f"dataset {self.dataset} has no split {self.base.split!r} ({exc}); make one with "
+                f"`rhoprop dataset split {self.dataset} --name {self.base.split}` or pass --split"
+            ) from exc
+        self._size = len(store)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What determines a result: trainer, dataset and split identity, and the training settings."""
+        train = {k: v for k, v in self.base.to_dict().items() if k not in NOT_IN_KEY}
+        return {
+            "trainer": "rhoprop.train",
+            "rhoprop": rhoprop.__version__,
+            "dataset": str(self.dataset),
+            "samples": self._size,
+            "split": self.base.split,
+            "split_ids": split_fingerprint(self.splits),
+            "train": train,
+        }
+
+    def __call__(self, targets: list[str], seed: int, out_dir: Path) -> dict[str, dict[str, float]]:
+        """Train on ``targets`` with ``seed`` in ``out_dir/run``; return ``{target: test metrics}``."""
+        from rhoprop.train.fit import train
+
+        config = dataclasses.replace(self.base, targets=tuple(targets), seed=int(seed))
+        run = Path(out_dir) / "run"
+        result = train(self.dataset, run, config)
+        if result is None:  # a non-zero DDP rank: rank 0 reports
+            return {}
+        metrics = metrics_on(self.dataset, result.model_dir, self.splits["test"], config.batch_size)
+        for name in metrics:
+            metrics[name].update(epochs=float(result.epochs), best_epoch=float(result.best_epoch))
+        if not self.keep_checkpoints:
+            shutil.rmtree(run / "checkpoints", ignore_errors=True)
+        return metrics
+
+
+def metrics_on(
+    dataset: str, model_dir: Path, ids: Sequence[str], batch_size: int = 16
+) -> dict[str, dict[str, float]]:
+    """Metrics of the model in ``model_dir`` on ``ids``: r2, mae, rmse or accuracy, f1, roc_auc."""
+    from rhoprop.analysis.metrics import classification_metrics, regression_metrics
+    from rhoprop.models.io import load_model
+    from rhoprop.train.data import label_matrix, open_store
+    from rhoprop.train.fit import loader
+    from rhoprop.train.inference import predict_batches
+
+    if not ids:
+        raise SettingsError(
+            f"the split of {dataset} has no test samples; the study evaluates on the test part"
+        )
+    bundle = load_model(model_dir)
+    store = open_store(dataset)
+    tasks = list(bundle.tasks)
+    config = TrainConfig(batch_size=batch_size, num_workers=0, targets=tuple(t.name for t in tasks))
+    preds = predict_batches(
+        bundle.model, loader(store, list(ids), tasks, config, shuffle=False), mc_samples=1
+    )
+    order = np.argsort(preds.indices)
+    labels = label_matrix(store, list(ids), tasks)
+    out: dict[str, dict[str, float]] = {}
+    for j, task in enumerate(tasks):
+        pred = preds.mean[task.name][order]
+        values = (
+            regression_metrics(labels[:, j], pred)
+            if task.is_regression
+            else classification_metrics(labels[:, j], pred)
+        )
+        out[task.name] = {k: float(v) for k, v in values.items()}
+    return out

@@ -1,0 +1,118 @@
+"""`rhoprop study multitask` end to end on a dataset store, with the real rhoprop trainer.
+
+The store holds densities of real crystal prototypes (strained, displaced) and labels that are
+exact properties of each structure: mass density, volume per atom, valence electron density.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from test_data_support import VALENCE, structure_for, write_dataset_folder
+from typer.testing import CliRunner
+
+from rhoprop.cli import app
+
+
+def build_store(root: Path, count: int = 20) -> Path:
+    from rhoprop.data import DatasetStore, build_dataset, make_split
+    from rhoprop.grid.settings import StandardizeSettings
+
+    ids, _ = write_dataset_folder(root / "in", count, layout="flat")
+    lines = ["id,density,volume_per_atom,valence_density"]
+    for i, sid in enumerate(ids):
+        _, s = structure_for(i)
+        electrons = sum(VALENCE[str(site.specie)] for site in s)
+        lines.append(f"{sid},{s.density:.5f},{s.volume / len(s):.4f},{electrons / s.volume:.5f}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    report = build_dataset(
+        root / "in",
+        root / "labels.csv",
+        root / "ds",
+        StandardizeSettings(n=12),
+        workers=1,
+        progress=False,
+    )
+    assert report.clean
+    make_split(DatasetStore(root / "ds"), fractions=(0.6, 0.2, 0.2), seed=0)
+    return root / "ds"
+
+
+def test_study_cli_trains_evaluates_and_resumes_without_retraining(tmp_path) -> None:
+    store = build_store(tmp_path)
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"groups": [["density", "valence_density"]]}))
+    out = tmp_path / "study"
+    args = [
+        "study",
+        "multitask",
+        str(store),
+        "--out",
+        str(out),
+        "--targets",
+        "density,valence_density",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--configs",
+        "single,group",
+        "--groups",
+        str(groups),
+    ]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "3 trained now, 0 reused" in first.output
+    results = pd.read_csv(out / "results.csv")
+    assert set(results.config) == {"single", "group"} and len(results) == 4
+    assert (results.score <= 1.0).all() and (results.mae > 0).all()
+    assert (results[results.config == "group"].n_cotrained == 2).all()
+    study = json.loads((out / "study.json").read_text())
+    assert study["train"]["train"]["epochs"] == 1 and study["train"]["split_ids"]
+    assert len(list((out / "runs").glob("*/run/model/model.json"))) == 3
+
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert "0 trained now, 3 reused" in second.output
+    assert pd.read_csv(out / "results.csv").equals(results)
+
+
+def test_study_cli_reports_a_missing_split_and_bad_seeds(tmp_path) -> None:
+    from rhoprop.data import build_dataset
+    from rhoprop.grid.settings import StandardizeSettings
+
+    ids, _ = write_dataset_folder(tmp_path / "in", 4, layout="flat")
+    (tmp_path / "labels.csv").write_text(
+        "id,x\n" + "".join(f"{sid},{k}\n" for k, sid in enumerate(ids))
+    )
+    build_dataset(
+        tmp_path / "in",
+        tmp_path / "labels.csv",
+        tmp_path / "ds",
+        StandardizeSettings(n=8),
+        progress=False,
+    )
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["study", "multitask", str(tmp_path / "ds"), "--out", str(tmp_path / "s")]
+    )
+    assert (
+        result.exit_code == 2
+        and "split" in result.output
+        and "rhoprop dataset split" in result.output
+    )
+    result = runner.invoke(
+        app,
+        [
+            "study",
+            "multitask",
+            str(tmp_path / "ds"),
+            "--out",
+            str(tmp_path / "s"),
+            "--seeds",
+            "0,one",
+        ],
+    )
+    assert result.exit_code == 2 and "--seeds" in result.output
