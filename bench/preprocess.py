@@ -19,6 +19,7 @@ real VASP fixture CHGCAR.LiCoO2_spin.gz when it is present.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -36,18 +37,25 @@ FIXTURE = REPO.parent / "shared" / "fixtures" / "vasp" / "CHGCAR.LiCoO2_spin.gz"
 VARIANTS = ("plain-loop", "rhoprop-w1", "rhoprop-w2")
 
 
-def generate(folder: Path, count: int, spacing: float) -> None:
-    """Write ``count`` realistic CHGCARs into ``folder`` (plus fixture copies when available)."""
+def generate(folder: Path, count: int, spacing: float, plain: bool = False) -> None:
+    """Write ``count`` realistic CHGCARs into ``folder`` (plus fixture copies when available).
+
+    Every fourth generated file and the fixture copies are gzipped unless ``plain``.
+    """
     sys.path.insert(0, str(REPO / "tests"))
     from test_data_support import structure_for, write_chgcar
 
     n_fixture = 4 if FIXTURE.is_file() else 0
     for i in range(count - n_fixture):
         _, structure = structure_for(i, seed=7)
-        suffix = ".CHGCAR.gz" if i % 4 == 0 else ".CHGCAR"
+        suffix = ".CHGCAR.gz" if i % 4 == 0 and not plain else ".CHGCAR"
         write_chgcar(folder / f"bench-{i:04d}{suffix}", structure, spacing)
     for k in range(n_fixture):
-        shutil.copy(FIXTURE, folder / f"licoo2-{k}.CHGCAR.gz")
+        if plain:
+            with gzip.open(FIXTURE, "rb") as src, open(folder / f"licoo2-{k}.CHGCAR", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            shutil.copy(FIXTURE, folder / f"licoo2-{k}.CHGCAR.gz")
 
 
 def run_variant(variant: str, files: Path, out: Path, n: int, edge: float) -> dict[str, float]:
@@ -108,6 +116,7 @@ def main() -> None:
     parser.add_argument(
         "--spacing", type=float, default=0.1, help="grid spacing of generated files, Å"
     )
+    parser.add_argument("--plain", action="store_true", help="generate no gzipped files")
     parser.add_argument("--n", type=int, default=32, help="points per cube edge")
     parser.add_argument("--edge", type=float, default=10.0, help="cube edge, Å")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
@@ -126,11 +135,12 @@ def main() -> None:
             files = work / "files"
             files.mkdir()
             t = time.perf_counter()
-            generate(files, args.count, args.spacing)
+            generate(files, args.count, args.spacing, args.plain)
             print(
                 f"generated {args.count} files in {time.perf_counter() - t:.1f} s", file=sys.stderr
             )
         input_mb = sum(p.stat().st_size for p in files.rglob("*") if p.is_file()) / 1e6
+        n_gzipped = sum(1 for _ in files.rglob("*.gz"))
         for p in files.rglob("*"):  # warm the page cache so no variant pays for the first read
             if p.is_file():
                 p.read_bytes()
@@ -162,7 +172,14 @@ def main() -> None:
         "load_avg_after": [round(x, 2) for x in load_after],
         "n_files": n_files,
         "input_mb": round(input_mb, 1),
-        "settings": {"n": args.n, "edge": args.edge, "repeat": args.repeat},
+        "settings": {
+            "n": args.n,
+            "edge": args.edge,
+            "repeat": args.repeat,
+            "plain": args.plain,
+            "spacing": args.spacing if args.files is None else None,
+        },  # fmt: skip
+        "n_gzipped": n_gzipped,
         "variants": {
             v: {
                 "median_s": round(median[v], 3),

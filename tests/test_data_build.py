@@ -322,10 +322,44 @@ def test_a_file_that_kills_its_worker_is_reported_and_the_rest_built(
             os._exit(137)
         return real(sample_id, path, settings, species)
 
-    monkeypatch.setattr(build_module, "make_record", dies_on_gen_0003)  # inherited by forked workers
+    monkeypatch.setattr(
+        build_module, "make_record", dies_on_gen_0003
+    )  # inherited by forked workers
     report = build_dataset(
         tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), workers=2, progress=False
     )
     assert [(e.category, e.id) for e in report.skipped] == [("bad_file", "gen-0003")]
     assert "process died" in report.skipped[0].detail
     assert sorted(DatasetStore(tmp_path / "ds").ids) == [i for i in ids if i != "gen-0003"]
+
+
+def test_schema_units_are_kept_by_a_rebuild_without_schema(tmp_path: Path) -> None:
+    ids, rows = write_dataset_folder(tmp_path / "in", 4)
+    labels = write_labels_csv(tmp_path / "labels.csv", rows)
+    schema = tmp_path / "targets.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "targets": [
+                    {"name": "band_gap", "kind": "regression", "unit": "eV"},
+                    {"name": "is_metal", "kind": "binary", "classes": ["0", "1"]},
+                    {
+                        "name": "crystal_system",
+                        "kind": "multiclass",
+                        "classes": ["cubic", "hexagonal"],
+                    },
+                ],
+            }
+        )
+    )
+    args = ["dataset", "build", str(tmp_path / "in"), "--labels", str(labels), "--out",
+            str(tmp_path / "ds"), "--n", "8", "--no-progress"]  # fmt: skip
+    assert runner.invoke(app, [*args, "--schema", str(schema)]).exit_code == 0
+    targets = DatasetStore(tmp_path / "ds").targets
+    assert targets["band_gap"].unit == "eV"
+    assert targets["crystal_system"].kind == "multiclass"  # one value present, kept by the schema
+    assert runner.invoke(app, args).exit_code == 0
+    again = DatasetStore(tmp_path / "ds").targets
+    assert again["band_gap"].unit == "eV" and again["crystal_system"].kind == "multiclass"
+    assert DatasetStore(tmp_path / "ds").labels["crystal_system"].eq(0.0).all()

@@ -324,18 +324,6 @@ def _prepare_labels(
     the report entries and the duplicate ids.
     """
     raw, issues, duplicates = read_raw_labels(labels, id_column)
-    if schema is not None:
-        specs: list[TargetSpec] | None = read_targets(schema)
-    elif (out / "targets.json").is_file():
-        # Keep kinds and units of an earlier build; multiclass classes are re-derived (appends
-        # may bring new classes).
-        specs = [
-            dataclasses.replace(s, classes=()) if s.kind == "multiclass" else s
-            for s in read_targets(out / "targets.json")
-            if s.name in raw.columns
-        ]
-    else:
-        specs = None
     merged = raw
     if (out / "labels.csv").is_file():
         old = read_label_values(out / "labels.csv")
@@ -347,7 +335,17 @@ def _prepare_labels(
         if keep.any():
             merged = pd.concat([raw, old.loc[keep]]).fillna("")
             merged.attrs = raw.attrs
-    values, targets, more = parse_labels(merged, specs, max_classes)
+    open_classes: set[str] = set()
+    if schema is not None:
+        specs: list[TargetSpec] | None = read_targets(schema)
+    elif (out / "targets.json").is_file():
+        # Keep kinds, units and class codes of an earlier build; new multiclass values (an append
+        # may bring them) become new classes after the old ones.
+        specs = [s for s in read_targets(out / "targets.json") if s.name in merged.columns]
+        open_classes = {s.name for s in specs if s.kind == "multiclass"}
+    else:
+        specs = None
+    values, targets, more = parse_labels(merged, specs, max_classes, open_classes)
     entries = [_issue_entry(i, labels) for i in issues + more]
     return raw, values, targets, entries, duplicates
 

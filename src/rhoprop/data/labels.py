@@ -21,7 +21,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,6 @@ class TargetSpec(Settings):
         if self.kind == "binary" and classes and len(classes) != 2:
             raise SettingsError(
                 f"target {self.name!r}: a binary target has exactly 2 classes, got {classes}"
-            )
-        if self.kind == "multiclass" and classes and len(classes) < 2:
-            raise SettingsError(
-                f"target {self.name!r}: a multiclass target needs at least 2 classes, got {classes}"
             )
 
 
@@ -166,11 +162,14 @@ def parse_labels(
     table: pd.DataFrame,
     schema: Sequence[TargetSpec] | None = None,
     max_classes: int = 20,
+    open_classes: Collection[str] = (),
 ) -> tuple[pd.DataFrame, list[TargetSpec], list[LabelIssue]]:
     """Infer (or take from ``schema``) each column's kind, and clean its cells.
 
     ``table`` holds text cells indexed by id (as from :func:`read_raw_labels`). Returns the clean
-    text table (targets only; bad cells blanked), the targets, and the issues.
+    text table (targets only; bad cells blanked), the targets, and the issues. Multiclass targets
+    named in ``open_classes`` take new values as new classes (appended, so existing codes stay);
+    for the others a value outside the schema's classes is a bad value.
     """
     lines: dict[str, int] = table.attrs.get("lines", {})
     by_name = {spec.name: spec for spec in (schema or ())}
@@ -192,6 +191,10 @@ def parse_labels(
             continue
         if spec.kind == "binary" and not spec.classes:
             spec = dataclasses.replace(spec, classes=("0", "1"))
+        if spec.kind == "multiclass" and spec.classes and col in open_classes:
+            lowered = {c.lower() for c in spec.classes}
+            new = sorted({c for c in cells if c and c.lower() not in lowered})
+            spec = dataclasses.replace(spec, classes=spec.classes + tuple(new))
         clean, bad = _clean_cells(spec, cells)
         if spec.kind != "regression" and not spec.classes:
             spec = dataclasses.replace(spec, classes=_default_classes(clean))
