@@ -6,7 +6,7 @@ the optional ``dft`` extra.
 
 from rhoprop.dft.calc import DFTError, EOSNotBracketedError, MissingSetupError, SCFNotConvergedError
 from rhoprop.dft.generate import GenerateReport, generate, is_done, load_failures, read_structures
-from rhoprop.dft.labels import LABEL_SCHEMA, assemble_labels, labels_frame, load_results, summary
+from rhoprop.dft.labels import LABEL_SCHEMA, assemble_labels, labels_frame, load_results, summary, targets_schema
 from rhoprop.dft.material import Candidate, compute, compute_material, compute_molecule
 from rhoprop.dft.protocol import DFTProtocol
 from rhoprop.dft.prototypes import enumerate_prototypes
@@ -32,4 +32,5 @@ __all__ = [
     "load_results",
     "read_structures",
     "summary",
+    "targets_schema",
 ]

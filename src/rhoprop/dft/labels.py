@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from rhoprop.dft.protocol import DFTProtocol
+from rhoprop.dft.protocol import DFTProtocol, protocol_hash_of
 from rhoprop.errors import RhopropError
 from rhoprop.settings import atomic_write_text
 
@@ -59,12 +59,20 @@ LABEL_SCHEMA: dict[str, dict[str, Any]] = {
 INFO_COLUMNS = ("formula", "prototype", "natoms", "spin_polarized", "spacegroup_number")
 
 
+def folder_protocol_hash(out_dir: str | Path) -> str:
+    """Hash of the protocol a generation folder was last run with (``DIR/protocol.json``), else the current one."""
+    path = Path(out_dir) / "protocol.json"
+    if path.exists():
+        return protocol_hash_of(json.loads(path.read_text()))
+    return DFTProtocol().hash()
+
+
 def load_results(out_dir: str | Path, protocol_hash: str | None = None) -> list[dict[str, Any]]:
-    """Result records of ``DIR/results`` computed with ``protocol_hash`` (default: the current protocol's)."""
+    """Result records of ``DIR/results`` computed with ``protocol_hash`` (default: the folder's protocol)."""
     results_dir = Path(out_dir) / "results"
     if not results_dir.is_dir():
         raise RhopropError(f"{out_dir} has no results/ folder; run `rhoprop generate --out {out_dir}` first")
-    wanted = protocol_hash or DFTProtocol().hash()
+    wanted = protocol_hash or folder_protocol_hash(out_dir)
     records = []
     for path in sorted(results_dir.glob("*.json")):
         rec = json.loads(path.read_text())
@@ -140,14 +148,32 @@ def _density(rec: dict[str, Any]) -> float:
     return float(Structure.from_dict(rec["structure"]).density)
 
 
+def targets_schema() -> dict[str, Any]:
+    """The labels as a ``targets.json`` for ``rhoprop dataset build --schema`` (kinds, units, class order)."""
+    targets = []
+    for name, spec in LABEL_SCHEMA.items():
+        entry: dict[str, Any] = {"name": name, "kind": spec["kind"], "unit": spec["unit"]}
+        if "classes" in spec:
+            entry["classes"] = [str(c) for c in spec["classes"]]
+        targets.append(entry)
+    return {"format_version": 1, "targets": targets}
+
+
 def assemble_labels(out_dir: str | Path, protocol_hash: str | None = None) -> pd.DataFrame:
-    """Write ``DIR/labels.csv``, ``DIR/labels.schema.json`` and ``DIR/references.json``; return the labels."""
+    """Write the label files of a generation folder and return the full table (labels + info columns).
+
+    Files: ``labels.csv`` (id + label columns only), ``targets.json`` (kinds/units/classes for
+    ``rhoprop dataset build --schema``), ``labels.schema.json`` (units and exact definitions),
+    ``materials.csv`` (formula, prototype, natoms, spin, space group) and ``references.json``.
+    """
     out = Path(out_dir)
     records = load_results(out, protocol_hash)
     frame = labels_frame(records)
-    atomic_write_text(out / "labels.csv", frame.to_csv(float_format="%.6g"))
-    schema = {"protocol_hash": protocol_hash or DFTProtocol().hash(), "labels": LABEL_SCHEMA,
-              "info_columns": list(INFO_COLUMNS)}
+    atomic_write_text(out / "labels.csv", frame[list(LABEL_SCHEMA)].to_csv(float_format="%.6g"))
+    atomic_write_text(out / "materials.csv", frame[list(INFO_COLUMNS)].to_csv())
+    atomic_write_text(out / "targets.json", json.dumps(targets_schema(), indent=1, ensure_ascii=False) + "\n")
+    schema = {"protocol_hash": protocol_hash or folder_protocol_hash(out), "labels": LABEL_SCHEMA,
+              "info_columns_in_materials_csv": list(INFO_COLUMNS)}
     atomic_write_text(out / "labels.schema.json", json.dumps(schema, indent=1, ensure_ascii=False) + "\n")
     refs = {el: {"energy_per_atom": e, "id": mid} for el, (e, mid) in sorted(elemental_references(records).items())}
     atomic_write_text(out / "references.json", json.dumps(refs, indent=1) + "\n")

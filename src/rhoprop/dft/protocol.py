@@ -26,6 +26,11 @@ def _package_version(name: str) -> str:
         return "missing"
 
 
+def protocol_hash_of(data: dict) -> str:
+    """Short SHA-256 of a protocol dict (as :meth:`DFTProtocol.to_dict` gives it, keys sorted)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
 @dataclasses.dataclass(frozen=True)
 class DFTProtocol(Settings):
     """GPAW plane-wave PAW protocol (PBE) for densities, equations of state and elastic constants.
@@ -109,8 +114,7 @@ class DFTProtocol(Settings):
 
     def hash(self) -> str:
         """Return a short, stable hash of every field (results are only reused when it matches)."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return protocol_hash_of(self.to_dict())
 
     def is_magnetic(self, symbols: list[str] | tuple[str, ...]) -> bool:
         """True when a structure with these element symbols is computed spin-polarized."""

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator
 
 import numpy as np
-from pymatgen.core import Composition, Element, Lattice, Structure
+from pymatgen.core import Element, Lattice, Structure
 
 from rhoprop.dft.material import Candidate
 from rhoprop.dft.protocol import MAGNETIC_ELEMENTS
@@ -138,13 +138,13 @@ def material_id(prototype: str, elements: tuple[str, ...]) -> str:
 
 
 def _balanced(prototype: str, elements: tuple[str, ...]) -> bool:
-    """True when the formula has a charge-balanced oxidation-state assignment (pymatgen's guesses)."""
+    """True when some combination of the elements' common oxidation states (one negative at least) sums to 0."""
     counts = SITES_PER_ELEMENT[prototype]
-    comp = Composition({el: n for el, n in zip(elements, counts)})
-    try:
-        return bool(comp.oxi_state_guesses(max_sites=-1))
-    except ValueError:
-        return False
+    states = [Element(el).common_oxidation_states or (0,) for el in elements]
+    for combo in itertools.product(*states):
+        if any(q < 0 for q in combo) and sum(n * q for n, q in zip(counts, combo)) == 0:
+            return True
+    return False
 
 
 def _family_pools() -> dict[str, list[tuple[str, ...]]]:

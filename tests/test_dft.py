@@ -1,0 +1,210 @@
+"""rhoprop.dft: Si end to end with the real GPAW protocol (EOS, labels, CHGCAR, resume, dataset build),
+plus the protocol, band analysis, Born criteria, failure recording and the prototype enumeration."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+from typer.testing import CliRunner
+
+from rhoprop.cli import app
+from rhoprop.dft import (
+    LABEL_SCHEMA,
+    DFTProtocol,
+    enumerate_prototypes,
+    generate,
+    is_done,
+    load_failures,
+    read_structures,
+)
+from rhoprop.dft.calc import DFTError, analyse_bands, born_stable_cubic, fit_eos
+from rhoprop.dft.material import Candidate, calculation_structure, result_path
+from rhoprop.dft.prototypes import ELEMENTAL_PROTOTYPES, is_spin_polarized
+from rhoprop.errors import RhopropError, SettingsError
+from rhoprop.io import read_density
+
+runner = CliRunner()
+gpaw = pytest.importorskip("gpaw", reason="the dft extra (GPAW) is not installed")
+
+
+def _silicon_cif(folder: Path) -> Path:
+    """Conventional 8-atom diamond Si at the experimental a (the generator reduces it to 2 atoms)."""
+    s = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    path = folder / "Si.cif"
+    s.to(filename=str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def si_run(tmp_path_factory) -> Path:
+    """Run ``rhoprop generate Si.cif`` once (real protocol); returns the output folder."""
+    base = tmp_path_factory.mktemp("si")
+    cif = _silicon_cif(base)
+    out = base / "out"
+    result = runner.invoke(app, ["generate", str(cif), "--out", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "computed 1" in result.output, result.output
+    return out
+
+
+@pytest.mark.dft
+@pytest.mark.slow
+def test_silicon_labels_match_pbe_reference_values(si_run: Path) -> None:
+    labels = pd.read_csv(si_run / "labels.csv", index_col="id")
+    assert list(labels.columns) == list(LABEL_SCHEMA)
+    si = labels.loc["Si"]
+    a = (si.volume_per_atom * 8) ** (1 / 3)
+    assert abs(a - 5.431) / 5.431 < 0.03  # PBE: 5.47 Å
+    assert 70 < si.bulk_modulus < 105  # PBE: 88 GPa, experiment 99
+    assert 0.4 < si.band_gap < 0.85  # plane-wave PBE: 0.6 eV
+    assert si.is_metal == 0 and si.crystal_system == "cubic"
+    assert 10.5 < si.bandwidth < 13.0  # Si valence band width ≈ 12 eV
+    assert si.magnetic_moment == 0
+    assert si.formation_energy == pytest.approx(0.0, abs=1e-9)  # Si is its own reference
+    assert 2.2 < si.density < 2.4
+    assert 130 < si.c11 < 180 and 40 < si.c12 < 75 and 55 < si.c44 < 95  # PBE 153 / 57 / 75
+    assert si.mechanically_stable == 1
+
+
+@pytest.mark.dft
+@pytest.mark.slow
+def test_silicon_chgcar_holds_the_valence_density(si_run: Path) -> None:
+    density = read_density(si_run / "chgcar" / "Si.CHGCAR")
+    assert density.electron_count() == pytest.approx(8.0, abs=0.01)
+    assert density.spin is None and len(density.structure) == 2
+    record = json.loads(result_path(si_run, "Si").read_text())
+    assert record["protocol_hash"] == DFTProtocol().hash()
+    assert record["protocol"] == DFTProtocol().to_dict()
+    assert record["eos"]["v0"] == pytest.approx(density.volume, rel=1e-6)
+    assert len(record["eos"]["scans"][-1]["volumes"]) >= 5
+    assert (si_run / "structures" / "Si.cif").exists() and (si_run / "logs" / "Si.txt").stat().st_size > 0
+    assert json.loads((si_run / "targets.json").read_text())["format_version"] == 1
+
+
+@pytest.mark.dft
+@pytest.mark.slow
+def test_rerun_skips_finished_materials_with_the_same_protocol(si_run: Path) -> None:
+    cif = si_run.parent / "Si.cif"
+    report = generate(read_structures([cif]), si_run, workers=1, progress=False)
+    assert report.skipped == ["Si"] and report.computed == []
+    assert is_done(si_run, "Si", DFTProtocol().hash())
+    assert not is_done(si_run, "Si", DFTProtocol(elastic_strain=0.01).hash())
+
+
+@pytest.mark.dft
+@pytest.mark.slow
+def test_generated_folder_builds_a_dataset_store(si_run: Path, tmp_path: Path) -> None:
+    from rhoprop.data import DatasetStore
+
+    store_dir = tmp_path / "store"
+    result = runner.invoke(app, ["dataset", "build", str(si_run / "chgcar"), "--labels", str(si_run / "labels.csv"),
+                                 "--schema", str(si_run / "targets.json"), "--out", str(store_dir),
+                                 "--n", "16", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    store = DatasetStore(store_dir)
+    assert store.ids == ["Si"]
+    assert store.labels.loc["Si", "band_gap"] == pytest.approx(
+        pd.read_csv(si_run / "labels.csv", index_col="id").loc["Si", "band_gap"], rel=1e-5)
+    assert store.targets["crystal_system"].classes[int(store.labels.loc["Si", "crystal_system"])] == "cubic"
+
+
+def test_missing_paw_setup_is_recorded_as_a_failure_not_raised(tmp_path: Path) -> None:
+    po = Structure(Lattice.cubic(3.36), ["Po"], [[0, 0, 0]])
+    report = generate([Candidate("Po-sc", po)], tmp_path, workers=1, progress=False)
+    assert report.computed == [] and list(report.failed) == ["Po-sc"]
+    failures = load_failures(tmp_path)
+    assert "Po" in failures["Po-sc"]["reason"] and failures["Po-sc"]["protocol_hash"] == DFTProtocol().hash()
+    assert not result_path(tmp_path, "Po-sc").exists()
+    again = generate([Candidate("Po-sc", po)], tmp_path, workers=1, progress=False)
+    assert again.skipped == ["Po-sc"] and not again.failed
+
+
+def test_generate_without_inputs_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["generate", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--prototypes" in result.output
+
+
+def test_unreadable_structure_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.cif"
+    bad.write_text("data_x\n_cell_length_a 3\n")
+    with pytest.raises(RhopropError, match="broken.cif"):
+        read_structures([bad])
+    with pytest.raises(RhopropError, match="does not exist"):
+        read_structures([tmp_path / "nothing.cif"])
+
+
+def test_protocol_round_trips_and_hash_tracks_every_field() -> None:
+    p = DFTProtocol()
+    assert DFTProtocol.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    assert p.xc == "PBE" and p.pw_cutoff_ev == 500 and p.kpoint_density == 3.5 and p.kpoint_gamma
+    assert DFTProtocol(pw_cutoff_ev=400).hash() != p.hash() != DFTProtocol(kpoint_density=3.0).hash()
+    with pytest.raises(SettingsError, match="eos_volume_scalings"):
+        DFTProtocol(eos_volume_scalings=(0.98, 1.0, 1.02))
+    with pytest.raises(SettingsError, match="unknown key"):
+        DFTProtocol.from_dict({"cutoff": 500})
+
+
+def test_band_analysis_separates_metals_insulators_and_semicore_states() -> None:
+    # insulator: semicore block at -20 eV, valence -12..0, conduction from 1.1 eV; E_F mid-gap
+    k = np.linspace(0, 1, 8)
+    bands = np.stack([-20 + 0.1 * k, -12 + 6 * k, -6 + 6 * k, 1.1 + 2 * k], axis=-1)[None]
+    ins = analyse_bands(bands, fermi_energy=0.5, gap_threshold=2.0)
+    assert not ins.is_metal and ins.band_gap == pytest.approx(1.1) and ins.bandwidth == pytest.approx(12.0)
+    # metal: a band crosses E_F; gap 0, bandwidth from E_F
+    metal = analyse_bands(np.stack([-5 + 8 * k], axis=-1)[None], fermi_energy=0.0, gap_threshold=2.0)
+    assert metal.is_metal and metal.band_gap == 0.0 and metal.bandwidth == pytest.approx(5.0)
+    # spin-polarized half-metal: the minority spin has a gap, the majority crosses E_F
+    half = np.stack([np.stack([-3 + 4 * k], -1), np.stack([-3 + 0 * k], -1)])
+    assert analyse_bands(half, 0.0, 2.0).is_metal
+    with pytest.raises(DFTError, match="band gap"):
+        analyse_bands(np.stack([-3 + k], axis=-1)[None], fermi_energy=5.0, gap_threshold=2.0)
+
+
+def test_born_criteria_and_eos_fit_on_an_analytic_curve() -> None:
+    assert born_stable_cubic(153, 57, 75)
+    assert not born_stable_cubic(100, 120, 30) and not born_stable_cubic(150, 50, -1)
+    v = np.linspace(18.0, 22.0, 7)
+    b0, v0, bp = 0.55, 20.0, 4.0  # eV/Å³ (88 GPa)
+    eta = (v0 / v) ** (2 / 3)
+    e = -5 + 9 * v0 * b0 / 16 * ((eta - 1) ** 3 * bp + (eta - 1) ** 2 * (6 - 4 * eta))
+    fv0, _, fb = fit_eos(v, e, "birchmurnaghan")
+    assert fv0 == pytest.approx(v0, rel=1e-4) and fb == pytest.approx(b0 * 160.21766, rel=1e-3)
+
+
+def test_cubic_inputs_are_computed_in_a_cell_with_cubic_axes() -> None:
+    conventional = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    prim, aligned = calculation_structure(conventional)
+    assert aligned and len(prim) == 2
+    wurtzite = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.19, 5.19), ["Ga", "N"],
+                                         [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.377]])
+    assert calculation_structure(wurtzite)[1] is False
+
+
+def test_enumeration_is_deterministic_with_references_first_and_enough_spin() -> None:
+    first = list(itertools.islice(enumerate_prototypes(), 600))
+    again = [c.id for c in itertools.islice(enumerate_prototypes(), 100)]
+    assert [c.id for c in first[:100]] == again and len({c.id for c in first}) == 600
+    assert first[4].id == "Si-diamond"  # validation set (after Si's elemental references) comes first
+    assert sum(is_spin_polarized(c) for c in first) >= 60
+    assert max(len(c.structure) for c in first) <= 8
+    seen: set[str] = set()
+    for c in first:
+        elements = {el.symbol for el in c.structure.composition}
+        if len(elements) > 1:
+            assert elements <= seen, f"{c.id} comes before the references of {elements - seen}"
+        else:
+            seen |= elements
+    protos = {c.prototype for c in first}
+    assert set(ELEMENTAL_PROTOTYPES) | {"rocksalt", "cscl", "zincblende", "wurtzite", "fluorite", "antifluorite",
+                                         "l12", "perovskite", "half_heusler", "full_heusler"} <= protos
+    one_per_prototype = {c.prototype: c for c in first}
+    for proto in ("fcc", "bcc", "sc", "diamond", "rocksalt", "cscl", "fluorite", "l12", "perovskite", "full_heusler"):
+        structure = one_per_prototype[proto].structure
+        assert calculation_structure(structure)[1], proto
+        assert np.allclose(np.abs(structure.lattice.matrix), np.abs(calculation_structure(structure)[0].lattice.matrix))
