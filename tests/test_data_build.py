@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import os
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 

@@ -46,6 +46,7 @@ from rhoprop.data.store import (
     DatasetError,
     SampleRecord,
     StoreSettings,
+    open_shard,
     read_store_settings,
     remove_stale_temporaries,
     shard_paths,
@@ -294,11 +295,9 @@ def settings_with_options(out: str | os.PathLike[str], **options: Any) -> Standa
 
 def _stored_ids(out: Path) -> set[str]:
     """Ids already in the complete shards of a store."""
-    import h5py
-
     ids: set[str] = set()
     for shard in shard_paths(out):
-        with h5py.File(shard, "r") as f:
+        with open_shard(shard) as f:
             ids.update(s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][()])
     return ids
 

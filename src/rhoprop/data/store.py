@@ -120,6 +120,12 @@ def shard_paths(root: str | os.PathLike[str]) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def open_shard(path: Path) -> h5py.File:
+    """Open a complete shard read-only (on file systems without locks, e.g. some NFS mounts, set
+    ``HDF5_USE_FILE_LOCKING=FALSE``)."""
+    return h5py.File(path, "r")
+
+
 def _fsync_dir(path: Path) -> None:
     """fsync a directory so that a rename inside it is durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -270,7 +276,7 @@ class DatasetStore:
         shard_of: list[np.ndarray] = []
         row_of: list[np.ndarray] = []
         for k, shard in enumerate(self._shards):
-            with h5py.File(shard, "r") as f:
+            with open_shard(shard) as f:
                 shard_ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][()]]
             ids.extend(shard_ids)
             shard_of.append(np.full(len(shard_ids), k, dtype=np.int32))
@@ -372,7 +378,7 @@ class DatasetStore:
             self._handle_pid = pid
         handle = self._handles.get(shard)
         if handle is None:
-            handle = h5py.File(self._shards[shard], "r")
+            handle = open_shard(self._shards[shard])
             self._handles[shard] = handle
             while len(self._handles) > _MAX_OPEN_SHARDS:
                 _, old = self._handles.popitem(last=False)
@@ -425,7 +431,7 @@ class DatasetStore:
         """One per-sample metadata column over the whole store (``formula``, ``has_spin``...)."""
         parts = []
         for shard in self._shards:
-            with h5py.File(shard, "r") as f:
+            with open_shard(shard) as f:
                 if name not in f or name == "x":
                     raise KeyError(f"no per-sample column {name!r} in dataset {self.path}")
                 data = f[name][()]
