@@ -209,9 +209,10 @@ CYCLE = ["rocksalt", "cscl", "zincblende", "half_heusler", "rocksalt", "antifluo
 
 
 def enumerate_prototypes(seed: int = 0) -> Iterator[Candidate]:
-    """Yield prototype candidates in a fixed order: validation set, then a seeded round-robin over families.
+    """Yield prototype candidates in a fixed order: validation set, its elemental references, then a
+    seeded round-robin over families.
 
-    Before the first material containing an element, all five elemental structures of that element
+    After the validation set, before the first material containing an element, all five elemental structures of that element
     are yielded (its formation-energy references); for the gases H, N, O, F, Cl, Br, I the reference
     is the dimer molecule instead and their (hypothetical) solids come at the very end. Within a family, charge-balanced compositions come
     before hypothetical ones, each group shuffled with ``random.Random(seed)``.
@@ -241,6 +242,10 @@ def enumerate_prototypes(seed: int = 0) -> Iterator[Candidate]:
             seen_ids.add(mid)
             yield Candidate(mid, build(prototype, elements), prototype, "prototype")
 
+    for prototype, elements in VALIDATION:
+        mid = material_id(prototype, elements)
+        seen_ids.add(mid)
+        yield Candidate(mid, build(prototype, elements), prototype, "prototype")
     for prototype, elements in VALIDATION:
         yield from emit(prototype, elements)
     cursors = {family: 0 for family in pools}
