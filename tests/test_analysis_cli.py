@@ -87,3 +87,20 @@ def test_analyze_targets_reports_bad_input_clearly(tmp_path) -> None:
         ],
     )
     assert unknown.exit_code == 2 and "bandgap" in unknown.output and "available" in unknown.output
+
+
+def test_analyze_targets_on_a_dataset_store_uses_its_kinds_and_labels(tmp_path) -> None:
+    from test_study_cli import build_store
+
+    store = build_store(tmp_path, count=16)
+    out = tmp_path / "analysis"
+    result = CliRunner().invoke(
+        app, ["analyze", "targets", str(store), "--out", str(out), "--permutations", "99"]
+    )
+    assert result.exit_code == 0, result.output
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert len(pairs) == 3 and (pairs.n == 16).all() and (pairs.status == "ok").all()
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["source"] == str(store)
+    assert settings["kinds"] == dict.fromkeys(("density", "volume_per_atom", "valence_density"), "regression")
+    assert read_groups(out / "groups.json", known_targets=settings["kinds"])

@@ -183,6 +183,13 @@ def test_too_few_pairs_are_reported_not_tested_not_grouped() -> None:
     assert grouping.distance[i, j] == 1.0 and np.isnan(grouping.similarity[i, j])
 
 
+def test_constant_targets_on_shared_materials_are_reported_not_tested() -> None:
+    frame = pd.DataFrame({"a": np.arange(20.0), "b": np.r_[np.ones(12), np.full(8, np.nan)]})
+    table = LabelTable(frame, {"a": "regression", "b": "binary"}, {}, {}, "constant")
+    r = row(pairwise_similarity(table, FAST), "a", "b")
+    assert r.status == "constant" and r.n == 12 and not r.significant and np.isnan(r.dcor)
+
+
 def test_grouping_recovers_planted_blocks() -> None:
     rng = np.random.default_rng(7)
     n = 120
