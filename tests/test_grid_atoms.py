@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from ase.build import bulk
+from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from rhoprop.errors import RhopropError
@@ -47,19 +48,31 @@ def test_element_without_a_setup_is_a_clear_error() -> None:
         free_atom("Tc")
 
 
-def test_superposition_matches_a_real_space_sum_of_atoms() -> None:
-    structure = AseAtomsAdaptor.get_structure(bulk("NaCl", "rocksalt", a=5.64))
-    shape = (30, 30, 30)
-    rho = atomic_superposition(structure, shape, g_cut=40.0)
+def _rocksalt() -> Structure:
+    return AseAtomsAdaptor.get_structure(bulk("NaCl", "rocksalt", a=5.64))
+
+
+def _triclinic() -> Structure:
+    return Structure(Lattice.from_parameters(4.1, 4.6, 5.2, 80, 95, 105), ["Si", "O"], [[0, 0, 0], [0.3, 0.4, 0.6]])
+
+
+@pytest.mark.parametrize("make", [_rocksalt, _triclinic])
+@pytest.mark.parametrize("g_cut", [None, 40.0])
+def test_superposition_matches_a_real_space_sum_of_atoms(make, g_cut: float | None) -> None:  # noqa: ANN001
+    """Both the grid-band-limited default (fine grid) and an explicit cutoff (folded) give point values."""
+    structure = make()
+    shape = tuple(int(np.ceil(length / 0.08)) for length in structure.lattice.abc)
+    rho = atomic_superposition(structure, shape, g_cut=g_cut)
     lattice = structure.lattice.matrix
-    images = np.stack(np.meshgrid(*[np.arange(-6, 7)] * 3, indexing="ij"), -1).reshape(-1, 3) @ lattice
-    for voxel in [(25, 19, 15), (8, 9, 1), (2, 0, 5), (15, 15, 15)]:
-        point = np.array(voxel) / 30 @ lattice
+    images = np.stack(np.meshgrid(*[np.arange(-5, 6)] * 3, indexing="ij"), -1).reshape(-1, 3) @ lattice
+    rng = np.random.default_rng(4)
+    for voxel in rng.integers(0, shape, size=(5, 3)):
+        point = (voxel / np.array(shape)) @ lattice
         direct = sum(
             free_atom(site.specie.symbol)(np.linalg.norm(point - site.coords - images, axis=1)).sum()
             for site in structure
         )
-        assert rho[voxel] == pytest.approx(direct, rel=2e-3, abs=1e-3)
+        assert rho[tuple(voxel)] == pytest.approx(direct, rel=2e-3, abs=1e-3)
 
 
 def test_superposition_integrates_to_the_requested_electron_count() -> None:

@@ -239,3 +239,14 @@ def test_settings_round_trip_through_json(tmp_path: Path) -> None:
     settings.to_json(tmp_path / "s.json")
     assert StandardizeSettings.from_json(tmp_path / "s.json") == settings
     assert StandardizeSettings(channels="spin").channels == ("spin",)
+
+
+@pytest.mark.parametrize("shape", [(20, 21, 22), (56, 32, 60), (2, 3, 5)])
+def test_spline_coefficients_match_scipy_periodic_spline_filter(shape: tuple[int, int, int]) -> None:
+    from scipy import ndimage
+
+    from rhoprop.grid.standardize import spline_coefficients
+
+    field = np.random.default_rng(3).random(shape)
+    expected = ndimage.spline_filter(field, order=3, mode="grid-wrap")
+    np.testing.assert_allclose(spline_coefficients(field), expected, rtol=0, atol=1e-11)

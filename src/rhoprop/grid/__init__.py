@@ -6,6 +6,7 @@
 
 from rhoprop.grid import augment
 from rhoprop.grid.atoms import atomic_superposition, free_atom
+from rhoprop.grid.export import save_standardized, standardize_file
 from rhoprop.grid.plot import plot_slices
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.grid.standardize import StandardizedDensity, standardize
@@ -20,5 +21,7 @@ __all__ = [
     "free_atom",
     "inverse_transform",
     "plot_slices",
+    "save_standardized",
     "standardize",
+    "standardize_file",
 ]

@@ -68,8 +68,12 @@ class FreeAtom:
         return np.interp(radius, self.r, self.density, right=0.0)
 
     def fourier(self, g: np.ndarray) -> np.ndarray:
-        """Radial Fourier transform (electrons) at reciprocal lengths ``g`` (1/Å)."""
-        return np.interp(g, self.g, self.transform, right=0.0)
+        """Radial Fourier transform (electrons) at reciprocal lengths ``g`` (1/Å); zero beyond the table."""
+        position = np.asarray(g, dtype=float) / (self.g[1] - self.g[0])
+        index = np.minimum(position.astype(np.intp), self.g.size - 2)
+        weight = position - index
+        values = (1.0 - weight) * self.transform[index] + weight * self.transform[index + 1]
+        return np.where(position <= self.g.size - 1, values, 0.0)
 
 
 def _sinc(x: np.ndarray) -> np.ndarray:
@@ -153,6 +157,13 @@ def free_atom(symbol: str, xc: str = "PBE") -> FreeAtom:
     return FreeAtom(symbol, z_valence, r, density, g, transform, g_cut, str(path))
 
 
+def _structure_factor(frac: np.ndarray, ms: Sequence[np.ndarray]) -> np.ndarray:
+    """``sum_atoms exp(-2 pi i m . f)`` on the box ``ms[0] x ms[1] x ms[2]`` of integer triples."""
+    phases = [np.exp(-2j * np.pi * np.outer(frac[:, j], ms[j])) for j in range(3)]  # (atoms, m_j)
+    inner = (phases[1][:, :, None] * phases[2][:, None, :]).reshape(len(frac), -1)
+    return (phases[0].T @ inner).reshape(len(ms[0]), len(ms[1]), len(ms[2]))
+
+
 def atomic_superposition(
     structure: Structure,
     shape: Sequence[int],
@@ -180,29 +191,47 @@ def atomic_superposition(
     atoms = {s: free_atom(s) for s in species}
     counts = {s: float((valence or {}).get(s, atoms[s].z_valence)) for s in species}
     lengths = np.linalg.norm(lattice, axis=1)
-    if g_cut is None:
-        nyquist = float(np.min(np.pi * np.array(shape) / lengths))
-        g_cut = min(max(atoms[s].g_cut for s in species), nyquist)
-    m_max = np.floor(g_cut * lengths / (2 * np.pi)).astype(int)
-    ms = [np.arange(-m, m + 1) for m in m_max]
-    recip = 2 * np.pi * np.linalg.inv(lattice).T  # rows b_j with b_i . a_j = 2 pi delta_ij
-    grid_m = np.stack(np.meshgrid(*ms, indexing="ij"), axis=-1)
-    g_len = np.linalg.norm(grid_m @ recip, axis=-1)
+    m_max = None
+    if g_cut is None:  # band-limited to the grid: |m_j| < n_j / 2, no folding needed
+        g_cut = max(atoms[s].g_cut for s in species)
+        m_max = (np.array(shape) - 1) // 2
+    box = np.floor(g_cut * lengths / (2 * np.pi)).astype(int)
+    m_max = box if m_max is None else np.minimum(box, m_max)
+    # real field: the half space m_2 >= 0 suffices when nothing folds (irfftn restores the rest)
+    half = bool(np.all(2 * m_max + 1 <= np.array(shape)))
+    ms = [np.arange(-m_max[0], m_max[0] + 1), np.arange(-m_max[1], m_max[1] + 1)]
+    ms.append(np.arange(0 if half else -m_max[2], m_max[2] + 1))
+    metric = (2 * np.pi) ** 2 * np.linalg.inv(lattice @ lattice.T)  # G.G = m^T metric m
+    g_sq = _metric_square(metric, ms)
+    g_len = np.sqrt(g_sq)
     inside = g_len <= g_cut
-    coefficients = np.zeros(int(inside.sum()), dtype=complex)
+    coefficients = np.zeros(g_len.shape, dtype=complex)
     frac = structure.frac_coords
     for s in species:
-        factor = np.zeros(grid_m.shape[:3], dtype=complex)
-        for f in frac[[i for i, sym in enumerate(symbols) if sym == s]]:
-            p = [np.exp(-2j * np.pi * m * fj) for m, fj in zip(ms, f)]
-            factor += p[0][:, None, None] * p[1][None, :, None] * p[2][None, None, :]
-        form = atoms[s].fourier(g_len[inside]) * (counts[s] / atoms[s].z_valence)
-        coefficients += form * factor[inside]
+        f = frac[[i for i, sym in enumerate(symbols) if sym == s]]
+        form = atoms[s].fourier(g_len) * (counts[s] / atoms[s].z_valence)
+        coefficients += np.where(inside, form, 0.0) * _structure_factor(f, ms)
     coefficients /= structure.lattice.volume
     if electrons is not None:
         coefficients *= electrons / sum(counts[s] * symbols.count(s) for s in species)
-    folded = [grid_m[inside][:, j] % shape[j] for j in range(3)]
-    flat = np.ravel_multi_index(folded, shape)
     size = int(np.prod(shape))
-    binned = np.bincount(flat, coefficients.real, size) + 1j * np.bincount(flat, coefficients.imag, size)
+    if half:
+        spectrum = np.zeros((shape[0], shape[1], shape[2] // 2 + 1), dtype=complex)
+        spectrum[np.ix_(ms[0] % shape[0], ms[1] % shape[1], ms[2])] = coefficients
+        return np.fft.irfftn(spectrum, s=shape) * size
+    flat = np.ravel_multi_index(
+        np.meshgrid(ms[0] % shape[0], ms[1] % shape[1], ms[2] % shape[2], indexing="ij"), shape
+    ).ravel()
+    values = coefficients.ravel()
+    binned = np.bincount(flat, values.real, size) + 1j * np.bincount(flat, values.imag, size)
     return np.fft.ifftn(binned.reshape(shape)).real * size
+
+
+def _metric_square(metric: np.ndarray, ms: Sequence[np.ndarray]) -> np.ndarray:
+    """``m^T metric m`` on the box ``ms[0] x ms[1] x ms[2]``, shape ``(len(ms[0]), ...)``."""
+    axes = [m.reshape([-1 if k == j else 1 for k in range(3)]).astype(float) for j, m in enumerate(ms)]
+    total = np.zeros([len(m) for m in ms])
+    for i in range(3):
+        for j in range(i, 3):
+            total = total + (1.0 if i == j else 2.0) * metric[i, j] * axes[i] * axes[j]
+    return total

@@ -102,6 +102,40 @@ def cube_points(n: int, edge: float, origin: Sequence[float] = (0.0, 0.0, 0.0)) 
     return points + np.asarray(origin, dtype=float)
 
 
+_POLE = np.sqrt(3.0) - 2.0  # pole of the cubic B-spline interpolation filter
+_INIT_TERMS = 24  # |pole|^24 < 1e-13: terms of the periodic initial sums
+
+
+def _spline_filter_axis0(c: np.ndarray) -> None:
+    """Periodic cubic B-spline prefilter along axis 0, in place (Unser's causal/anticausal pair),
+    vectorized over the other axes."""
+    n = c.shape[0]
+    norm = 1.0 / (1.0 - _POLE**n)
+    k = min(_INIT_TERMS, n - 1)
+    powers = _POLE ** np.arange(k)
+    buffer = np.empty_like(c[0])
+    first = c[0] + _POLE * np.tensordot(powers, c[n - 1 - np.arange(k)], axes=1) if k else c[0].copy()
+    c[0] = norm * first
+    for i in range(1, n):
+        np.multiply(c[i - 1], _POLE, out=buffer)
+        c[i] += buffer
+    last = c[n - 1] + _POLE * np.tensordot(powers, c[np.arange(k)], axes=1) if k else c[n - 1].copy()
+    c[n - 1] = (-_POLE * norm) * last
+    for i in range(n - 2, -1, -1):
+        np.subtract(c[i + 1], c[i], out=c[i])
+        c[i] *= _POLE
+    c *= 6.0
+
+
+def spline_coefficients(field: np.ndarray) -> np.ndarray:
+    """Periodic cubic B-spline coefficients of a 3D grid (what ``scipy.ndimage.spline_filter``
+    gives with ``mode="grid-wrap"``, about twice as fast)."""
+    coefficients = np.array(field, dtype=np.float64, copy=True)
+    for axis in range(3):
+        _spline_filter_axis0(np.moveaxis(coefficients, axis, 0))
+    return coefficients
+
+
 def sample_cube(
     fields: np.ndarray,
     lattice: np.ndarray,
@@ -125,7 +159,7 @@ def sample_cube(
     offset = np.asarray(origin, dtype=float) @ to_index
     out = np.empty((fields.shape[0], n, n, n))
     for c, field in enumerate(fields):
-        coefficients = ndimage.spline_filter(field, order=3, mode="grid-wrap") if order == 3 else field
+        coefficients = spline_coefficients(field) if order == 3 else field
         ndimage.affine_transform(
             coefficients, matrix, offset=offset, output_shape=(n, n, n), output=out[c],
             order=order, mode="grid-wrap", prefilter=False,
