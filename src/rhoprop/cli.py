@@ -60,6 +60,42 @@ def inspect_density(
     console.print(table)
 
 
+@app.command("standardize")
+def standardize_command(
+    file: Path = typer.Argument(..., help="Density file: CHGCAR/CHG/AECCAR/PARCHG, cube or XSF (.gz/.bz2/.xz ok)."),
+    out: Path = typer.Option(..., "--out", help="Output tensor (C, n, n, n) as .npy; settings go to the same name .json."),
+    mode: str = typer.Option("cube", "--mode", help="cube (fixed physical cube) or cell (unit cell, Fourier)."),
+    n: int = typer.Option(32, "--n", help="Points per tensor edge."),
+    edge: float = typer.Option(10.0, "--edge", help="Cube edge in Å (mode cube)."),
+    channels: str = typer.Option("total", "--channels", help="Comma-separated: total,spin,deformation."),
+    transform: str = typer.Option("asinh", "--transform", help="none, scale or asinh."),
+    scale: float = typer.Option(0.05, "--scale", help="Scale of the transform, e/Å³."),
+    interpolation: str = typer.Option("cubic", "--interpolation", help="cubic (B-spline) or linear (mode cube)."),
+    species: str | None = typer.Option(None, "--species", help="Species of a VASP 4 file, e.g. Li,Co,O."),
+    fmt: str | None = typer.Option(None, "--format", help="Force the format: chgcar, cube or xsf."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also save central slices of every channel (png/svg/pdf)."),
+) -> None:
+    """Standardize one density file into the tensor a model reads, with its settings beside it."""
+    from rhoprop.errors import RhopropError
+    from rhoprop.grid import StandardizeSettings
+    from rhoprop.grid.export import standardize_file
+
+    try:
+        settings = StandardizeSettings(
+            mode=mode, n=n, edge=edge, channels=tuple(c.strip() for c in channels.split(",") if c.strip()),
+            transform=transform, scale=scale, interpolation=interpolation,
+        )  # fmt: skip
+        species_list = None if species is None else [s.strip() for s in species.split(",") if s.strip()]
+        result, written = standardize_file(file, out, settings, species=species_list, fmt=fmt, picture=plot)
+    except RhopropError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    side = ", ".join(f"{v:.4g}" for v in result.side) or "none"
+    console.print(f"tensor {tuple(result.x.shape)} float32; side features: {side}; has_spin={result.has_spin}")
+    for path in written:
+        console.print(f"wrote {path}", soft_wrap=True)
+
+
 # --- dataset commands -----------------------------------------------------------------------
 
 
