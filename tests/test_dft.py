@@ -209,3 +209,27 @@ def test_enumeration_is_deterministic_with_references_first_and_enough_spin() ->
         structure = one_per_prototype[proto].structure
         assert calculation_structure(structure)[1], proto
         assert np.allclose(np.abs(structure.lattice.matrix), np.abs(calculation_structure(structure)[0].lattice.matrix))
+
+
+@pytest.mark.dft
+def test_terminated_run_leaves_no_material_marked_done(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cif = _silicon_cif(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "rhoprop.cli", "generate", str(cif), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "120"})
+    log = out / "logs" / "Si.txt"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (log.exists() and log.stat().st_size > 0):
+        time.sleep(0.5)
+    assert log.exists(), "GPAW never started"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert proc.returncode != 0
+    assert not result_path(out, "Si").exists() and not is_done(out, "Si", DFTProtocol().hash())
+    assert "Si" not in load_failures(out)

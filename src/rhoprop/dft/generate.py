@@ -127,6 +127,17 @@ def _work(candidate: Candidate, out_dir: str, protocol: dict[str, Any], max_seco
     return status
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM in the main process: stop like Ctrl-C (workers are killed, nothing half-done is marked done)."""
+    raise KeyboardInterrupt("terminated")
+
+
+def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Terminate the pool's worker processes (their materials stay not-done and are redone on rerun)."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+
+
 def generate(
     candidates: Iterable[Candidate],
     out_dir: str | Path,
@@ -166,31 +177,58 @@ def generate(
     context = multiprocessing.get_context("spawn")
     columns = (TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[last]}"))
-    with Progress(*columns, disable=not progress) as bar, cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, max_tasks_per_child=1
-    ) as pool:
-        task = bar.add_task("generate", total=len(todo), last="")
-        futures = [pool.submit(_work, c, str(out), protocol.to_dict(), int(max_minutes * 60)) for c in todo]
-        for fut in cf.as_completed(futures):
-            try:
-                res = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a crashed worker process is a recorded failure
-                res = {"id": todo[futures.index(fut)].id, "status": "failed",
-                       "reason": f"worker crashed: {type(exc).__name__}: {exc}", "seconds": 0.0}
-            mid = res["id"]
-            report.seconds[mid] = res["seconds"]
-            if res["status"] == "done":
-                report.computed.append(mid)
-                if failures.pop(mid, None) is not None:
-                    atomic_write_text(out / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
-                last = f"{mid} {res['seconds']:.0f} s"
-            else:
-                report.failed[mid] = res["reason"]
-                failures[mid] = {"reason": res["reason"], "protocol_hash": phash,
-                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": res["seconds"],
-                                 "traceback": res.get("traceback", "")}
+    def record(res: dict[str, Any]) -> str:
+        mid = res["id"]
+        report.seconds[mid] = res["seconds"]
+        if res["status"] == "done":
+            report.computed.append(mid)
+            if failures.pop(mid, None) is not None:
                 atomic_write_text(out / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
-                last = f"[red]{mid} failed[/red]"
-            bar.update(task, advance=1, last=last)
-            bar.console.print(f"{time.strftime('%H:%M:%S')} {last} ({res.get('natoms', '?')} atoms)")
+            return f"{mid} {res['seconds']:.0f} s ({res.get('natoms', '?')} atoms)"
+        report.failed[mid] = res["reason"]
+        failures[mid] = {"reason": res["reason"], "protocol_hash": phash,
+                         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": res["seconds"],
+                         "traceback": res.get("traceback", "")}
+        atomic_write_text(out / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
+        return f"[red]{mid} failed[/red]: {res['reason'][:120]}"
+
+    pending = list(reversed(todo))
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1)
+    running: dict[cf.Future, Candidate] = {}
+    crashes: dict[str, int] = {}
+    previous_term = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task("generate", total=len(todo), last="")
+            while pending or running:
+                while pending and len(running) < workers:
+                    c = pending.pop()
+                    running[pool.submit(_work, c, str(out), protocol.to_dict(), int(max_minutes * 60))] = c
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    c = running.pop(fut)
+                    try:
+                        res = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        crashes[c.id] = crashes.get(c.id, 0) + 1
+                        if crashes[c.id] < 2:  # maybe a bystander of another worker's crash: once more
+                            pending.append(c)
+                            continue
+                        res = {"id": c.id, "status": "failed", "seconds": 0.0,
+                               "reason": "worker process died twice (crash or out of memory) while computing it"}
+                    line = record(res)
+                    bar.update(task, advance=1, last=line.split(" ")[0])
+                    bar.console.print(f"{time.strftime('%H:%M:%S')} {line}")
+                if any(isinstance(f.exception(), cf.process.BrokenProcessPool) for f in finished):
+                    for fut, c in list(running.items()):
+                        pending.append(c)
+                        running.pop(fut)
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1)
+    except BaseException:
+        _kill_workers(pool)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        pool.shutdown(wait=False, cancel_futures=True)
     return report
