@@ -79,20 +79,16 @@ def deformation_field(density: Density) -> np.ndarray:
     return density.total - atoms
 
 
-def native_channels(density: Density, channels: Sequence[str]) -> np.ndarray:
-    """The requested channels on the density's native grid, shape ``(C, nx, ny, nz)``, float64."""
-    out = np.empty((len(channels), *density.shape))
-    for i, name in enumerate(channels):
-        if name == "total":
-            out[i] = density.total
-        elif name == "spin":
-            spin = spin_field(density)
-            out[i] = 0.0 if spin is None else spin
-        elif name == "deformation":
-            out[i] = deformation_field(density)
-        else:
-            raise SettingsError(f"unknown channel {name!r}; expected total, spin or deformation")
-    return out
+def native_channel(density: Density, name: str) -> np.ndarray:
+    """One channel (``total``, ``spin`` or ``deformation``) on the density's native grid, float64."""
+    if name == "total":
+        return density.total
+    if name == "spin":
+        spin = spin_field(density)
+        return np.zeros(density.shape) if spin is None else spin
+    if name == "deformation":
+        return deformation_field(density)
+    raise SettingsError(f"unknown channel {name!r}; expected total, spin or deformation")
 
 
 def cube_points(n: int, edge: float, origin: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
@@ -137,14 +133,14 @@ def spline_coefficients(field: np.ndarray) -> np.ndarray:
 
 
 def sample_cube(
-    fields: np.ndarray,
+    field: np.ndarray,
     lattice: np.ndarray,
     n: int,
     edge: float,
     origin: Sequence[float] = (0.0, 0.0, 0.0),
     interpolation: str = "cubic",
 ) -> np.ndarray:
-    """Sample periodic native-grid ``fields`` (C, nx, ny, nz) at the cube points -> (C, n, n, n).
+    """Sample a periodic native-grid ``field`` (nx, ny, nz) at the cube points -> (n, n, n) float64.
 
     ``lattice`` holds the cell vectors as rows (Å); ``origin`` is the Cartesian position (Å) of the
     cube's first sample point; ``interpolation`` is ``"cubic"`` (periodic cubic B-spline) or
@@ -153,18 +149,12 @@ def sample_cube(
     order = {"cubic": 3, "linear": 1}.get(interpolation)
     if order is None:
         raise SettingsError(f"interpolation must be 'cubic' or 'linear', got {interpolation!r}")
-    shape = np.array(fields.shape[1:], dtype=float)
-    to_index = np.linalg.inv(lattice) * shape  # Cartesian row vector -> native grid index
-    matrix = (to_index * (edge / n)).T
-    offset = np.asarray(origin, dtype=float) @ to_index
-    out = np.empty((fields.shape[0], n, n, n))
-    for c, field in enumerate(fields):
-        coefficients = spline_coefficients(field) if order == 3 else field
-        ndimage.affine_transform(
-            coefficients, matrix, offset=offset, output_shape=(n, n, n), output=out[c],
-            order=order, mode="grid-wrap", prefilter=False,
-        )
-    return out
+    to_index = np.linalg.inv(lattice) * np.array(field.shape, dtype=float)  # Cartesian -> grid index
+    coefficients = spline_coefficients(field) if order == 3 else field
+    return ndimage.affine_transform(
+        coefficients, (to_index * (edge / n)).T, offset=np.asarray(origin, dtype=float) @ to_index,
+        output_shape=(n, n, n), order=order, mode="grid-wrap", prefilter=False,
+    )  # fmt: skip
 
 
 def fourier_resample_matrix(n_in: int, n_out: int, shift: float = 0.0) -> np.ndarray:
@@ -189,19 +179,16 @@ def fourier_resample_matrix(n_in: int, n_out: int, shift: float = 0.0) -> np.nda
     return (synthesis @ analysis).real / n_in
 
 
-def resample_cell(fields: np.ndarray, n: int, origin_shift: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
-    """Fourier-resample periodic ``fields`` (C, nx, ny, nz) to (C, n, n, n) at ``(i,j,k)/n + shift``.
+def resample_cell(field: np.ndarray, n: int, origin_shift: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """Fourier-resample a periodic ``field`` (nx, ny, nz) to (n, n, n) at ``(i, j, k) / n + shift``.
 
     Applied as three real ``(n, n_axis)`` matrices (:func:`fourier_resample_matrix`), one per axis.
     """
-    _, n0, n1, n2 = fields.shape
+    n0, n1, n2 = field.shape
     m0, m1, m2 = (fourier_resample_matrix(m, n, float(s)) for m, s in zip((n0, n1, n2), origin_shift))
-    out = np.empty((fields.shape[0], n, n, n))
-    for c, field in enumerate(fields):
-        a = (field.reshape(-1, n2) @ m2.T).reshape(n0, n1, n)
-        a = np.matmul(m1, a)
-        out[c] = (m0 @ a.reshape(n0, -1)).reshape(n, n, n)
-    return out
+    a = (field.reshape(-1, n2) @ m2.T).reshape(n0, n1, n)
+    a = np.matmul(m1, a)
+    return (m0 @ a.reshape(n0, -1)).reshape(n, n, n)
 
 
 def lattice_features(density: Density) -> np.ndarray:
@@ -233,13 +220,14 @@ def standardize(
             f"density grid of {density.source or 'the input'} is {density.shape}; standardize needs at "
             "least 2 points along each lattice vector"
         )
-    fields = native_channels(density, settings.channels)
-    if settings.mode == "cube":
-        lattice = density.structure.lattice.matrix
-        x = sample_cube(fields, lattice, settings.n, settings.edge, shift @ lattice, settings.interpolation)
-        side = np.zeros(0, dtype=np.float32)
-    else:
-        x = resample_cell(fields, settings.n, shift)
-        side = lattice_features(density)
-    x = apply_transform(x, settings).astype(np.float32)
+    lattice = density.structure.lattice.matrix
+    x = np.empty((settings.n_channels, settings.n, settings.n, settings.n), dtype=np.float32)
+    for c, name in enumerate(settings.channels):
+        field = native_channel(density, name)
+        if settings.mode == "cube":
+            values = sample_cube(field, lattice, settings.n, settings.edge, shift @ lattice, settings.interpolation)
+        else:
+            values = resample_cell(field, settings.n, shift)
+        x[c] = apply_transform(values, settings)
+    side = lattice_features(density) if settings.mode == "cell" else np.zeros(0, dtype=np.float32)
     return StandardizedDensity(x=x, side=side, has_spin=density.spin is not None)
