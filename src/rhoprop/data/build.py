@@ -489,6 +489,55 @@ def _isolated(
             )
 
 
+def _plan(
+    files: list[Path],
+    input_dir: Path,
+    stored: set[str],
+    labels_path: Path | None,
+    label_ids: tuple[pd.Index, set[str], dict[str, int]] | None,
+) -> tuple[list[tuple[str, str]], int, list[ReportEntry]]:
+    """Match files to ids and labels: (tasks to run, files already stored, report entries).
+
+    ``label_ids`` is (ids of the label table, its duplicate ids, line of each id), or None when
+    the build has no labels (then every file with an id is built).
+    """
+    entries: list[ReportEntry] = []
+    by_id: dict[str, list[Path]] = {}
+    for path in files:
+        sid = id_from_path(path, input_dir)
+        if sid is None:
+            detail = (
+                "the file name gives no id (a bare CHGCAR directly in the input folder); "
+                "put it in a folder named after its id"
+            )
+            entries.append(ReportEntry("file_without_id", "", str(path), detail))
+        else:
+            by_id.setdefault(sid, []).append(path)
+    tasks: list[tuple[str, str]] = []
+    n_already = 0
+    for sid, paths in by_id.items():
+        if len(paths) > 1:
+            detail = f"{len(paths)} files map to id {sid!r}: {[str(p) for p in paths]}; keep one"
+            entries.extend(ReportEntry("duplicate_file", sid, str(p), detail) for p in paths)
+        elif label_ids is not None and sid in label_ids[1]:
+            detail = "file skipped: its id has several rows in the label table"
+            entries.append(ReportEntry("duplicate_id", sid, str(paths[0]), detail))
+        elif label_ids is not None and sid not in label_ids[0]:
+            detail = f"id {sid!r} is not in the label table {labels_path.name}"  # type: ignore[union-attr]
+            entries.append(ReportEntry("file_without_id", sid, str(paths[0]), detail))
+        elif sid in stored:
+            n_already += 1
+        else:
+            tasks.append((sid, str(paths[0])))
+    if label_ids is not None:
+        for sid in label_ids[0]:
+            if sid not in by_id and sid not in stored:
+                detail = f"no density file under {input_dir} has id {sid!r}"
+                line = label_ids[2].get(sid)
+                entries.append(ReportEntry("id_without_file", sid, str(labels_path), detail, line))
+    return tasks, n_already, entries
+
+
 def build_dataset(
     input_dir: str | os.PathLike[str],
     labels: str | os.PathLike[str] | None,
@@ -536,72 +585,10 @@ def build_dataset(
             )
             entries.extend(label_entries)
         files = find_density_files(input_dir, glob, exclude=out)
-        by_id: dict[str, list[Path]] = {}
-        for path in files:
-            sid = id_from_path(path, input_dir)
-            if sid is None:
-                entries.append(
-                    ReportEntry(
-                        "file_without_id",
-                        "",
-                        str(path),
-                        "the file name gives no id (a bare CHGCAR directly in the input folder); "
-                        "put it in a folder named after its id",
-                    )
-                )
-                continue
-            by_id.setdefault(sid, []).append(path)
-        tasks: list[tuple[str, str]] = []
-        n_already = 0
-        for sid, paths in by_id.items():
-            if len(paths) > 1:
-                names = [str(p) for p in paths]
-                for p in paths:
-                    entries.append(
-                        ReportEntry(
-                            "duplicate_file",
-                            sid,
-                            str(p),
-                            f"{len(paths)} files map to id {sid!r}: {names}; keep one",
-                        )
-                    )
-                continue
-            if labels_path is not None and sid in duplicates:
-                entries.append(
-                    ReportEntry(
-                        "duplicate_id",
-                        sid,
-                        str(paths[0]),
-                        "file skipped: its id has several rows in the label table",
-                    )
-                )
-                continue
-            if labels_path is not None and sid not in raw.index:
-                entries.append(
-                    ReportEntry(
-                        "file_without_id",
-                        sid,
-                        str(paths[0]),
-                        f"id {sid!r} is not in the label table {labels_path.name}",
-                    )
-                )
-                continue
-            if sid in stored:
-                n_already += 1
-                continue
-            tasks.append((sid, str(paths[0])))
+        label_ids = (raw.index, duplicates, raw.attrs["lines"]) if labels_path is not None else None
+        tasks, n_already, plan_entries = _plan(files, input_dir, stored, labels_path, label_ids)
+        entries.extend(plan_entries)
         if labels_path is not None:
-            for sid in raw.index:
-                if sid not in by_id and sid not in stored:
-                    entries.append(
-                        ReportEntry(
-                            "id_without_file",
-                            sid,
-                            str(labels_path),
-                            f"no density file under {input_dir} has id {sid!r}",
-                            raw.attrs["lines"].get(sid),
-                        )
-                    )
             _write_labels(out, values, targets, stored | {t[0] for t in tasks})
         buffer = _ShardBuffer(out, store_settings, shard_size, compression_level)
         n_bad = 0
