@@ -231,6 +231,129 @@ def generate(
 # --- train / evaluate / predict commands ----------------------------------------------------
 
 
+def _fail(exc: Exception) -> typer.Exit:
+    """Print a RhopropError as one line on stderr; the caller raises the returned Exit(1)."""
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=1)
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the MSA-3DCNN sizes (for --model) with their parameter counts."""
+    from rhoprop.train.report import print_sizes
+
+    print_sizes(console)
+
+
+@app.command("train")
+def train_command(
+    dataset: str = typer.Argument(..., help="Dataset store folder or built-in name (e.g. gpaw-v1)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (rerun the same command to resume a killed run)."),
+    targets: str | None = typer.Option(None, "--targets", help="Comma-separated targets; default: every labelled one."),
+    config: Path | None = typer.Option(None, "--config", help="TrainConfig JSON (options given here override it)."),
+    groups: Path | None = typer.Option(None, "--groups", help='Groups file {"groups": [[targets...], ...]}: one model per group.'),
+    model: str | None = typer.Option(None, "--model", help="Model size: tiny, small, default, large (see `rhoprop models`)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per batch and device."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
+    weighting: str | None = typer.Option(None, "--weighting", help="Task weighting: equal or uncertainty."),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Random rotations (cube) / rolls (cell)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    patience: int | None = typer.Option(None, "--patience", help="Early-stopping patience in epochs (0: off)."),
+    split: str | None = typer.Option(None, "--split", help="Dataset split name (default: 'default')."),
+    accelerator: str | None = typer.Option(None, "--accelerator", help="auto, cpu or gpu."),
+    devices: str | None = typer.Option(None, "--devices", help="auto, a count (2) or ids (0,1)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="Lightning strategy: auto, ddp, ..."),
+    num_nodes: int | None = typer.Option(None, "--num-nodes", help="Nodes (multi-node DDP)."),
+    precision: str | None = typer.Option(None, "--precision", help="32-true, 16-mixed (GPU), bf16-mixed."),
+    num_workers: int | None = typer.Option(None, "--num-workers", help="DataLoader workers per device."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show a progress bar."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads per process (default: torch's)."),
+) -> None:
+    """Train the MSA-3DCNN on a dataset; writes checkpoints, logs and the exported model to --out."""
+    from rhoprop.errors import RhopropError
+    from rhoprop.train.config import load_train_config
+    from rhoprop.train.data import read_groups
+    from rhoprop.train.fit import train, train_groups
+    from rhoprop.train.report import print_train_result
+
+    try:
+        cfg = load_train_config(
+            config, targets=_csv_list(targets), model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+            weighting=weighting, augment=augment, seed=seed, patience=patience, split=split,
+            accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+            precision=precision, num_workers=num_workers, progress=progress, threads=threads,
+        )
+        results = train_groups(dataset, out, read_groups(groups), cfg) if groups else [train(dataset, out, cfg)]
+    except RhopropError as exc:
+        raise _fail(exc) from exc
+    for result in results:
+        if result is not None:
+            print_train_result(result, console)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: Path = typer.Argument(..., help="Run directory from `rhoprop train` (or a model directory)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset to evaluate on (default: the run's)."),
+    split: str | None = typer.Option(None, "--split", help="Split name (default: the run's)."),
+    part: str = typer.Option("test", "--part", help="Part of the split: train, val or test."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN_DIR/eval/<split>_<part>)."),
+    baselines: bool = typer.Option(False, "--baselines", help="Also train the composition and CGCNN baselines."),
+) -> None:
+    """Metrics per target (R², MAE, RMSE; accuracy, F1, ROC-AUC), baselines, 90% coverage, figures."""
+    from rhoprop.errors import RhopropError
+    from rhoprop.train.evaluate import evaluate_run
+    from rhoprop.train.report import print_evaluation
+
+    try:
+        report = evaluate_run(run, dataset=dataset, split=split, part=part, out=out, baselines=baselines)
+    except RhopropError as exc:
+        raise _fail(exc) from exc
+    print_evaluation(report, console)
+
+
+@app.command("baselines")
+def baselines_command(
+    run: Path = typer.Argument(..., help="Run directory from `rhoprop train`."),
+    part: str = typer.Option("test", "--part", help="Part of the run's split to predict: train, val or test."),
+) -> None:
+    """Train the mean, composition (gradient boosting) and CGCNN baselines on the run's split, then evaluate."""
+    from rhoprop.errors import RhopropError
+    from rhoprop.train.evaluate import evaluate_run
+    from rhoprop.train.report import print_evaluation
+
+    try:
+        report = evaluate_run(run, part=part, baselines=True)
+    except RhopropError as exc:
+        raise _fail(exc) from exc
+    print_evaluation(report, console)
+
+
+@app.command("predict")
+def predict_command(
+    model: str = typer.Argument(..., help="Run or model directory, or 'builtin' (the pretrained gpaw-v1 model)."),
+    paths: list[Path] = typer.Argument(..., help="Density files (CHGCAR, cube, xsf; .gz ok) or folders of them."),
+    out: Path = typer.Option(Path("rhoprop-predictions"), "--out", help="Writes OUT.csv and OUT.json."),
+    species: str | None = typer.Option(None, "--species", help="Species of VASP 4 files, e.g. Li,Co,O."),
+    mc_samples: int | None = typer.Option(None, "--mc-samples", help="MC-dropout passes (default: the model's)."),
+) -> None:
+    """Predict every target of a model for density files, with uncertainties and warnings."""
+    from rhoprop.errors import RhopropError
+    from rhoprop.train.predict import predict_paths
+    from rhoprop.train.report import print_predictions, write_predictions
+
+    try:
+        result = predict_paths(model, paths, species=species, mc_samples=mc_samples)
+    except RhopropError as exc:
+        raise _fail(exc) from exc
+    print_predictions(result, console)
+    csv_path, json_path = write_predictions(result, out)
+    console.print(f"written {csv_path} and {json_path}")
+    if result.errors:
+        raise typer.Exit(code=1)
+
+
 # --- analysis / study commands --------------------------------------------------------------
 
 

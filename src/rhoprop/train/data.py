@@ -102,21 +102,40 @@ def side_features(store: DatasetStore, ids: Sequence[str]) -> np.ndarray:
 def fit_valence(compositions: Sequence[dict[str, float]], electrons: Sequence[float]) -> dict[str, Any]:
     """Per-element electrons per atom fitted to the densities' electron counts (least squares).
 
-    Returns ``{"per_element": {el: e/atom}, "rms": residual e/cell, "max": max residual}``; with
-    PAW pseudo densities the fitted values are the code's valence counts (GPAW Li: 1, VASP Li_sv: 3).
+    Returns ``{"elements", "per_element": {el: e/atom}, "row_space": (r, E) orthonormal rows,
+    "rms", "max"}``. Elements that only ever appear together (Na and Cl in NaCl) are not separately
+    determined; ``row_space`` spans the compositions whose electron count the fit does determine
+    (see :func:`expected_electrons`). With PAW pseudo densities the fitted values are the code's
+    valence counts (GPAW Li: 1, VASP Li_sv: 3).
     """
     elements = sorted({el for comp in compositions for el in comp})
     if not elements:
-        return {"per_element": {}, "rms": 0.0, "max": 0.0}
+        return {"elements": [], "per_element": {}, "row_space": [], "rms": 0.0, "max": 0.0}
     a = np.array([[comp.get(el, 0.0) for el in elements] for comp in compositions])
     b = np.asarray(electrons, dtype=np.float64)
     coef, *_ = np.linalg.lstsq(a, b, rcond=None)
     resid = a @ coef - b
+    _, sv, vt = np.linalg.svd(a, full_matrices=False)
+    rank = int(np.sum(sv > 1e-8 * sv.max()))
     return {
+        "elements": elements,
         "per_element": {el: round(float(c), 4) for el, c in zip(elements, coef, strict=True)},
+        "row_space": np.round(vt[:rank], 8).tolist(),
         "rms": float(np.sqrt(np.mean(resid**2))),
         "max": float(np.abs(resid).max()),
     }
+
+
+def expected_electrons(valence: dict[str, Any], composition: dict[str, float]) -> float | None:
+    """Electrons the fitted valence model gives a composition, or None when the fit cannot tell."""
+    elements = valence.get("elements", [])
+    if not elements or any(el not in elements for el in composition):
+        return None
+    c = np.array([composition.get(el, 0.0) for el in elements])
+    basis = np.asarray(valence.get("row_space", []), dtype=float).reshape(-1, len(elements))
+    if np.linalg.norm(c - basis.T @ (basis @ c)) > 1e-6 * np.linalg.norm(c):
+        return None
+    return float(sum(n * valence["per_element"][el] for el, n in composition.items()))
 
 
 def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> dict[str, Any]:

@@ -187,7 +187,9 @@ def _quiet_lightning() -> None:
                  "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in (".*does not have many workers.*", ".*The number of training batches.*",
-                    ".*isinstance.treespec, LeafSpec.*", ".*Checkpoint directory .* exists and is not empty.*"):
+                    ".*isinstance.treespec, LeafSpec.*", ".*Checkpoint directory .* exists and is not empty.*",
+                    # per-target metrics are already summed across ranks by torchmetrics:
+                    ".*It is recommended to use `self.log.*sync_dist=True.*"):
         warnings.filterwarnings("ignore", message=message)
 
 
@@ -229,9 +231,18 @@ def train(
     Resumes from ``out/checkpoints/last.ckpt`` when it exists (after a kill, or to extend
     ``epochs``). Returns the result on the main process and None on the other DDP ranks.
     """
-    t0 = time.perf_counter()
     config = config or TrainConfig()
-    out = Path(out)
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(dataset, Path(out), config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(dataset: str | os.PathLike[str], out: Path, config: TrainConfig) -> TrainResult | None:
+    t0 = time.perf_counter()
     store = open_store(dataset)
     parts = split_ids(store, config.split)
     tasks = select_tasks(store, config.targets, parts["train"])

@@ -1,0 +1,184 @@
+"""Predict every target of a model for density files, with uncertainties and out-of-distribution warnings.
+
+Each value comes with an uncertainty: for regression the calibrated MC-dropout standard deviation
+and the 90% interval (see :mod:`rhoprop.train.inference`); for classification the predicted class,
+its probability, and the MC-dropout spread of that probability. Warnings say where a file differs
+from what the model was trained on: another code's densities, another valence-electron count
+for some element, a coarser grid, elements never seen in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rhoprop.data import find_density_files
+from rhoprop.errors import DensityFormatError
+from rhoprop.grid import standardize
+from rhoprop.io import Density, read_density
+from rhoprop.models.io import ModelBundle, load_model
+from rhoprop.train.data import expected_electrons
+from rhoprop.train.inference import Z90, predict_batches
+from rhoprop.train.runs import model_dirs
+
+#: A file's native grid spacing this many times the training's largest spacing is "too coarse".
+COARSE_FACTOR = 1.25
+
+
+@dataclasses.dataclass
+class PredictionResult:
+    """Predictions for several files.
+
+    Attributes:
+        rows: one dict per (file, target): ``file``, ``formula``, ``target``, ``kind``, ``unit``,
+            ``value`` (number, or class name), ``uncertainty`` (std, or probability spread),
+            ``lo90``/``hi90`` (regression), ``probability`` (classification), ``model``.
+        warnings: per file, the warnings about how it differs from the training data.
+        errors: per file that could not be read, why.
+        models: the model directories used.
+    """
+
+    rows: list[dict[str, Any]]
+    warnings: dict[str, list[str]]
+    errors: dict[str, str]
+    models: list[Path]
+
+
+def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, and the density files inside given folders; a missing path raises."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = find_density_files(p)
+            if not found:
+                raise DensityFormatError(f"folder {p} contains no density files (CHGCAR, .cube, .xsf)")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DensityFormatError(f"{p} does not exist; give density files or folders holding them")
+    return files
+
+
+def _composition(density: Density) -> dict[str, float]:
+    return {str(el): float(n) for el, n in density.structure.composition.items()}
+
+
+def input_warnings(density: Density, training: dict[str, Any]) -> list[str]:
+    """How ``density`` differs from the training data recorded in a model's ``training`` profile."""
+    notes: list[str] = []
+    name = Path(density.source).name if density.source else "the input"
+    train_code = str(training.get("code", "unknown"))
+    if density.code != train_code and train_code != "unknown":
+        if density.code == "unknown":
+            notes.append(
+                f"{name}: the code that produced this density is unknown; the model was trained on "
+                f"{train_code.upper()} densities, and codes differ in pseudopotentials and core regions"
+            )
+        else:
+            notes.append(
+                f"{name}: a {density.code.upper()} density, but the model was trained on {train_code.upper()} "
+                "densities; pseudo-densities differ between codes (PAW setups, core and augmentation "
+                "regions), so predictions may be biased"
+            )
+    composition = _composition(density)
+    seen = set(training.get("elements", []))
+    unseen = sorted(set(composition) - seen) if seen else []
+    if unseen:
+        notes.append(
+            f"{name}: element(s) {', '.join(unseen)} never appear in the training data "
+            f"({len(seen)} elements: {', '.join(sorted(seen))}); predictions are extrapolations"
+        )
+    valence = training.get("valence", {})
+    expected = expected_electrons(valence, composition) if not unseen else None
+    if expected is not None:
+        per = valence["per_element"]
+        found = density.electron_count()
+        tolerance = max(0.5, 3 * float(valence.get("rms", 0.0)), 0.02 * expected)
+        if abs(found - expected) > tolerance:
+            delta = found - expected
+            model_text = ", ".join(f"{el} {per[el]:g}" for el in sorted(composition))
+            candidates = ", ".join(
+                f"{el} {per[el] + delta / n:.3g} instead of {per[el]:.3g}" for el, n in sorted(composition.items())
+            )
+            notes.append(
+                f"{name}: holds {found:.2f} electrons, but the training's valence model ({model_text} "
+                f"electrons per atom, fitted to the training densities) gives {expected:.2f} for "
+                f"{density.structure.composition.formula}; some element has a different number of "
+                f"valence electrons (consistent with: {candidates}; e.g. VASP's Li_sv has 3 where "
+                "GPAW's Li has 1); the density is not comparable and predictions are unreliable"
+            )
+    spacing = training.get("grid_spacing", {}).get("max")
+    if spacing and density.grid_spacing > COARSE_FACTOR * spacing:
+        notes.append(
+            f"{name}: grid too coarse: {density.grid_spacing:.3f} Å between points, the training data "
+            f"had at most {spacing:.3f} Å; features finer than the grid are missing"
+        )
+    return notes
+
+
+def _predict_one(bundle: ModelBundle, density: Density, mc_samples: int | None) -> list[dict[str, Any]]:
+    std = standardize(density, bundle.standardize)
+    batch = {
+        "x": torch.from_numpy(np.ascontiguousarray(std.x))[None],
+        "side": torch.from_numpy(np.asarray(std.side, dtype=np.float32))[None],
+        "index": torch.tensor([0]),
+    }
+    samples = mc_samples or int(bundle.uncertainty.get("samples", 30))
+    preds = predict_batches(bundle.model, [batch], mc_samples=samples)
+    scales = bundle.uncertainty.get("scale", {})
+    rows = []
+    for task in bundle.tasks:
+        mean, spread = preds.mean[task.name][0], preds.std[task.name][0]
+        row: dict[str, Any] = {"target": task.name, "kind": task.kind, "unit": task.unit}
+        if task.is_regression:
+            sigma = float(scales.get(task.name, 1.0)) * float(spread)
+            row.update(value=float(mean), uncertainty=sigma, lo90=float(mean) - Z90 * sigma,
+                       hi90=float(mean) + Z90 * sigma, probability=None)
+        else:
+            proba = np.array([1.0 - mean, mean]) if task.kind == "binary" else np.asarray(mean)
+            spreads = np.array([spread, spread]) if task.kind == "binary" else np.asarray(spread)
+            k = int(proba.argmax())
+            row.update(value=task.class_names[k], uncertainty=float(spreads[k]), lo90=None, hi90=None,
+                       probability=float(proba[k]))
+        rows.append(row)
+    return rows
+
+
+def predict_paths(
+    model: str | os.PathLike[str],
+    paths: Sequence[str | os.PathLike[str]],
+    species: Sequence[str] | str | None = None,
+    mc_samples: int | None = None,
+) -> PredictionResult:
+    """Predict every target of ``model`` (a model/run directory or ``builtin``) for density files or folders.
+
+    A file that cannot be read is reported in ``errors`` and the others are still predicted.
+    """
+    dirs = model_dirs(model)
+    bundles = [load_model(d) for d in dirs]
+    rows: list[dict[str, Any]] = []
+    warnings: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    for path in expand_paths(paths):
+        try:
+            density = read_density(path, species)
+        except DensityFormatError as exc:
+            errors[str(path)] = str(exc)
+            continue
+        notes: list[str] = []
+        for mdir, bundle in zip(dirs, bundles, strict=True):
+            notes += [n for n in input_warnings(density, bundle.training) if n not in notes]
+            for row in _predict_one(bundle, density, mc_samples):
+                rows.append({"file": str(path), "formula": density.structure.composition.reduced_formula,
+                             **row, "model": str(mdir)})
+        if "spin" in bundles[0].standardize.channels and density.spin is None:
+            notes.append(f"{path.name}: no spin density in the file; the model's spin channel is zeros")
+        warnings[str(path)] = notes
+    return PredictionResult(rows=rows, warnings=warnings, errors=errors, models=dirs)
