@@ -153,3 +153,15 @@ def test_random_augment_from_symmetry_uses_the_crystal_ops() -> None:
     assert len(augment.rotations) == len(symmetry_ops(wurtzite, "cube"))
     with pytest.raises(RhopropError, match="signed permutation"):
         RandomAugment("cube", rotations=np.ones((1, 3, 3)))
+
+
+def test_random_augment_survives_pickling_for_dataloader_workers() -> None:
+    import pickle
+
+    x = np.random.default_rng(5).random((1, 6, 6, 6)).astype(np.float32)
+    augment = RandomAugment("cell", seed=1)
+    augment(x)
+    clone = pickle.loads(pickle.dumps(augment))
+    fresh = RandomAugment("cell", seed=1)
+    fresh(x)
+    np.testing.assert_array_equal(clone(x), fresh(x))

@@ -178,7 +178,8 @@ class RandomAugment:
     ``cube``, i.e. the crystal rotated about the cube centre; none in mode ``cell``, where axis
     permutations and flips would disagree with the lattice side features) and, in mode ``cell``
     with ``roll=True``, a uniformly random periodic roll (an exact origin translation). Each
-    process (DataLoader worker) draws its own random stream from ``seed`` and its process id.
+    DataLoader worker and distributed rank draws its own reproducible stream from
+    ``(seed, RANK, worker id)``.
     """
 
     mode: str = "cube"
@@ -186,7 +187,7 @@ class RandomAugment:
     roll: bool = True
     seed: int | None = None
     _rng: np.random.Generator | None = dataclasses.field(default=None, init=False, repr=False)
-    _pid: int = dataclasses.field(default=-1, init=False, repr=False)
+    _key: tuple[int, int] | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_mode(self.mode)
@@ -205,10 +206,11 @@ class RandomAugment:
         return cls(settings.mode, np.stack([op.rotation for op in ops]), roll, seed)
 
     def _generator(self) -> np.random.Generator:
-        pid = os.getpid()
-        if self._rng is None or self._pid != pid:
-            self._rng = np.random.default_rng(None if self.seed is None else [self.seed, pid])
-            self._pid = pid
+        info = torch.utils.data.get_worker_info()
+        key = (int(os.environ.get("RANK", 0)), -1 if info is None else info.id)
+        if self._rng is None or self._key != key:
+            self._rng = np.random.default_rng(None if self.seed is None else [self.seed, key[0], key[1] + 1])
+            self._key = key
         return self._rng
 
     def __call__(self, x: ArrayT) -> ArrayT:
