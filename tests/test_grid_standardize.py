@@ -35,7 +35,12 @@ def physical_density(structure: Structure, spacing: float = 0.14, **kwargs) -> D
 
 def cells_of(crystal: str) -> dict[str, Structure]:
     kw = CRYSTALS[crystal]
-    atoms = {"primitive": bulk(**kw), "conventional": bulk(**kw, cubic=True), "supercell": bulk(**kw).repeat((2, 2, 2))}
+    atoms = {
+        "primitive": bulk(**kw),
+        "conventional": bulk(**kw, cubic=True),
+        "supercell": bulk(**kw).repeat((2, 2, 2)),
+        "conventional supercell": bulk(**kw, cubic=True).repeat((2, 2, 2)),
+    }
     return {name: AseAtomsAdaptor.get_structure(a) for name, a in atoms.items()}
 
 
@@ -61,7 +66,7 @@ def test_cube_tensor_is_the_same_for_primitive_conventional_and_supercell(crysta
         tensors[name] = standardize(density, settings).x
     ref = tensors["primitive"]
     assert ref.shape == (1, 32, 32, 32) and ref.dtype == np.float32
-    for name in ("conventional", "supercell"):
+    for name in ("conventional", "supercell", "conventional supercell"):
         diff = np.abs(tensors[name] - ref)
         assert diff.max() < 0.02 * ref.max(), (name, diff.max() / ref.max())
         assert diff.mean() < 0.005 * ref.mean(), (name, diff.mean() / ref.mean())
