@@ -141,6 +141,16 @@ def test_distance_correlation_matches_bivariate_normal_theory() -> None:
     assert distance_correlation(xy[:, 0], 3.0 * xy[:, 0] - 2.0) == pytest.approx(1.0, abs=1e-9)
 
 
+def test_large_pairs_test_distance_correlation_on_a_subsample() -> None:
+    table = planted_table()
+    pairs = pairwise_similarity(table, SimilaritySettings(n_permutations=99, max_dcor_n=60))
+    r = row(pairs, "x", "x_noisy")
+    assert r.n == 160 and r.n_dcor == 60 and r.q_dcor < 0.05
+    full = row(pairwise_similarity(table, FAST), "x", "x_noisy")
+    assert r.pearson == full.pearson and full.n_dcor == 160
+    assert r.dcor == pytest.approx(full.dcor, abs=0.1)
+
+
 def test_permutation_test_is_seeded_and_bounded() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=60), rng.normal(size=60)

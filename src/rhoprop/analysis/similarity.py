@@ -49,6 +49,7 @@ PAIR_COLUMNS = (
     "spearman",
     "p_spearman",
     "q_spearman",
+    "n_dcor",
     "dcor",
     "p_dcor",
     "q_dcor",
@@ -78,6 +79,9 @@ class SimilaritySettings(Settings):
             ``stop_after`` exceedances, Besag & Clifford 1991).
         stop_after: exceedances after which a permutation test stops early (p is then >= that/N).
         seed: seed of the permutation tests (each pair's stream also depends on its target names).
+        max_dcor_n: pairs with more shared labels compute the distance correlation and its test on
+            a seeded random subsample of this many materials (``n_dcor`` in the table); Pearson and
+            Spearman always use every material.
     """
 
     alpha: float = 0.05
@@ -87,6 +91,7 @@ class SimilaritySettings(Settings):
     n_permutations: int = 999
     stop_after: int = 20
     seed: int = 0
+    max_dcor_n: int = 1000
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -102,6 +107,8 @@ class SimilaritySettings(Settings):
             raise SettingsError(f"measure must be one of {MEASURES}, got {self.measure!r}")
         if not isinstance(self.n_permutations, int) or self.n_permutations < 19:
             raise SettingsError(f"n_permutations must be an int >= 19, got {self.n_permutations!r}")
+        if not isinstance(self.max_dcor_n, int) or self.max_dcor_n < self.min_pairs:
+            raise SettingsError(f"max_dcor_n must be an int >= min_pairs, got {self.max_dcor_n!r}")
         if not isinstance(self.stop_after, int) or self.stop_after < 1:
             raise SettingsError(f"stop_after must be an int >= 1, got {self.stop_after!r}")
 
@@ -269,6 +276,12 @@ def _pair_stats(
         out["eta"], out["p_eta"] = correlation_ratio(x, y)
     elif kind_y == "multiclass" and kind_x != "multiclass":
         out["eta"], out["p_eta"] = correlation_ratio(y, x)
+    if (
+        x.size > settings.max_dcor_n
+    ):  # O(n²) memory and time: a seeded subsample, still a valid test
+        keep = np.sort(rng.choice(x.size, settings.max_dcor_n, replace=False))
+        x, y = x[keep], y[keep]
+    out["n_dcor"] = int(x.size)
     out["dcor"], out["p_dcor"] = distance_correlation_test(
         _encode(x, kind_x),
         y,
