@@ -180,6 +180,10 @@ def test_rerun_with_other_settings_is_a_clear_error(tmp_path_factory, tmp_path: 
     result = runner.invoke(app, ["dataset", "build", str(inputs), "--out", str(out), "--n", "24"])
     assert result.exit_code == 2
     assert "n: store 16, given 24" in " ".join(result.output.split())
+    linear = ["dataset", "build", str(inputs), "--out", str(out), "--interpolation", "linear"]
+    result = runner.invoke(app, linear)
+    assert result.exit_code == 2
+    assert "interpolation: store 'cubic', given 'linear'" in " ".join(result.output.split())
     result = runner.invoke(
         app, ["dataset", "build", str(inputs), "--out", str(out), "--dtype", "float16"]
     )

@@ -89,7 +89,11 @@ def print_info(info: dict[str, Any], console: Any, as_json: bool = False) -> Non
     console.print(
         f"tensors: {std['n_channels'] if 'n_channels' in std else len(std['channels'])} x "
         f"{std['n']}^3 {info['settings']['dtype']}; mode {std['mode']}"
-        + (f" edge {std['edge']} Å" if std["mode"] == "cube" else "")
+        + (
+            f" edge {std['edge']} Å, {std.get('interpolation', 'cubic')} interpolation"
+            if std["mode"] == "cube"
+            else ""
+        )
         + f"; channels {','.join(std['channels'])}; transform {std['transform']} "
         f"(scale {std['scale']}); standardize version {std['version']}; store format "
         f"{info['settings']['format_version']}"
