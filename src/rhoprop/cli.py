@@ -116,6 +116,9 @@ def dataset_build_command(
     channels: str | None = typer.Option(None, "--channels", help="Comma-separated: total,spin,deformation."),
     transform: str | None = typer.Option(None, "--transform", help="none, scale or asinh."),
     scale: float | None = typer.Option(None, "--scale", help="Scale of the transform, e/Å³."),
+    interpolation: str | None = typer.Option(
+        None, "--interpolation", help="Mode cube: cubic (default) or linear (pyrho's, faster)."
+    ),
     dtype: str | None = typer.Option(None, "--dtype", help="Storage dtype: float32 (default) or float16."),
     species: str | None = typer.Option(None, "--species", help="Species of VASP 4 files, e.g. Li,Co,O."),
     id_column: str = typer.Option("id", "--id-column", help="Name of the id column of labels.csv."),
@@ -130,8 +133,9 @@ def dataset_build_command(
 
     try:
         settings = settings_with_options(
-            out, mode=mode, n=n, edge=edge, channels=_csv_list(channels), transform=transform, scale=scale
-        )
+            out, mode=mode, n=n, edge=edge, channels=_csv_list(channels), transform=transform,
+            scale=scale, interpolation=interpolation,
+        )  # fmt: skip
         report = build_dataset(
             input_dir, labels, out, settings, workers, _csv_list(species), id_column=id_column,
             schema=schema, dtype=dtype, shard_size=shard_size, glob=glob, progress=progress,
