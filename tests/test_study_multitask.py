@@ -203,6 +203,32 @@ def test_interrupted_study_resumes_with_only_the_missing_trainings(tmp_path) -> 
     assert resumed.reused == 3 and resumed.trained == total - 3 and len(trainer.calls) == total
 
 
+def test_failed_training_is_recorded_skipped_and_retried(tmp_path) -> None:
+    trainer = ElementMLPTrainer(epochs=10)
+    settings = study_settings(trainer, seeds=(0,))
+
+    def no_all_model(targets, seed, out_dir):
+        if len(targets) == len(TARGETS):
+            raise SettingsError("simulated failure of the all-targets training")
+        return trainer(targets, seed, out_dir)
+
+    run = run_study(settings, no_all_model, tmp_path)
+    assert list(run.failures) == [f"{','.join(sorted(TARGETS))} @ seed 0"] and run.missing == 1
+    failed = list((tmp_path / "runs").glob("*/failed.json"))
+    assert len(failed) == 1 and "simulated failure" in failed[0].read_text()
+    retry = run_study(settings, trainer, tmp_path)
+    assert retry.trained == 1 and retry.missing == 0 and not retry.failures
+    assert not failed[0].exists()
+
+
+def test_a_study_directory_is_run_by_one_process_at_a_time(tmp_path) -> None:
+    from rhoprop.analysis.study import study_lock
+
+    with study_lock(tmp_path):
+        with pytest.raises(SettingsError, match="another process"):
+            run_study(study_settings(ElementMLPTrainer()), ElementMLPTrainer(), tmp_path)
+
+
 def test_cache_key_depends_on_config_targets_and_seed(tmp_path) -> None:
     cache = ResultCache(tmp_path, {"epochs": 5})
     assert cache.key(["a", "b"], 0) == cache.key(["b", "a"], 0)

@@ -203,8 +203,11 @@ def run_multitask_study(
             max_trainings=max_trainings,
         )
     summary, totals = write_study_report(study, out, table.kinds)
+    for name, error in run.failures.items():
+        console.print(f"[red]training failed[/red] ({name}): {error}")
     console.print(
-        f"{run.trained} trained now, {run.reused} reused from earlier runs, {run.missing} still missing "
+        f"{run.trained} trained now, {run.reused} reused from earlier runs, {len(run.failures)} failed, "
+        f"{run.missing} still missing "
         f"(rerun the same command to continue)"
     )
     print_study(summary, totals, console)

@@ -16,12 +16,15 @@ a JSON-able description of its configuration that goes into the cache key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from rhoprop.errors import SettingsError
+from rhoprop.errors import RhopropError, SettingsError
 from rhoprop.settings import Settings, atomic_write_text
 
 CONFIGS = ("single", "group", "all", "random")
@@ -247,12 +250,38 @@ def _float(value: Any) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class StudyRun:
-    """What one call of :func:`run_study` did."""
+    """What one call of :func:`run_study` did: trainings run now, reused, failed, still missing.
+
+    ``failures`` maps a training (``"a,b,c @ seed 0"``) to the error it stopped with.
+    """
 
     cells: list[Assignment]
     trained: int
     reused: int
     missing: int
+    failures: dict[str, str]
+
+
+@contextlib.contextmanager
+def study_lock(study_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``study_dir`` (released when the process ends, even by a kill)."""
+    fh = open(study_dir / ".lock", "a+")  # noqa: SIM115 - held for the duration of the context
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise SettingsError(
+                f"another process is running the study in {study_dir} (pid {fh.read().strip() or '?'}); "
+                "wait for it or choose another --out"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
 
 
 def run_study(
@@ -264,43 +293,51 @@ def run_study(
 ) -> StudyRun:
     """Train every training of the study that has no saved result; save each result as it finishes.
 
+    A training that raises a :class:`RhopropError` (or a RuntimeError such as running out of
+    memory) is recorded in ``runs/<key>/failed.json`` and skipped; a later call retries it.
     ``max_trainings`` bounds how many new trainings this call runs (the rest stay missing and a
     later call continues). ``progress(done, total, description)`` is called before each training.
+    One process at a time may run a study directory.
     """
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
-    settings.to_json(study_dir / "study.json")
-    cache = ResultCache(study_dir, settings.train)
-    cells = plan_study(settings)
-    todo = trainings(cells)
-    trained = reused = 0
-    for k, (targets, seed) in enumerate(todo):
-        if cache.get(targets, seed) is not None:
-            reused += 1
-            continue
-        if max_trainings is not None and trained >= max_trainings:
-            break
+    with study_lock(study_dir):
+        settings.to_json(study_dir / "study.json")
+        cache = ResultCache(study_dir, settings.train)
+        cells = plan_study(settings)
+        todo = trainings(cells)
+        trained = reused = 0
+        failures: dict[str, str] = {}
+        for k, (targets, seed) in enumerate(todo):
+            if cache.get(targets, seed) is not None:
+                reused += 1
+                continue
+            if max_trainings is not None and trained + len(failures) >= max_trainings:
+                break
+            name = f"{','.join(targets)} @ seed {seed}"
+            if progress is not None:
+                short = ", ".join(targets) if len(targets) <= 3 else f"{len(targets)} targets"
+                progress(k, len(todo), f"seed {seed}: {short}")
+            run_dir = cache.run_dir(targets, seed)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            try:
+                metrics = train_fn(list(targets), seed, run_dir)
+                absent = [t for t in targets if t not in metrics]
+                if absent:
+                    raise SettingsError(f"the trainer returned no metrics for target(s) {absent}")
+            except (RhopropError, RuntimeError) as exc:
+                failures[name] = f"{type(exc).__name__}: {exc}"
+                failure = {"targets": sorted(targets), "seed": seed, "error": failures[name]}
+                atomic_write_text(run_dir / "failed.json", json.dumps(failure, indent=2) + "\n")
+                continue
+            cache.put(targets, seed, metrics, time.perf_counter() - start)
+            (run_dir / "failed.json").unlink(missing_ok=True)
+            trained += 1
+        missing = sum(cache.get(t, s) is None for t, s in todo)
         if progress is not None:
-            progress(
-                k,
-                len(todo),
-                f"seed {seed}: {', '.join(targets) if len(targets) <= 3 else f'{len(targets)} targets'}",
-            )
-        run_dir = cache.run_dir(targets, seed)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        metrics = train_fn(list(targets), seed, run_dir)
-        absent = [t for t in targets if t not in metrics]
-        if absent:
-            raise SettingsError(
-                f"the trainer returned no metrics for target(s) {absent} (trained on {list(targets)})"
-            )
-        cache.put(targets, seed, metrics, time.perf_counter() - start)
-        trained += 1
-    missing = sum(cache.get(t, s) is None for t, s in todo)
-    if progress is not None:
-        progress(len(todo), len(todo), "done")
-    return StudyRun(cells, trained, reused, missing)
+            progress(len(todo), len(todo), "done")
+    return StudyRun(cells, trained, reused, missing, failures)
 
 
 # --- results ----------------------------------------------------------------------------------
