@@ -49,10 +49,14 @@ def predict_batches(
     model: MultiTaskModel,
     batches: Iterable[dict[str, Any]],
     mc_samples: int = 30,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     seed: int = 0,
 ) -> Predictions:
-    """Run ``model`` over collated batches (with ``"index"``); MC dropout with ``mc_samples`` passes."""
+    """Run ``model`` over collated batches (with ``"index"``); MC dropout with ``mc_samples`` passes.
+
+    ``device`` defaults to the first GPU when there is one, else the CPU.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     means: dict[str, list[torch.Tensor]] = {t.name: [] for t in model.tasks}
     stds: dict[str, list[torch.Tensor]] = {t.name: [] for t in model.tasks}
