@@ -23,7 +23,7 @@ from rhoprop.dft import (
     load_failures,
     read_structures,
 )
-from rhoprop.dft.calc import DFTError, analyse_bands, born_stable_cubic, fit_eos
+from rhoprop.dft.calc import DFTError, analyse_bands, born_stable_cubic, fit_eos, parabola_minimum
 from rhoprop.dft.material import Candidate, calculation_structure, result_path
 from rhoprop.dft.prototypes import ELEMENTAL_PROTOTYPES, is_spin_polarized
 from rhoprop.errors import RhopropError, SettingsError
@@ -175,6 +175,11 @@ def test_born_criteria_and_eos_fit_on_an_analytic_curve() -> None:
     e = -5 + 9 * v0 * b0 / 16 * ((eta - 1) ** 3 * bp + (eta - 1) ** 2 * (6 - 4 * eta))
     fv0, _, fb = fit_eos(v, e, "birchmurnaghan")
     assert fv0 == pytest.approx(v0, rel=1e-4) and fb == pytest.approx(b0 * 160.21766, rel=1e-3)
+    triple = [v0 / 1.2, v0 * 1.05, v0 * 1.25]
+    eta3 = (v0 / np.array(triple)) ** (2 / 3)
+    e3 = 9 * v0 * b0 / 16 * ((eta3 - 1) ** 3 * bp + (eta3 - 1) ** 2 * (6 - 4 * eta3))
+    assert parabola_minimum(triple, list(e3)) == pytest.approx(v0, rel=0.04)  # centring within the scan window
+    assert parabola_minimum([1.0, 2.0, 3.0], [0.0, 1.0, 0.0]) is None
 
 
 def test_cubic_inputs_are_computed_in_a_cell_with_cubic_axes() -> None:

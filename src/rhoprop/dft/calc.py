@@ -111,16 +111,23 @@ def fit_eos(volumes: np.ndarray, energies: np.ndarray, eos: str) -> tuple[float,
     return float(v0), float(e0), float(b / GPa)
 
 
-def _recentre(volumes: np.ndarray, energies: np.ndarray, pressures: np.ndarray) -> float:
-    """Volume where the pressure vanishes, from a linear fit of ln V against P (clamped to ×0.6..×1.6)."""
-    centre = float(volumes[len(volumes) // 2])
-    slope, intercept = np.polyfit(pressures, np.log(volumes), 1)
-    if slope < 0 and np.isfinite(intercept):
-        guess = float(np.exp(intercept))
-    else:
-        lowest = float(volumes[int(np.argmin(energies))])
-        guess = lowest * (1.1 if lowest >= centre else 0.9)
-    return float(np.clip(guess, 0.6 * centre, 1.6 * centre))
+def parabola_minimum(volumes: list[float], energies: list[float]) -> float | None:
+    """Volume at the vertex of a parabola fitted to E against ln V, or None when it opens downwards."""
+    x = np.log(np.asarray(volumes, dtype=float))
+    c2, c1, _ = np.polyfit(x, np.asarray(energies, dtype=float), 2)
+    if c2 <= 0:
+        return None
+    return float(np.exp(-c1 / (2 * c2)))
+
+
+def _recentre(volumes: np.ndarray, energies: np.ndarray) -> float:
+    """New scan centre after a scan that missed the minimum: the E(ln V) parabola's vertex, kept within
+    ×/÷1.25 of the scan's ends; a shift of 10 % past the lowest end when the parabola opens downwards."""
+    lowest = float(volumes[int(np.argmin(energies))])
+    vertex = parabola_minimum(list(volumes), list(energies))
+    if vertex is None:
+        return lowest * (1.1 if lowest >= float(np.median(volumes)) else 1 / 1.1)
+    return float(np.clip(vertex, volumes.min() / 1.25, volumes.max() * 1.25))
 
 
 def _pressure_at(base: Atoms, volume: float, protocol: DFTProtocol, txt: TextIO, spinpol: bool) -> tuple[float, float]:
@@ -133,25 +140,43 @@ def _pressure_at(base: Atoms, volume: float, protocol: DFTProtocol, txt: TextIO,
 
 
 def precentre(base: Atoms, protocol: DFTProtocol, txt: TextIO, spinpol: bool) -> tuple[float, list[list[float]]]:
-    """Volume of zero pressure, found by stepping the volume ×/÷ ``eos_precentre_factor`` until the
-    pressure changes sign (at most ``eos_precentre_steps`` SCFs), then interpolating ln V linearly in P."""
+    """Bracket the energy minimum by single SCFs at volumes stepped ×/÷ ``eos_precentre_factor`` from the
+    start (at most ``eos_precentre_steps`` SCFs) and return the vertex of the E(ln V) parabola through
+    the bracketing triple, with the points computed ([V, E, P]).
+
+    Energies, not pressures, are used: with a fixed plane-wave cutoff the stress carries an isotropic
+    Pulay offset (about −20 GPa for MgO at 500 eV) while the energies are consistent with the EOS fit.
+    """
     f = protocol.eos_precentre_factor
-    v = base.get_volume()
-    points = []
-    e, p = _pressure_at(base, v, protocol, txt, spinpol)
-    points.append([v, e, p])
-    for _ in range(protocol.eos_precentre_steps - 1):
-        v = v * f if p > 0 else v / f
-        e, p = _pressure_at(base, v, protocol, txt, spinpol)
-        points.append([v, e, p])
-        if np.sign(p) != np.sign(points[-2][2]):
+    points: dict[float, tuple[float, float]] = {}
+
+    def energy(v: float) -> float:
+        if v not in points:
+            points[v] = _pressure_at(base, v, protocol, txt, spinpol)
+        return points[v][0]
+
+    v0 = base.get_volume()
+    chain = [v0, v0 * f]
+    if energy(chain[1]) > energy(v0):
+        chain = [v0 * f, v0, v0 / f]
+        if energy(chain[2]) > energy(v0):
+            chain = chain[::-1]
+    bracket = None
+    while len(points) <= protocol.eos_precentre_steps:
+        if len(chain) >= 3 and energy(chain[-1]) > energy(chain[-2]) and energy(chain[-3]) > energy(chain[-2]):
+            bracket = chain[-3:]
             break
-    (v1, _, p1), (v2, _, p2) = points[-2], points[-1]
-    if p1 == p2:
-        return v2, points
-    lnv = math.log(v1) + (math.log(v2) - math.log(v1)) * (0 - p1) / (p2 - p1)
-    lo, hi = min(v1, v2) / f, max(v1, v2) * f
-    return float(np.clip(math.exp(lnv), lo, hi)), points
+        if len(points) == protocol.eos_precentre_steps:
+            break
+        step = chain[-1] / chain[-2]
+        chain.append(chain[-1] * step)
+        energy(chain[-1])
+    record = [[float(v), float(e), float(p)] for v, (e, p) in sorted(points.items())]
+    if bracket is None:
+        return float(min(points, key=lambda v: points[v][0])), record
+    vertex = parabola_minimum(bracket, [energy(v) for v in bracket])
+    lo, hi = min(bracket), max(bracket)
+    return (float(np.clip(vertex, lo, hi)) if vertex else bracket[1]), record
 
 
 def run_eos(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> EOSResult:
@@ -173,7 +198,7 @@ def run_eos(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> EOSResult:
             press.append(pressure_gpa(a.get_stress()))
             vols.append(float(a.get_volume()))
         scans.append({"volumes": vols, "energies": ens, "pressures_gpa": press})
-        v, e, p = np.array(vols), np.array(ens), np.array(press)
+        v, e = np.array(vols), np.array(ens)
         i_min = int(np.argmin(e))
         if 0 < i_min < len(e) - 1:
             try:
@@ -182,7 +207,7 @@ def run_eos(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> EOSResult:
                 v0, e0, b = math.nan, math.nan, math.nan
             if v.min() < v0 < v.max() and b > 0:
                 return EOSResult(v0, e0, b, scans, attempt, kpts, pre)
-        centre = _recentre(v, e, p)
+        centre = _recentre(v, e)
     last = scans[-1]
     raise EOSNotBracketedError(
         f"EOS scan did not bracket a minimum after {protocol.eos_max_recentre} re-centring(s): "
@@ -306,13 +331,16 @@ def run_scf(atoms: Atoms, v0: float, kpts: tuple[int, int, int], protocol: DFTPr
 
 @dataclasses.dataclass
 class ElasticResult:
-    """Cubic elastic constants (GPa) from central differences of the stress under ± strains."""
+    """Cubic elastic constants (GPa): shear moduli from ± strain stresses, bulk part from the EOS."""
 
     c11: float
     c12: float
     c44: float
     mechanically_stable: bool
     strain: float
+    bulk_modulus: float
+    c11_stress: float
+    c12_stress: float
     stresses_gpa: dict[str, list[float]]
 
 
@@ -322,14 +350,17 @@ def born_stable_cubic(c11: float, c12: float, c44: float) -> bool:
 
 
 def run_elastic_cubic(
-    atoms: Atoms, kpts: tuple[int, int, int], protocol: DFTProtocol, txt: TextIO
+    atoms: Atoms, kpts: tuple[int, int, int], protocol: DFTProtocol, txt: TextIO, bulk_modulus: float
 ) -> ElasticResult:
     """c11, c12, c44 of a cubic crystal whose cubic axes are the Cartesian axes.
 
     One combined strain, applied with both signs: normal ε_xx = ±δ together with engineering shear
-    γ_yz = ±δ (ε_yz = ε_zy = ±δ/2), internal coordinates relaxed. By linear elasticity of a cubic
-    crystal c11 = Δσ_xx/(2δ), c12 = Δ(σ_yy + σ_zz)/2/(2δ), c44 = Δσ_yz/(2δ); the central difference
-    cancels every second-order term, cross terms included.
+    γ_yz = ±δ (ε_yz = ε_zy = ±δ/2), internal coordinates relaxed. Linear elasticity gives
+    c11 = Δσ_xx/(2δ), c12 = Δ(σ_yy + σ_zz)/2/(2δ), c44 = Δσ_yz/(2δ) (the central difference cancels
+    every second-order term). The isotropic part of a fixed-cutoff plane-wave stress carries a
+    volume-dependent Pulay error, which would shift c11 and c12 alike; so only the shear combinations
+    are taken from the stress, c11 − c12 and c44, and the bulk part from the EOS:
+    c11 = B + 2(c11 − c12)/3, c12 = B − (c11 − c12)/3.
     """
     d = protocol.elastic_strain
     strain = np.array([[1.0, 0, 0], [0, 0, 0.5], [0, 0.5, 0]])
@@ -343,7 +374,9 @@ def run_elastic_cubic(
         relax_positions(a, protocol, txt)
         stresses["+" if sign > 0 else "-"] = [float(x) for x in a.get_stress() / GPa]
     sp, sm = np.array(stresses["+"]), np.array(stresses["-"])
-    c11 = float((sp[0] - sm[0]) / (2 * d))
-    c12 = float(((sp[1] + sp[2]) - (sm[1] + sm[2])) / 2 / (2 * d))
+    c11_s = float((sp[0] - sm[0]) / (2 * d))
+    c12_s = float(((sp[1] + sp[2]) - (sm[1] + sm[2])) / 2 / (2 * d))
     c44 = float((sp[3] - sm[3]) / (2 * d))
-    return ElasticResult(c11, c12, c44, born_stable_cubic(c11, c12, c44), d, stresses)
+    shear = c11_s - c12_s
+    c11, c12 = bulk_modulus + 2 * shear / 3, bulk_modulus - shear / 3
+    return ElasticResult(c11, c12, c44, born_stable_cubic(c11, c12, c44), d, bulk_modulus, c11_s, c12_s, stresses)

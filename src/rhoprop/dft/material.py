@@ -176,7 +176,7 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
         elastic = None
         if cubic_aligned:
             t = time.perf_counter()
-            elastic = run_elastic_cubic(scf.atoms, eos.kpts, protocol, txt)
+            elastic = run_elastic_cubic(scf.atoms, eos.kpts, protocol, txt, eos.bulk_modulus)
             timing["elastic_s"] = time.perf_counter() - t
     final = AseAtomsAdaptor.get_structure(scf.atoms)
     for prop in list(final.site_properties):

@@ -46,9 +46,11 @@ class DFTProtocol(Settings):
         smearing_width_ev: smearing width (eV).
         setups: GPAW PAW setup family; ``setups_version`` is the installed gpaw-data version.
         eos_volume_scalings: volumes of the EOS scan relative to the centre volume.
+        protocol_revision: bumped whenever the procedure (not only a number) changes, so old results
+            are invalidated (2: energy-based centring, c11/c12 from the EOS bulk modulus + shear).
         eos_precentre_steps: before the scan, at most this many single SCFs step the volume by
-            ``eos_precentre_factor`` towards zero pressure until the pressure changes sign; the scan is
-            centred on the interpolated zero-pressure volume (0 = centre on the start volume).
+            ``eos_precentre_factor`` from the start until the energy rises on both sides; the scan is
+            centred on the vertex of the E(ln V) parabola through that triple (0 = centre on the start).
         eos_precentre_factor: volume ratio of one pre-centring step.
         eos_max_recentre: how many times a scan that does not bracket the minimum is re-centred.
         eos: equation of state fitted by ``ase.eos.EquationOfState``.
@@ -74,6 +76,7 @@ class DFTProtocol(Settings):
     smearing_width_ev: float = 0.01
     setups: str = "paw"
     eos_volume_scalings: tuple[float, ...] = (0.94, 0.97, 1.0, 1.03, 1.06)
+    protocol_revision: int = 2
     eos_precentre_steps: int = 6
     eos_precentre_factor: float = 1.2
     eos_max_recentre: int = 1
