@@ -224,6 +224,9 @@ def test_analysis_of_element_properties_writes_readable_groups(tmp_path) -> None
     table = element_labels()
     result = analyze_targets(table, tmp_path, SimilaritySettings(n_permutations=199))
     groups = read_groups(tmp_path / "groups.json", known_targets=table.targets)
+    from rhoprop.train.data import read_groups as read_groups_for_training
+
+    assert read_groups_for_training(tmp_path / "groups.json") == groups  # `rhoprop train --groups`
     assert sorted(t for g in groups for t in g) == sorted(table.targets)
     group_of = {t: k for k, g in enumerate(groups) for t in g}
     assert group_of["density"] == group_of["density_ase"]
