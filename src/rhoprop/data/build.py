@@ -552,7 +552,7 @@ def build_dataset(
     shard_size: int = 128,
     glob: str | None = None,
     max_classes: int = 20,
-    compression_level: int = 4,
+    compression_level: int = 1,
     progress: bool = True,
 ) -> BuildReport:
     """Build, resume or extend the store ``out`` from the density files under ``input_dir``.

@@ -139,7 +139,7 @@ def write_shard(
     root: str | os.PathLike[str],
     records: Sequence[SampleRecord],
     settings: StoreSettings,
-    compression_level: int = 4,
+    compression_level: int = 1,
 ) -> Path:
     """Write ``records`` as the next shard of the store at ``root``, atomically; returns its path.
 
