@@ -302,7 +302,7 @@ def evaluate_command(
     dataset: str | None = typer.Option(None, "--dataset", help="Dataset to evaluate on (default: the run's)."),
     split: str | None = typer.Option(None, "--split", help="Split name (default: the run's)."),
     part: str = typer.Option("test", "--part", help="Part of the split: train, val or test."),
-    out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN_DIR/eval/<split>_<part>)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN_DIR/eval/<split>_<part>; builtin: ./eval-builtin/...)."),
     baselines: bool = typer.Option(False, "--baselines", help="Also train the composition and CGCNN baselines."),
 ) -> None:
     """Metrics per target (R², MAE, RMSE; accuracy, F1, ROC-AUC), baselines, 90% coverage, figures."""

@@ -116,8 +116,8 @@ def evaluate_run(
             raise SettingsError(f"split {sp!r} of {store.path} has no {part} samples")
         n_samples = len(ids)
         tasks = [t for t in bundle.tasks if t.name in store.targets]
-        if out_dir is None:
-            base = run_dir or own_run or mdir
+        if out_dir is None:  # the built-in model's folder is inside the installed package: use the cwd
+            base = Path("eval-builtin") if str(run) == "builtin" else run_dir or own_run or mdir
             out_dir = base / "eval" / f"{sp}_{part}"
         out_dir.mkdir(parents=True, exist_ok=True)
         labels = label_matrix(store, ids, tasks)
@@ -152,7 +152,7 @@ def evaluate_run(
                 confusion_plot(figures[-1], truth, mean, task.name, classes)
             rows.append(row)
             prediction_frames.append(frame)
-        rows.extend(_baseline_rows(own_run or mdir, tasks, store, sp, part, ids, labels, baselines,
+        rows.extend(_baseline_rows(own_run or out_dir, tasks, store, sp, part, ids, labels, baselines,
                                    baseline_settings, ds))
         if own_run is not None:
             csvs = sorted((own_run / "logs" / "csv").glob("version_*/metrics.csv"),

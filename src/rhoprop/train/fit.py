@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 import rhoprop
+from rhoprop.analysis.metrics import classification_metrics, regression_metrics
 from rhoprop.data import DatasetStore, DensityDataset
 from rhoprop.errors import SettingsError
 from rhoprop.grid import augment
@@ -208,16 +209,10 @@ def summarize(preds: Predictions, labels: np.ndarray) -> dict[str, dict[str, flo
     """Short per-target metrics (MAE or accuracy) of predictions against an (N, T) label matrix."""
     out: dict[str, dict[str, float]] = {}
     for j, task in enumerate(preds.tasks):
-        truth = labels[:, j]
-        mask = np.isfinite(truth)
-        mean = preds.mean[task.name][mask]
-        if not mask.any():
-            out[task.name] = {}
-        elif task.is_regression:
-            out[task.name] = {"mae": float(np.mean(np.abs(mean - truth[mask])))}
+        if task.is_regression:
+            out[task.name] = {"mae": regression_metrics(labels[:, j], preds.mean[task.name])["mae"]}
         else:
-            label = (mean > 0.5).astype(int) if task.kind == "binary" else mean.argmax(axis=1)
-            out[task.name] = {"acc": float(np.mean(label == truth[mask].astype(int)))}
+            out[task.name] = {"acc": classification_metrics(labels[:, j], preds.mean[task.name])["accuracy"]}
     return out
 
 
