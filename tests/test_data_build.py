@@ -169,6 +169,7 @@ def test_clean_build_exits_zero_and_rerun_adds_nothing(tmp_path: Path) -> None:
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and "0 added, 4 already there" in second.output
     assert len(shard_paths(tmp_path / "ds")) == 1
+    assert not (tmp_path / "ds" / ".lock").exists()  # the lock goes with the build
     runs = json.loads((tmp_path / "ds" / "build.json").read_text())["runs"]
     assert [r["n_added"] for r in runs] == [4, 0]
 

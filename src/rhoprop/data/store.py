@@ -219,19 +219,33 @@ def store_lock(root: str | os.PathLike[str]) -> Iterator[None]:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     lock_path = root / ".lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            owner = lock_path.read_text().strip() or "another process"
+            os.close(fd)
+            owner = lock_path.read_text().strip() if lock_path.exists() else ""
             raise DatasetError(
-                f"dataset {root} is being written by {owner}; wait for it to finish (or stop it) "
-                "before building into the same store"
+                f"dataset {root} is being written by {owner or 'another process'}; wait for it to "
+                "finish (or stop it) before building into the same store"
             ) from exc
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed this lock file as we took it: take the new one
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
-        yield
+        try:
+            yield
+        finally:
+            # Removed while still held, so a finished store carries no lock file (kill -9 leaves
+            # one behind: harmless, the kernel released the lock with the process).
+            lock_path.unlink(missing_ok=True)
     finally:
         os.close(fd)
 
