@@ -107,6 +107,9 @@ def _zoo(root: Path) -> tuple[Path, Path, dict[str, str]]:
     (inputs / "count.CHGCAR").write_text(
         "".join(lines[:grid_line] + [f" {nx} {ny} {nz + 2}\n"] + lines[grid_line + 1 :])
     )
+    (inputs / "extra.CHGCAR").write_text(  # more values than the grid line says
+        "".join(lines[:grid_line] + [f" {nx} {ny} {nz - 2}\n"] + lines[grid_line + 1 :])
+    )
     (inputs / "empty.CHGCAR").write_text("")
     (inputs / "dangling.CHGCAR").symlink_to(root / "does-not-exist")
     (inputs / "garbage.CHGCAR.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4)
@@ -116,12 +119,13 @@ def _zoo(root: Path) -> tuple[Path, Path, dict[str, str]]:
     shutil.copy(good, inputs / "unlabelled.CHGCAR")
     shutil.copy(good, inputs / "dup.CHGCAR")
     shutil.copy(good, inputs / "badcell.CHGCAR")
-    bad_ids = ["trunc", "nan", "count", "empty", "dangling", "garbage", "twice", "dup", "badcell"]
+    bad_ids = ["trunc", "nan", "count", "extra", "empty", "dangling", "garbage", "twice", "dup", "badcell"]
     extra = [f"{b},1.0,0,cubic,0.0," for b in bad_ids if b != "badcell"]
     extra += ["dup,2.0,0,cubic,0.0,", "badcell,abc,0,cubic,0.0,", "ghost,1.0,0,cubic,0.0,"]
     labels = write_labels_csv(root / "labels.csv", rows, extra)
     expected = {
-        "trunc": "bad_file", "nan": "bad_file", "count": "bad_file", "empty": "bad_file",
+        "trunc": "bad_file", "nan": "bad_file", "count": "bad_file", "extra": "bad_file",
+        "empty": "bad_file",
         "dangling": "bad_file", "garbage": "bad_file", "twice": "duplicate_file",
         "unlabelled": "file_without_id", "dup": "duplicate_id", "badcell": "bad_value",
         "ghost": "id_without_file",
