@@ -173,8 +173,11 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
         t = time.perf_counter()
         scf = run_scf(atoms, eos.v0, eos.kpts, protocol, txt)
         timing["scf_s"] = time.perf_counter() - t
-        elastic = None
-        if cubic_aligned:
+        elastic, elastic_note = None, "not cubic" if not cubic_aligned else ""
+        if cubic_aligned and scf.bands.is_metal and not protocol.elastic_for_metals:
+            elastic_note = ("metal: with this k-mesh and 0.01 eV smearing the stress of strained metallic cells "
+                            "is dominated by Fermi-surface sampling noise (Al: c11 from -2 to 143 GPa), not computed")
+        elif cubic_aligned:
             t = time.perf_counter()
             elastic = run_elastic_cubic(scf.atoms, eos.kpts, protocol, txt, eos.bulk_modulus)
             timing["elastic_s"] = time.perf_counter() - t
@@ -233,6 +236,7 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
             "stress_gpa": scf.stress_gpa,
         },
         "elastic": None if elastic is None else dataclasses.asdict(elastic),
+        "elastic_note": elastic_note,
         "symmetry": symmetry_info(final),
         "input_structure": candidate.structure.as_dict(),
         "structure": final.as_dict(),

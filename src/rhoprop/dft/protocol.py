@@ -47,7 +47,8 @@ class DFTProtocol(Settings):
         setups: GPAW PAW setup family; ``setups_version`` is the installed gpaw-data version.
         eos_volume_scalings: volumes of the EOS scan relative to the centre volume.
         protocol_revision: bumped whenever the procedure (not only a number) changes, so old results
-            are invalidated (2: energy-based centring, c11/c12 from the EOS bulk modulus + shear).
+            are invalidated (2: energy-based centring, c11/c12 from the EOS bulk modulus + shear;
+            3: no elastic constants for metals unless ``elastic_for_metals``).
         eos_precentre_steps: before the scan, at most this many single SCFs step the volume by
             ``eos_precentre_factor`` from the start until the energy rises on both sides; the scan is
             centred on the vertex of the E(ln V) parabola through that triple (0 = centre on the start).
@@ -55,6 +56,8 @@ class DFTProtocol(Settings):
         eos_max_recentre: how many times a scan that does not bracket the minimum is re-centred.
         eos: equation of state fitted by ``ase.eos.EquationOfState``.
         elastic_strain: magnitude of the ± normal strain and ± engineering shear strain (c11, c12, c44).
+        elastic_for_metals: also compute elastic constants of metals (off: with this k-mesh and
+            smearing their strained-cell stresses are sampling noise).
         relax_fmax: force threshold (eV/Å) for relaxing internal coordinates at V0 and under shear.
         relax_steps: maximum BFGS steps of such a relaxation.
         magnetic_elements: elements that trigger a spin-polarized, ferromagnetic-start calculation.
@@ -76,12 +79,13 @@ class DFTProtocol(Settings):
     smearing_width_ev: float = 0.01
     setups: str = "paw"
     eos_volume_scalings: tuple[float, ...] = (0.94, 0.97, 1.0, 1.03, 1.06)
-    protocol_revision: int = 2
+    protocol_revision: int = 3
     eos_precentre_steps: int = 6
     eos_precentre_factor: float = 1.2
     eos_max_recentre: int = 1
     eos: str = "birchmurnaghan"
     elastic_strain: float = 0.02
+    elastic_for_metals: bool = False
     relax_fmax: float = 0.02
     relax_steps: int = 30
     magnetic_elements: tuple[str, ...] = MAGNETIC_ELEMENTS
