@@ -292,3 +292,20 @@ def test_label_csv_is_read_like_dataset_build_with_kinds_and_dropped_duplicates(
     path.write_text("id,gap\na,1\na,2\nb,3\n")
     table = read_label_csv(path)
     assert list(table.labels.index) == ["b"] and any("lines [2, 3]" in n for n in table.notes)
+
+
+def test_label_csv_takes_kinds_units_and_classes_from_targets_json_beside_it(tmp_path) -> None:
+    from rhoprop.data.labels import TargetSpec, write_targets
+
+    (tmp_path / "labels.csv").write_text("id,gap,metal,extra\na,1.5,0,3\nb,0,1,4\nc,2.5,0,5\n")
+    write_targets(
+        tmp_path / "targets.json",
+        [
+            TargetSpec("gap", "regression", "eV"),
+            TargetSpec("metal", "binary", "", ("no", "yes")),
+            TargetSpec("not_in_csv", "regression"),
+        ],
+    )
+    table = read_label_csv(tmp_path / "labels.csv")
+    assert table.units["gap"] == "eV" and table.classes["metal"] == ("no", "yes")
+    assert table.kinds == {"gap": "regression", "metal": "binary", "extra": "regression"}

@@ -104,13 +104,20 @@ def load_label_table(source: str | Path) -> LabelTable:
 def read_label_csv(path: str | Path, id_column: str = "id") -> LabelTable:
     """Read a labels CSV the way ``rhoprop dataset build`` does (same kinds, classes, checks).
 
+    A ``targets.json`` beside the CSV (as ``rhoprop generate`` writes) fixes kinds, units and class
+    order of the columns it lists, like ``rhoprop dataset build --schema``.
+
     Rows with a blank or duplicate id and cells that do not parse are dropped or blanked and
     listed in :attr:`LabelTable.notes`.
     """
-    from rhoprop.data.labels import encode_labels, parse_labels, read_raw_labels
+    from rhoprop.data.labels import encode_labels, parse_labels, read_raw_labels, read_targets
 
     raw, issues, _ = read_raw_labels(path, id_column=id_column)
-    values, specs, more = parse_labels(raw)
+    schema_path = Path(path).parent / "targets.json"
+    schema = read_targets(schema_path) if schema_path.is_file() else None
+    if schema is not None:
+        schema = [spec for spec in schema if spec.name in raw.columns]
+    values, specs, more = parse_labels(raw, schema)
     if not specs:
         raise LabelTableError(
             f"labels file {path} has no target column with values besides {id_column!r}"
