@@ -98,7 +98,7 @@ class MSA3DCNNConfig(Settings):
 MODEL_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(widths=(8, 16), depths=(1, 1), branches=((3, 1), (3, 2)), embed_dim=32, head_hidden=16),
     "small": dict(widths=(12, 24, 48), depths=(1, 1, 1), stem_stride=2, embed_dim=64, head_hidden=32),
-    "default": dict(widths=(16, 32, 64), depths=(1, 1, 2), embed_dim=96, head_hidden=48),
+    "default": dict(widths=(24, 48, 96), depths=(1, 1, 2), stem_stride=2, embed_dim=96, head_hidden=48),
     "large": dict(
         widths=(32, 64, 128, 256),
         depths=(1, 2, 3, 2),
