@@ -326,14 +326,13 @@ def test_a_file_that_kills_its_worker_is_reported_and_the_rest_built(
     ids, _ = write_dataset_folder(tmp_path / "in", 6)
     real = build_module.make_record
 
-    def dies_on_gen_0003(sample_id, path, settings, species=None):  # the OOM killer, simulated
+    def dies_on_gen_0003(sample_id, *args):  # the OOM killer, simulated
         if sample_id == "gen-0003":
             os._exit(137)
-        return real(sample_id, path, settings, species)
+        return real(sample_id, *args)
 
-    monkeypatch.setattr(
-        build_module, "make_record", dies_on_gen_0003
-    )  # inherited by forked workers
+    # Forked workers inherit the patched module attribute.
+    monkeypatch.setattr(build_module, "make_record", dies_on_gen_0003)
     report = build_dataset(
         tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), workers=2, progress=False
     )

@@ -46,6 +46,7 @@ from rhoprop.data.store import (
     DatasetError,
     SampleRecord,
     StoreSettings,
+    encode_tensor,
     open_shard,
     read_store_settings,
     remove_stale_temporaries,
@@ -163,16 +164,20 @@ class BuildReport:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(settings: StoreSettings, species: tuple[str, ...] | None, in_pool: bool) -> None:
-    """Set the per-process build options (and, in pool workers, one BLAS thread, no SIGINT)."""
-    _WORKER["settings"] = settings
-    _WORKER["species"] = species
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """What every worker needs: store settings, species of VASP 4 files, gzip level."""
+
+    settings: StoreSettings
+    species: tuple[str, ...] | None
+    level: int
+
+
+def _init_worker(options: _Options, in_pool: bool) -> None:
+    """Set the per-process build options; pool workers ignore SIGINT (the parent handles it)."""
+    _WORKER["options"] = options
     if in_pool:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        with contextlib.suppress(ImportError):
-            from threadpoolctl import threadpool_limits
-
-            _WORKER["limits"] = threadpool_limits(1)
 
 
 def file_sha256(path: Path) -> str:
@@ -189,6 +194,7 @@ def make_record(
     path: Path,
     settings: StoreSettings,
     species: Sequence[str] | None = None,
+    compression_level: int = 1,
 ) -> SampleRecord:
     """Read, standardize and describe one density file (raises on any problem with it)."""
     from monty.json import MontyEncoder
@@ -212,7 +218,8 @@ def make_record(
     structure = density.structure
     return SampleRecord(
         id=sample_id,
-        x=x,
+        x_chunk=encode_tensor(x, settings.dtype, compression_level),
+        x_shape=tuple(x.shape),
         side=np.asarray(std.side, dtype=np.float32).reshape(-1),
         has_spin=bool(std.has_spin),
         native_shape=density.shape,
@@ -231,7 +238,8 @@ def _process(task: tuple[str, str]) -> SampleRecord | ReportEntry:
     """Worker task: a record for the file, or a report entry saying why it was skipped."""
     sample_id, path = task
     try:
-        return make_record(sample_id, Path(path), _WORKER["settings"], _WORKER["species"])
+        opts: _Options = _WORKER["options"]
+        return make_record(sample_id, Path(path), opts.settings, opts.species, opts.level)
     except Exception as exc:  # noqa: BLE001 - any failure of one input is reported, never fatal
         return ReportEntry("bad_file", sample_id, path, _reason(exc))
 
@@ -394,8 +402,8 @@ def _append_build_log(out: Path, entry: dict[str, Any]) -> None:
 class _ShardBuffer:
     """Collects records and writes a shard every ``shard_size`` samples (or bytes, or seconds)."""
 
-    def __init__(self, out: Path, settings: StoreSettings, shard_size: int, level: int) -> None:
-        self.out, self.settings, self.shard_size, self.level = out, settings, shard_size, level
+    def __init__(self, out: Path, settings: StoreSettings, shard_size: int) -> None:
+        self.out, self.settings, self.shard_size = out, settings, shard_size
         self.records: list[SampleRecord] = []
         self.nbytes = 0
         self.written = 0
@@ -410,7 +418,7 @@ class _ShardBuffer:
 
     def flush(self) -> None:
         if self.records:
-            write_shard(self.out, self.records, self.settings, self.level)
+            write_shard(self.out, self.records, self.settings)
             self.written += len(self.records)
         self.records, self.nbytes, self.last_flush = [], 0, time.monotonic()
 
@@ -418,12 +426,11 @@ class _ShardBuffer:
 def _run_tasks(
     tasks: list[tuple[str, str]],
     workers: int,
-    settings: StoreSettings,
-    species: tuple[str, ...] | None,
+    options: _Options,
 ) -> Iterator[SampleRecord | ReportEntry]:
     """Process tasks in-process (workers == 1) or with a pool, at most 2*workers in flight."""
     if workers <= 1:
-        _init_worker(settings, species, in_pool=False)
+        _init_worker(options, in_pool=False)
         for task in tasks:
             yield _process(task)
         return
@@ -433,7 +440,7 @@ def _run_tasks(
     crashed: list[tuple[str, str]] = []
     broken = False
     max_inflight = 2 * workers
-    pool = _pool(workers, ctx, settings, species)
+    pool = _pool(workers, ctx, options)
     pending: dict[Future[Any], tuple[str, str]] = {}
     try:
         while queue or pending:
@@ -457,27 +464,23 @@ def _run_tasks(
                 # A worker died (killed by the system?): every task in flight failed with it.
                 # Rerun each alone to tell the culprit from the bystanders, then go on.
                 pool.shutdown(wait=True, cancel_futures=True)
-                yield from (_isolated(t, ctx, settings, species) for t in crashed)
+                yield from (_isolated(t, ctx, options) for t in crashed)
                 crashed, broken = [], False
-                pool = _pool(workers, ctx, settings, species)
+                pool = _pool(workers, ctx, options)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _pool(
-    workers: int, ctx: Any, settings: StoreSettings, species: tuple[str, ...] | None
-) -> ProcessPoolExecutor:
+def _pool(workers: int, ctx: Any, options: _Options) -> ProcessPoolExecutor:
     """A process pool whose workers are initialized with the build options."""
     return ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, species, True)
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(options, True)
     )
 
 
-def _isolated(
-    task: tuple[str, str], ctx: Any, settings: StoreSettings, species: tuple[str, ...] | None
-) -> SampleRecord | ReportEntry:
+def _isolated(task: tuple[str, str], ctx: Any, options: _Options) -> SampleRecord | ReportEntry:
     """Run one task alone in a fresh process: tells the file that killed a worker from the rest."""
-    with _pool(1, ctx, settings, species) as pool:
+    with _pool(1, ctx, options) as pool:
         try:
             return pool.submit(_process, task).result()
         except BrokenProcessPool:
@@ -590,11 +593,12 @@ def build_dataset(
         entries.extend(plan_entries)
         if labels_path is not None:
             _write_labels(out, values, targets, stored | {t[0] for t in tasks})
-        buffer = _ShardBuffer(out, store_settings, shard_size, compression_level)
+        buffer = _ShardBuffer(out, store_settings, shard_size)
+        options = _Options(store_settings, species_t, compression_level)
         n_bad = 0
         try:
             with _progress(progress, len(tasks)) as advance:
-                for result in _run_tasks(tasks, workers, store_settings, species_t):
+                for result in _run_tasks(tasks, workers, options):
                     if isinstance(result, ReportEntry):
                         entries.append(result)
                         n_bad += 1

@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import re
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -89,10 +90,15 @@ class Sample:
 
 @dataclasses.dataclass
 class SampleRecord:
-    """Everything the store keeps about one sample (what a build worker produces)."""
+    """Everything the store keeps about one sample (what a build worker produces).
+
+    The tensor travels as its HDF5 chunk, already shuffled and compressed
+    (:func:`encode_tensor`), so that compression runs in the workers, not in the writer.
+    """
 
     id: str
-    x: np.ndarray
+    x_chunk: bytes
+    x_shape: tuple[int, ...]
     side: np.ndarray
     has_spin: bool
     native_shape: tuple[int, int, int]
@@ -108,7 +114,18 @@ class SampleRecord:
     @property
     def nbytes(self) -> int:
         """Approximate memory held by the record."""
-        return int(self.x.nbytes + self.side.nbytes + len(self.structure))
+        return int(len(self.x_chunk) + self.side.nbytes + len(self.structure))
+
+
+def encode_tensor(x: np.ndarray, dtype: str, level: int = 1) -> bytes:
+    """The HDF5 chunk of a tensor stored with the shuffle and gzip filters of a shard's ``x``.
+
+    Byte-shuffle (byte j of every element together) then zlib (what HDF5's deflate filter writes);
+    a shard reads it back with its ordinary filter pipeline.
+    """
+    data = np.ascontiguousarray(x, dtype=dtype)
+    shuffled = data.view(np.uint8).reshape(-1, data.itemsize).T.tobytes()
+    return zlib.compress(shuffled, level)
 
 
 def shard_paths(root: str | os.PathLike[str]) -> list[Path]:
@@ -139,12 +156,12 @@ def write_shard(
     root: str | os.PathLike[str],
     records: Sequence[SampleRecord],
     settings: StoreSettings,
-    compression_level: int = 1,
 ) -> Path:
     """Write ``records`` as the next shard of the store at ``root``, atomically; returns its path.
 
     The shard is written to a temporary name in the same folder, flushed and fsynced, then
-    renamed: a reader (or a resumed build) sees the whole shard or none of it.
+    renamed: a reader (or a resumed build) sees the whole shard or none of it. Tensors are
+    written as the records' ready-made chunks (one sample per chunk).
     """
     if not records:
         raise ValueError("write_shard needs at least one record")
@@ -158,9 +175,9 @@ def write_shard(
     std = settings.standardize
     x_shape = (std.n_channels, std.n, std.n, std.n)
     for rec in records:
-        if rec.x.shape != x_shape:
+        if tuple(rec.x_shape) != x_shape:
             raise ValueError(
-                f"sample {rec.id}: tensor shape {rec.x.shape}, store expects {x_shape}"
+                f"sample {rec.id}: tensor shape {rec.x_shape}, store expects {x_shape}"
             )
     try:
         with h5py.File(tmp, "w") as f:
@@ -174,11 +191,11 @@ def write_shard(
                 dtype=settings.dtype,
                 chunks=(1, *x_shape),
                 compression="gzip",
-                compression_opts=compression_level,
+                compression_opts=1,
                 shuffle=True,
             )
             for i, rec in enumerate(records):
-                x[i] = rec.x.astype(settings.dtype, copy=False)
+                x.id.write_direct_chunk((i, 0, 0, 0, 0), rec.x_chunk)
             side = np.stack([r.side.astype(np.float32) for r in records]).reshape(n, -1)
             f.create_dataset("side", data=side)
             f.create_dataset("has_spin", data=np.array([r.has_spin for r in records], dtype=bool))
