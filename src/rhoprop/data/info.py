@@ -104,7 +104,8 @@ def print_info(info: dict[str, Any], console: Any, as_json: bool = False) -> Non
         )
     table = Table(title="labels")
     for col in ("target", "kind", "unit", "labelled", "%", "classes"):
-        table.add_column(col, justify="right" if col in ("labelled", "%") else "left")
+        justify = "right" if col in ("labelled", "%") else "left"
+        table.add_column(col, justify=justify, no_wrap=col != "classes")
     for t in info["targets"]:
         classes = ", ".join(t["classes"])
         table.add_row(t["name"], t["kind"], t["unit"], str(t["n"]), f"{t['percent']:.1f}", classes)
