@@ -182,11 +182,8 @@ def _init_worker(options: _Options, in_pool: bool) -> None:
 
 def file_sha256(path: Path) -> str:
     """sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def make_record(
@@ -208,6 +205,8 @@ def make_record(
     expected = (settings.standardize.n_channels, *(settings.standardize.n,) * 3)
     if std.x.shape != expected:
         raise DatasetError(f"standardized tensor has shape {std.x.shape}, expected {expected}")
+    if not np.all(np.isfinite(std.x)):
+        raise DatasetError("standardization produced non-finite values (NaN or inf)")
     x = np.asarray(std.x).astype(settings.dtype)
     if not np.all(np.isfinite(x)):
         raise DatasetError(
