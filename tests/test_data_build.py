@@ -371,3 +371,13 @@ def test_schema_units_are_kept_by_a_rebuild_without_schema(tmp_path: Path) -> No
     again = DatasetStore(tmp_path / "ds").targets
     assert again["band_gap"].unit == "eV" and again["crystal_system"].kind == "multiclass"
     assert DatasetStore(tmp_path / "ds").labels["crystal_system"].eq(0.0).all()
+
+
+def test_values_beyond_float16_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    write_dataset_folder(tmp_path / "in", 1)
+    settings = StandardizeSettings(n=8, transform="scale", scale=1e-5)  # ρ / 1e-5: up to ~1e5
+    report = build_dataset(
+        tmp_path / "in", None, tmp_path / "ds", settings, dtype="float16", progress=False
+    )
+    assert [e.category for e in report.skipped] == ["bad_file"]
+    assert "do not fit float16" in report.skipped[0].detail
