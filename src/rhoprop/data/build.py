@@ -207,12 +207,13 @@ def make_record(
         raise DatasetError(f"standardized tensor has shape {std.x.shape}, expected {expected}")
     if not np.all(np.isfinite(std.x)):
         raise DatasetError("standardization produced non-finite values (NaN or inf)")
-    x = np.asarray(std.x).astype(settings.dtype)
-    if not np.all(np.isfinite(x)):
+    largest = float(np.abs(std.x).max())
+    if largest > np.finfo(settings.dtype).max:
         raise DatasetError(
-            f"standardized values do not fit {settings.dtype} (max |x| = "
-            f"{float(np.abs(std.x).max()):.3g}); store as float32 or use transform asinh"
+            f"standardized values do not fit {settings.dtype} (max |x| = {largest:.3g}); store as "
+            "float32 or use transform asinh"
         )
+    x = np.asarray(std.x).astype(settings.dtype)
     magnetization = density.total_magnetization()
     structure = density.structure
     return SampleRecord(
