@@ -208,7 +208,7 @@ def make_record(
     if not np.all(np.isfinite(std.x)):
         raise DatasetError("standardization produced non-finite values (NaN or inf)")
     largest = float(np.abs(std.x).max())
-    if largest > np.finfo(settings.dtype).max:
+    if largest > float(np.finfo(settings.dtype).max):
         raise DatasetError(
             f"standardized values do not fit {settings.dtype} (max |x| = {largest:.3g}); store as "
             "float32 or use transform asinh"
