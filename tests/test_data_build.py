@@ -119,7 +119,7 @@ def _zoo(root: Path) -> tuple[Path, Path, dict[str, str]]:
     shutil.copy(good, inputs / "unlabelled.CHGCAR")
     shutil.copy(good, inputs / "dup.CHGCAR")
     shutil.copy(good, inputs / "badcell.CHGCAR")
-    bad_ids = ["trunc", "nan", "count", "extra", "empty", "dangling", "garbage", "twice", "dup", "badcell"]
+    bad_ids = "trunc nan count extra empty dangling garbage twice dup badcell".split()
     extra = [f"{b},1.0,0,cubic,0.0," for b in bad_ids if b != "badcell"]
     extra += ["dup,2.0,0,cubic,0.0,", "badcell,abc,0,cubic,0.0,", "ghost,1.0,0,cubic,0.0,"]
     labels = write_labels_csv(root / "labels.csv", rows, extra)
