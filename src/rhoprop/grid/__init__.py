@@ -4,13 +4,23 @@
 ``rhoprop.grid.augment`` holds the tensor-level augmentations (periodic rolls, point-group ops).
 """
 
-from rhoprop.grid import augment
 from rhoprop.grid.atoms import atomic_superposition, free_atom
 from rhoprop.grid.export import save_standardized, standardize_file
 from rhoprop.grid.plot import plot_slices
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.grid.standardize import StandardizedDensity, standardize
 from rhoprop.grid.transforms import apply_transform, inverse_transform
+
+
+
+def __getattr__(name: str):
+    """Import ``rhoprop.grid.augment`` (which needs torch) only when it is used."""
+    if name == "augment":
+        import importlib
+
+        return importlib.import_module("rhoprop.grid.augment")
+    raise AttributeError(f"module 'rhoprop.grid' has no attribute {name!r}")
+
 
 __all__ = [
     "StandardizeSettings",

@@ -6,20 +6,23 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from rhoprop.errors import RhopropError
 from rhoprop.grid.standardize import StandardizedDensity, spin_field
 from rhoprop.io.density import Density
 from rhoprop.settings import atomic_write_bytes
 
+if TYPE_CHECKING:
+    import torch
+
 _PLANES = ("(1st axis fixed)", "(2nd axis fixed)", "(3rd axis fixed)")
 
 
 def _as_channels(
-    obj: Density | StandardizedDensity | np.ndarray | torch.Tensor, names: Sequence[str] | None
+    obj: Density | StandardizedDensity | np.ndarray | "torch.Tensor", names: Sequence[str] | None
 ) -> tuple[np.ndarray, list[str], str]:
     if isinstance(obj, Density):
         fields, labels = [obj.total], ["total (e/Å³)"]
@@ -30,7 +33,7 @@ def _as_channels(
         return np.stack(fields), labels, f"{obj.structure.composition.reduced_formula}: native grid {obj.shape}"
     if isinstance(obj, StandardizedDensity):
         obj = obj.x
-    if isinstance(obj, torch.Tensor):
+    if hasattr(obj, "detach"):  # a torch tensor
         obj = obj.detach().cpu().numpy()
     x = np.asarray(obj, dtype=float)
     if x.ndim == 3:
@@ -44,7 +47,7 @@ def _as_channels(
 
 
 def plot_slices(
-    obj: Density | StandardizedDensity | np.ndarray | torch.Tensor,
+    obj: Density | StandardizedDensity | np.ndarray | "torch.Tensor",
     path: str | os.PathLike[str],
     channels: Sequence[str] | None = None,
     title: str | None = None,

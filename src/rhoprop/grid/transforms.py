@@ -8,15 +8,22 @@ reach about -1.1 e/Å³ in SiC) and of the spin and deformation channels. All th
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
 from rhoprop.errors import SettingsError
 from rhoprop.grid.settings import TRANSFORMS, StandardizeSettings
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
+
+
+def _is_numpy(x: object) -> bool:
+    """True for numpy arrays and scalars; torch tensors use their own methods (no torch import)."""
+    return isinstance(x, (np.ndarray, np.generic, float, int))
 
 
 def _check(transform: str, scale: float) -> None:
@@ -40,7 +47,7 @@ def apply_transform(x: ArrayT, settings: StandardizeSettings | str, scale: float
         return x
     if transform == "scale":
         return x / scale
-    return torch.asinh(x / scale) if isinstance(x, torch.Tensor) else np.arcsinh(x / scale)
+    return np.arcsinh(x / scale) if _is_numpy(x) else (x / scale).asinh()
 
 
 def inverse_transform(y: ArrayT, settings: StandardizeSettings | str, scale: float | None = None) -> ArrayT:
@@ -51,4 +58,4 @@ def inverse_transform(y: ArrayT, settings: StandardizeSettings | str, scale: flo
         return y
     if transform == "scale":
         return y * scale
-    return (torch.sinh(y) if isinstance(y, torch.Tensor) else np.sinh(y)) * scale
+    return (np.sinh(y) if _is_numpy(y) else y.sinh()) * scale
