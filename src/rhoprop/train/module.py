@@ -127,7 +127,8 @@ class RhopropModule(L.LightningModule):
             for task, w in zip(self.model.tasks, self.weighting.weights(), strict=True):
                 values[f"weight_{task.name}"] = w.float()
         loss = values.pop(f"{stage}_loss")
-        self.log_dict(values, sync_dist=False)
+        # A target without labels in this stage's data has NaN metrics: not logged (same on every rank).
+        self.log_dict({k: v for k, v in values.items() if torch.isfinite(v)}, sync_dist=False)
         self.log(f"{stage}_loss", loss, prog_bar=stage == "val", sync_dist=False)
 
     def configure_optimizers(self) -> Any:

@@ -75,8 +75,8 @@ def print_evaluation(report: EvaluationReport, console: Console) -> None:
             continue
         table = Table(title=f"{title}: {kind}")
         table.add_column("target", no_wrap=True)
-        table.add_column("model", no_wrap=True)
-        table.add_column("n", justify="right")
+        table.add_column("model", no_wrap=True, min_width=11)
+        table.add_column("n", justify="right", min_width=3)
         for header, _ in columns:
             table.add_column(header, justify="right", no_wrap=True)
         for target, rows in rows_of_kind.groupby("target", sort=False):
