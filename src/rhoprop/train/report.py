@@ -78,11 +78,12 @@ def print_evaluation(report: EvaluationReport, console: Console) -> None:
         table.add_column("model", no_wrap=True, min_width=11)
         table.add_column("n", justify="right", min_width=3)
         for header, _ in columns:
-            table.add_column(header, justify="right", no_wrap=True)
+            table.add_column(header, justify="right")
         for target, rows in rows_of_kind.groupby("target", sort=False):
             for i, (_, row) in enumerate(rows.iterrows()):
-                unit = f" ({row['unit']})" if isinstance(row["unit"], str) and row["unit"] else ""
-                table.add_row(f"{target}{unit}" if i == 0 else "", row["model"], _num(row["n"]),
+                unit = row["unit"] if isinstance(row["unit"], str) and row["unit"] else ""
+                label = {0: str(target), 1: f"({unit})" if unit else ""}.get(i, "")
+                table.add_row(label, row["model"], _num(row["n"]),
                               *(_num(row[key]) for _, key in columns), end_section=i == len(rows) - 1)
         console.print(table)
     console.print(f"written to {escape(str(report.out_dir))} (metrics.csv, metrics.json, predictions.csv, "
