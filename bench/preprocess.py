@@ -7,12 +7,19 @@ All variants run on the same files in the same invocation, each in a fresh child
 peak memory is measured per variant), interleaved over ``--repeat`` rounds; the median time of each
 is reported as a ratio to the plain loop.
 
-Files: ``--files DIR`` (any folder of density files), or by default ~100 CHGCARs written into a
-temporary folder: realistic grids (about ``--spacing`` Å between points, as VASP picks), periodic
-two-shell valence densities on real crystal prototypes (some spin-polarized), plus copies of the
-real VASP fixture CHGCAR.LiCoO2_spin.gz when it is present.
+Files: ``--files DIR`` (any folder of density files), or CHGCARs generated into a temporary
+folder: periodic two-shell valence densities on real crystal prototypes (some spin-polarized) on
+grids of about ``--spacing`` Å, plus copies of the real VASP fixture CHGCAR.LiCoO2_spin.gz (0.088 Å)
+when it is present. Two presets: ``--preset small`` (100 files at 0.1 Å, 0.3-1.3 MB each: per-file
+overheads dominate) and ``--preset realistic`` (40 files at 0.05 Å, 10^5-10^6 values and 2-20 MB
+each, like VASP's fine FFT grids: the parse dominates). Every fourth generated file is gzipped
+unless ``--plain``.
 
-    .venv/bin/python bench/preprocess.py                       # generate 100 files, 3 rounds
+Besides wall time, each variant's CPU time (its process and its pool workers) is reported: on a
+shared machine the wall time of a 2-worker run depends on what else holds the cores.
+
+    .venv/bin/python bench/preprocess.py --preset small --plain        # 3 rounds
+    .venv/bin/python bench/preprocess.py --preset realistic --repeat 5
     .venv/bin/python bench/preprocess.py --files my_chgcars --repeat 1 --json result.json
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -43,6 +51,9 @@ VARIANTS = (
     "rhoprop-linear-w1",
     "rhoprop-linear-w2",
 )
+
+#: Generated file sets: (number of files, grid spacing in Å).
+PRESETS = {"small": (100, 0.1), "realistic": (40, 0.05)}
 
 
 def generate(folder: Path, count: int, spacing: float, plain: bool = False) -> None:
@@ -79,6 +90,7 @@ def run_variant(variant: str, files: Path, out: Path, n: int, edge: float) -> di
 
     paths = find_density_files(files)
     rss_start = _vm_rss_mb()
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     n_ok = 0
     if variant == "plain-loop":
@@ -99,12 +111,23 @@ def run_variant(variant: str, files: Path, out: Path, n: int, edge: float) -> di
         report = build_dataset(files, None, out, settings, workers=workers, progress=False)
         n_ok = report.n_added
     seconds = time.perf_counter() - t0
+    deadline = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.01)  # reap the pool's workers so that their CPU time is counted
+    cpu = _cpu_seconds() - cpu0
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"seconds": seconds, "n_ok": n_ok, "n_files": len(paths), "rss_start_mb": rss_start,
+    return {"seconds": seconds, "cpu_s": cpu, "n_ok": n_ok, "n_files": len(paths), "rss_start_mb": rss_start,
             "peak_rss_mb": own, "peak_worker_rss_mb": children if variant.endswith("w2") else 0.0,
             "output_mb": size / 1e6}  # fmt: skip
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (pool workers), s."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _vm_rss_mb() -> float:
@@ -121,9 +144,12 @@ def _vm_rss_mb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=Path, help="folder of density files (default: generate)")
-    parser.add_argument("--count", type=int, default=100, help="files to generate")
     parser.add_argument(
-        "--spacing", type=float, default=0.1, help="grid spacing of generated files, Å"
+        "--preset", choices=tuple(PRESETS), default="small", help="generated file set"
+    )
+    parser.add_argument("--count", type=int, help="files to generate (default: the preset's)")
+    parser.add_argument(
+        "--spacing", type=float, help="grid spacing of generated files, Å (default: the preset's)"
     )
     parser.add_argument("--plain", action="store_true", help="generate no gzipped files")
     parser.add_argument("--n", type=int, default=32, help="points per cube edge")
@@ -133,6 +159,8 @@ def main() -> None:
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.count = args.count or PRESETS[args.preset][0]
+    args.spacing = args.spacing or PRESETS[args.preset][1]
     if args.child:
         print(json.dumps(run_variant(args.child, args.files, args.out, args.n, args.edge)))
         return
@@ -192,6 +220,7 @@ def main() -> None:
         "variants": {
             v: {
                 "median_s": round(median[v], 3),
+                "median_cpu_s": round(statistics.median(x["cpu_s"] for x in results[v]), 3),
                 "all_s": [round(x["seconds"], 3) for x in results[v]],
                 "files_per_s": round(n_files / median[v], 2),
                 "throughput_vs_plain": round(base / median[v], 3),
@@ -214,13 +243,13 @@ def main() -> None:
         for name in ("cubic", "linear")
     }
     print(json.dumps(summary, indent=2))
-    print("\n| variant | median s | files/s | vs plain loop | RSS after imports / peak MB "
+    print("\n| variant | median s | CPU s | files/s | vs plain loop | RSS after imports / peak MB "
           "| worker peak MB | output MB |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for v, s in summary["variants"].items():
         worker = f"{s['peak_worker_rss_mb']:.0f}" if s["peak_worker_rss_mb"] else "-"
         speed = f"{s['throughput_vs_plain']:.2f}x"
-        print(f"| {v} | {s['median_s']:.2f} | {s['files_per_s']:.1f} | {speed} "
+        print(f"| {v} | {s['median_s']:.2f} | {s['median_cpu_s']:.2f} | {s['files_per_s']:.1f} | {speed} "
               f"| {s['rss_after_imports_mb']:.0f} / {s['peak_rss_mb']:.0f} | {worker} "
               f"| {s['output_mb']:.1f} |")  # fmt: skip
     if args.json:
