@@ -9,8 +9,8 @@ is reported as a ratio to the plain loop.
 
 Files: ``--files DIR`` (any folder of density files), or CHGCARs generated into a temporary
 folder: periodic two-shell valence densities on real crystal prototypes (some spin-polarized) on
-grids of about ``--spacing`` Å, plus copies of the real VASP fixture CHGCAR.LiCoO2_spin.gz (0.088 Å)
-when it is present. Two presets: ``--preset small`` (100 files at 0.1 Å, 0.3-1.3 MB each: per-file
+grids of about ``--spacing`` Å, plus copies of the real VASP fixture CHGCAR.LiCoO2_spin.gz
+(0.088 Å) when it is present. Two presets: ``--preset small`` (100 files at 0.1 Å, 0.3-1.3 MB each: per-file
 overheads dominate) and ``--preset realistic`` (40 files at 0.05 Å, 10^5-10^6 values and 2-20 MB
 each, like VASP's fine FFT grids: the parse dominates). Every fourth generated file is gzipped
 unless ``--plain``.
@@ -118,7 +118,8 @@ def run_variant(variant: str, files: Path, out: Path, n: int, edge: float) -> di
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"seconds": seconds, "cpu_s": cpu, "n_ok": n_ok, "n_files": len(paths), "rss_start_mb": rss_start,
+    return {"seconds": seconds, "cpu_s": cpu, "n_ok": n_ok, "n_files": len(paths),
+            "rss_start_mb": rss_start,
             "peak_rss_mb": own, "peak_worker_rss_mb": children if variant.endswith("w2") else 0.0,
             "output_mb": size / 1e6}  # fmt: skip
 
@@ -249,7 +250,8 @@ def main() -> None:
     for v, s in summary["variants"].items():
         worker = f"{s['peak_worker_rss_mb']:.0f}" if s["peak_worker_rss_mb"] else "-"
         speed = f"{s['throughput_vs_plain']:.2f}x"
-        print(f"| {v} | {s['median_s']:.2f} | {s['median_cpu_s']:.2f} | {s['files_per_s']:.1f} | {speed} "
+        print(f"| {v} | {s['median_s']:.2f} | {s['median_cpu_s']:.2f} "
+              f"| {s['files_per_s']:.1f} | {speed} "
               f"| {s['rss_after_imports_mb']:.0f} / {s['peak_rss_mb']:.0f} | {worker} "
               f"| {s['output_mb']:.1f} |")  # fmt: skip
     if args.json:

@@ -258,7 +258,7 @@ def test_spline_coefficients_match_scipy_periodic_spline_filter(shape: tuple[int
 
 
 def test_cubic_sampling_of_a_cell_larger_than_the_cube_matches_the_whole_grid_spline() -> None:
-    """Only the stretch of a large cell the cube needs is prefiltered; the values must not change."""
+    """Only the stretch of a large cell the cube needs is prefiltered; values must not change."""
     from scipy import ndimage
 
     from rhoprop.grid.standardize import sample_cube
@@ -269,6 +269,7 @@ def test_cubic_sampling_of_a_cell_larger_than_the_cube_matches_the_whole_grid_sp
     origin = np.array([-2.0, 5.0, 11.0])
     ours = sample_cube(field, lattice, 16, 8.0, origin)
     to_index = np.linalg.inv(lattice) * np.array(field.shape, dtype=float)
-    points = (np.stack(np.meshgrid(*[np.arange(16) * 0.5] * 3, indexing="ij"), -1) + origin) @ to_index
+    grid = np.stack(np.meshgrid(*[np.arange(16) * 0.5] * 3, indexing="ij"), -1)
+    points = (grid + origin) @ to_index
     whole = ndimage.map_coordinates(field, np.moveaxis(points, -1, 0), order=3, mode="grid-wrap")
     np.testing.assert_allclose(ours, whole, rtol=0, atol=1e-9 * np.abs(whole).max())

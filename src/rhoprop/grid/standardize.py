@@ -122,7 +122,7 @@ def _spline_filter_axis0(c: np.ndarray) -> None:
         c[i] *= _POLE
 
 
-#: Gain of the three axis filters that :func:`_unscaled_spline_coefficients` leaves out (6 per axis).
+#: Gain of the axis filters that :func:`_unscaled_spline_coefficients` leaves out (6 per axis).
 _SPLINE_GAIN = 6.0**3
 
 
@@ -168,12 +168,13 @@ def sample_cube(
     offset = np.asarray(origin, dtype=float) @ to_index
     if order == 1:
         return ndimage.affine_transform(
-            field, matrix, offset=offset, output_shape=(n, n, n), order=1, mode="grid-wrap", prefilter=False
-        )
+            field, matrix, offset=offset, output_shape=(n, n, n), order=1, mode="grid-wrap",
+            prefilter=False,
+        )  # fmt: skip
     block, offset = _spline_block(field, matrix, offset, n)
     values = ndimage.affine_transform(
-        _unscaled_spline_coefficients(block), matrix, offset=offset, output_shape=(n, n, n), order=3,
-        mode="grid-wrap", prefilter=False,
+        _unscaled_spline_coefficients(block), matrix, offset=offset, output_shape=(n, n, n),
+        order=3, mode="grid-wrap", prefilter=False,
     )  # fmt: skip
     values *= _SPLINE_GAIN
     return values
@@ -182,7 +183,7 @@ def sample_cube(
 def _spline_block(
     field: np.ndarray, matrix: np.ndarray, offset: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The part of a periodic ``field`` the cubic spline needs for the points ``matrix @ ijk + offset``.
+    """The part of a periodic ``field`` a cubic spline needs at the points ``matrix @ ijk + offset``.
 
     Along an axis where the points, their 4-point stencils and :data:`_INIT_TERMS` points of margin
     on each side span fewer points than the cell, only that periodic stretch is kept (the
