@@ -17,7 +17,7 @@ from rhoprop.models.baselines import composition_features, crystal_graph, featur
 from rhoprop.models.heads import TaskSpec
 from rhoprop.train.baselines import composition_predictions, mean_predictions, BaselineSettings
 from rhoprop.train.config import TrainConfig, load_train_config
-from rhoprop.train.data import expected_electrons, fit_valence, read_groups
+from rhoprop.train.data import determined_elements, expected_electrons, fit_valence, gpaw_valence, read_groups
 from rhoprop.train.inference import Z90, calibration_scale, interval_coverage
 from rhoprop.train.predict import input_warnings
 
@@ -128,6 +128,24 @@ def test_unseen_elements_and_coarse_grids_are_flagged(fixtures_dir) -> None:
     same = {**_gpaw_like_profile(), "code": "vasp", "valence": fit_valence([{"Li": 1}, {"Co": 1}, {"O": 1}],
                                                                           [3.0, 9.0, 6.0])}
     assert input_warnings(density, same) == []
+
+
+def test_gpaw_setups_give_the_electron_count_when_an_element_was_never_seen(fixtures_dir) -> None:
+    """Training densities matching GPAW's setups (Li 1, O 6, Mg 10) vouch for its Co (9) too."""
+    comps = [{"Li": 2}, {"O": 2}, {"Li": 1, "O": 1}, {"Mg": 1, "O": 1}]
+    valence = fit_valence(comps, [2.0, 12.0, 7.0, 16.0])
+    assert determined_elements(valence) == ["Li", "Mg", "O"]
+    assert gpaw_valence(["Li", "Mg", "O", "Co"]) == {"Li": 1.0, "Mg": 10.0, "O": 6.0, "Co": 9.0}
+    valence["matches_gpaw_setups"] = True
+    density = read_density(fixtures_dir / "CHGCAR.LiCoO2_spin.gz")
+    notes = input_warnings(density, {"code": "gpaw", "elements": ["Li", "Mg", "O"], "valence": valence})
+    assert any("Co never appear" in n for n in notes)
+    valence_note = next(n for n in notes if "electrons per atom" in n)
+    assert "GPAW's PAW setups" in valence_note and "gives 44.00" in valence_note
+    assert "Li 3 instead of 1" in valence_note
+    valence["matches_gpaw_setups"] = False  # e.g. VASP training data: no claim about unseen Co
+    notes = input_warnings(density, {"code": "vasp", "elements": ["Li", "Mg", "O"], "valence": valence})
+    assert not any("electrons per atom" in n for n in notes)
 
 
 def test_composition_features_are_finite_statistics_of_element_properties() -> None:

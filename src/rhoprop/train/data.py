@@ -17,7 +17,7 @@ import numpy as np
 
 from rhoprop.data import DatasetStore
 from rhoprop.datasets import resolve
-from rhoprop.errors import LabelTableError, SettingsError
+from rhoprop.errors import LabelTableError, RhopropError, SettingsError
 from rhoprop.models.heads import TaskSpec
 
 
@@ -138,6 +138,21 @@ def expected_electrons(valence: dict[str, Any], composition: dict[str, float]) -
     return float(sum(n * valence["per_element"][el] for el, n in composition.items()))
 
 
+def determined_elements(valence: dict[str, Any]) -> list[str]:
+    """Elements whose electrons per atom the valence fit determines on their own."""
+    return [el for el in valence.get("elements", []) if expected_electrons(valence, {el: 1.0}) is not None]
+
+
+def gpaw_valence(symbols: Sequence[str]) -> dict[str, float] | None:
+    """Valence electrons of GPAW's default PAW setups (from gpaw-data); None when unavailable."""
+    try:
+        from rhoprop.grid.atoms import free_atom
+
+        return {el: float(free_atom(el).z_valence) for el in symbols}
+    except RhopropError:
+        return None
+
+
 def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> dict[str, Any]:
     """What the training samples were: dataset, code(s), elements, valence model, native grid spacing."""
     rows = [store.provenance(i) for i in ids]
@@ -148,12 +163,18 @@ def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> d
         spacings.append(max(a / n for a, n in zip(structure.lattice.abc, row["native_shape"], strict=True)))
     codes = Counter(str(r["code"]) for r in rows)
     spacing = np.asarray(spacings)
+    valence = fit_valence(compositions, [float(r["electrons"]) for r in rows])
+    determined = determined_elements(valence)
+    setups = gpaw_valence(determined) if determined else None
+    valence["matches_gpaw_setups"] = setups is not None and all(
+        abs(valence["per_element"][el] - setups[el]) < 0.05 for el in determined
+    )
     return {
         "dataset": dataset,
         "n_train": len(ids),
         "code": codes.most_common(1)[0][0] if codes else "unknown",
         "codes": dict(codes),
         "elements": sorted({el for comp in compositions for el in comp}),
-        "valence": fit_valence(compositions, [float(r["electrons"]) for r in rows]),
+        "valence": valence,
         "grid_spacing": {"max": float(spacing.max()), "median": float(np.median(spacing))} if len(spacing) else {},
     }

@@ -23,7 +23,7 @@ from rhoprop.errors import DensityFormatError
 from rhoprop.grid import standardize
 from rhoprop.io import Density, read_density
 from rhoprop.models.io import ModelBundle, load_model
-from rhoprop.train.data import expected_electrons
+from rhoprop.train.data import expected_electrons, gpaw_valence
 from rhoprop.train.inference import Z90, predict_batches
 from rhoprop.train.runs import model_dirs
 
@@ -96,9 +96,15 @@ def input_warnings(density: Density, training: dict[str, Any]) -> list[str]:
             f"({len(seen)} elements: {', '.join(sorted(seen))}); predictions are extrapolations"
         )
     valence = training.get("valence", {})
+    per = valence.get("per_element", {})
+    source = "fitted to the training densities"
     expected = expected_electrons(valence, composition) if not unseen else None
+    if expected is None and valence.get("matches_gpaw_setups"):
+        setups = gpaw_valence(sorted(composition))
+        if setups is not None:
+            per, source = setups, "of GPAW's PAW setups, which the training densities match"
+            expected = sum(n * per[el] for el, n in composition.items())
     if expected is not None:
-        per = valence["per_element"]
         found = density.electron_count()
         tolerance = max(0.5, 3 * float(valence.get("rms", 0.0)), 0.02 * expected)
         if abs(found - expected) > tolerance:
@@ -109,7 +115,7 @@ def input_warnings(density: Density, training: dict[str, Any]) -> list[str]:
             )
             notes.append(
                 f"{name}: holds {found:.2f} electrons, but the training's valence model ({model_text} "
-                f"electrons per atom, fitted to the training densities) gives {expected:.2f} for "
+                f"electrons per atom, {source}) gives {expected:.2f} for "
                 f"{density.structure.composition.formula}; some element has a different number of "
                 f"valence electrons (consistent with: {candidates}; e.g. VASP's Li_sv has 3 where "
                 "GPAW's Li has 1); the density is not comparable and predictions are unreliable"
