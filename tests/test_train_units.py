@@ -73,6 +73,7 @@ def test_classification_metrics_binary_and_multiclass() -> None:
     assert mm["roc_auc"] == pytest.approx(roc_auc_score(multi_truth, multi, multi_class="ovr"))
     assert confusion(multi_truth, multi, 3).tolist() == [[1, 0, 0], [0, 2, 0], [0, 1, 1]]
     assert math.isnan(classification_metrics(np.array([1, 1]), np.array([0.3, 0.9]))["roc_auc"])
+    assert confusion(np.array([np.nan, np.nan]), multi[:2], 3).tolist() == [[0] * 3] * 3
 
 
 def test_calibrated_interval_covers_ninety_percent_of_the_calibration_data() -> None:

@@ -67,6 +67,8 @@ def confusion(truth: np.ndarray, proba: np.ndarray, n_classes: int) -> np.ndarra
     """(K, K) confusion matrix (rows: true class, columns: predicted) over the labelled samples."""
     truth = np.asarray(truth, dtype=float)
     mask = np.isfinite(truth)
+    if not mask.any():
+        return np.zeros((n_classes, n_classes), dtype=int)
     return confusion_matrix(
         truth[mask].astype(int), predicted_classes(np.asarray(proba)[mask]), labels=list(range(n_classes))
     )

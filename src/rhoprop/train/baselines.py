@@ -96,7 +96,8 @@ def composition_predictions(
         params = dict(max_iter=settings.gb_max_iter, learning_rate=settings.gb_learning_rate,
                       min_samples_leaf=int(np.clip(len(y) // 10, 2, 20)), random_state=settings.seed)
         if task.is_regression:
-            out[task.name] = HistGradientBoostingRegressor(**params).fit(x, y).predict(eval_x)
+            model = HistGradientBoostingRegressor(**params) if len(y) >= 4 else None
+            out[task.name] = model.fit(x, y).predict(eval_x) if model else np.full(len(eval_x), y.mean())
             continue
         codes = np.unique(y.astype(int))
         k = max(task.n_outputs, 2)

@@ -138,18 +138,20 @@ def evaluate_run(
                 row["coverage90_uncalibrated"] = interval_coverage(mean, std, truth)
                 half = Z90 * scale * std
                 frame = frame.assign(pred=mean, std=scale * std, lo90=mean - half, hi90=mean + half)
-                figures.append(out_dir / f"parity_{task.name}.png")
-                parity_plot(figures[-1], truth, mean, task.name, task.unit, interval=half,
-                            title=f"{task.name}: rhoprop, {sp}/{part}")
+                if row["n"] > 0:  # a target without labels among these samples gets no picture
+                    figures.append(out_dir / f"parity_{task.name}.png")
+                    parity_plot(figures[-1], truth, mean, task.name, task.unit, interval=half,
+                                title=f"{task.name}: rhoprop, {sp}/{part}")
             else:
                 classes = task.class_names
                 frame = frame.assign(pred=(mean > 0.5).astype(int) if mean.ndim == 1 else mean.argmax(1),
                                      prob=mean if mean.ndim == 1 else mean.max(1),
                                      std=std if std.ndim == 1 else std.max(1))
-                figures.append(out_dir / f"roc_{task.name}.png")
-                roc_plot(figures[-1], truth, mean, task.name, classes)
-                figures.append(out_dir / f"confusion_{task.name}.png")
-                confusion_plot(figures[-1], truth, mean, task.name, classes)
+                if row["n"] > 0:
+                    figures.append(out_dir / f"roc_{task.name}.png")
+                    roc_plot(figures[-1], truth, mean, task.name, classes)
+                    figures.append(out_dir / f"confusion_{task.name}.png")
+                    confusion_plot(figures[-1], truth, mean, task.name, classes)
             rows.append(row)
             prediction_frames.append(frame)
         rows.extend(_baseline_rows(own_run or out_dir, tasks, store, sp, part, ids, labels, baselines,
