@@ -1,0 +1,80 @@
+"""Real data: training on the built-in GPAW dataset, and the shipped pretrained model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rhoprop.cli import app
+from rhoprop.data import DatasetStore, make_split
+from rhoprop.datasets import resolve
+from rhoprop.models import load_model
+from rhoprop.train.runs import BUILTIN_MODEL
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models on a shared 2-core machine run several times faster on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def gpaw_store(tmp_path_factory) -> Path:
+    """A copy of the built-in gpaw-v1 store (GPAW PBE densities) with its own random split."""
+    path = tmp_path_factory.mktemp("gpaw") / "gpaw-v1"
+    shutil.copytree(resolve("gpaw-v1"), path)
+    make_split(DatasetStore(path), fractions=(0.7, 0.15, 0.15), seed=0, name="tests")
+    return path
+
+
+def test_fresh_clone_trains_on_real_gpaw_densities_and_beats_the_mean_predictor(gpaw_store: Path) -> None:
+    out = gpaw_store.parent / "run"
+    result = runner.invoke(app, ["train", str(gpaw_store), "--out", str(out), "--split", "tests",
+                                 "--targets", "density,total_energy,is_metal", "--model", "small",
+                                 "--epochs", "12", "--lr", "3e-3", "--batch-size", "8", "--patience", "0",
+                                 "--threads", "1", "--no-progress", "--accelerator", "cpu"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "eval" / "tests_test" / "metrics.csv").set_index(["model", "target"])
+    for target in ("density", "total_energy"):
+        assert table.loc[("rhoprop", target), "mae"] < table.loc[("mean", target), "mae"], target
+    assert table.loc[("rhoprop", "is_metal"), "n"] > 0
+    meta = json.loads((out / "model" / "model.json").read_text())
+    assert meta["training"]["valence"]["matches_gpaw_setups"] is True
+    assert meta["targets"][0]["unit"] == "g/cm^3"
+
+
+def test_builtin_model_matches_the_builtin_dataset_settings() -> None:
+    bundle = load_model(BUILTIN_MODEL)
+    bundle.check_standardize(DatasetStore(resolve("gpaw-v1")).settings)
+    assert bundle.training["valence"]["per_element"]["Li"] == pytest.approx(1.0, abs=1e-3)
+    assert len(bundle.tasks) == 15 and bundle.model.num_parameters < 1_000_000
+
+
+def test_builtin_predicts_vasp_licoo2_with_values_and_clear_warnings(fixtures_dir: Path, tmp_path: Path) -> None:
+    vasp = fixtures_dir / "CHGCAR.LiCoO2_spin.gz"
+    result = runner.invoke(app, ["predict", "builtin", str(vasp), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "p.json").read_text())
+    rows = {r["target"]: r for r in data["predictions"]}
+    assert len(rows) == 15
+    assert 0.5 < rows["density"]["value"] < 20 and rows["density"]["unit"] == "g/cm^3"
+    assert 2 < rows["volume_per_atom"]["value"] < 50
+    assert rows["density"]["lo90"] < rows["density"]["value"] < rows["density"]["hi90"]
+    assert rows["is_metal"]["value"] in ("0", "1") and 0.5 <= rows["is_metal"]["probability"] <= 1
+    notes = " ".join(data["warnings"][str(vasp)])
+    assert "Co never appear" in notes
+    assert "holds 48.00 electrons" in notes and "gives 44.00" in notes and "Li 3 instead of 1" in notes
+    assert "warning" in result.output
