@@ -22,21 +22,13 @@ from rhoprop.models import (
     save_model,
 )
 from rhoprop.models.blocks import CircularConv3d, circular_pad
+from train_support import one_thread  # noqa: F401 - autouse fixture
 
 TASKS = (
     TaskSpec("band_gap", "regression", "eV"),
     TaskSpec("is_metal", "binary", classes=("no", "yes")),
     TaskSpec("crystal_system", "multiclass", classes=("cubic", "hexagonal", "tetragonal")),
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions on a shared 2-core machine run several times faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _inputs(batch: int, channels: int, n: int, side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:

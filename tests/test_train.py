@@ -30,19 +30,11 @@ from rhoprop.train.config import TrainConfig
 from rhoprop.train.evaluate import evaluate_run
 from rhoprop.train.fit import train
 from test_data_support import structure_for, write_dataset_folder, write_labels_csv
+from train_support import one_thread  # noqa: F401 - autouse fixture
 
 runner = CliRunner()
 TARGETS = "density,volume_per_atom,band_gap,is_metal"
 FAST = ["--model", "tiny", "--batch-size", "4", "--no-progress", "--accelerator", "cpu", "--threads", "1"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run several times faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -16,17 +16,9 @@ from rhoprop.data import DatasetStore, make_split
 from rhoprop.datasets import resolve
 from rhoprop.models import load_model
 from rhoprop.train.runs import BUILTIN_MODEL
+from train_support import one_thread  # noqa: F401 - autouse fixture
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine run several times faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

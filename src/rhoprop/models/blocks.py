@@ -71,19 +71,6 @@ class CircularConv3d(nn.Conv3d):
         return y.reshape(b, o, n1, n2, n3)
 
 
-def circular_conv3d(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    *,
-    stride: int = 1,
-    dilation: int = 1,
-    bias: bool = False,
-) -> CircularConv3d:
-    """A :class:`CircularConv3d` (periodic padding, odd kernel)."""
-    return CircularConv3d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, bias=bias)
-
-
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 8 groups: independent of the batch size (same result on 1 or 8 GPUs)."""
     groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
@@ -95,7 +82,7 @@ class ConvNormAct(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
         super().__init__(
-            circular_conv3d(in_channels, out_channels, kernel_size, stride=stride),
+            CircularConv3d(in_channels, out_channels, kernel_size, stride=stride),
             group_norm(out_channels),
             nn.SiLU(),
         )
@@ -115,11 +102,11 @@ class MultiScaleConv(nn.Module):
             raise SettingsError("MultiScaleConv: branches must name at least one (kernel, dilation)")
         width = max(1, channels // len(branches))
         self.branches = nn.ModuleList(
-            circular_conv3d(channels, width, k, dilation=d) for k, d in branches
+            CircularConv3d(channels, width, k, dilation=d) for k, d in branches
         )
         self.norm = group_norm(width * len(branches))
         self.act = nn.SiLU()
-        self.fuse = circular_conv3d(width * len(branches), channels, 1)
+        self.fuse = CircularConv3d(width * len(branches), channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n, n, n) -> (B, C, n, n, n)."""
@@ -146,7 +133,7 @@ class SpatialAttention(nn.Module):
 
     def __init__(self, kernel_size: int = 5) -> None:
         super().__init__()
-        self.conv = circular_conv3d(2, 1, kernel_size, bias=True)
+        self.conv = CircularConv3d(2, 1, kernel_size, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n, n, n) -> (B, C, n, n, n), each voxel scaled by a gate in (0, 1)."""

@@ -3,50 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from torch import nn
 
+from rhoprop.data.labels import KINDS, TargetSpec
 from rhoprop.errors import SettingsError
-from rhoprop.settings import Settings
-
-KINDS = ("regression", "binary", "multiclass")
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskSpec(Settings):
-    """One prediction target.
-
-    Attributes:
-        name: target name (a label column of the dataset), e.g. ``"band_gap"``.
-        kind: ``"regression"``, ``"binary"`` or ``"multiclass"``.
-        unit: unit of a regression target (``"eV"``), ``""`` when dimensionless.
-        classes: class names of a classification target, in code order (code i = classes[i]).
-    """
-
-    name: str
-    kind: str = "regression"
-    unit: str = ""
-    classes: tuple[str, ...] = ()
+class TaskSpec(TargetSpec):
+    """A dataset :class:`~rhoprop.data.TargetSpec` (validated there) with what a head needs from it."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise SettingsError(f"TaskSpec.name must be a non-empty string, got {self.name!r}")
-        if self.kind not in KINDS:
+        super().__post_init__()
+        if self.kind == "multiclass" and len(self.classes) < 2:
             raise SettingsError(
-                f"TaskSpec.kind of target {self.name!r} must be one of {KINDS}, got {self.kind!r}"
-            )
-        classes = tuple(str(c) for c in self.classes)
-        object.__setattr__(self, "classes", classes)
-        if self.kind == "binary" and len(classes) not in (0, 2):
-            raise SettingsError(
-                f"TaskSpec.classes of binary target {self.name!r} must have 2 names, got {classes!r}"
-            )
-        if self.kind == "multiclass" and len(classes) < 2:
-            raise SettingsError(
-                f"TaskSpec.classes of multiclass target {self.name!r} must have >= 2 names, "
-                f"got {classes!r}"
+                f"target {self.name!r}: a multiclass head needs the class names (at least 2), got {self.classes}"
             )
 
     @property
@@ -67,14 +40,9 @@ class TaskSpec(Settings):
         return self.classes
 
     @classmethod
-    def from_target(cls, spec: Any) -> TaskSpec:
-        """Build from any object with ``name``, ``kind``, ``unit``, ``classes`` (a dataset TargetSpec)."""
-        return cls(
-            name=str(spec.name),
-            kind=str(spec.kind),
-            unit=str(getattr(spec, "unit", "") or ""),
-            classes=tuple(getattr(spec, "classes", ()) or ()),
-        )
+    def from_target(cls, spec: TargetSpec) -> TaskSpec:
+        """The TaskSpec of a dataset's TargetSpec."""
+        return cls.from_dict(spec.to_dict())
 
 
 class Head(nn.Module):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rhoprop.analysis.metrics import classification_metrics, regression_metrics
+from rhoprop.analysis.metrics import classification_metrics, predicted_classes, regression_metrics
 from rhoprop.analysis.plots import (
     confusion_plot,
     learning_curves_plot,
@@ -144,7 +144,7 @@ def evaluate_run(
                                 title=f"{task.name}: rhoprop, {sp}/{part}")
             else:
                 classes = task.class_names
-                frame = frame.assign(pred=(mean > 0.5).astype(int) if mean.ndim == 1 else mean.argmax(1),
+                frame = frame.assign(pred=predicted_classes(mean),
                                      prob=mean if mean.ndim == 1 else mean.max(1),
                                      std=std if std.ndim == 1 else std.max(1))
                 if row["n"] > 0:
