@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from rhoprop.data.labels import KINDS, TargetSpec
+from rhoprop.data.labels import TargetSpec
 from rhoprop.errors import SettingsError
 
 
