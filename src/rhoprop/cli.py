@@ -348,7 +348,7 @@ def predict_command(
     from rhoprop.train.report import print_predictions, write_predictions
 
     try:
-        result = predict_paths(model, paths, species=species, mc_samples=mc_samples)
+        result = predict_paths(model, paths, species=species, mc_samples=mc_samples, progress=True)
     except RhopropError as exc:
         raise _fail(exc) from exc
     print_predictions(result, console)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import track
 
 from rhoprop.data import find_density_files
 from rhoprop.errors import DensityFormatError
@@ -162,17 +163,20 @@ def predict_paths(
     paths: Sequence[str | os.PathLike[str]],
     species: Sequence[str] | str | None = None,
     mc_samples: int | None = None,
+    progress: bool = False,
 ) -> PredictionResult:
     """Predict every target of ``model`` (a model/run directory or ``builtin``) for density files or folders.
 
-    A file that cannot be read is reported in ``errors`` and the others are still predicted.
+    A file that cannot be read is reported in ``errors`` and the others are still predicted;
+    ``progress`` shows a progress bar over the files.
     """
     dirs = model_dirs(model)
     bundles = [load_model(d) for d in dirs]
     rows: list[dict[str, Any]] = []
     warnings: dict[str, list[str]] = {}
     errors: dict[str, str] = {}
-    for path in expand_paths(paths):
+    files = expand_paths(paths)
+    for path in track(files, description="predicting", disable=not progress or len(files) < 2, transient=True):
         try:
             density = read_density(path, species)
         except DensityFormatError as exc:
