@@ -563,3 +563,22 @@ def test_inspect_command_needs_species_for_vasp4_and_accepts_them(fixtures_dir: 
     accepted = CliRunner().invoke(app, ["inspect", str(fixtures_dir / VASP4), "--species", "C"])
     assert accepted.exit_code == 0, accepted.output
     assert "32.0000" in accepted.output and "C8" in accepted.output
+
+
+def test_chgcar_written_by_rhoprop_keeps_the_producing_code(tmp_path):
+    from pymatgen.core import Lattice, Structure
+
+    from rhoprop.io import Density, read_density, write_chgcar
+
+    structure = Structure(Lattice.cubic(3.0), ["Al"], [[0, 0, 0]])
+    grid = np.full((6, 6, 6), 3.0 / 27.0)
+    write_chgcar(Density(total=grid, structure=structure, code="gpaw"), tmp_path / "CHGCAR")
+    assert read_density(tmp_path / "CHGCAR").code == "gpaw"
+    write_chgcar(Density(total=grid, structure=structure), tmp_path / "CHGCAR2")
+    assert read_density(tmp_path / "CHGCAR2").code == "unknown"
+
+
+def test_real_vasp_chgcar_is_tagged_as_vasp(fixtures_dir):
+    from rhoprop.io import read_density
+
+    assert read_density(fixtures_dir / "CHGCAR.LiCoO2_spin.gz").code == "vasp"

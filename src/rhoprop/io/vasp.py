@@ -421,7 +421,7 @@ def _to_density(
             spin=spin,
             source=str(source.path),
             fmt="chgcar",
-            code="vasp",
+            code=_code_from_title(str(meta.get("title", ""))),
             meta=meta,
         )
     except DensityFormatError as exc:
@@ -448,8 +448,21 @@ def write_chgcar(density: Density, path: str | os.PathLike[str]) -> Path:
     elif density.spin is not None:
         data["diff"] = density.spin * volume
     title = f"{density.structure.composition.reduced_formula} written by rhoprop"
+    if density.code != "unknown":
+        title += f" (code={density.code})"
     chgcar = Chgcar(Poscar(density.structure, comment=title), data)
     chgcar.name = title  # VolumetricData.__init__ overwrites the title taken from the Poscar
     with _files.atomic_output(path) as tmp:
         chgcar.write_file(str(tmp))
     return path
+
+
+def _code_from_title(title: str) -> str:
+    """The code that produced a CHGCAR: the ``code=`` tag rhoprop writes, else VASP for a VASP file.
+
+    A file rhoprop wrote without a tag (before the tag existed) is ``"unknown"``, not VASP.
+    """
+    if "written by rhoprop" not in title:
+        return "vasp"
+    match = re.search(r"\(code=([A-Za-z0-9_.-]+)\)", title)
+    return match.group(1) if match else "unknown"
