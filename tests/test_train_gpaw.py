@@ -68,5 +68,6 @@ def test_builtin_predicts_vasp_licoo2_with_values_and_clear_warnings(fixtures_di
     assert rows["is_metal"]["value"] in ("0", "1") and 0.5 <= rows["is_metal"]["probability"] <= 1
     notes = " ".join(data["warnings"][str(vasp)])
     assert "Co never appear" in notes
+    assert "a VASP density, but the model was trained on GPAW densities" in notes
     assert "holds 48.00 electrons" in notes and "gives 44.00" in notes and "Li 3 instead of 1" in notes
     assert "warning" in result.output
