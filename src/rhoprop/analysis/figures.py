@@ -156,14 +156,14 @@ def plot_study(summary: pd.DataFrame, path: str | Path) -> None:
         for target, rows in part.groupby("target", sort=True):
             line = rows[rows["config"] != "random"].sort_values("n_cotrained")
             ax.plot(line["n_cotrained"], line["score"], color="0.75", lw=0.8, zorder=1)
-            first = line.iloc[0] if len(line) else rows.iloc[0]
+            last = line.iloc[-1] if len(line) else rows.iloc[-1]
             ax.annotate(
                 str(target),
-                (first["n_cotrained"], first["score"]),
+                (last["n_cotrained"], last["score"]),
                 fontsize=6,
-                xytext=(-6, 0),
+                xytext=(7, 0),
                 textcoords="offset points",
-                ha="right",
+                ha="left",
                 va="center",
             )
         for config, marker in configs.items():
@@ -182,7 +182,7 @@ def plot_study(summary: pd.DataFrame, path: str | Path) -> None:
                 zorder=2,
             )
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_xlim(left=0.0)
+        ax.set_xlim(0.0, part["n_cotrained"].max() * 1.35 + 0.5)
         ax.set_xlabel("number of co-trained targets")
         ax.set_ylabel(f"test {name} (mean ± std over seeds)")
         ax.legend(fontsize=8)
