@@ -25,8 +25,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -36,23 +34,12 @@ from pymatgen.io.vasp import Chgcar  # noqa: E402
 from pyrho.charge_density import ChargeDensity  # noqa: E402
 from pyrho.pgrid import PGrid  # noqa: E402
 
+from _timing import best_times  # noqa: E402
 from rhoprop.grid import StandardizeSettings, atomic_superposition, standardize  # noqa: E402
 from rhoprop.io import Density, read_density, write_chgcar  # noqa: E402
 
 G_CUT = 12.0
 
-
-def best_times(funcs: list[Callable[[], object]], repeat: int) -> list[float]:
-    """Fastest wall time (s) of each function over ``repeat`` interleaved rounds, after a warm-up."""
-    for func in funcs:
-        func()
-    best = [float("inf")] * len(funcs)
-    for _ in range(repeat):
-        for index, func in enumerate(funcs):
-            start = time.perf_counter()
-            func()
-            best[index] = min(best[index], time.perf_counter() - start)
-    return best
 
 
 def physical(structure, spacing: float | None = None, shape=None, g_cut: float | None = G_CUT) -> Density:

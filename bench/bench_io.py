@@ -15,34 +15,18 @@ import argparse
 import gzip
 import platform
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from ase.io.cube import read_cube
 from pymatgen.io.vasp.outputs import Chgcar
 
+from _timing import best_times
 from rhoprop.io import Density, read_density, write_chgcar, write_cube
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "vasp"
 
-
-def best_times(funcs: list[Callable[[], object]], repeat: int) -> list[float]:
-    """Fastest wall time of each function over ``repeat`` interleaved rounds (after a warm-up).
-
-    Interleaving and taking the minimum keep the comparison fair on a shared, loaded machine.
-    """
-    for func in funcs:
-        func()
-    best = [float("inf")] * len(funcs)
-    for _ in range(repeat):
-        for index, func in enumerate(funcs):
-            start = time.perf_counter()
-            func()
-            best[index] = min(best[index], time.perf_counter() - start)
-    return best
 
 
 def pymatgen_chgcar(path: Path) -> Chgcar:
