@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from rhoprop.errors import RhopropError, SettingsError
 from rhoprop.io import read_density
 
 runner = CliRunner()
+FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures" / "vasp"
 gpaw = pytest.importorskip("gpaw", reason="the dft extra (GPAW) is not installed")
 
 
@@ -93,8 +95,8 @@ def test_rerun_skips_finished_materials_with_the_same_protocol(si_run: Path) -> 
     cif = si_run.parent / "Si.cif"
     report = generate(read_structures([cif]), si_run, workers=1, progress=False)
     assert report.skipped == ["Si"] and report.computed == []
-    assert is_done(si_run, "Si", DFTProtocol().hash())
-    assert not is_done(si_run, "Si", DFTProtocol(elastic_strain=0.01).hash())
+    assert is_done(si_run, "Si", DFTProtocol())
+    assert not is_done(si_run, "Si", DFTProtocol(elastic_strain=0.01))
 
 
 @pytest.mark.dft
@@ -148,6 +150,41 @@ def test_protocol_round_trips_and_hash_tracks_every_field() -> None:
         DFTProtocol(eos_volume_scalings=(0.98, 1.0, 1.02))
     with pytest.raises(SettingsError, match="unknown key"):
         DFTProtocol.from_dict({"cutoff": 500})
+
+
+def test_band_count_adds_empty_bands_only_where_gpaw_default_has_none() -> None:
+    p = DFTProtocol()
+    assert p.band_count(["Sr"]) == 6 and p.band_count(["K"]) == 6
+    assert p.band_count(["Si", "Si"]) is None and p.band_count(["Sr", "Ti", "O", "O", "O"]) is None
+    assert DFTProtocol(min_empty_bands=4).band_count(["Te"]) == 7
+    with pytest.raises(SettingsError, match="min_empty_bands"):
+        DFTProtocol(min_empty_bands=0)
+
+
+def test_revision_3_results_are_reused_only_where_the_band_count_is_unchanged() -> None:
+    p = DFTProtocol()
+    old = p.predecessor_hash()
+    assert old not in (None, p.hash())
+    assert p.accepts({"protocol_hash": p.hash()})
+    assert p.accepts({"protocol_hash": old, "composition": {"Si": 2.0}})
+    assert not p.accepts({"protocol_hash": old, "composition": {"Sr": 1.0}})
+    assert not p.accepts({"protocol_hash": old})
+    assert not p.accepts({"protocol_hash": DFTProtocol(pw_cutoff_ev=400).hash(), "composition": {"Si": 2.0}})
+    assert not DFTProtocol(pw_cutoff_ev=400).accepts({"protocol_hash": old, "composition": {"Si": 2.0}})
+
+
+def test_a_crystal_result_without_its_chgcar_is_not_done(tmp_path: Path) -> None:
+    record = {"id": "Si", "kind": "crystal", "composition": {"Si": 2.0}, "protocol_hash": DFTProtocol().hash()}
+    result_path(tmp_path, "Si").parent.mkdir(parents=True)
+    result_path(tmp_path, "Si").write_text(json.dumps(record))
+    assert not is_done(tmp_path, "Si", DFTProtocol())
+    chgcar = tmp_path / "chgcar" / "Si.CHGCAR"
+    chgcar.parent.mkdir()
+    shutil.copy(FIXTURES / "CHGCAR.vasp4_8atom_nospecies.gz", chgcar)
+    assert is_done(tmp_path, "Si", DFTProtocol())
+    molecule = {**record, "id": "O2-dimer", "kind": "molecule", "composition": {"O": 2.0}}
+    result_path(tmp_path, "O2-dimer").write_text(json.dumps(molecule))
+    assert is_done(tmp_path, "O2-dimer", DFTProtocol())
 
 
 def test_band_analysis_separates_metals_insulators_and_semicore_states() -> None:
@@ -236,5 +273,5 @@ def test_terminated_run_leaves_no_material_marked_done(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     assert proc.returncode != 0
-    assert not result_path(out, "Si").exists() and not is_done(out, "Si", DFTProtocol().hash())
+    assert not result_path(out, "Si").exists() and not is_done(out, "Si", DFTProtocol())
     assert "Si" not in load_failures(out)

@@ -16,7 +16,7 @@ from ase import Atoms
 from ase.units import GPa
 
 from rhoprop.dft.protocol import DFTProtocol
-from rhoprop.errors import RhopropError
+from rhoprop.errors import RhopropError, SettingsError
 
 
 class DFTError(RhopropError):
@@ -44,11 +44,17 @@ def kpoint_mesh(atoms: Atoms, protocol: DFTProtocol) -> tuple[int, int, int]:
 
 
 def make_calculator(
-    protocol: DFTProtocol, kpts: tuple[int, int, int], txt: str | Path | TextIO, spinpol: bool
+    protocol: DFTProtocol, kpts: tuple[int, int, int], txt: str | Path | TextIO, spinpol: bool,
+    symbols: list[str],
 ) -> Any:
-    """Return a GPAW plane-wave calculator set up exactly as the protocol says."""
+    """Return a GPAW plane-wave calculator for atoms of these ``symbols``, set up exactly as the protocol says."""
     from gpaw import GPAW, PW, FermiDirac
 
+    try:
+        nbands = protocol.band_count(symbols)
+    except SettingsError as exc:
+        raise MissingSetupError(f"missing PAW setup: {exc}") from exc
+    extra = {} if nbands is None else {"nbands": nbands}
     return GPAW(
         mode=PW(protocol.pw_cutoff_ev),
         xc=protocol.xc,
@@ -58,6 +64,7 @@ def make_calculator(
         spinpol=spinpol,
         maxiter=protocol.scf_maxiter,
         txt=txt,
+        **extra,
     )
 
 
@@ -134,7 +141,7 @@ def _pressure_at(base: Atoms, volume: float, protocol: DFTProtocol, txt: TextIO,
     """(energy eV, pressure GPa) of ``base`` scaled isotropically to ``volume``, k-mesh from that cell."""
     a = base.copy()
     a.set_cell(base.cell * (volume / base.get_volume()) ** (1 / 3), scale_atoms=True)
-    a.calc = make_calculator(protocol, kpoint_mesh(a, protocol), txt, spinpol)
+    a.calc = make_calculator(protocol, kpoint_mesh(a, protocol), txt, spinpol, a.get_chemical_symbols())
     energy = run_energy(a)
     return energy, pressure_gpa(a.get_stress())
 
@@ -193,7 +200,7 @@ def run_eos(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> EOSResult:
         for s in protocol.eos_volume_scalings:
             a = base.copy()
             a.set_cell(base.cell * (centre * s / v_start) ** (1 / 3), scale_atoms=True)
-            a.calc = make_calculator(protocol, kpts, txt, spinpol)
+            a.calc = make_calculator(protocol, kpts, txt, spinpol, a.get_chemical_symbols())
             ens.append(run_energy(a))
             press.append(pressure_gpa(a.get_stress()))
             vols.append(float(a.get_volume()))
@@ -293,7 +300,7 @@ def run_scf(atoms: Atoms, v0: float, kpts: tuple[int, int, int], protocol: DFTPr
     """SCF at volume ``v0`` (isotropic scaling of ``atoms``), relax positions if forced, analyse it."""
     a, spinpol = prepare_atoms(atoms, protocol)
     a.set_cell(a.cell * (v0 / a.get_volume()) ** (1 / 3), scale_atoms=True)
-    calc = make_calculator(protocol, kpts, txt, spinpol)
+    calc = make_calculator(protocol, kpts, txt, spinpol, a.get_chemical_symbols())
     a.calc = calc
     energy = run_energy(a)
     steps, fmax = relax_positions(a, protocol, txt)
@@ -369,7 +376,7 @@ def run_elastic_cubic(
         a, spinpol = prepare_atoms(atoms, protocol)
         deformation = np.eye(3) + sign * d * strain
         a.set_cell(a.cell @ deformation.T, scale_atoms=True)
-        a.calc = make_calculator(protocol, kpts, txt, spinpol)
+        a.calc = make_calculator(protocol, kpts, txt, spinpol, a.get_chemical_symbols())
         run_energy(a)
         relax_positions(a, protocol, txt)
         stresses["+" if sign > 0 else "-"] = [float(x) for x in a.get_stress() / GPa]

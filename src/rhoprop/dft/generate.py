@@ -23,7 +23,7 @@ from typing import Any
 
 from pymatgen.core import Structure
 
-from rhoprop.dft.material import Candidate, compute, result_path
+from rhoprop.dft.material import Candidate, chgcar_path, compute, result_path
 from rhoprop.dft.protocol import DFTProtocol
 from rhoprop.errors import RhopropError
 from rhoprop.settings import atomic_write_text
@@ -78,15 +78,22 @@ def read_structures(paths: Sequence[str | os.PathLike[str]]) -> list[Candidate]:
     return candidates
 
 
-def is_done(out_dir: str | Path, material_id: str, protocol_hash: str) -> bool:
-    """True when the material's result JSON exists and was computed with this protocol hash."""
-    path = result_path(Path(out_dir), material_id)
+def is_done(out_dir: str | Path, material_id: str, protocol: DFTProtocol) -> bool:
+    """True when the material's result JSON exists and ``protocol`` accepts it (see :meth:`DFTProtocol.accepts`).
+
+    A crystal also needs its CHGCAR: a result whose density file is gone is computed again.
+    """
+    out = Path(out_dir)
+    path = result_path(out, material_id)
     if not path.exists():
         return False
     try:
-        return json.loads(path.read_text()).get("protocol_hash") == protocol_hash
+        record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
+    if record.get("kind") == "crystal" and not chgcar_path(out, material_id).exists():
+        return False
+    return protocol.accepts(record)
 
 
 def load_failures(out_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -166,9 +173,11 @@ def generate(
     todo: list[Candidate] = []
     for c in candidates:
         old = failures.get(c.id)
-        if is_done(out, c.id, phash):
+        if is_done(out, c.id, protocol):
             report.skipped.append(c.id)
-        elif old and old.get("protocol_hash") == phash and not retry_failed:
+        elif old and not retry_failed and protocol.accepts(
+            {**old, "composition": {el.symbol: n for el, n in c.structure.composition.items()}}
+        ):
             report.skipped.append(c.id)
         else:
             todo.append(c)

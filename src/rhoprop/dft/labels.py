@@ -68,17 +68,30 @@ def folder_protocol_hash(out_dir: str | Path) -> str:
 
 
 def load_results(out_dir: str | Path, protocol_hash: str | None = None) -> list[dict[str, Any]]:
-    """Result records of ``DIR/results`` computed with ``protocol_hash`` (default: the folder's protocol)."""
+    """Result records of ``DIR/results`` computed with ``protocol_hash``, or by default those the
+    folder's protocol (``DIR/protocol.json``) accepts (see :meth:`DFTProtocol.accepts`)."""
     results_dir = Path(out_dir) / "results"
     if not results_dir.is_dir():
         raise RhopropError(f"{out_dir} has no results/ folder; run `rhoprop generate --out {out_dir}` first")
     wanted = protocol_hash or folder_protocol_hash(out_dir)
+    protocol = None if protocol_hash else _folder_protocol(out_dir)
     records = []
     for path in sorted(results_dir.glob("*.json")):
         rec = json.loads(path.read_text())
-        if rec.get("protocol_hash") == wanted:
+        if rec.get("protocol_hash") == wanted or (protocol is not None and protocol.accepts(rec)):
             records.append(rec)
     return records
+
+
+def _folder_protocol(out_dir: str | Path) -> DFTProtocol | None:
+    """The folder's protocol as an object (the current default when there is none), None if it no longer parses."""
+    path = Path(out_dir) / "protocol.json"
+    if not path.exists():
+        return DFTProtocol()
+    try:
+        return DFTProtocol.from_dict(json.loads(path.read_text()))
+    except RhopropError:
+        return None
 
 
 def elemental_references(records: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:

@@ -42,7 +42,7 @@ class Candidate:
 
 
 def result_path(out_dir: Path, material_id: str) -> Path:
-    """Where the result JSON of ``material_id`` lives (its existence marks the material done)."""
+    """Where the result JSON of ``material_id`` lives (it marks the material done, with its CHGCAR for a crystal)."""
     return Path(out_dir) / "results" / f"{material_id}.json"
 
 
@@ -113,7 +113,7 @@ def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
     log_path = out / "logs" / f"{mid}.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as txt:
-        atoms.calc = make_calculator(protocol, (1, 1, 1), txt, spinpol)
+        atoms.calc = make_calculator(protocol, (1, 1, 1), txt, spinpol, atoms.get_chemical_symbols())
         run_energy(atoms)
         steps, fmax = relax_positions(atoms, protocol, txt)
         energy = run_energy(atoms)

@@ -8,9 +8,12 @@ protocol change invalidates old results instead of silently mixing them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 from importlib import metadata
+from typing import Any
 
 from rhoprop.errors import SettingsError
 from rhoprop.settings import Settings
@@ -48,7 +51,7 @@ class DFTProtocol(Settings):
         eos_volume_scalings: volumes of the EOS scan relative to the centre volume.
         protocol_revision: bumped whenever the procedure (not only a number) changes, so old results
             are invalidated (2: energy-based centring, c11/c12 from the EOS bulk modulus + shear;
-            3: no elastic constants for metals unless ``elastic_for_metals``).
+            3: no elastic constants for metals unless ``elastic_for_metals``; 4: ``min_empty_bands``).
         eos_precentre_steps: before the scan, at most this many single SCFs step the volume by
             ``eos_precentre_factor`` from the start until the energy rises on both sides; the scan is
             centred on the vertex of the E(ln V) parabola through that triple (0 = centre on the start).
@@ -66,6 +69,10 @@ class DFTProtocol(Settings):
         bandwidth_gap_ev: an energy gap larger than this separates the valence manifold from
             semicore states when measuring the bandwidth.
         scf_maxiter: maximum SCF iterations; exceeding it is a recorded failure.
+        min_empty_bands: bands above ``ceil(N_valence / 2)`` that every calculation has at least.
+            GPAW's default band count (one per atomic orbital of the setups) leaves none for Ca, Sr,
+            Ba (10 valence electrons, 5 orbitals) or K, Rb, Cs; where the default already leaves this
+            many, it is kept (see :meth:`band_count`).
         gpaw_version: GPAW version the protocol was fixed with.
         setups_version: gpaw-data version (PAW setups).
     """
@@ -79,7 +86,7 @@ class DFTProtocol(Settings):
     smearing_width_ev: float = 0.01
     setups: str = "paw"
     eos_volume_scalings: tuple[float, ...] = (0.94, 0.97, 1.0, 1.03, 1.06)
-    protocol_revision: int = 3
+    protocol_revision: int = 4
     eos_precentre_steps: int = 6
     eos_precentre_factor: float = 1.2
     eos_max_recentre: int = 1
@@ -93,6 +100,7 @@ class DFTProtocol(Settings):
     density_gridrefinement: int = 2
     bandwidth_gap_ev: float = 2.0
     scf_maxiter: int = 200
+    min_empty_bands: int = 1
     gpaw_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw"))
     setups_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw-data"))
 
@@ -114,6 +122,8 @@ class DFTProtocol(Settings):
             )
         if not 0 < self.elastic_strain < 0.05:
             raise SettingsError(f"DFTProtocol.elastic_strain must be in (0, 0.05), got {self.elastic_strain}")
+        if self.min_empty_bands < 1:
+            raise SettingsError(f"DFTProtocol.min_empty_bands must be at least 1, got {self.min_empty_bands}")
         if self.density_gridrefinement not in (1, 2, 4):
             raise SettingsError(
                 f"DFTProtocol.density_gridrefinement must be 1, 2 or 4, got {self.density_gridrefinement}"
@@ -126,3 +136,55 @@ class DFTProtocol(Settings):
     def is_magnetic(self, symbols: list[str] | tuple[str, ...]) -> bool:
         """True when a structure with these element symbols is computed spin-polarized."""
         return any(s in self.magnetic_elements for s in symbols)
+
+    def band_count(self, symbols: list[str] | tuple[str, ...]) -> int | None:
+        """Number of bands to ask GPAW for, or None where its default already has enough empty bands.
+
+        The default is one band per atomic orbital of the setups; it is kept when it reaches
+        ``ceil(N_valence / 2) + min_empty_bands``, otherwise that count is used instead.
+        """
+        n_valence, n_orbitals = 0.0, 0
+        for symbol in symbols:
+            valence, orbitals = _setup_size(symbol, self.xc, self.setups)
+            n_valence += valence
+            n_orbitals += orbitals
+        needed = math.ceil(n_valence / 2 - 1e-9) + self.min_empty_bands
+        return None if n_orbitals >= needed else needed
+
+    def predecessor_hash(self) -> str | None:
+        """Hash of this protocol at revision 3 (before ``min_empty_bands``), None for other revisions."""
+        if self.protocol_revision != 4:
+            return None
+        data = self.to_dict()
+        data.pop("min_empty_bands")
+        data["protocol_revision"] = 3
+        return protocol_hash_of(data)
+
+    def accepts(self, record: dict[str, Any]) -> bool:
+        """True when a result or failure record was computed exactly as this protocol would compute it.
+
+        That is a record with this protocol's hash, or a revision-3 record (the same protocol
+        before ``min_empty_bands``) of a material whose band count revision 4 leaves at GPAW's default,
+        so the calculation is identical. The record needs ``protocol_hash`` and, for the second case,
+        ``composition`` (element → count in the cell).
+        """
+        found = record.get("protocol_hash")
+        if found == self.hash():
+            return True
+        if found is None or found != self.predecessor_hash() or "composition" not in record:
+            return False
+        symbols = [el for el, n in record["composition"].items() for _ in range(int(round(float(n))))]
+        return self.band_count(symbols) is None
+
+
+@functools.lru_cache(maxsize=None)
+def _setup_size(symbol: str, xc: str, setups: str) -> tuple[float, int]:
+    """(valence electrons, atomic orbitals) of GPAW's PAW setup for an element."""
+    from gpaw.setup import create_setup
+    from gpaw.xc import XC
+
+    try:
+        setup = create_setup(symbol, XC(xc), type=setups)
+    except Exception as exc:  # noqa: BLE001 - GPAW raises RuntimeError/FileNotFoundError/KeyError
+        raise SettingsError(f"no GPAW {setups!r} setup for {symbol} ({xc}): {exc}") from exc
+    return float(setup.Nv), int(setup.nao)
