@@ -253,6 +253,29 @@ def test_enumeration_is_deterministic_with_references_first_and_enough_spin() ->
         assert np.allclose(np.abs(structure.lattice.matrix), np.abs(calculation_structure(structure)[0].lattice.matrix))
 
 
+def test_compounds_needing_no_new_reference_are_computed_first() -> None:
+    from rhoprop.dft import ready_first
+    from rhoprop.dft.prototypes import reference_ids
+
+    enumerated = list(itertools.islice(enumerate_prototypes(), 300))
+    ids = [c.id for c in enumerated]
+    finished = set(ids[:100])
+    known = {el for el in {e.symbol for c in enumerated for e in c.structure.composition}
+             if all(mid in finished for mid in reference_ids(el))}
+    assert {"Si", "Mg", "Na"} <= known
+    ordered = ready_first(enumerated, finished)
+    assert sorted(c.id for c in ordered) == sorted(ids)
+    ready = [c for c in ordered if len(c.structure.composition) > 1 and c.id not in finished
+             and {e.symbol for e in c.structure.composition} <= known]
+    assert ready and [c.id for c in ordered[:len(ready)]] == [c.id for c in ready]
+    assert [c.id for c in ready] == [i for i in ids if i in {c.id for c in ready}]
+    rest = [c.id for c in ordered[len(ready):]]
+    assert rest == [i for i in ids if i in set(rest)]
+    for c in (c for c in ordered[len(ready):] if len(c.structure.composition) > 1):
+        needed = {mid for e in c.structure.composition for mid in reference_ids(e.symbol)} - finished
+        assert all(rest.index(mid) < rest.index(c.id) for mid in needed if mid in rest)
+
+
 @pytest.mark.dft
 def test_terminated_run_leaves_no_material_marked_done(tmp_path: Path) -> None:
     import os

@@ -204,8 +204,6 @@ def generate(
     labels_only: bool = typer.Option(False, "--labels", help="Only (re)assemble DIR/labels.csv from results."),
 ) -> None:
     """Compute charge densities (CHGCAR) and property labels with GPAW, then assemble labels.csv."""
-    import itertools
-
     from rhoprop import dft
     from rhoprop.errors import RhopropError
 
@@ -214,9 +212,7 @@ def generate(
             if prototypes == bool(structures):
                 raise RhopropError("give structure files/folders or --prototypes (exactly one of them)")
             if prototypes:
-                candidates = dft.enumerate_prototypes()
-                if limit:
-                    candidates = itertools.islice(candidates, limit)
+                candidates = dft.prototype_candidates(out, limit)
             else:
                 candidates = dft.read_structures(structures)
             report = dft.generate(candidates, out, workers=workers, retry_failed=retry_failed,
@@ -386,6 +382,24 @@ def analyze_targets_command(
     except RhopropError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
+
+
+@analyze_app.command("datasheet")
+def analyze_datasheet_command(
+    dataset: str = typer.Argument(..., help="Dataset store or built-in name (e.g. gpaw-v1)."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    materials: Path | None = typer.Option(None, "--materials", help="materials.csv (id, prototype) of `rhoprop generate`: prototypes from it, not from the ids."),
+) -> None:
+    """Datasheet of a dataset: counts (markdown + JSON) per prototype, space group, element and class, label coverage, figures."""
+    from rhoprop.analysis.datasheet import print_datasheet, write_datasheet
+    from rhoprop.datasets import load
+    from rhoprop.errors import RhopropError
+
+    try:
+        summary = write_datasheet(load(dataset), out, materials_csv=materials)
+    except RhopropError as exc:
+        raise _fail(exc) from exc
+    print_datasheet(summary, console)
 
 
 @study_app.command("multitask")

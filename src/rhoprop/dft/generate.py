@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from pymatgen.core import Structure
 
 from rhoprop.dft.material import Candidate, chgcar_path, compute, result_path
 from rhoprop.dft.protocol import DFTProtocol
+from rhoprop.dft.prototypes import enumerate_prototypes, ready_first
 from rhoprop.errors import RhopropError
 from rhoprop.settings import atomic_write_text
 
@@ -94,6 +96,25 @@ def is_done(out_dir: str | Path, material_id: str, protocol: DFTProtocol) -> boo
     if record.get("kind") == "crystal" and not chgcar_path(out, material_id).exists():
         return False
     return protocol.accepts(record)
+
+
+def finished_ids(out_dir: str | Path, candidates: Iterable[Candidate], protocol: DFTProtocol) -> set[str]:
+    """Ids of the candidates that ``generate`` would skip: done, or failed before under an accepted protocol."""
+    failures = load_failures(out_dir)
+    finished = set()
+    for c in candidates:
+        old = failures.get(c.id)
+        if is_done(out_dir, c.id, protocol) or (old is not None and protocol.accepts(
+                {**old, "composition": {el.symbol: n for el, n in c.structure.composition.items()}})):
+            finished.add(c.id)
+    return finished
+
+
+def prototype_candidates(out_dir: str | Path, limit: int = 0, protocol: DFTProtocol | None = None) -> list[Candidate]:
+    """The prototype enumeration (its first ``limit`` candidates, all for 0) in the order ``generate``
+    should run it for ``out_dir``: compounds needing no new reference calculation first (:func:`ready_first`)."""
+    enumerated = list(itertools.islice(enumerate_prototypes(), limit or None))
+    return ready_first(enumerated, finished_ids(out_dir, enumerated, protocol or DFTProtocol()))
 
 
 def load_failures(out_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -170,17 +191,11 @@ def generate(
     phash = protocol.hash()
     failures = load_failures(out)
     report = GenerateReport()
-    todo: list[Candidate] = []
-    for c in candidates:
-        old = failures.get(c.id)
-        if is_done(out, c.id, protocol):
-            report.skipped.append(c.id)
-        elif old and not retry_failed and protocol.accepts(
-            {**old, "composition": {el.symbol: n for el, n in c.structure.composition.items()}}
-        ):
-            report.skipped.append(c.id)
-        else:
-            todo.append(c)
+    candidates = list(candidates)
+    skip = finished_ids(out, candidates, protocol) if not retry_failed else \
+        {c.id for c in candidates if is_done(out, c.id, protocol)}
+    report.skipped.extend(c.id for c in candidates if c.id in skip)
+    todo = [c for c in candidates if c.id not in skip]
     for var in THREAD_VARIABLES:
         os.environ[var] = "1"
     context = multiprocessing.get_context("spawn")

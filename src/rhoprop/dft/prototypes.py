@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
@@ -258,6 +258,37 @@ def enumerate_prototypes(seed: int = 0) -> Iterator[Candidate]:
     for el in GASES:
         for proto in ELEMENTAL_PROTOTYPES:
             yield from emit(proto, (el,))
+
+
+def reference_ids(element: str) -> tuple[str, ...]:
+    """Ids of the formation-energy reference calculations of an element: its dimer for the gases
+    H, N, O, F, Cl, Br, I, else its five elemental prototypes."""
+    if element in GASES:
+        return (f"{element}2-dimer",)
+    return tuple(material_id(proto, (element,)) for proto in ELEMENTAL_PROTOTYPES)
+
+
+def ready_first(candidates: Iterable[Candidate], finished: set[str]) -> list[Candidate]:
+    """Reorder candidates so that compounds whose elements' references are all ``finished`` come first.
+
+    ``finished`` holds the ids already computed or recorded as failed. Everything else keeps the
+    enumeration's order, so an element's references still come before the first compound that needs
+    them; the compounds moved forward are those that need no new reference calculation.
+    """
+    candidates = list(candidates)
+    referenced: dict[str, bool] = {}
+
+    def ready(candidate: Candidate) -> bool:
+        elements = [el.symbol for el in candidate.structure.composition]
+        if len(elements) < 2 or candidate.id in finished:
+            return False
+        for el in elements:
+            if el not in referenced:
+                referenced[el] = all(mid in finished for mid in reference_ids(el))
+        return all(referenced[el] for el in elements)
+
+    flags = [ready(c) for c in candidates]
+    return [c for c, f in zip(candidates, flags) if f] + [c for c, f in zip(candidates, flags) if not f]
 
 
 def is_spin_polarized(candidate: Candidate) -> bool:
