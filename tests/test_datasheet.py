@@ -281,7 +281,7 @@ def test_cli_refuses_a_folder_that_is_not_a_store(tmp_path) -> None:
     result = CliRunner().invoke(
         app, ["analyze", "datasheet", str(folder), "--out", str(tmp_path / "o")]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "not a rhoprop dataset" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
     empty = tmp_path / "empty"
@@ -289,4 +289,4 @@ def test_cli_refuses_a_folder_that_is_not_a_store(tmp_path) -> None:
     result = CliRunner().invoke(
         app, ["analyze", "datasheet", str(empty), "--out", str(tmp_path / "o")]
     )
-    assert result.exit_code == 1 and "holds no materials" in result.output
+    assert result.exit_code == 2 and "holds no materials" in result.output

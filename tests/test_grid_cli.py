@@ -39,10 +39,10 @@ def test_standardize_command_writes_tensor_settings_and_picture(tmp_path: Path) 
 def test_standardize_command_reports_missing_species_and_bad_settings(tmp_path: Path) -> None:
     vasp4 = FIXTURES / "CHGCAR.vasp4_8atom_nospecies.gz"
     result = runner.invoke(app, ["standardize", str(vasp4), "--out", str(tmp_path / "x.npy")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "species" in result.output.lower()
     result = runner.invoke(app, ["standardize", str(vasp4), "--out", str(tmp_path / "x.npy"), "--mode", "sphere"])
-    assert result.exit_code == 1 and "mode" in result.output
+    assert result.exit_code == 2 and "mode" in result.output
     result = runner.invoke(app, ["standardize", str(vasp4), "--species", "Si", "--out", str(tmp_path / "x.txt")])
-    assert result.exit_code == 1 and ".npy" in result.output
+    assert result.exit_code == 2 and ".npy" in result.output
     assert not any(tmp_path.iterdir())

@@ -558,7 +558,7 @@ def test_inspect_command_prints_the_summary_table(fixtures_dir: Path) -> None:
 
 def test_inspect_command_needs_species_for_vasp4_and_accepts_them(fixtures_dir: Path) -> None:
     refused = CliRunner().invoke(app, ["inspect", str(fixtures_dir / VASP4)])
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2
     assert "--species" in refused.output and "Traceback" not in refused.output
     accepted = CliRunner().invoke(app, ["inspect", str(fixtures_dir / VASP4), "--species", "C"])
     assert accepted.exit_code == 0, accepted.output

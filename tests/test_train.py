@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from rhoprop.cli import app
 from rhoprop.data import DatasetStore, build_dataset, make_split
+from rhoprop.data.build import EXIT_SKIPPED
 from rhoprop.errors import IncompatibleModelError, SettingsError
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.models import load_model
@@ -145,7 +146,7 @@ def test_unreadable_file_is_reported_and_others_still_predicted(trained_run: Pat
     bad.write_text("not a density\n")
     good = sorted((store_path.parent / "in").glob("*.CHGCAR"))[0]
     result = runner.invoke(app, ["predict", str(trained_run), str(good), str(bad), "--out", str(tmp_path / "p")])
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_SKIPPED
     data = json.loads((tmp_path / "p.json").read_text())
     assert str(bad) in data["errors"] and len(data["predictions"]) == 4
 
@@ -159,7 +160,7 @@ def test_evaluating_on_differently_standardized_data_is_refused(trained_run: Pat
     with pytest.raises(IncompatibleModelError, match="mode: model 'cube' vs data 'cell'"):
         evaluate_run(trained_run, dataset=other)
     result = runner.invoke(app, ["evaluate", str(trained_run), "--dataset", str(other)])
-    assert result.exit_code == 1 and "standardized differently" in result.output
+    assert result.exit_code == 2 and "standardized differently" in result.output
 
 
 def test_same_seed_repeats_a_cpu_run_exactly(store_path: Path, tmp_path: Path) -> None:
@@ -185,12 +186,12 @@ def test_resuming_with_other_settings_is_refused(store_path: Path, tmp_path: Pat
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "file.txt").write_text("x")
     result = runner.invoke(app, ["train", str(store_path), "--out", str(tmp_path / "other"), *FAST])
-    assert result.exit_code == 1 and "is not a rhoprop run" in result.output
+    assert result.exit_code == 2 and "is not a rhoprop run" in result.output
 
 
 def test_unknown_target_lists_the_dataset_targets(store_path: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(store_path), "--out", str(tmp_path / "r"), "--targets", "bandgap", *FAST])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "bandgap" in result.output and "band_gap" in result.output
 
 
@@ -253,4 +254,4 @@ def test_one_model_per_target_group(store_path: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"groups": [["density"], ["density"]]}))
     result = runner.invoke(app, ["train", str(store_path), "--out", str(tmp_path / "x"), "--groups",
                                  str(tmp_path / "bad.json"), *FAST])
-    assert result.exit_code == 1 and "more than one group" in result.output
+    assert result.exit_code == 2 and "more than one group" in result.output

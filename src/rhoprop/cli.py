@@ -22,6 +22,15 @@ app.add_typer(analyze_app, name="analyze")
 app.add_typer(study_app, name="study")
 console = Console()
 
+EXIT_REFUSED = 2
+"""Exit code of a command that refused its input or settings (a RhopropError) and did nothing."""
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    """Print a RhopropError as one line on stderr; the caller raises the returned Exit(EXIT_REFUSED)."""
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=EXIT_REFUSED)
+
 
 @app.command()
 def version() -> None:
@@ -50,8 +59,7 @@ def inspect_density(
     try:
         density = read_density(file, species=species, fmt=fmt)
     except RhopropError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+        raise _fail(exc) from exc
     table = Table(title=escape(file.name), show_header=False)
     table.add_column("", style="bold")
     table.add_column("", overflow="fold")
@@ -88,8 +96,7 @@ def standardize_command(
         species_list = None if species is None else [s.strip() for s in species.split(",") if s.strip()]
         result, written = standardize_file(file, out, settings, species=species_list, fmt=fmt, picture=plot)
     except RhopropError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+        raise _fail(exc) from exc
     side = ", ".join(f"{v:.4g}" for v in result.side) or "none"
     console.print(f"tensor {tuple(result.x.shape)} float32; side features: {side}; has_spin={result.has_spin}")
     for path in written:
@@ -141,8 +148,7 @@ def dataset_build_command(
             schema=schema, dtype=dtype, shard_size=shard_size, glob=glob, progress=progress,
         )  # fmt: skip
     except RhopropError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(exc) from exc
     console.print(report.summary(), soft_wrap=True)
     raise typer.Exit(report.exit_code)
 
@@ -160,8 +166,7 @@ def dataset_info_command(
     try:
         info = dataset_info(load(dataset))
     except RhopropError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(exc) from exc
     print_info(info, console, as_json=as_json)
 
 
@@ -183,8 +188,7 @@ def dataset_split_command(
         store = load(dataset)
         parts = make_split(store, method, parse_fractions(fractions), seed, name, overwrite)
     except RhopropError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(exc) from exc
     sizes = ", ".join(f"{part} {len(ids)}" for part, ids in parts.items())
     console.print(f"split {name!r} ({method}, seed {seed}) of {store.path}: {sizes}")
 
@@ -221,20 +225,13 @@ def generate(
                           f"before), failed {len(report.failed)}; failures in {out / 'failures.json'}")
         frame = dft.assemble_labels(out)
     except RhopropError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(exc) from exc
     info = dft.summary(frame)
     console.print(f"labels of {info['materials']} materials ({info['spin_polarized']} spin-polarized, "
                   f"{info['metals']} metals) -> {out / 'labels.csv'}")
 
 
 # --- train / evaluate / predict commands ----------------------------------------------------
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    """Print a RhopropError as one line on stderr; the caller raises the returned Exit(1)."""
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=1)
 
 
 @app.command("models")
@@ -351,7 +348,9 @@ def predict_command(
     csv_path, json_path = write_predictions(result, out)
     console.print(f"written {csv_path} and {json_path}")
     if result.errors:
-        raise typer.Exit(code=1)
+        from rhoprop.data.build import EXIT_SKIPPED
+
+        raise typer.Exit(code=EXIT_SKIPPED)
 
 
 # --- analysis / study commands --------------------------------------------------------------
@@ -380,8 +379,7 @@ def analyze_targets_command(
             console=console,
         )  # fmt: skip
     except RhopropError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(exc) from exc
 
 
 @analyze_app.command("datasheet")
@@ -432,8 +430,7 @@ def study_multitask_command(
             train_overrides={"epochs": epochs, "model": model, "accelerator": accelerator}, console=console,
         )  # fmt: skip
     except RhopropError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(exc) from exc
 
 
 def main() -> None:  # pragma: no cover - entry point
