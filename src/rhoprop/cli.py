@@ -406,7 +406,7 @@ def study_multitask_command(
     out: Path = typer.Option(Path("multitask-study"), "--out", help="Study directory (rerun to resume)."),
     targets: str = typer.Option("", help="Comma-separated targets (default: all)."),
     seeds: str = typer.Option("", help="Comma-separated seeds (default: 0,1 quick; 0,1,2 full)."),
-    quick: bool = typer.Option(True, "--quick/--full", help="quick: tiny model, 12 epochs (CPU); full: default model, 50 epochs (GPU)."),
+    quick: bool = typer.Option(True, "--quick/--full", help="quick: small model, 10 epochs, seeds 0,1 (CPU); full: default model, 50 epochs, seeds 0,1,2 (GPU)."),
     configs: str = typer.Option("single,group,all,random", help="Which of single,group,all,random to run."),
     groups: Path | None = typer.Option(None, "--groups", help="groups.json from `rhoprop analyze targets` (default: analyse the train split)."),
     split: str = typer.Option("default", help="Dataset split used by every training."),
