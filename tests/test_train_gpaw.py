@@ -67,7 +67,19 @@ def test_builtin_predicts_vasp_licoo2_with_values_and_clear_warnings(fixtures_di
     assert rows["density"]["lo90"] < rows["density"]["value"] < rows["density"]["hi90"]
     assert rows["is_metal"]["value"] in ("0", "1") and 0.5 <= rows["is_metal"]["probability"] <= 1
     notes = " ".join(data["warnings"][str(vasp)])
-    assert "Co never appear" in notes
     assert "a VASP density, but the model was trained on GPAW densities" in notes
     assert "holds 48.00 electrons" in notes and "gives 44.00" in notes and "Li 3 instead of 1" in notes
     assert "warning" in result.output
+
+
+def test_builtin_warns_about_elements_never_seen_in_training(fixtures_dir: Path, tmp_path: Path) -> None:
+    vasp4 = fixtures_dir / "CHGCAR.vasp4_8atom_nospecies.gz"
+    seen = set(load_model(BUILTIN_MODEL).training["elements"])
+    assert "Ge" not in seen and "Si" in seen
+    result = runner.invoke(app, ["predict", "builtin", str(vasp4), "--species", "Ge", "--out", str(tmp_path / "ge")])
+    assert result.exit_code == 0, result.output
+    notes = " ".join(json.loads((tmp_path / "ge.json").read_text())["warnings"][str(vasp4)])
+    assert "Ge never appear" in notes
+    result = runner.invoke(app, ["predict", "builtin", str(vasp4), "--species", "Si", "--out", str(tmp_path / "si")])
+    assert result.exit_code == 0, result.output
+    assert "never appear" not in " ".join(json.loads((tmp_path / "si.json").read_text())["warnings"][str(vasp4)])
