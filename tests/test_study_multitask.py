@@ -248,3 +248,15 @@ def test_study_settings_and_groups_are_validated() -> None:
         StudySettings(dataset="d", targets=("a",), groups=(("a",),), seeds=())
     with pytest.raises(SettingsError, match="configs"):
         StudySettings(dataset="d", targets=("a",), groups=(("a",),), configs=("pairs",))
+
+
+def test_study_figure_labels_sharing_an_x_are_spread_apart_in_order() -> None:
+    from rhoprop.analysis.figures import _spread_labels
+
+    ends = [("a", 11.0, 0.30), ("b", 11.0, 0.31), ("c", 11.0, 0.305), ("d", 4.0, 0.30)]
+    placed = {t: (x, y, yt) for t, x, y, yt in _spread_labels(ends, gap=0.05)}
+    column = sorted((placed[t][2], t) for t in "abc")
+    assert [t for _, t in column] == ["a", "c", "b"]
+    assert all(hi - lo >= 0.05 - 1e-12 for (lo, _), (hi, _) in zip(column, column[1:]))
+    assert abs(sum(placed[t][2] for t in "abc") - (0.30 + 0.31 + 0.305)) < 1e-12
+    assert placed["d"] == (4.0, 0.30, 0.30)

@@ -138,6 +138,20 @@ def plot_dendrogram(grouping: Grouping, settings: SimilaritySettings, path: str 
     save_figure(fig, path)
 
 
+def _spread_labels(ends: list[tuple[str, float, float]], gap: float) -> list[tuple[str, float, float, float]]:
+    """Vertical positions for end-of-line labels: (label, x, y) -> (label, x, y, label y), labels
+    sharing an x at least ``gap`` apart, in the order of their points and centred on them."""
+    placed: list[tuple[str, float, float, float]] = []
+    for x in sorted({x for _, x, _ in ends}):
+        column = sorted((e for e in ends if e[1] == x), key=lambda e: e[2])
+        ys = [y for _, _, y in column]
+        for i in range(1, len(ys)):
+            ys[i] = max(ys[i], ys[i - 1] + gap)
+        shift = (sum(y for _, _, y in column) - sum(ys)) / len(ys)
+        placed += [(t, xx, y, y_text + shift) for (t, xx, y), y_text in zip(column, ys)]
+    return placed
+
+
 def plot_study(summary: pd.DataFrame, path: str | Path) -> None:
     """Score against the number of co-trained targets: markers per setup, a line per target.
 
@@ -153,19 +167,18 @@ def plot_study(summary: pd.DataFrame, path: str | Path) -> None:
         ax = fig.add_subplot(1, len(panels), k + 1)
         part = summary[summary["score_name"] == name]
         offsets = {"single": 0.0, "group": -0.08, "random": 0.08, "all": 0.0}
+        ends = []
         for target, rows in part.groupby("target", sort=True):
             line = rows[rows["config"] != "random"].sort_values("n_cotrained")
             ax.plot(line["n_cotrained"], line["score"], color="0.75", lw=0.8, zorder=1)
             last = line.iloc[-1] if len(line) else rows.iloc[-1]
-            ax.annotate(
-                str(target),
-                (last["n_cotrained"], last["score"]),
-                fontsize=6,
-                xytext=(7, 0),
-                textcoords="offset points",
-                ha="left",
-                va="center",
-            )
+            ends.append((str(target), float(last["n_cotrained"]), float(last["score"])))
+        scores = part["score"].to_numpy(dtype=float)
+        gap = 0.045 * max(float(np.nanmax(scores) - np.nanmin(scores)), 1e-9)
+        dx = 0.04 * float(part["n_cotrained"].max())
+        for target, x, y, y_text in _spread_labels(ends, gap):
+            ax.annotate(target, (x, y), xytext=(x + dx, y_text), textcoords="data", fontsize=6,
+                        ha="left", va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
         for config, marker in configs.items():
             rows = part[part["config"] == config]
             if rows.empty:
