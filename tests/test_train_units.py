@@ -18,7 +18,7 @@ from rhoprop.models.heads import TaskSpec
 from rhoprop.train.baselines import composition_predictions, mean_predictions, BaselineSettings
 from rhoprop.train.config import TrainConfig, load_train_config
 from rhoprop.train.data import determined_elements, expected_electrons, fit_valence, gpaw_valence, read_groups
-from rhoprop.train.inference import Z90, calibration_scale, interval_coverage
+from rhoprop.train.inference import Z90, calibration_scale, calibration_scales, conformal_quantile, interval_coverage
 from rhoprop.train.predict import input_warnings
 
 
@@ -89,6 +89,27 @@ def test_calibrated_interval_covers_ninety_percent_of_the_calibration_data() -> 
     fresh_mean = fresh_truth + rng.normal(scale=2.0, size=2000)
     assert interval_coverage(fresh_mean, std, fresh_truth, scale) == pytest.approx(0.9, abs=0.03)
     assert Z90 == pytest.approx(1.6448536)
+
+
+def test_conformal_scale_covers_new_values_and_never_undercuts_the_pooled_scale() -> None:
+    assert conformal_quantile(np.arange(1.0, 21.0)) == 19.0  # ceil(21 * 0.9) = 19th of 20
+    assert conformal_quantile(np.arange(1.0, 5.0)) == 4.0  # too few values: the largest
+    rng = np.random.default_rng(1)
+    hits = []
+    for _ in range(400):  # 20 calibration values, then one new value from the same distribution
+        truth = rng.normal(size=21)
+        mean = truth + rng.normal(scale=2.0, size=21)
+        std = np.full(21, 0.5)
+        scale = calibration_scale(mean[:20], std[:20], truth[:20])
+        hits.append(interval_coverage(mean[20:], std[20:], truth[20:], scale))
+    assert np.mean(hits) >= 0.87  # split-conformal guarantee: >= 0.9 on average (binomial noise over 400)
+    truth = rng.normal(size=20)
+    hard = (truth + rng.normal(scale=2.0, size=20), np.full(20, 0.5), truth)
+    easy = (truth + rng.normal(scale=0.01, size=20), np.full(20, 0.5), truth)
+    scales = calibration_scales({"hard": hard, "easy": easy})
+    pooled = conformal_quantile(np.concatenate([np.abs(a[0] - a[2]) / (Z90 * a[1]) for a in (hard, easy)]))
+    assert scales["easy"] == pytest.approx(pooled) and scales["easy"] > calibration_scale(*easy)
+    assert scales["hard"] == pytest.approx(calibration_scale(*hard)) and scales["hard"] >= pooled
 
 
 def test_valence_fit_recovers_per_element_counts_where_determined() -> None:

@@ -52,7 +52,7 @@ from rhoprop.train.data import (
     split_ids,
     training_profile,
 )
-from rhoprop.train.inference import Predictions, calibration_scale, interval_coverage, predict_batches
+from rhoprop.train.inference import Predictions, calibration_scales, interval_coverage, predict_batches
 from rhoprop.train.module import RhopropModule
 from rhoprop.train.runs import GROUPS_FILE, RUN_FILE
 
@@ -305,14 +305,15 @@ def export_model(
     val_labels = label_matrix(store, parts["val"], tasks)
     preds = predict_batches(model, loader(store, parts["val"], tasks, config, shuffle=False),
                             mc_samples=config.mc_samples, seed=config.seed)
-    scales, raw_coverage = {}, {}
+    per_target, raw_coverage = {}, {}
     for j, task in enumerate(tasks):
         if task.is_regression:
-            mean, std, truth = preds.mean[task.name], preds.std[task.name], val_labels[:, j]
-            scales[task.name] = calibration_scale(mean, std, truth)
-            raw_coverage[task.name] = interval_coverage(mean, std, truth)
+            per_target[task.name] = (preds.mean[task.name], preds.std[task.name], val_labels[:, j])
+            raw_coverage[task.name] = interval_coverage(*per_target[task.name])
+    scales = calibration_scales(per_target)
     uncertainty = {
         "method": "mc_dropout",
+        "calibration": "split-conformal quantile per target, at least the quantile of all targets pooled",
         "samples": config.mc_samples,
         "interval": 0.9,
         "scale": scales,

@@ -91,14 +91,43 @@ def _cat(parts: list[torch.Tensor]) -> np.ndarray:
     return torch.cat(parts).numpy() if parts else np.zeros(0)
 
 
-def calibration_scale(mean: np.ndarray, std: np.ndarray, truth: np.ndarray, coverage: float = COVERAGE) -> float:
-    """Factor s such that a fraction ``coverage`` of labelled values lies within mean ± Z90·s·std."""
+def conformal_quantile(scores: np.ndarray, coverage: float = COVERAGE) -> float:
+    """Split-conformal quantile: the ``ceil((n + 1) * coverage)``-th smallest score (the largest when
+    n is too small), so that a new exchangeable score falls below it with probability >= coverage."""
+    scores = np.sort(np.asarray(scores, dtype=float))
+    if scores.size == 0:
+        return float("nan")
+    k = min(int(np.ceil((scores.size + 1) * coverage)), scores.size)
+    return float(scores[k - 1])
+
+
+def normalized_residuals(mean: np.ndarray, std: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """|mean - truth| / (Z90 * std) over the labelled values: the scale each value's interval would need."""
     mask = np.isfinite(truth)
-    if not mask.any():
+    sigma = np.maximum(std[mask], 1e-12 + 1e-6 * np.abs(mean[mask]).mean()) if mask.any() else std[mask]
+    return np.abs(mean[mask] - truth[mask]) / (Z90 * sigma)
+
+
+def calibration_scale(mean: np.ndarray, std: np.ndarray, truth: np.ndarray, coverage: float = COVERAGE) -> float:
+    """Factor s such that a new value lies within mean ± Z90·s·std with probability ``coverage``
+    (split-conformal quantile of the normalized residuals; 1.0 without labels)."""
+    scores = normalized_residuals(mean, std, truth)
+    if scores.size == 0:
         return 1.0
-    resid = np.abs(mean[mask] - truth[mask])
-    sigma = np.maximum(std[mask], 1e-12 + 1e-6 * np.abs(mean[mask]).mean())
-    return float(max(np.quantile(resid / (Z90 * sigma), coverage), 1e-6))
+    return max(conformal_quantile(scores, coverage), 1e-6)
+
+
+def calibration_scales(
+    per_target: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], coverage: float = COVERAGE
+) -> dict[str, float]:
+    """Per-target scales from (mean, std, truth) on the calibration set, each at least the scale of
+    all targets' residuals pooled, so that a target whose few calibration values happen to be easy
+    does not get a narrower interval than the model as a whole supports."""
+    scores = {name: normalized_residuals(*arrays) for name, arrays in per_target.items()}
+    pooled_scores = np.concatenate(list(scores.values())) if scores else np.zeros(0)
+    pooled = conformal_quantile(pooled_scores, coverage) if pooled_scores.size else 1.0
+    return {name: max(conformal_quantile(s, coverage) if s.size else pooled, pooled, 1e-6)
+            for name, s in scores.items()}
 
 
 def interval_coverage(mean: np.ndarray, std: np.ndarray, truth: np.ndarray, scale: float = 1.0) -> float:
