@@ -137,6 +137,11 @@ def material_id(prototype: str, elements: tuple[str, ...]) -> str:
     return f"{formula}-{prototype}"
 
 
+def dimer_id(symbol: str) -> str:
+    """Id of an element's dimer molecule (the formation-energy reference of a gas), e.g. ``O2-dimer``."""
+    return f"{symbol}2-dimer"
+
+
 def _balanced(prototype: str, elements: tuple[str, ...]) -> bool:
     """True when some combination of the elements' common oxidation states (one negative at least) sums to 0."""
     counts = SITES_PER_ELEMENT[prototype]
@@ -233,7 +238,7 @@ def enumerate_prototypes(seed: int = 0) -> Iterator[Candidate]:
             if el not in seen_elements:
                 seen_elements.add(el)
                 if el in GASES:
-                    yield Candidate(f"{el}2-dimer", build_dimer(el), "dimer", "reference")
+                    yield Candidate(dimer_id(el), build_dimer(el), "dimer", "reference")
                 else:
                     for proto in ELEMENTAL_PROTOTYPES:
                         yield from emit(proto, (el,))
@@ -264,7 +269,7 @@ def reference_ids(element: str) -> tuple[str, ...]:
     """Ids of the formation-energy reference calculations of an element: its dimer for the gases
     H, N, O, F, Cl, Br, I, else its five elemental prototypes."""
     if element in GASES:
-        return (f"{element}2-dimer",)
+        return (dimer_id(element),)
     return tuple(material_id(proto, (element,)) for proto in ELEMENTAL_PROTOTYPES)
 
 
