@@ -14,11 +14,13 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
+import rhoprop.datasets
 from rhoprop.cli import app
 from rhoprop.dft import (
     LABEL_SCHEMA,
     DFTProtocol,
     enumerate_prototypes,
+    finished_ids,
     generate,
     is_done,
     load_failures,
@@ -185,6 +187,19 @@ def test_a_crystal_result_without_its_chgcar_is_not_done(tmp_path: Path) -> None
     molecule = {**record, "id": "O2-dimer", "kind": "molecule", "composition": {"O": 2.0}}
     result_path(tmp_path, "O2-dimer").write_text(json.dumps(molecule))
     assert is_done(tmp_path, "O2-dimer", DFTProtocol())
+
+
+def test_a_result_whose_density_a_store_holds_is_done_without_its_chgcar(tmp_path: Path) -> None:
+    store = rhoprop.datasets.load("gpaw-v1")
+    stored = set(store.ids)
+    store.close()
+    committed = Path(__file__).parents[1] / "data-gen" / "gpaw-v1" / "results"
+    shutil.copytree(committed, tmp_path / "results")
+    candidates = [c for c in itertools.islice(enumerate_prototypes(), 400) if c.id in stored][:20]
+    assert len(candidates) == 20
+    assert finished_ids(tmp_path, candidates, DFTProtocol()) == set()
+    assert finished_ids(tmp_path, candidates, DFTProtocol(), stored) == {c.id for c in candidates}
+    assert not is_done(tmp_path, candidates[0].id, DFTProtocol(), stored - {candidates[0].id})
 
 
 def test_band_analysis_separates_metals_insulators_and_semicore_states() -> None:

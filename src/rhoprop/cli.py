@@ -206,21 +206,28 @@ def generate(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry materials recorded as failed."),
     max_minutes: float = typer.Option(90.0, "--max-minutes", help="Time limit per material (a failure beyond)."),
     labels_only: bool = typer.Option(False, "--labels", help="Only (re)assemble DIR/labels.csv from results."),
+    densities_in: str = typer.Option(None, "--densities-in", help="Dataset (path or built-in name) whose "
+                                     "materials count as done without their CHGCAR in DIR."),
 ) -> None:
     """Compute charge densities (CHGCAR) and property labels with GPAW, then assemble labels.csv."""
-    from rhoprop import dft
+    from rhoprop import datasets, dft
     from rhoprop.errors import RhopropError
 
     try:
+        stored: set[str] = set()
+        if densities_in:
+            store = datasets.load(densities_in)
+            stored = set(store.ids)
+            store.close()
         if not labels_only:
             if prototypes == bool(structures):
                 raise RhopropError("give structure files/folders or --prototypes (exactly one of them)")
             if prototypes:
-                candidates = dft.prototype_candidates(out, limit)
+                candidates = dft.prototype_candidates(out, limit, stored=stored)
             else:
                 candidates = dft.read_structures(structures)
             report = dft.generate(candidates, out, workers=workers, retry_failed=retry_failed,
-                                  max_minutes=max_minutes)
+                                  max_minutes=max_minutes, stored=stored)
             console.print(f"computed {len(report.computed)}, skipped {len(report.skipped)} (done or failed "
                           f"before), failed {len(report.failed)}; failures in {out / 'failures.json'}")
         frame = dft.assemble_labels(out)

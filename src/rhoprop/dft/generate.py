@@ -18,7 +18,7 @@ import re
 import signal
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,13 @@ def read_structures(paths: Sequence[str | os.PathLike[str]]) -> list[Candidate]:
     return candidates
 
 
-def is_done(out_dir: str | Path, material_id: str, protocol: DFTProtocol) -> bool:
+def is_done(out_dir: str | Path, material_id: str, protocol: DFTProtocol,
+            stored: Collection[str] = ()) -> bool:
     """True when the material's result JSON exists and ``protocol`` accepts it (see :meth:`DFTProtocol.accepts`).
 
-    A crystal also needs its CHGCAR: a result whose density file is gone is computed again.
+    A crystal also needs its CHGCAR, unless its id is in ``stored`` (ids whose density a dataset store
+    already holds, e.g. on a fresh clone where the committed results have no CHGCARs): a result whose
+    density is nowhere is computed again.
     """
     out = Path(out_dir)
     path = result_path(out, material_id)
@@ -93,28 +96,31 @@ def is_done(out_dir: str | Path, material_id: str, protocol: DFTProtocol) -> boo
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    if record.get("kind") == "crystal" and not chgcar_path(out, material_id).exists():
+    if record.get("kind") == "crystal" and material_id not in stored and not chgcar_path(out, material_id).exists():
         return False
     return protocol.accepts(record)
 
 
-def finished_ids(out_dir: str | Path, candidates: Iterable[Candidate], protocol: DFTProtocol) -> set[str]:
-    """Ids of the candidates that ``generate`` would skip: done, or failed before under an accepted protocol."""
+def finished_ids(out_dir: str | Path, candidates: Iterable[Candidate], protocol: DFTProtocol,
+                 stored: Collection[str] = ()) -> set[str]:
+    """Ids of the candidates that ``generate`` would skip: done (see :func:`is_done`), or failed before
+    under an accepted protocol."""
     failures = load_failures(out_dir)
     finished = set()
     for c in candidates:
         old = failures.get(c.id)
-        if is_done(out_dir, c.id, protocol) or (old is not None and protocol.accepts(
+        if is_done(out_dir, c.id, protocol, stored) or (old is not None and protocol.accepts(
                 {**old, "composition": {el.symbol: n for el, n in c.structure.composition.items()}})):
             finished.add(c.id)
     return finished
 
 
-def prototype_candidates(out_dir: str | Path, limit: int = 0, protocol: DFTProtocol | None = None) -> list[Candidate]:
+def prototype_candidates(out_dir: str | Path, limit: int = 0, protocol: DFTProtocol | None = None,
+                         stored: Collection[str] = ()) -> list[Candidate]:
     """The prototype enumeration (its first ``limit`` candidates, all for 0) in the order ``generate``
     should run it for ``out_dir``: compounds needing no new reference calculation first (:func:`ready_first`)."""
     enumerated = list(itertools.islice(enumerate_prototypes(), limit or None))
-    return ready_first(enumerated, finished_ids(out_dir, enumerated, protocol or DFTProtocol()))
+    return ready_first(enumerated, finished_ids(out_dir, enumerated, protocol or DFTProtocol(), stored))
 
 
 def load_failures(out_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -174,11 +180,13 @@ def generate(
     retry_failed: bool = False,
     max_minutes: float = 90.0,
     progress: bool = True,
+    stored: Collection[str] = (),
 ) -> GenerateReport:
     """Compute every candidate not yet done with this protocol, ``workers`` GPAW processes at a time.
 
     Writes ``DIR/protocol.json``; skips done materials (and recorded failures unless
-    ``retry_failed``); records failures with their reason in ``DIR/failures.json``.
+    ``retry_failed``); records failures with their reason in ``DIR/failures.json``. ``stored``: ids
+    whose density a dataset store already holds, done without their CHGCAR (see :func:`is_done`).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -192,8 +200,8 @@ def generate(
     failures = load_failures(out)
     report = GenerateReport()
     candidates = list(candidates)
-    skip = finished_ids(out, candidates, protocol) if not retry_failed else \
-        {c.id for c in candidates if is_done(out, c.id, protocol)}
+    skip = finished_ids(out, candidates, protocol, stored) if not retry_failed else \
+        {c.id for c in candidates if is_done(out, c.id, protocol, stored)}
     report.skipped.extend(c.id for c in candidates if c.id in skip)
     todo = [c for c in candidates if c.id not in skip]
     for var in THREAD_VARIABLES:
