@@ -106,6 +106,18 @@ def test_schema_fixes_kind_unit_and_classes(tmp_path: Path) -> None:
         parse_labels(raw, [TargetSpec("bulk_modulus", "regression", "GPa")])
 
 
+def test_a_label_below_the_schema_minimum_is_a_bad_value(tmp_path: Path) -> None:
+    schema = [TargetSpec("band_gap", "regression", "eV", minimum=0.0)]
+    write_targets(tmp_path / "targets.json", schema)
+    assert read_targets(tmp_path / "targets.json") == schema
+    path = _csv(tmp_path, "id,band_gap\na,0\nb,-0.2\nc,1.5\n")
+    raw, _, _ = read_raw_labels(path)
+    values, _, issues = parse_labels(raw, schema)
+    bad = [i for i in issues if i.category == "bad_value"]
+    assert [(i.id, i.line) for i in bad] == [("b", 3)] and ">= 0" in bad[0].detail
+    assert encode_labels(values, schema)["band_gap"].isna().tolist() == [False, True, False]
+
+
 def test_invalid_schema_entries_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="kind must be one of"):
         TargetSpec("x", "ordinal")

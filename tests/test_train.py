@@ -40,7 +40,8 @@ FAST = ["--model", "tiny", "--batch-size", "4", "--no-progress", "--accelerator"
 
 @pytest.fixture(scope="session")
 def store_path(tmp_path_factory) -> Path:
-    """A 32-sample store (n = 16, total density, cube mode) with a 20/6/6 default split."""
+    """A 32-sample store (n = 16, total density, cube mode) with a 20/6/6 default split; the band gap's
+    schema gives it its physical minimum 0."""
     root = tmp_path_factory.mktemp("train_store")
     ids, rows = write_dataset_folder(root / "in", 32, layout="flat")
     for i, row in enumerate(rows):
@@ -48,8 +49,10 @@ def store_path(tmp_path_factory) -> Path:
         row["density"] = round(float(structure.density), 4)
         row["volume_per_atom"] = round(structure.volume / len(structure), 3)
     write_labels_csv(root / "labels.csv", rows)
+    schema = {"format_version": 1, "targets": [{"name": "band_gap", "kind": "regression", "unit": "eV", "minimum": 0}]}
+    (root / "targets.json").write_text(json.dumps(schema))
     report = build_dataset(root / "in", root / "labels.csv", root / "ds", StandardizeSettings(n=16, channels=("total",)),
-                           progress=False)
+                           progress=False, schema=root / "targets.json")
     assert report.clean, report.entries
     make_split(DatasetStore(root / "ds"), fractions=(0.625, 0.1875, 0.1875))
     return root / "ds"
@@ -101,6 +104,8 @@ def test_model_beats_mean_predictor_on_density_and_coverage_is_reported(trained_
     preds = pd.read_csv(out / "predictions.csv")
     dens = preds[preds.target == "density"]
     assert len(dens) == 6 and (dens.lo90 <= dens.pred).all() and (dens.pred <= dens.hi90).all()
+    gap = preds[preds.target == "band_gap"]
+    assert (gap.pred >= 0).all() and (gap.lo90 >= 0).all() and (gap.lo90 <= gap.pred).all()
     assert "rhoprop" in result.output and "mean" in result.output
 
 
@@ -135,6 +140,8 @@ def test_predict_prints_every_target_with_uncertainty_and_writes_csv_json(
     dens = rows[rows.target == "density"]
     assert (dens.value > 0).all() and (dens.uncertainty > 0).all() and (dens.lo90 < dens.hi90).all()
     assert rows[rows.target == "is_metal"].probability.between(0.5, 1.0).all()
+    gap = rows[rows.target == "band_gap"]
+    assert (gap.lo90 >= 0).all() and (gap.value >= gap.lo90).all() and (gap.hi90 >= gap.value).all()
     assert any("Co never appear" in w for w in data["warnings"][str(vasp)])
     assert data["warnings"][str(files[0])] == []
     assert "warning" in result.output and "Co" in result.output

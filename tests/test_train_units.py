@@ -18,7 +18,14 @@ from rhoprop.models.heads import TaskSpec
 from rhoprop.train.baselines import composition_predictions, mean_predictions, BaselineSettings
 from rhoprop.train.config import TrainConfig, load_train_config
 from rhoprop.train.data import determined_elements, expected_electrons, fit_valence, gpaw_valence, read_groups
-from rhoprop.train.inference import Z90, calibration_scale, calibration_scales, conformal_quantile, interval_coverage
+from rhoprop.train.inference import (
+    Z90,
+    calibration_scale,
+    calibration_scales,
+    conformal_quantile,
+    interval90,
+    interval_coverage,
+)
 from rhoprop.train.predict import input_warnings
 
 
@@ -89,6 +96,23 @@ def test_calibrated_interval_covers_ninety_percent_of_the_calibration_data() -> 
     fresh_mean = fresh_truth + rng.normal(scale=2.0, size=2000)
     assert interval_coverage(fresh_mean, std, fresh_truth, scale) == pytest.approx(0.9, abs=0.03)
     assert Z90 == pytest.approx(1.6448536)
+
+
+def test_intervals_are_clipped_at_the_physical_minimum_and_coverage_counts_the_clipped_bounds() -> None:
+    mean = np.array([0.1, -0.4, 2.0])  # a metal predicted slightly off, one below zero, an insulator
+    std = np.array([0.2, 0.1, 0.3])
+    lo, hi = interval90(mean, std, minimum=0.0)
+    assert lo.tolist() == [0.0, 0.0, pytest.approx(2.0 - Z90 * 0.3)]
+    assert hi.tolist() == [pytest.approx(0.1 + Z90 * 0.2), 0.0, pytest.approx(2.0 + Z90 * 0.3)]
+    truth = np.array([0.0, 0.0, 2.1])
+    assert interval_coverage(mean, std, truth) == pytest.approx(2 / 3)  # -0.4 ± 0.16 misses the metal's 0
+    assert interval_coverage(mean, std, truth, minimum=0.0) == 1.0  # clipped to [0, 0]: a hit
+    spec = TaskSpec("band_gap", minimum=0)
+    assert spec.minimum == 0.0 and spec.clip(mean).tolist() == [0.1, 0.0, 2.0]
+    assert TaskSpec("fermi_energy").clip(mean).tolist() == mean.tolist()
+    for bad in ({"kind": "binary", "minimum": 0.0}, {"minimum": float("nan")}, {"minimum": "zero"}):
+        with pytest.raises(SettingsError, match="minimum"):
+            TaskSpec("x", **bad)
 
 
 def test_conformal_scale_covers_new_values_and_never_undercuts_the_pooled_scale() -> None:

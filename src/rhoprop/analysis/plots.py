@@ -30,12 +30,13 @@ def parity_plot(
     pred: np.ndarray,
     name: str,
     unit: str = "",
-    interval: np.ndarray | None = None,
+    interval: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None,
     title: str = "",
 ) -> None:
     """Predicted vs true values with the identity line, R²/MAE/RMSE in a box, optional 90% error bars.
 
-    ``interval`` is the (N,) half-width of each prediction's interval (drawn as error bars).
+    ``interval`` is each prediction's interval as an (N,) half-width, or as the (below, above)
+    distances of its bounds from the prediction (an interval clipped at a physical minimum).
     """
     truth, pred = np.asarray(truth, dtype=float), np.asarray(pred, dtype=float)
     mask = np.isfinite(truth)
@@ -44,7 +45,9 @@ def parity_plot(
     ax = fig.add_subplot()
     t, p = truth[mask], pred[mask]
     if interval is not None:
-        ax.errorbar(t, p, yerr=np.asarray(interval)[mask], fmt="none", ecolor="0.75", lw=0.8, zorder=1)
+        yerr = np.asarray(interval, dtype=float)
+        yerr = yerr[:, mask] if yerr.ndim == 2 else yerr[mask]
+        ax.errorbar(t, p, yerr=yerr, fmt="none", ecolor="0.75", lw=0.8, zorder=1)
     ax.scatter(t, p, s=14, alpha=0.8, edgecolor="none", zorder=2)
     both = np.concatenate([t, p]) if len(t) else np.array([0.0, 1.0])
     lo, hi = float(both.min()), float(both.max())

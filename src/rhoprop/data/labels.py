@@ -47,12 +47,16 @@ class TargetSpec(Settings):
         kind: ``"regression"``, ``"binary"`` or ``"multiclass"``.
         unit: physical unit (``"eV"``, ``"eV/atom"``, ``"GPa"``...), empty when unknown.
         classes: class names in code order (binary and multiclass); code i is ``classes[i]``.
+        minimum: physical lower bound of a regression target (0 for a band gap, a volume, a
+            magnetic moment magnitude), or None. A label below it is a bad value; predictions and
+            their intervals are clipped to it.
     """
 
     name: str
     kind: str = "regression"
     unit: str = ""
     classes: tuple[str, ...] = ()
+    minimum: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -71,6 +75,18 @@ class TargetSpec(Settings):
             raise SettingsError(
                 f"target {self.name!r}: a binary target has exactly 2 classes, got {classes}"
             )
+        if self.minimum is not None:
+            if self.kind != "regression":
+                raise SettingsError(f"target {self.name!r}: only a regression target has a minimum")
+            number = self.minimum
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+                raise SettingsError(f"target {self.name!r}: minimum must be a finite number, got {self.minimum!r}")
+            object.__setattr__(self, "minimum", float(self.minimum))
+
+    def clip(self, values: np.ndarray) -> np.ndarray:
+        """``values`` raised to the target's :attr:`minimum` (unchanged without one)."""
+        values = np.asarray(values, dtype=float)
+        return values if self.minimum is None else np.maximum(values, self.minimum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,9 +288,10 @@ def _clean_cells(spec: TargetSpec, cells: pd.Series) -> tuple[pd.Series, list[tu
             continue
         if spec.kind == "regression":
             try:
-                ok = math.isfinite(float(cell))
+                number = float(cell)
             except ValueError:
-                ok = False
+                number = math.nan
+            ok = math.isfinite(number) and (spec.minimum is None or number >= spec.minimum)
             clean = cell if ok else None
         else:
             clean = _canonical_class(spec, cell)
@@ -294,7 +311,7 @@ def _default_classes(cells: pd.Series) -> tuple[str, ...]:
 def _expected(spec: TargetSpec) -> str:
     """Words for what a cell of ``spec`` should be, for messages."""
     if spec.kind == "regression":
-        return "a finite number"
+        return "a finite number" if spec.minimum is None else f"a finite number >= {spec.minimum:g}"
     return f"one of the classes {list(spec.classes)}" if spec.classes else "0/1 or true/false"
 
 

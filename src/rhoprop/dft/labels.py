@@ -22,10 +22,11 @@ from rhoprop.settings import atomic_write_text
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
 
 LABEL_SCHEMA: dict[str, dict[str, Any]] = {
-    "volume_per_atom": {"kind": "regression", "unit": "Å^3/atom",
+    "volume_per_atom": {"kind": "regression", "minimum": 0.0, "unit": "Å^3/atom",
                         "definition": "V0 of the Birch-Murnaghan fit divided by the number of atoms"},
-    "bulk_modulus": {"kind": "regression", "unit": "GPa", "definition": "B0 of the Birch-Murnaghan fit"},
-    "density": {"kind": "regression", "unit": "g/cm^3", "definition": "mass density at V0"},
+    "bulk_modulus": {"kind": "regression", "minimum": 0.0, "unit": "GPa",
+                     "definition": "B0 of the Birch-Murnaghan fit"},
+    "density": {"kind": "regression", "minimum": 0.0, "unit": "g/cm^3", "definition": "mass density at V0"},
     "total_energy": {"kind": "regression", "unit": "eV/atom",
                      "definition": "GPAW total energy at V0 per atom (GPAW's reference: isolated "
                                    "non-spin-polarized atoms of the PAW setups)"},
@@ -34,13 +35,13 @@ LABEL_SCHEMA: dict[str, dict[str, Any]] = {
                                        "over its computed elemental solids and dimer molecule (same protocol); "
                                        "blank while a reference is missing"},
     "fermi_energy": {"kind": "regression", "unit": "eV", "definition": "GPAW Fermi level of the SCF at V0"},
-    "band_gap": {"kind": "regression", "unit": "eV",
+    "band_gap": {"kind": "regression", "minimum": 0.0, "unit": "eV",
                  "definition": "CBM - VBM over the Γ-centred k-mesh of the SCF at V0 (both spins); 0 for metals"},
-    "bandwidth": {"kind": "regression", "unit": "eV",
+    "bandwidth": {"kind": "regression", "minimum": 0.0, "unit": "eV",
                   "definition": "top of the occupied states (E_F for metals, VBM otherwise) minus the bottom "
                                 "of the highest contiguous block of occupied eigenvalues; blocks are separated "
                                 "by gaps > bandwidth_gap_ev (2 eV), which drops semicore states"},
-    "magnetic_moment": {"kind": "regression", "unit": "μB/atom",
+    "magnetic_moment": {"kind": "regression", "minimum": 0.0, "unit": "μB/atom",
                         "definition": "|total cell magnetic moment| / number of atoms (0 if not spin-polarized)"},
     "is_metal": {"kind": "binary", "unit": "", "classes": [0, 1],
                  "definition": "1 when a band of some spin has eigenvalues on both sides of E_F on the k-mesh"},
@@ -168,6 +169,8 @@ def targets_schema() -> dict[str, Any]:
         entry: dict[str, Any] = {"name": name, "kind": spec["kind"], "unit": spec["unit"]}
         if "classes" in spec:
             entry["classes"] = [str(c) for c in spec["classes"]]
+        if "minimum" in spec:
+            entry["minimum"] = spec["minimum"]
         targets.append(entry)
     return {"format_version": 1, "targets": targets}
 

@@ -34,7 +34,7 @@ from rhoprop.train.baselines import BaselineSettings, load_cached, mean_predicti
 from rhoprop.train.config import TrainConfig
 from rhoprop.train.data import dataset_label, label_matrix, open_store
 from rhoprop.train.fit import loader
-from rhoprop.train.inference import Z90, interval_coverage, predict_batches
+from rhoprop.train.inference import interval90, interval_coverage, predict_batches
 from rhoprop.train.runs import model_dirs, read_run, run_dir_of
 
 COLUMNS = ["model", "target", "kind", "unit", "n", "r2", "mae", "rmse", "accuracy", "f1", "roc_auc",
@@ -130,17 +130,19 @@ def evaluate_run(
         for j, task in enumerate(tasks):
             mean, std = preds.mean[task.name][order], preds.std[task.name][order]
             truth = labels[:, j]
+            if task.is_regression:
+                mean = task.clip(mean)
             row = metric_row("rhoprop", task, truth, mean)
             frame = pd.DataFrame({"id": ids, "target": task.name, "truth": truth})
             if task.is_regression:
                 scale = float(scales.get(task.name, 1.0))
-                row["coverage90"] = interval_coverage(mean, std, truth, scale)
-                row["coverage90_uncalibrated"] = interval_coverage(mean, std, truth)
-                half = Z90 * scale * std
-                frame = frame.assign(pred=mean, std=scale * std, lo90=mean - half, hi90=mean + half)
+                row["coverage90"] = interval_coverage(mean, std, truth, scale, task.minimum)
+                row["coverage90_uncalibrated"] = interval_coverage(mean, std, truth, minimum=task.minimum)
+                lo, hi = interval90(mean, std, scale, task.minimum)
+                frame = frame.assign(pred=mean, std=scale * std, lo90=lo, hi90=hi)
                 if row["n"] > 0:  # a target without labels among these samples gets no picture
                     figures.append(out_dir / f"parity_{task.name}.png")
-                    parity_plot(figures[-1], truth, mean, task.name, task.unit, interval=half,
+                    parity_plot(figures[-1], truth, mean, task.name, task.unit, interval=(mean - lo, hi - mean),
                                 title=f"{task.name}: rhoprop, {sp}/{part}")
             else:
                 classes = task.class_names
@@ -201,5 +203,6 @@ def _baseline_rows(
     for name, preds in models.items():
         for j, task in enumerate(tasks):
             if task.name in preds:
-                rows.append(metric_row(name, task, labels[:, j], preds[task.name]))
+                pred = task.clip(preds[task.name]) if task.is_regression else preds[task.name]
+                rows.append(metric_row(name, task, labels[:, j], pred))
     return rows

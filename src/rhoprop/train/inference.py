@@ -130,9 +130,23 @@ def calibration_scales(
             for name, s in scores.items()}
 
 
-def interval_coverage(mean: np.ndarray, std: np.ndarray, truth: np.ndarray, scale: float = 1.0) -> float:
-    """Fraction of labelled values inside the 90% interval mean ± Z90·scale·std (NaN without labels)."""
+def interval90(
+    mean: np.ndarray, std: np.ndarray, scale: float = 1.0, minimum: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of the 90% interval mean ± Z90·scale·std, both raised to a target's physical ``minimum``."""
+    half = Z90 * scale * np.asarray(std, dtype=float)
+    lo, hi = np.asarray(mean, dtype=float) - half, np.asarray(mean, dtype=float) + half
+    if minimum is not None:
+        lo, hi = np.maximum(lo, minimum), np.maximum(hi, minimum)
+    return lo, hi
+
+
+def interval_coverage(
+    mean: np.ndarray, std: np.ndarray, truth: np.ndarray, scale: float = 1.0, minimum: float | None = None
+) -> float:
+    """Fraction of labelled values inside the 90% interval (:func:`interval90`; NaN without labels)."""
     mask = np.isfinite(truth)
     if not mask.any():
         return float("nan")
-    return float(np.mean(np.abs(mean[mask] - truth[mask]) <= Z90 * scale * std[mask]))
+    lo, hi = interval90(mean[mask], std[mask], scale, minimum)
+    return float(np.mean((lo <= truth[mask]) & (truth[mask] <= hi)))

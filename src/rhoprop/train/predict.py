@@ -25,7 +25,7 @@ from rhoprop.grid import standardize
 from rhoprop.io import Density, read_density
 from rhoprop.models.io import ModelBundle, load_model
 from rhoprop.train.data import expected_electrons, gpaw_valence
-from rhoprop.train.inference import Z90, predict_batches
+from rhoprop.train.inference import interval90, predict_batches
 from rhoprop.train.runs import model_dirs
 
 #: A file's native grid spacing this many times the training's largest spacing is "too coarse".
@@ -146,8 +146,9 @@ def _predict_one(bundle: ModelBundle, density: Density, mc_samples: int | None) 
         row: dict[str, Any] = {"target": task.name, "kind": task.kind, "unit": task.unit}
         if task.is_regression:
             sigma = float(scales.get(task.name, 1.0)) * float(spread)
-            row.update(value=float(mean), uncertainty=sigma, lo90=float(mean) - Z90 * sigma,
-                       hi90=float(mean) + Z90 * sigma, probability=None)
+            lo, hi = interval90(np.array([mean]), np.array([sigma]), minimum=task.minimum)
+            row.update(value=float(task.clip(mean)), uncertainty=sigma, lo90=float(lo[0]), hi90=float(hi[0]),
+                       probability=None)
         else:
             proba = np.array([1.0 - mean, mean]) if task.kind == "binary" else np.asarray(mean)
             spreads = np.array([spread, spread]) if task.kind == "binary" else np.asarray(spread)

@@ -91,8 +91,11 @@ def print_evaluation(report: EvaluationReport, console: Console) -> None:
 
 
 def write_predictions(result: PredictionResult, out: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``out.csv`` (one row per file and target) and ``out.json`` (rows, warnings, errors)."""
+    """Write ``out.csv`` (one row per file and target) and ``out.json`` (rows, warnings, errors);
+    an ``out`` ending in ``.csv`` or ``.json`` names the same pair."""
     out = Path(out)
+    if out.suffix.lower() in (".csv", ".json"):
+        out = out.with_suffix("")
     csv_path, json_path = out.with_name(out.name + ".csv"), out.with_name(out.name + ".json")
     atomic_write_text(csv_path, pd.DataFrame(result.rows).to_csv(index=False))
     data = {"models": [str(m) for m in result.models], "predictions": result.rows,
