@@ -68,6 +68,8 @@ def test_builtin_predicts_vasp_licoo2_with_values_and_clear_warnings(fixtures_di
     assert 2 < rows["volume_per_atom"]["value"] < 50
     assert rows["density"]["lo90"] < rows["density"]["value"] < rows["density"]["hi90"]
     assert rows["is_metal"]["value"] in ("0", "1") and 0.5 <= rows["is_metal"]["probability"] <= 1
+    for name in ("band_gap", "magnetic_moment", "bulk_modulus"):  # physical minimum 0 in the schema
+        assert 0 <= rows[name]["lo90"] <= rows[name]["value"] <= rows[name]["hi90"], rows[name]
     notes = " ".join(data["warnings"][str(vasp)])
     assert "a VASP density, but the model was trained on GPAW densities" in notes
     assert "holds 48.00 electrons" in notes and "gives 44.00" in notes and "Li 3 instead of 1" in notes
