@@ -34,10 +34,10 @@ def main() -> int:
     print("| a (Å) | k-points | gap (eV) | wall s |\n|---|---|---|---|")
     for a in args.a:
         atoms = bulk(args.formula, args.structure, a=a)
+        mesh = kpoint_mesh(atoms, protocol)
         start = time.perf_counter()
-        result = run_scf(atoms, atoms.get_volume(), kpoint_mesh(atoms, protocol), protocol, io.StringIO())
-        kpts = "x".join(map(str, kpoint_mesh(atoms, protocol)))
-        print(f"| {a:.3f} | {kpts} | {result.bands.band_gap:.2f} | {time.perf_counter() - start:.0f} |", flush=True)
+        result = run_scf(atoms, atoms.get_volume(), mesh, protocol, io.StringIO())
+        print(f"| {a:.3f} | {'x'.join(map(str, mesh))} | {result.bands.band_gap:.2f} | {time.perf_counter() - start:.0f} |", flush=True)
     return 0
 
 

@@ -130,15 +130,16 @@ def evaluate_run(
         for j, task in enumerate(tasks):
             mean, std = preds.mean[task.name][order], preds.std[task.name][order]
             truth = labels[:, j]
-            if task.is_regression:
+            if task.is_regression:  # intervals from the model's own mean, then clipped (as in predict)
+                scale = float(scales.get(task.name, 1.0))
+                coverage = interval_coverage(mean, std, truth, scale, task.minimum)
+                coverage_raw = interval_coverage(mean, std, truth, minimum=task.minimum)
+                lo, hi = interval90(mean, std, scale, task.minimum)
                 mean = task.clip(mean)
             row = metric_row("rhoprop", task, truth, mean)
             frame = pd.DataFrame({"id": ids, "target": task.name, "truth": truth})
             if task.is_regression:
-                scale = float(scales.get(task.name, 1.0))
-                row["coverage90"] = interval_coverage(mean, std, truth, scale, task.minimum)
-                row["coverage90_uncalibrated"] = interval_coverage(mean, std, truth, minimum=task.minimum)
-                lo, hi = interval90(mean, std, scale, task.minimum)
+                row["coverage90"], row["coverage90_uncalibrated"] = coverage, coverage_raw
                 frame = frame.assign(pred=mean, std=scale * std, lo90=lo, hi90=hi)
                 if row["n"] > 0:  # a target without labels among these samples gets no picture
                     figures.append(out_dir / f"parity_{task.name}.png")

@@ -134,8 +134,8 @@ def interval90(
     mean: np.ndarray, std: np.ndarray, scale: float = 1.0, minimum: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bounds of the 90% interval mean ± Z90·scale·std, both raised to a target's physical ``minimum``."""
-    half = Z90 * scale * np.asarray(std, dtype=float)
-    lo, hi = np.asarray(mean, dtype=float) - half, np.asarray(mean, dtype=float) + half
+    mean, half = np.asarray(mean, dtype=float), Z90 * scale * np.asarray(std, dtype=float)
+    lo, hi = mean - half, mean + half
     if minimum is not None:
         lo, hi = np.maximum(lo, minimum), np.maximum(hi, minimum)
     return lo, hi

@@ -146,8 +146,8 @@ def _predict_one(bundle: ModelBundle, density: Density, mc_samples: int | None) 
         row: dict[str, Any] = {"target": task.name, "kind": task.kind, "unit": task.unit}
         if task.is_regression:
             sigma = float(scales.get(task.name, 1.0)) * float(spread)
-            lo, hi = interval90(np.array([mean]), np.array([sigma]), minimum=task.minimum)
-            row.update(value=float(task.clip(mean)), uncertainty=sigma, lo90=float(lo[0]), hi90=float(hi[0]),
+            lo, hi = interval90(mean, sigma, minimum=task.minimum)
+            row.update(value=float(task.clip(mean)), uncertainty=sigma, lo90=float(lo), hi90=float(hi),
                        probability=None)
         else:
             proba = np.array([1.0 - mean, mean]) if task.kind == "binary" else np.asarray(mean)
