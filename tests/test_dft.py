@@ -163,16 +163,46 @@ def test_band_count_adds_empty_bands_only_where_gpaw_default_has_none() -> None:
         DFTProtocol(min_empty_bands=0)
 
 
-def test_revision_3_results_are_reused_only_where_the_band_count_is_unchanged() -> None:
+def test_earlier_revisions_are_reused_only_where_the_calculation_is_unchanged() -> None:
     p = DFTProtocol()
-    old = p.predecessor_hash()
-    assert old not in (None, p.hash())
+    rev4, rev3 = p.revision_hash(4), p.revision_hash(3)
+    assert len({rev4, rev3, p.hash()}) == 3 and None not in (rev4, rev3)
     assert p.accepts({"protocol_hash": p.hash()})
-    assert p.accepts({"protocol_hash": old, "composition": {"Si": 2.0}})
-    assert not p.accepts({"protocol_hash": old, "composition": {"Sr": 1.0}})
-    assert not p.accepts({"protocol_hash": old})
+    assert p.accepts({"protocol_hash": rev4, "composition": {"Sr": 1.0}})
+    assert p.accepts({"protocol_hash": rev4, "reason": "EOSNotBracketedError: EOS scan did not bracket"})
+    assert not p.accepts({"protocol_hash": rev4, "reason": "SCFNotConvergedError: SCF not converged: "})
+    assert p.accepts({"protocol_hash": rev3, "composition": {"Si": 2.0}})
+    assert not p.accepts({"protocol_hash": rev3, "composition": {"Sr": 1.0}})
+    assert not p.accepts({"protocol_hash": rev3})
     assert not p.accepts({"protocol_hash": DFTProtocol(pw_cutoff_ev=400).hash(), "composition": {"Si": 2.0}})
-    assert not DFTProtocol(pw_cutoff_ev=400).accepts({"protocol_hash": old, "composition": {"Si": 2.0}})
+    assert not DFTProtocol(pw_cutoff_ev=400).accepts({"protocol_hash": rev4})
+    no_fallback = DFTProtocol(scf_fallback_mixer=None)
+    assert no_fallback.accepts({"protocol_hash": no_fallback.revision_hash(4), "reason": "SCFNotConvergedError: x"})
+    with pytest.raises(SettingsError, match="scf_fallback_mixer"):
+        DFTProtocol(scf_fallback_mixer={"bta": 0.02})
+
+
+def test_unconverged_scf_gets_a_second_attempt_with_the_fallback_mixer(tmp_path: Path) -> None:
+    import io
+
+    from ase.build import bulk
+
+    from rhoprop.dft.calc import FALLBACK_NOTE, SCFNotConvergedError, converge
+
+    atoms = bulk("Si", "diamond", a=5.47)
+    log = io.StringIO()
+    converge(atoms, DFTProtocol(pw_cutoff_ev=250), (2, 2, 2), log, False)
+    assert FALLBACK_NOTE not in log.getvalue()
+    log = io.StringIO()
+    with pytest.raises(SCFNotConvergedError, match="nor with the fallback mixer"):
+        converge(atoms, DFTProtocol(pw_cutoff_ev=250, scf_maxiter=3), (2, 2, 2), log, False)
+    text = log.getvalue()
+    assert text.count(FALLBACK_NOTE) == 1
+    after = text[text.index(FALLBACK_NOTE):]
+    assert "Pratt-step length: 0.02" in after and "Pratt-step length: 0.02" not in text[:text.index(FALLBACK_NOTE)]
+    with pytest.raises(SCFNotConvergedError, match="SCF not converged: "):
+        converge(atoms, DFTProtocol(pw_cutoff_ev=250, scf_maxiter=3, scf_fallback_mixer=None), (2, 2, 2),
+                 io.StringIO(), False)
 
 
 def test_a_crystal_result_without_its_chgcar_is_not_done(tmp_path: Path) -> None:

@@ -45,16 +45,19 @@ def kpoint_mesh(atoms: Atoms, protocol: DFTProtocol) -> tuple[int, int, int]:
 
 def make_calculator(
     protocol: DFTProtocol, kpts: tuple[int, int, int], txt: str | Path | TextIO, spinpol: bool,
-    symbols: list[str],
+    symbols: list[str], mixer: dict[str, Any] | None = None,
 ) -> Any:
-    """Return a GPAW plane-wave calculator for atoms of these ``symbols``, set up exactly as the protocol says."""
+    """Return a GPAW plane-wave calculator for atoms of these ``symbols``, set up exactly as the protocol says
+    (GPAW's default density mixer, or ``mixer``: keyword arguments of GPAW's ``mixer`` parameter)."""
     from gpaw import GPAW, PW, FermiDirac
 
     try:
         nbands = protocol.band_count(symbols)
     except SettingsError as exc:
         raise MissingSetupError(f"missing PAW setup: {exc}") from exc
-    extra = {} if nbands is None else {"nbands": nbands}
+    extra: dict[str, Any] = {} if nbands is None else {"nbands": nbands}
+    if mixer is not None:
+        extra["mixer"] = dict(mixer)
     return GPAW(
         mode=PW(protocol.pw_cutoff_ev),
         xc=protocol.xc,
@@ -90,6 +93,35 @@ def run_energy(atoms: Atoms) -> float:
         if "setup" in str(exc).lower() or "PAW" in str(exc):
             raise MissingSetupError(f"missing PAW setup: {exc}") from exc
         raise
+
+
+FALLBACK_NOTE = "rhoprop: SCF not converged with GPAW's default mixer; second attempt with mixer"
+
+
+def converge(atoms: Atoms, protocol: DFTProtocol, kpts: tuple[int, int, int], txt: TextIO, spinpol: bool) -> float:
+    """Attach the protocol's calculator to ``atoms`` and return its converged energy (eV).
+
+    An SCF that does not converge with GPAW's default mixer is started again with the protocol's
+    ``scf_fallback_mixer`` (noted in ``txt`` as :data:`FALLBACK_NOTE`); SCFNotConvergedError when
+    that fails too or there is no fallback. ``atoms.calc`` is the calculator that converged.
+    """
+    symbols = atoms.get_chemical_symbols()
+    atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols)
+    try:
+        return run_energy(atoms)
+    except SCFNotConvergedError:
+        if protocol.scf_fallback_mixer is None:
+            raise
+    txt.write(f"\n{FALLBACK_NOTE} {protocol.scf_fallback_mixer}\n")
+    txt.flush()
+    atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols, mixer=protocol.scf_fallback_mixer)
+    try:
+        return run_energy(atoms)
+    except SCFNotConvergedError as exc:
+        raise SCFNotConvergedError(
+            f"SCF not converged in {protocol.scf_maxiter} iterations with GPAW's default mixer nor with "
+            f"the fallback mixer {protocol.scf_fallback_mixer}"
+        ) from exc
 
 
 def pressure_gpa(stress: np.ndarray) -> float:
@@ -141,8 +173,7 @@ def _pressure_at(base: Atoms, volume: float, protocol: DFTProtocol, txt: TextIO,
     """(energy eV, pressure GPa) of ``base`` scaled isotropically to ``volume``, k-mesh from that cell."""
     a = base.copy()
     a.set_cell(base.cell * (volume / base.get_volume()) ** (1 / 3), scale_atoms=True)
-    a.calc = make_calculator(protocol, kpoint_mesh(a, protocol), txt, spinpol, a.get_chemical_symbols())
-    energy = run_energy(a)
+    energy = converge(a, protocol, kpoint_mesh(a, protocol), txt, spinpol)
     return energy, pressure_gpa(a.get_stress())
 
 
@@ -200,8 +231,7 @@ def run_eos(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> EOSResult:
         for s in protocol.eos_volume_scalings:
             a = base.copy()
             a.set_cell(base.cell * (centre * s / v_start) ** (1 / 3), scale_atoms=True)
-            a.calc = make_calculator(protocol, kpts, txt, spinpol, a.get_chemical_symbols())
-            ens.append(run_energy(a))
+            ens.append(converge(a, protocol, kpts, txt, spinpol))
             press.append(pressure_gpa(a.get_stress()))
             vols.append(float(a.get_volume()))
         scans.append({"volumes": vols, "energies": ens, "pressures_gpa": press})
@@ -300,9 +330,8 @@ def run_scf(atoms: Atoms, v0: float, kpts: tuple[int, int, int], protocol: DFTPr
     """SCF at volume ``v0`` (isotropic scaling of ``atoms``), relax positions if forced, analyse it."""
     a, spinpol = prepare_atoms(atoms, protocol)
     a.set_cell(a.cell * (v0 / a.get_volume()) ** (1 / 3), scale_atoms=True)
-    calc = make_calculator(protocol, kpts, txt, spinpol, a.get_chemical_symbols())
-    a.calc = calc
-    energy = run_energy(a)
+    converge(a, protocol, kpts, txt, spinpol)
+    calc = a.calc
     steps, fmax = relax_positions(a, protocol, txt)
     energy = run_energy(a)
     stress = a.get_stress()
@@ -376,8 +405,7 @@ def run_elastic_cubic(
         a, spinpol = prepare_atoms(atoms, protocol)
         deformation = np.eye(3) + sign * d * strain
         a.set_cell(a.cell @ deformation.T, scale_atoms=True)
-        a.calc = make_calculator(protocol, kpts, txt, spinpol, a.get_chemical_symbols())
-        run_energy(a)
+        converge(a, protocol, kpts, txt, spinpol)
         relax_positions(a, protocol, txt)
         stresses["+" if sign > 0 else "-"] = [float(x) for x in a.get_stress() / GPa]
     sp, sm = np.array(stresses["+"]), np.array(stresses["-"])

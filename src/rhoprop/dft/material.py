@@ -23,7 +23,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 import rhoprop
-from rhoprop.dft.calc import make_calculator, relax_positions, run_elastic_cubic, run_energy, run_eos, run_scf
+from rhoprop.dft.calc import FALLBACK_NOTE, converge, relax_positions, run_elastic_cubic, run_energy, run_eos, run_scf
 from rhoprop.dft.protocol import DFTProtocol
 from rhoprop.errors import RhopropError
 from rhoprop.settings import atomic_write_bytes, atomic_write_text
@@ -97,6 +97,11 @@ def symmetry_info(structure: Structure) -> dict[str, Any]:
     }
 
 
+def fallback_count(log_path: Path) -> int:
+    """How many SCFs of a material needed the protocol's fallback mixer, from its GPAW log."""
+    return log_path.read_text(errors="replace").count(FALLBACK_NOTE)
+
+
 def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None) -> dict[str, Any]:
     """Relax a molecule in a box (Γ point only, fixed box) for an elemental reference energy.
 
@@ -113,8 +118,7 @@ def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
     log_path = out / "logs" / f"{mid}.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as txt:
-        atoms.calc = make_calculator(protocol, (1, 1, 1), txt, spinpol, atoms.get_chemical_symbols())
-        run_energy(atoms)
+        converge(atoms, protocol, (1, 1, 1), txt, spinpol)
         steps, fmax = relax_positions(atoms, protocol, txt)
         energy = run_energy(atoms)
     moment = float(atoms.calc.get_magnetic_moment()) if spinpol else 0.0
@@ -138,6 +142,7 @@ def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
                 "bond_length": float(atoms.get_distance(0, 1, mic=True))},
         "structure": final.as_dict(),
         "timing": {"total_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start},
+        "scf_fallbacks": fallback_count(log_path),
         "files": {"log": f"logs/{mid}.txt"},
     }
     atomic_write_text(result_path(out, mid), json.dumps(record, indent=1) + "\n")
@@ -241,6 +246,7 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
         "input_structure": candidate.structure.as_dict(),
         "structure": final.as_dict(),
         "timing": timing,
+        "scf_fallbacks": fallback_count(log_path),
         "files": {
             "chgcar": f"chgcar/{mid}.CHGCAR",
             "cif": f"structures/{mid}.cif",

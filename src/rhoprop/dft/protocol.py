@@ -19,6 +19,8 @@ from rhoprop.errors import SettingsError
 from rhoprop.settings import Settings
 
 MAGNETIC_ELEMENTS: tuple[str, ...] = ("Cr", "Mn", "Fe", "Co", "Ni")
+MIXER_KEYS = frozenset({"backend", "beta", "nmaxold", "weight", "method"})
+FALLBACK_MIXER: dict[str, Any] = {"backend": "msr1", "beta": 0.02, "nmaxold": 5, "weight": 100.0, "method": "difference"}
 
 
 def _package_version(name: str) -> str:
@@ -51,7 +53,8 @@ class DFTProtocol(Settings):
         eos_volume_scalings: volumes of the EOS scan relative to the centre volume.
         protocol_revision: bumped whenever the procedure (not only a number) changes, so old results
             are invalidated (2: energy-based centring, c11/c12 from the EOS bulk modulus + shear;
-            3: no elastic constants for metals unless ``elastic_for_metals``; 4: ``min_empty_bands``).
+            3: no elastic constants for metals unless ``elastic_for_metals``; 4: ``min_empty_bands``;
+            5: ``scf_fallback_mixer``).
         eos_precentre_steps: before the scan, at most this many single SCFs step the volume by
             ``eos_precentre_factor`` from the start until the energy rises on both sides; the scan is
             centred on the vertex of the E(ln V) parabola through that triple (0 = centre on the start).
@@ -68,7 +71,11 @@ class DFTProtocol(Settings):
         density_gridrefinement: GPAW grid refinement of the written pseudo density (1 = coarse grid).
         bandwidth_gap_ev: an energy gap larger than this separates the valence manifold from
             semicore states when measuring the bandwidth.
-        scf_maxiter: maximum SCF iterations; exceeding it is a recorded failure.
+        scf_maxiter: maximum SCF iterations of one attempt.
+        scf_fallback_mixer: GPAW ``mixer`` keyword arguments of a second attempt at an SCF that did not
+            converge in ``scf_maxiter`` iterations with GPAW's default mixer (a slower, damped mixer;
+            None: no second attempt). The second attempt starts afresh; if it fails too, the material
+            is a recorded failure. A converged SCF is the same ground state whichever mixer reached it.
         min_empty_bands: bands above ``ceil(N_valence / 2)`` that every calculation has at least.
             GPAW's default band count (one per atomic orbital of the setups) leaves none for Ca, Sr,
             Ba (10 valence electrons, 5 orbitals) or K, Rb, Cs; where the default already leaves this
@@ -86,7 +93,7 @@ class DFTProtocol(Settings):
     smearing_width_ev: float = 0.01
     setups: str = "paw"
     eos_volume_scalings: tuple[float, ...] = (0.94, 0.97, 1.0, 1.03, 1.06)
-    protocol_revision: int = 4
+    protocol_revision: int = 5
     eos_precentre_steps: int = 6
     eos_precentre_factor: float = 1.2
     eos_max_recentre: int = 1
@@ -100,11 +107,18 @@ class DFTProtocol(Settings):
     density_gridrefinement: int = 2
     bandwidth_gap_ev: float = 2.0
     scf_maxiter: int = 200
+    scf_fallback_mixer: dict[str, Any] | None = dataclasses.field(default_factory=lambda: dict(FALLBACK_MIXER))
     min_empty_bands: int = 1
     gpaw_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw"))
     setups_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw-data"))
 
     def __post_init__(self) -> None:
+        mixer = self.scf_fallback_mixer
+        if mixer is not None and (not isinstance(mixer, dict) or not set(mixer) <= MIXER_KEYS):
+            raise SettingsError(
+                f"DFTProtocol.scf_fallback_mixer must be None or a dict with keys from {sorted(MIXER_KEYS)}, "
+                f"got {mixer!r}"
+            )
         if self.xc not in ("PBE", "LDA", "PBEsol", "RPBE", "revPBE"):
             raise SettingsError(f"DFTProtocol.xc: unsupported functional {self.xc!r}")
         if self.pw_cutoff_ev <= 0 or self.kpoint_density <= 0 or self.smearing_width_ev <= 0:
@@ -151,27 +165,40 @@ class DFTProtocol(Settings):
         needed = math.ceil(n_valence / 2 - 1e-9) + self.min_empty_bands
         return None if n_orbitals >= needed else needed
 
-    def predecessor_hash(self) -> str | None:
-        """Hash of this protocol at revision 3 (before ``min_empty_bands``), None for other revisions."""
-        if self.protocol_revision != 4:
+    def revision_hash(self, revision: int) -> str | None:
+        """Hash this protocol had at an earlier ``revision`` (3 or 4) with every other field unchanged.
+
+        Revision 4 is revision 5 without ``scf_fallback_mixer``; revision 3 is revision 4 without
+        ``min_empty_bands``. None unless this protocol is at revision 5 and ``revision`` is 3 or 4.
+        """
+        if self.protocol_revision != 5 or revision not in (3, 4):
             return None
         data = self.to_dict()
-        data.pop("min_empty_bands")
-        data["protocol_revision"] = 3
+        data.pop("scf_fallback_mixer")
+        if revision == 3:
+            data.pop("min_empty_bands")
+        data["protocol_revision"] = revision
         return protocol_hash_of(data)
 
     def accepts(self, record: dict[str, Any]) -> bool:
         """True when a result or failure record was computed exactly as this protocol would compute it.
 
-        That is a record with this protocol's hash, or a revision-3 record (the same protocol
-        before ``min_empty_bands``) of a material whose band count revision 4 leaves at GPAW's default,
-        so the calculation is identical. The record needs ``protocol_hash`` and, for the second case,
-        ``composition`` (element → count in the cell).
+        That is a record with this protocol's hash; or a revision-4 record (no fallback mixer: the same
+        calculation wherever the default mixer converged), except a failure to converge, which the
+        fallback may now rescue; or such a revision-3 record (before ``min_empty_bands``) of a
+        material whose band count stays at GPAW's default. The record needs ``protocol_hash``, and for
+        the revision-3 case ``composition`` (element → count in the cell); a failure record has ``reason``.
         """
         found = record.get("protocol_hash")
+        if found is None:
+            return False
         if found == self.hash():
             return True
-        if found is None or found != self.predecessor_hash() or "composition" not in record:
+        if self.scf_fallback_mixer is not None and str(record.get("reason", "")).startswith("SCFNotConvergedError"):
+            return False
+        if found == self.revision_hash(4):
+            return True
+        if found != self.revision_hash(3) or "composition" not in record:
             return False
         symbols = [el for el, n in record["composition"].items() for _ in range(int(round(float(n))))]
         return self.band_count(symbols) is None
