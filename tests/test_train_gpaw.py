@@ -87,3 +87,12 @@ def test_builtin_warns_about_elements_never_seen_in_training(fixtures_dir: Path,
     result = runner.invoke(app, ["predict", "builtin", str(vasp4), "--species", "Si", "--out", str(tmp_path / "si")])
     assert result.exit_code == 0, result.output
     assert "never appear" not in " ".join(json.loads((tmp_path / "si.json").read_text())["warnings"][str(vasp4)])
+
+
+def test_predict_with_a_dataset_name_points_to_the_builtin_model(fixtures_dir: Path, tmp_path: Path) -> None:
+    vasp = fixtures_dir / "CHGCAR.LiCoO2_spin.gz"
+    result = runner.invoke(app, ["predict", "gpaw-v1", str(vasp), "--out", str(tmp_path / "p")])
+    assert result.exit_code != 0
+    assert "gpaw-v1 is a built-in dataset, its pretrained model is 'builtin'" in " ".join(result.output.split())
+    result = runner.invoke(app, ["predict", str(tmp_path / "nothing"), str(vasp), "--out", str(tmp_path / "p")])
+    assert result.exit_code != 0 and "no such file or directory" in " ".join(result.output.split())

@@ -26,6 +26,12 @@ def model_dirs(path: str | os.PathLike[str]) -> list[Path]:
             )
         return [BUILTIN_MODEL]
     path = Path(path)
+    if not path.exists():
+        from rhoprop.datasets import available
+
+        hint = (f"; {path} is a built-in dataset, its pretrained model is 'builtin'"
+                if str(path) in available() else "; pass a run or model directory, or 'builtin'")
+        raise IncompatibleModelError(f"no model at {path}: no such file or directory{hint}")
     if (path / META_FILE).is_file():
         return [path]
     if (path / "model" / META_FILE).is_file():
