@@ -18,10 +18,13 @@ from pathlib import Path
 def speed_table(out_dir: Path) -> str:
     """Markdown table of median wall/CPU seconds per material grouped by (atoms, spin, cubic)."""
     groups: dict[tuple[int, bool, bool], list[dict]] = defaultdict(list)
+    rescued: list[str] = []
     for path in sorted((out_dir / "results").glob("*.json")):
         rec = json.loads(path.read_text())
         if rec.get("kind", "crystal") != "crystal":
             continue
+        if rec.get("scf_fallbacks"):
+            rescued.append(f"{rec['id']} ({rec['scf_fallbacks']} SCFs, {rec['timing']['total_s']:.0f} s)")
         groups[(rec["natoms"], rec["spin_polarized"], rec.get("elastic") is not None)].append(rec["timing"])
     lines = ["| atoms | spin | elastic constants computed | materials | median wall (s) | median CPU (s) | median EOS / SCF / "
              "elastic wall (s) |", "|---|---|---|---|---|---|---|"]
@@ -38,6 +41,8 @@ def speed_table(out_dir: Path) -> str:
     n_done = sum(len(v) for v in groups.values())
     lines.append("")
     lines.append(f"{n_done} crystals done, {len(failures)} failed.")
+    if rescued:
+        lines.append(f"Converged only with the fallback mixer (protocol revision 5): {', '.join(rescued)}.")
     return "\n".join(lines)
 
 
