@@ -205,6 +205,29 @@ def test_unconverged_scf_gets_a_second_attempt_with_the_fallback_mixer(tmp_path:
                  io.StringIO(), False)
 
 
+def test_after_one_fallback_the_material_starts_its_later_scfs_with_the_fallback_mixer() -> None:
+    import io
+
+    from ase.build import bulk
+
+    from rhoprop.dft.calc import FALLBACK_NOTE, STICKY_NOTE, converge, material_scope
+
+    # On this Si cell GPAW's default mixer needs 8 iterations, this one 7: with at most 7 the
+    # default fails and the fallback converges.
+    fast = {"backend": "pulay", "beta": 0.7, "nmaxold": 10, "weight": 1.0}
+    protocol = DFTProtocol(pw_cutoff_ev=250, scf_maxiter=7, scf_fallback_mixer=fast)
+    log = io.StringIO()
+    with material_scope():
+        for _ in range(2):
+            converge(bulk("Si", "diamond", a=5.47), protocol, (2, 2, 2), log, False)
+    text = log.getvalue()
+    assert text.count(FALLBACK_NOTE) == 1 and text.count(STICKY_NOTE) == 1
+    assert text.index(FALLBACK_NOTE) < text.index(STICKY_NOTE)
+    log = io.StringIO()
+    converge(bulk("Si", "diamond", a=5.47), protocol, (2, 2, 2), log, False)
+    assert FALLBACK_NOTE in log.getvalue() and STICKY_NOTE not in log.getvalue()
+
+
 def test_a_crystal_result_without_its_chgcar_is_not_done(tmp_path: Path) -> None:
     record = {"id": "Si", "kind": "crystal", "composition": {"Si": 2.0}, "protocol_hash": DFTProtocol().hash()}
     result_path(tmp_path, "Si").parent.mkdir(parents=True)

@@ -6,8 +6,11 @@ goes to a log file. Energies are in eV, volumes in Å³, pressures and moduli in
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -96,32 +99,58 @@ def run_energy(atoms: Atoms) -> float:
 
 
 FALLBACK_NOTE = "rhoprop: SCF not converged with GPAW's default mixer; second attempt with mixer"
+STICKY_NOTE = "rhoprop: an earlier SCF of this material needed the fallback mixer; starting with it"
+
+_MATERIAL: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
+    "rhoprop_material", default=None
+)
+
+
+@contextlib.contextmanager
+def material_scope() -> Iterator[None]:
+    """The calculations of one material: once one of its SCFs has needed the fallback mixer, its
+    later SCFs start with that mixer (outside a scope every SCF starts with GPAW's default)."""
+    token = _MATERIAL.set({"fallback": False})
+    try:
+        yield
+    finally:
+        _MATERIAL.reset(token)
 
 
 def converge(atoms: Atoms, protocol: DFTProtocol, kpts: tuple[int, int, int], txt: TextIO, spinpol: bool) -> float:
     """Attach the protocol's calculator to ``atoms`` and return its converged energy (eV).
 
     An SCF that does not converge with GPAW's default mixer is started again with the protocol's
-    ``scf_fallback_mixer`` (noted in ``txt`` as :data:`FALLBACK_NOTE`); SCFNotConvergedError when
-    that fails too or there is no fallback. ``atoms.calc`` is the calculator that converged.
+    ``scf_fallback_mixer`` (noted in ``txt`` as :data:`FALLBACK_NOTE`); inside a
+    :func:`material_scope` where an SCF already needed it, the SCF starts with the fallback mixer
+    (:data:`STICKY_NOTE`). SCFNotConvergedError when the fallback fails too or there is none.
+    ``atoms.calc`` is the calculator that converged.
     """
     symbols = atoms.get_chemical_symbols()
-    atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols)
-    try:
-        return run_energy(atoms)
-    except SCFNotConvergedError:
-        if protocol.scf_fallback_mixer is None:
-            raise
-    txt.write(f"\n{FALLBACK_NOTE} {protocol.scf_fallback_mixer}\n")
+    fallback = protocol.scf_fallback_mixer
+    state = _MATERIAL.get()
+    if fallback is None or not (state and state["fallback"]):
+        atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols)
+        try:
+            return run_energy(atoms)
+        except SCFNotConvergedError:
+            if fallback is None:
+                raise
+        txt.write(f"\n{FALLBACK_NOTE} {fallback}\n")
+    else:
+        txt.write(f"\n{STICKY_NOTE} {fallback}\n")
     txt.flush()
-    atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols, mixer=protocol.scf_fallback_mixer)
+    atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols, mixer=fallback)
     try:
-        return run_energy(atoms)
+        energy = run_energy(atoms)
     except SCFNotConvergedError as exc:
         raise SCFNotConvergedError(
             f"SCF not converged in {protocol.scf_maxiter} iterations with GPAW's default mixer nor with "
-            f"the fallback mixer {protocol.scf_fallback_mixer}"
+            f"the fallback mixer {fallback}"
         ) from exc
+    if state is not None:
+        state["fallback"] = True
+    return energy
 
 
 def pressure_gpa(stress: np.ndarray) -> float:

@@ -23,7 +23,17 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 import rhoprop
-from rhoprop.dft.calc import FALLBACK_NOTE, converge, relax_positions, run_elastic_cubic, run_energy, run_eos, run_scf
+from rhoprop.dft.calc import (
+    FALLBACK_NOTE,
+    STICKY_NOTE,
+    converge,
+    material_scope,
+    relax_positions,
+    run_elastic_cubic,
+    run_energy,
+    run_eos,
+    run_scf,
+)
 from rhoprop.dft.protocol import DFTProtocol
 from rhoprop.errors import RhopropError
 from rhoprop.settings import atomic_write_bytes, atomic_write_text
@@ -98,8 +108,9 @@ def symmetry_info(structure: Structure) -> dict[str, Any]:
 
 
 def fallback_count(log_path: Path) -> int:
-    """How many SCFs of a material needed the protocol's fallback mixer, from its GPAW log."""
-    return log_path.read_text(errors="replace").count(FALLBACK_NOTE)
+    """How many SCFs of a material ran with the protocol's fallback mixer, from its GPAW log."""
+    text = log_path.read_text(errors="replace")
+    return text.count(FALLBACK_NOTE) + text.count(STICKY_NOTE)
 
 
 def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None) -> dict[str, Any]:
@@ -117,7 +128,7 @@ def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
     atoms.set_initial_magnetic_moments([1.0 if spinpol else 0.0] * len(atoms))
     log_path = out / "logs" / f"{mid}.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as txt:
+    with open(log_path, "w") as txt, material_scope():
         converge(atoms, protocol, (1, 1, 1), txt, spinpol)
         steps, fmax = relax_positions(atoms, protocol, txt)
         energy = run_energy(atoms)
@@ -171,7 +182,7 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
     log_path = out / "logs" / f"{mid}.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
-    with open(log_path, "w") as txt:
+    with open(log_path, "w") as txt, material_scope():
         t = time.perf_counter()
         eos = run_eos(atoms, protocol, txt)
         timing["eos_s"] = time.perf_counter() - t
