@@ -85,6 +85,7 @@ def test_silicon_chgcar_holds_the_valence_density(si_run: Path) -> None:
     record = json.loads(result_path(si_run, "Si").read_text())
     assert record["protocol_hash"] == DFTProtocol().hash()
     assert record["protocol"] == DFTProtocol().to_dict()
+    assert record["scf_fallbacks"] == 0
     assert record["eos"]["v0"] == pytest.approx(density.volume, rel=1e-6)
     assert len(record["eos"]["scans"][-1]["volumes"]) >= 5
     assert (si_run / "structures" / "Si.cif").exists() and (si_run / "logs" / "Si.txt").stat().st_size > 0
@@ -217,9 +218,10 @@ def test_after_one_fallback_the_material_starts_its_later_scfs_with_the_fallback
     fast = {"backend": "pulay", "beta": 0.7, "nmaxold": 10, "weight": 1.0}
     protocol = DFTProtocol(pw_cutoff_ev=250, scf_maxiter=7, scf_fallback_mixer=fast)
     log = io.StringIO()
-    with material_scope():
+    with material_scope() as scfs:
         for _ in range(2):
             converge(bulk("Si", "diamond", a=5.47), protocol, (2, 2, 2), log, False)
+    assert scfs.fallbacks == 2
     text = log.getvalue()
     assert text.count(FALLBACK_NOTE) == 1 and text.count(STICKY_NOTE) == 1
     assert text.index(FALLBACK_NOTE) < text.index(STICKY_NOTE)

@@ -101,18 +101,25 @@ def run_energy(atoms: Atoms) -> float:
 FALLBACK_NOTE = "rhoprop: SCF not converged with GPAW's default mixer; second attempt with mixer"
 STICKY_NOTE = "rhoprop: an earlier SCF of this material needed the fallback mixer; starting with it"
 
-_MATERIAL: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
-    "rhoprop_material", default=None
-)
+@dataclasses.dataclass
+class MaterialSCFs:
+    """SCF bookkeeping of one material: how many of its SCFs ran with the fallback mixer."""
+
+    fallbacks: int = 0
+
+
+_MATERIAL: contextvars.ContextVar[MaterialSCFs | None] = contextvars.ContextVar("rhoprop_material", default=None)
 
 
 @contextlib.contextmanager
-def material_scope() -> Iterator[None]:
+def material_scope() -> Iterator[MaterialSCFs]:
     """The calculations of one material: once one of its SCFs has needed the fallback mixer, its
-    later SCFs start with that mixer (outside a scope every SCF starts with GPAW's default)."""
-    token = _MATERIAL.set({"fallback": False})
+    later SCFs start with that mixer (outside a scope every SCF starts with GPAW's default).
+    Yields the material's :class:`MaterialSCFs`."""
+    scfs = MaterialSCFs()
+    token = _MATERIAL.set(scfs)
     try:
-        yield
+        yield scfs
     finally:
         _MATERIAL.reset(token)
 
@@ -128,17 +135,16 @@ def converge(atoms: Atoms, protocol: DFTProtocol, kpts: tuple[int, int, int], tx
     """
     symbols = atoms.get_chemical_symbols()
     fallback = protocol.scf_fallback_mixer
-    state = _MATERIAL.get()
-    if fallback is None or not (state and state["fallback"]):
+    scfs = _MATERIAL.get()
+    sticky = fallback is not None and scfs is not None and scfs.fallbacks > 0
+    if not sticky:
         atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols)
         try:
             return run_energy(atoms)
         except SCFNotConvergedError:
             if fallback is None:
                 raise
-        txt.write(f"\n{FALLBACK_NOTE} {fallback}\n")
-    else:
-        txt.write(f"\n{STICKY_NOTE} {fallback}\n")
+    txt.write(f"\n{STICKY_NOTE if sticky else FALLBACK_NOTE} {fallback}\n")
     txt.flush()
     atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols, mixer=fallback)
     try:
@@ -148,8 +154,8 @@ def converge(atoms: Atoms, protocol: DFTProtocol, kpts: tuple[int, int, int], tx
             f"SCF not converged in {protocol.scf_maxiter} iterations with GPAW's default mixer nor with "
             f"the fallback mixer {fallback}"
         ) from exc
-    if state is not None:
-        state["fallback"] = True
+    if scfs is not None:
+        scfs.fallbacks += 1
     return energy
 
 

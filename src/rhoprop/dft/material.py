@@ -24,8 +24,6 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 import rhoprop
 from rhoprop.dft.calc import (
-    FALLBACK_NOTE,
-    STICKY_NOTE,
     converge,
     material_scope,
     relax_positions,
@@ -107,12 +105,6 @@ def symmetry_info(structure: Structure) -> dict[str, Any]:
     }
 
 
-def fallback_count(log_path: Path) -> int:
-    """How many SCFs of a material ran with the protocol's fallback mixer, from its GPAW log."""
-    text = log_path.read_text(errors="replace")
-    return text.count(FALLBACK_NOTE) + text.count(STICKY_NOTE)
-
-
 def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None) -> dict[str, Any]:
     """Relax a molecule in a box (Γ point only, fixed box) for an elemental reference energy.
 
@@ -128,7 +120,7 @@ def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
     atoms.set_initial_magnetic_moments([1.0 if spinpol else 0.0] * len(atoms))
     log_path = out / "logs" / f"{mid}.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as txt, material_scope():
+    with open(log_path, "w") as txt, material_scope() as scfs:
         converge(atoms, protocol, (1, 1, 1), txt, spinpol)
         steps, fmax = relax_positions(atoms, protocol, txt)
         energy = run_energy(atoms)
@@ -153,7 +145,7 @@ def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
                 "bond_length": float(atoms.get_distance(0, 1, mic=True))},
         "structure": final.as_dict(),
         "timing": {"total_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start},
-        "scf_fallbacks": fallback_count(log_path),
+        "scf_fallbacks": scfs.fallbacks,
         "files": {"log": f"logs/{mid}.txt"},
     }
     atomic_write_text(result_path(out, mid), json.dumps(record, indent=1) + "\n")
@@ -182,7 +174,7 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
     log_path = out / "logs" / f"{mid}.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
-    with open(log_path, "w") as txt, material_scope():
+    with open(log_path, "w") as txt, material_scope() as scfs:
         t = time.perf_counter()
         eos = run_eos(atoms, protocol, txt)
         timing["eos_s"] = time.perf_counter() - t
@@ -257,7 +249,7 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
         "input_structure": candidate.structure.as_dict(),
         "structure": final.as_dict(),
         "timing": timing,
-        "scf_fallbacks": fallback_count(log_path),
+        "scf_fallbacks": scfs.fallbacks,
         "files": {
             "chgcar": f"chgcar/{mid}.CHGCAR",
             "cif": f"structures/{mid}.cif",
