@@ -364,6 +364,20 @@ def test_compounds_needing_no_new_reference_are_computed_first() -> None:
         assert all(rest.index(mid) < rest.index(c.id) for mid in needed if mid in rest)
 
 
+def test_only_selects_the_named_materials_in_the_given_order_and_names_unknown_ids(tmp_path: Path) -> None:
+    from rhoprop.dft import select_ids
+
+    enumerated = list(itertools.islice(enumerate_prototypes(), 300))
+    picked = [enumerated[250].id, enumerated[3].id, enumerated[250].id]
+    assert [c.id for c in select_ids(enumerated, picked)] == picked[:2]
+    with pytest.raises(RhopropError, match=r"'Si-diamnd' \(closest: Si-diamond"):
+        select_ids(enumerated, [enumerated[0].id, "Si-diamnd"])
+    result = runner.invoke(app, ["generate", "--prototypes", "--only", "Si-diamond, Nope-fcc",
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "Nope-fcc" in result.output and "1 of the ids" in result.output
+    assert not (tmp_path / "o" / "results").exists()
+
+
 @pytest.mark.dft
 def test_terminated_run_leaves_no_material_marked_done(tmp_path: Path) -> None:
     import os

@@ -202,6 +202,8 @@ def generate(
     out: Path = typer.Option(..., "--out", help="Output folder (resumable: finished materials are skipped)."),
     prototypes: bool = typer.Option(False, "--prototypes", help="Compute the built-in prototype enumeration."),
     limit: int = typer.Option(0, "--limit", help="Only the first N prototypes of the enumeration (0 = all)."),
+    only: str = typer.Option(None, "--only", help="Comma-separated material ids: compute only these, in "
+                             "this order (e.g. Fe-hcp,FeC-rocksalt)."),
     workers: int = typer.Option(1, "--workers", help="Parallel GPAW processes (one serial GPAW each)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry materials recorded as failed."),
     max_minutes: float = typer.Option(90.0, "--max-minutes", help="Time limit per material (a failure beyond)."),
@@ -226,6 +228,8 @@ def generate(
                 candidates = dft.prototype_candidates(out, limit, stored=stored)
             else:
                 candidates = dft.read_structures(structures)
+            if only:
+                candidates = dft.select_ids(candidates, [i.strip() for i in only.split(",") if i.strip()])
             report = dft.generate(candidates, out, workers=workers, retry_failed=retry_failed,
                                   max_minutes=max_minutes, stored=stored)
             console.print(f"computed {len(report.computed)}, skipped {len(report.skipped)} (done or failed "

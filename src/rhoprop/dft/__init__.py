@@ -12,6 +12,7 @@ from rhoprop.dft.generate import (
     is_done,
     load_failures,
     prototype_candidates,
+    select_ids,
     read_structures,
 )
 from rhoprop.dft.labels import LABEL_SCHEMA, assemble_labels, labels_frame, load_results, summary, targets_schema
@@ -40,6 +41,7 @@ __all__ = [
     "load_failures",
     "load_results",
     "prototype_candidates",
+    "select_ids",
     "read_structures",
     "ready_first",
     "summary",

@@ -123,6 +123,25 @@ def prototype_candidates(out_dir: str | Path, limit: int = 0, protocol: DFTProto
     return ready_first(enumerated, finished_ids(out_dir, enumerated, protocol or DFTProtocol(), stored))
 
 
+def select_ids(candidates: Iterable[Candidate], ids: Sequence[str]) -> list[Candidate]:
+    """The candidates named in ``ids``, in that order (e.g. to retry a few materials before the rest).
+
+    Raises RhopropError naming every id that is not among the candidates, with the closest ids.
+    """
+    import difflib
+
+    by_id = {c.id: c for c in candidates}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        hints = []
+        for i in unknown:
+            close = difflib.get_close_matches(i, list(by_id), n=3)
+            hints.append(f"{i!r} (closest: {', '.join(close)})" if close else repr(i))
+        raise RhopropError(f"{len(unknown)} of the ids given are not among the {len(by_id)} candidates: "
+                           + "; ".join(hints))
+    return [by_id[i] for i in dict.fromkeys(ids)]
+
+
 def load_failures(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """The failures file of an output folder (id → record), empty when there is none."""
     path = Path(out_dir) / "failures.json"
