@@ -546,6 +546,90 @@ def test_xsf_grid_with_missing_values_is_reported(small_density: Density, tmp_pa
         read_density(_write(tmp_path / "short.xsf", text.split("\n")))
 
 
+def test_degenerate_or_non_finite_cells_are_reported_with_the_cell_lines(
+    spin_lines: list[str], small_density: Density, tmp_path: Path
+) -> None:
+    zero_scale = list(spin_lines)
+    zero_scale[1] = "   0.0"
+    with pytest.raises(DensityFormatError, match=r"lines 2-5: scale and lattice vectors\): .*span no volume"):
+        read_density(_write(tmp_path / "CHGCAR", zero_scale))
+    parallel = list(spin_lines)
+    parallel[3] = parallel[2]
+    with pytest.raises(DensityFormatError, match="span no volume"):
+        read_density(_write(tmp_path / "CHGCAR", parallel))
+    nan_scale = list(spin_lines)
+    nan_scale[1] = "   nan"
+    with pytest.raises(DensityFormatError, match="lines 2-5.*not three finite"):
+        read_density(_write(tmp_path / "CHGCAR", nan_scale))
+    huge = list(spin_lines)
+    huge[3] = "  1e300 0 0"
+    with pytest.raises(DensityFormatError, match="beyond 10000 Å"):
+        read_density(_write(tmp_path / "CHGCAR", huge))
+    cube = write_cube(small_density, tmp_path / "ok.cube").read_text().split("\n")
+    cube[3] = cube[3].split()[0] + " 0.0 0.0 0.0"
+    with pytest.raises(DensityFormatError, match=r"lines 4-6: point counts and voxel vectors\): .*span no volume"):
+        read_density(_write(tmp_path / "flat.cube", cube))
+    grid = np.pad(small_density.total, ((0, 1), (0, 1), (0, 1)), mode="wrap")
+    flat = small_density.lattice.matrix.copy()
+    flat[2] = flat[0] + flat[1]
+    lines = _xsf_text(small_density, grid, small_density.lattice.matrix).split("\n")
+    assert lines[2] == "PRIMVEC"
+    lines[5] = " ".join(f"{x:.12f}" for x in flat[2])
+    with pytest.raises(DensityFormatError, match=r"\(PRIMVEC\): .*span no volume"):
+        read_density(_write(tmp_path / "flat.xsf", lines))
+    with pytest.raises(DensityFormatError, match="cell in made by hand: .*span no volume"):
+        Density(total=small_density.total, structure=Structure(flat, ["Li"], [[0, 0, 0]]), source="made by hand")
+
+
+@pytest.mark.parametrize("block", ["total", "magnetization"])
+def test_a_repeated_grid_line_in_a_spin_chgcar_is_not_taken_for_atomic_moments(
+    spin_lines: list[str], tmp_path: Path, block: str
+) -> None:
+    lines = list(spin_lines)
+    grids = [i for i, line in enumerate(lines) if line == "   56   32   60"]
+    at = grids[0 if block == "total" else 1] + 500
+    lines.insert(at, lines[at])  # 5 values more; the 8 atoms' moments between the blocks are 8
+    with pytest.raises(DensityFormatError, match="more values than its grid line says"):
+        read_density(_write(tmp_path / "CHGCAR", lines))
+
+
+def test_non_finite_atom_positions_are_reported_with_their_lines(
+    spin_lines: list[str], small_density: Density, tmp_path: Path
+) -> None:
+    lines = list(spin_lines)
+    assert lines[7] == "Direct"
+    lines[9] = "  inf 0.0 0.5"
+    with pytest.raises(DensityFormatError, match=r"1 atom position.*atom 2 \(Li\) on line 10"):
+        read_density(_write(tmp_path / "CHGCAR", lines))
+    cube = write_cube(small_density, tmp_path / "ok.cube").read_text().split("\n")
+    cube[6] = " ".join(cube[6].split()[:2]) + " nan 0.0 0.0"
+    with pytest.raises(DensityFormatError, match=r"atom 1 \(Li\) on line 7"):
+        read_density(_write(tmp_path / "nan.cube", cube))
+
+
+def test_xsf_atom_lines_that_do_not_match_their_count_are_reported(
+    small_density: Density, tmp_path: Path
+) -> None:
+    grid = np.pad(small_density.total, ((0, 1), (0, 1), (0, 1)), mode="wrap")
+    lines = _xsf_text(small_density, grid, small_density.lattice.matrix).split("\n")
+    count = lines.index("PRIMCOORD") + 1
+    repeated = lines[: count + 2] + lines[count + 1 :]
+    with pytest.raises(DensityFormatError, match=f"line {count + len(small_density.structure) + 2}: numbers"):
+        read_density(_write(tmp_path / "repeated.xsf", repeated))
+    without_count = lines[:count] + lines[count + 1 :]
+    with pytest.raises(DensityFormatError, match=f"line {count + 1}: expected the atom count and 1"):
+        read_density(_write(tmp_path / "no_count.xsf", without_count))
+    other_blocks = (
+        lines[:count - 1]
+        + ["BEGIN_INFO", "  Fermi Energy: 5.2", "END_INFO", "BEGIN_BLOCK_DATAGRID_2D", " slice",
+           " BEGIN_DATAGRID_2D_a", " 2 2", " 0 0 0", " 1 0 0", " 0 1 0", " 1 2 3 4", " END_DATAGRID_2D",
+           "END_BLOCK_DATAGRID_2D"]
+        + lines[count - 1 :]
+    )
+    read = read_density(_write(tmp_path / "blocks.xsf", other_blocks))
+    assert read.total.shape == small_density.shape and np.allclose(read.total, small_density.total, rtol=1e-10)
+
+
 # --- command line ----------------------------------------------------------------------------------
 
 

@@ -218,7 +218,7 @@ def atomic_superposition(
     if half:
         spectrum = np.zeros((shape[0], shape[1], shape[2] // 2 + 1), dtype=complex)
         spectrum[np.ix_(ms[0] % shape[0], ms[1] % shape[1], ms[2])] = coefficients
-        return np.fft.irfftn(spectrum, s=shape) * size
+        return np.fft.irfftn(spectrum, s=shape, axes=(0, 1, 2)) * size
     flat = np.ravel_multi_index(
         np.meshgrid(ms[0] % shape[0], ms[1] % shape[1], ms[2] % shape[2], indexing="ij"), shape
     ).ravel()

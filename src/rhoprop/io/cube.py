@@ -26,7 +26,7 @@ from pymatgen.core.units import bohr_to_ang
 
 from rhoprop.errors import DensityFormatError
 from rhoprop.io import _files
-from rhoprop.io.density import Density
+from rhoprop.io.density import Density, check_cell, check_positions
 
 BOHR3_PER_ANG3 = 1.0 / bohr_to_ang**3  # (e/Bohr³) * this = e/Å³
 _SPIN_FOR_NVAL = {1: "none", 2: "collinear", 4: "non-collinear"}
@@ -95,6 +95,7 @@ def read_cube(source: _files.Source) -> Density:
             raise DensityFormatError(
                 f"{where}: lines 4-6 mix Bohr (positive) and Å (negative) point counts"
             )
+        check_cell(voxels * np.asarray(shape)[:, None], f"{where} (lines 4-6: point counts and voxel vectors)")
         to_ang = bohr_to_ang if "bohr" in units else 1.0
         numbers: list[int] = []
         coords = np.empty((n_atoms, 3))
@@ -127,6 +128,7 @@ def read_cube(source: _files.Source) -> Density:
         coords - origin,
         coords_are_cartesian=True,
     )
+    check_positions(structure, where, first_line=7)
     total = grid[..., 0]
     spin = None
     if n_val == 2:

@@ -11,6 +11,53 @@ from pymatgen.core import Lattice, Structure
 from rhoprop.errors import DensityFormatError
 
 
+MAX_CELL_LENGTH = 1e4
+"""Å: a cell vector component beyond this is taken as corruption, not a cell."""
+
+
+def check_cell(matrix: np.ndarray, where: str) -> None:
+    """Raise DensityFormatError unless the rows of ``matrix`` (Å) are three finite vectors spanning a volume.
+
+    ``where`` names the file and the lines that hold the cell, for the message.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (3, 3) or not np.all(np.isfinite(m)):
+        raise DensityFormatError(f"{where}: the cell vectors are not three finite 3-vectors: {m.tolist()}")
+    if np.abs(m).max() > MAX_CELL_LENGTH:
+        raise DensityFormatError(
+            f"{where}: the cell vectors {m.tolist()} hold a component beyond {MAX_CELL_LENGTH:g} Å, "
+            "no periodic cell of a density grid; the file is corrupt"
+        )
+    lengths = np.linalg.norm(m, axis=1)
+    volume = abs(float(np.linalg.det(m)))
+    if lengths.min() <= 0.0 or volume <= 1e-6 * float(lengths.prod()):
+        raise DensityFormatError(
+            f"{where}: the cell vectors {np.round(m, 6).tolist()} Å span no volume ({volume:.3g} Å³: "
+            "a zero vector or vectors in one plane); the file is corrupt"
+        )
+
+
+def check_positions(structure: Structure, where: str, first_line: int | None = None) -> None:
+    """Raise DensityFormatError naming the first atoms whose positions are not finite numbers.
+
+    ``first_line``: the file's line (1-based) holding the first atom, to name each bad atom's line.
+    """
+    frac = np.asarray(structure.frac_coords, dtype=np.float64)
+    bad = np.flatnonzero(~np.all(np.isfinite(frac), axis=1))
+    if bad.size == 0:
+        return
+    named = [
+        f"atom {i + 1} ({structure[int(i)].species_string})"
+        + (f" on line {first_line + int(i)}" if first_line is not None else "")
+        for i in bad[:5]
+    ]
+    raise DensityFormatError(
+        f"{where}: {bad.size} atom position(s) are not finite numbers (NaN or inf): {', '.join(named)}"
+        + (" ..." if bad.size > 5 else "")
+        + "; the file is corrupt"
+    )
+
+
 @dataclasses.dataclass
 class Density:
     """A periodic electronic charge density on a regular grid over one unit cell.
@@ -39,6 +86,8 @@ class Density:
     def __post_init__(self) -> None:
         self.total = np.asarray(self.total, dtype=np.float64)
         where = f" in {self.source}" if self.source else ""
+        check_cell(self.structure.lattice.matrix, f"cell{where}")
+        check_positions(self.structure, f"structure{where}")
         if self.total.ndim != 3 or min(self.total.shape) < 1:
             raise DensityFormatError(
                 f"density grid{where} must be 3-dimensional (nx, ny, nz), got shape {self.total.shape}"

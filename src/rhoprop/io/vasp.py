@@ -33,7 +33,7 @@ from pymatgen.io.vasp.outputs import Chgcar, VolumetricData
 
 from rhoprop.errors import DensityFormatError, SpeciesRequiredError
 from rhoprop.io import _files
-from rhoprop.io.density import Density
+from rhoprop.io.density import Density, check_cell, check_positions
 
 NEIGHBOUR_FILES = ("POSCAR", "CONTCAR", "OUTCAR", "POTCAR")
 _COMPRESSED_SUFFIXES = ("", ".gz", ".bz2", ".xz")
@@ -277,6 +277,12 @@ def _locate_problem(lines: list[str], first: int, n_atoms: int) -> str | None:
                         "block has more values than its grid line says"
                     )
             continue
+        if loose and (is_aug or loose % max(n_atoms, 1)):
+            return (
+                f"the {loose} numbers from line {loose_start} on belong to no block (after {what}; "
+                f"VASP writes one moment per atom, {n_atoms} here, only before a grid line): the block "
+                "has more values than its grid line says"
+            )
         loose = loose_start = 0
         if is_aug:
             what = f"augmentation block {tokens[-2]} (from line {lineno})"
@@ -372,6 +378,18 @@ def _parse(source: _files.Source, parse_path: str, header: VaspHeader):
         ) from exc
 
 
+def _moments_fit(surplus: int, n_blocks: int, n_atoms: int) -> bool:
+    """True when ``surplus`` values beyond the grids can be VASP's per-atom moments between blocks.
+
+    VASP writes one moment per atom before a collinear magnetization block (up to three per atom
+    for non-collinear files); other writers none. Any other count means a grid holds more values
+    than its grid line says (pymatgen's parser skips such lines silently).
+    """
+    if surplus == 0:
+        return True
+    return n_blocks > 1 and n_atoms > 0 and surplus % n_atoms == 0 and 0 < surplus <= (n_blocks - 1) * 3 * n_atoms
+
+
 def _to_density(
     source: _files.Source,
     header: VaspHeader,
@@ -398,12 +416,14 @@ def _to_density(
             f"its data blocks have different grids {shapes}; a grid line does not match its values",
         )
     surplus = grid_tokens - sum(3 + data[k].size for k in keys)
-    if surplus < 0 or surplus > (len(keys) - 1) * 3 * header.n_atoms:
+    if not _moments_fit(surplus, len(keys), header.n_atoms):
         raise _problem(
             source,
             header,
             f"it holds {surplus:+d} values beyond what its grid line(s) {shapes[0]} account for",
         )
+    check_cell(structure.lattice.matrix, f"{source.path} (lines 2-5: scale and lattice vectors)")
+    check_positions(structure, str(source.path), first_line=len(header.lines) - header.n_atoms + 1)
     volume = structure.volume
     total = data["total"]
     total /= volume

@@ -17,7 +17,7 @@ from pymatgen.core import Element, Lattice, Structure
 
 from rhoprop.errors import DensityFormatError
 from rhoprop.io import _files
-from rhoprop.io.density import Density
+from rhoprop.io.density import Density, check_cell
 
 KEYWORDS = frozenset(
     {
@@ -75,6 +75,20 @@ def _species(token: str, where: str, lineno: int) -> Element:
         raise DensityFormatError(f"{where}: line {lineno}: {token!r} is not an element") from None
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _skip_block(lines: _Lines, end: str) -> None:
+    """Skip the lines of a block this reader does not use (BEGIN_INFO, a 2D grid, a band grid)."""
+    while not lines.next(f"the {end} line closing a block").upper().startswith(end):
+        pass
+
+
 def read_xsf(source: _files.Source) -> Density:
     """Read the first 3D data grid of a periodic (CRYSTAL) XSF file as a density."""
     where = str(source.path)
@@ -84,10 +98,21 @@ def read_xsf(source: _files.Source) -> Density:
         species: list[Element] = []
         coords: list[list[float]] = []
         periodic = False
+        last_key = "the start of the file"
         while True:
             text = lines.next("a BEGIN_BLOCK_DATAGRID_3D block")
             key = text.split()[0].upper()
-            if key == "CRYSTAL":
+            if _is_number(key):
+                raise DensityFormatError(
+                    f"{where}: line {lines.lineno}: numbers {text!r} where a keyword was expected (after "
+                    f"{last_key}): a line too many, or a count line that does not match its lines"
+                )
+            last_key = f"{key} on line {lines.lineno}"
+            if key.startswith(("BEGIN_INFO", "BEGIN_BLOCK_")) and not (
+                key.startswith("BEGIN_BLOCK_DATAGRID") and "3D" in key
+            ):
+                _skip_block(lines, "END_INFO" if key.startswith("BEGIN_INFO") else "END_BLOCK_")
+            elif key == "CRYSTAL":
                 periodic = True
             elif key in ("SLAB", "POLYMER", "MOLECULE", "ATOMS", "ANIMSTEPS"):
                 raise DensityFormatError(
@@ -102,7 +127,13 @@ def read_xsf(source: _files.Source) -> Density:
                 for _ in range(3):
                     lines.numbers(3, "a lattice vector (3 numbers)")
             elif key == "PRIMCOORD":
-                n_atoms = int(lines.numbers(1, "the atom count")[0])
+                count_line = lines.numbers(1, "the atom count and 1")
+                if len(count_line) > 2 or count_line[0] != int(count_line[0]) or count_line[0] < 1:
+                    raise DensityFormatError(
+                        f"{where}: line {lines.lineno}: expected the atom count and 1 after PRIMCOORD, "
+                        f"found {count_line}"
+                    )
+                n_atoms = int(count_line[0])
                 for _ in range(n_atoms):
                     parts = lines.next("an atom line (symbol or Z, x, y, z)").split()
                     if len(parts) < 4:
@@ -122,6 +153,7 @@ def read_xsf(source: _files.Source) -> Density:
             raise DensityFormatError(
                 f"{where}: a CRYSTAL keyword, a PRIMVEC cell and PRIMCOORD atoms must precede the data grid"
             )
+        check_cell(cell, f"{where} (PRIMVEC)")
         lines.next("the name of the data block")
         begin = lines.next("BEGIN_DATAGRID_3D")
         if not begin.upper().startswith(("BEGIN_DATAGRID_3D", "DATAGRID_3D")):
