@@ -85,6 +85,18 @@ def test_missing_id_column_is_a_clear_error(tmp_path: Path) -> None:
         read_raw_labels(tmp_path / "nope.csv")
 
 
+def test_a_property_column_named_twice_is_refused_not_renamed(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "id,band_gap,x,band_gap\na,1.0,2,1.5\nb,2.0,3,2.5\n")
+    with pytest.raises(LabelTableError, match=r"duplicate column names \['band_gap'\] \(columns \{'band_gap': \[2, 4\]\}"):
+        read_raw_labels(path)
+
+
+def test_a_table_separated_by_semicolons_is_named_as_such(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "id;band_gap\na;1.0\n")
+    with pytest.raises(LabelTableError, match="separated by semicolons: rhoprop reads comma-separated"):
+        read_raw_labels(path)
+
+
 def test_schema_fixes_kind_unit_and_classes(tmp_path: Path) -> None:
     schema = [
         TargetSpec("n_sites", "multiclass", "", ("1", "2", "4")),
@@ -123,6 +135,8 @@ def test_invalid_schema_entries_are_rejected(tmp_path: Path) -> None:
         TargetSpec("x", "ordinal")
     with pytest.raises(SettingsError, match="exactly 2 classes"):
         TargetSpec("x", "binary", "", ("a", "b", "c"))
+    with pytest.raises(SettingsError, match="classes must be a list of class names"):
+        TargetSpec("x", "multiclass", "", "abc")  # not the classes a, b, c
     bad = _csv(
         tmp_path, '{"targets": [{"name": "x", "kind": "regression", "units": "eV"}]}', "t.json"
     )

@@ -65,6 +65,13 @@ class TargetSpec(Settings):
             raise SettingsError(
                 f"target {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
             )
+        if isinstance(self.classes, (str, bytes)) or not all(
+            isinstance(c, (str, int)) and not isinstance(c, bool) for c in self.classes
+        ):
+            raise SettingsError(
+                f"target {self.name!r}: classes must be a list of class names (e.g. [\"metal\", "
+                f"\"non-metal\"]), got {self.classes!r}"
+            )
         classes = tuple(str(c) for c in self.classes)
         object.__setattr__(self, "classes", classes)
         if len(set(classes)) != len(classes):
@@ -137,15 +144,25 @@ def read_raw_labels(
         ) from exc
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise LabelTableError(f"cannot read labels file {path}: {exc}") from exc
+    header = [str(c).strip() for c in pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
+                                                    keep_default_na=False).iloc[0]]
     raw.columns = [str(c).strip() for c in raw.columns]
     if id_column not in raw.columns:
+        other = next((name for sym, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
+                      if len(raw.columns) == 1 and sym in raw.columns[0]), None)
+        hint = (f"; its header line is separated by {other}: rhoprop reads comma-separated files "
+                "(tab-separated when named .tsv)") if other else ""
         raise LabelTableError(
             f"labels file {path} has no id column {id_column!r}; its columns are "
-            f"{list(raw.columns)}. Name the id column 'id' or pass --id-column NAME"
+            f"{list(raw.columns)}. Name the id column 'id' or pass --id-column NAME{hint}"
         )
-    if len(set(raw.columns)) != len(raw.columns):
-        dup = sorted({c for c in raw.columns if list(raw.columns).count(c) > 1})
-        raise LabelTableError(f"labels file {path} has duplicate column names {dup}; rename them")
+    if len(set(header)) != len(header):
+        dup = sorted({c for c in header if header.count(c) > 1})
+        where = {c: [i + 1 for i, h in enumerate(header) if h == c] for c in dup}
+        raise LabelTableError(
+            f"labels file {path} has duplicate column names {dup} (columns {where} of its header); "
+            "which column holds the labels is ambiguous: rename or remove one"
+        )
     raw = raw.fillna("")
     ids = raw[id_column].str.strip()
     lines = np.arange(len(raw)) + 2  # line 1 is the header
