@@ -46,3 +46,10 @@ def test_shipped_builtin_datasets_open() -> None:
     for name in registry.available():
         store = registry.load(name)
         assert len(store) > 0 and store.store_settings.dtype in ("float16", "float32")
+
+
+def test_shipped_store_shards_match_their_recorded_checksums_and_read_back_whole() -> None:
+    from rhoprop.data.verify import verify_store
+
+    checks = verify_store(registry.resolve("gpaw-v1"))
+    assert checks and all(c.ok and c.checksum == "ok" for c in checks), [c for c in checks if not c.ok]

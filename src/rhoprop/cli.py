@@ -170,6 +170,32 @@ def dataset_info_command(
     print_info(info, console, as_json=as_json)
 
 
+@dataset_app.command("verify")
+def dataset_verify_command(
+    dataset: str = typer.Argument(..., help="Dataset store or built-in name (e.g. gpaw-v1)."),
+    record_missing: bool = typer.Option(False, "--record-missing", help="Record the sha256 of shards "
+                                        "that have none (written by older versions) once they read back whole."),
+) -> None:
+    """Check each shard against its recorded sha256 and read every sample back; exit 3 if anything is damaged."""
+    from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rhoprop.data.build import EXIT_SKIPPED
+    from rhoprop.data.verify import print_checks, verify_store
+    from rhoprop.datasets import resolve
+    from rhoprop.errors import RhopropError
+
+    try:
+        with Progress(TextColumn("verify"), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                      transient=True) as bar:
+            task = bar.add_task("verify", total=None)
+            checks = verify_store(resolve(dataset), record_missing, on_sample=lambda: bar.advance(task))
+    except RhopropError as exc:
+        raise _fail(exc) from exc
+    print_checks(checks, console)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(code=EXIT_SKIPPED)
+
+
 @dataset_app.command("split")
 def dataset_split_command(
     dataset: str = typer.Argument(..., help="Dataset store (a built-in dataset is read-only)."),

@@ -5,6 +5,8 @@ Layout of a store directory::
     settings.json        StoreSettings: format version, storage dtype, StandardizeSettings
     shards/shard-00000.h5  append-only HDF5 shards (complete or absent: written to a temporary
     shards/shard-00001.h5  name, fsynced, then renamed)
+    shards/shard-00000.h5.sha256  each shard's sha256, written just before the shard is renamed
+                         into place (``rhoprop dataset verify`` checks it)
     labels.csv           id + one column per target (clean text cells, blank = missing)
     targets.json         the targets: kind regression|binary|multiclass, unit, classes
     report.csv           what the last build skipped or blanked, and why (also report.json)
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -46,6 +49,7 @@ from rhoprop.settings import Settings
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
 SHARD_DIR = "shards"
+CHECKSUM_SUFFIX = ".sha256"
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
 _STR = h5py.string_dtype("utf-8")
 _TEXT_FIELDS = ("structure", "formula", "source", "sha256", "fmt", "code")
@@ -137,10 +141,24 @@ def shard_paths(root: str | os.PathLike[str]) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checksum_path(shard: Path) -> Path:
+    """Where the sha256 of ``shard`` is recorded (``shard-00000.h5.sha256`` beside it)."""
+    return shard.with_name(shard.name + CHECKSUM_SUFFIX)
+
+
 def open_shard(path: Path) -> h5py.File:
     """Open a complete shard read-only (on file systems without locks, e.g. some NFS mounts, set
-    ``HDF5_USE_FILE_LOCKING=FALSE``)."""
-    return h5py.File(path, "r")
+    ``HDF5_USE_FILE_LOCKING=FALSE``); a damaged or truncated file raises DatasetError."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        size = path.stat().st_size if path.exists() else 0
+        raise DatasetError(
+            f"shard {path} ({size} bytes) cannot be opened as HDF5 ({exc}): it is damaged or "
+            "incomplete, e.g. a partial copy. Restore it from where the store came from (`rhoprop "
+            "dataset verify` lists every damaged shard), or move it away and rerun the build that made "
+            "the store: the build resumes and recomputes the samples it held"
+        ) from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -209,10 +227,21 @@ def write_shard(
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        with open(tmp, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        sidecar = checksum_path(final)
+        sidecar_tmp = folder / f".{sidecar.name}.{os.getpid()}.tmp"
+        with open(sidecar_tmp, "w") as fh:
+            fh.write(f"{digest}  {final.name}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(sidecar_tmp, sidecar)
         os.rename(tmp, final)
         _fsync_dir(folder)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        for stale in folder.glob(f".{final.name}{CHECKSUM_SUFFIX}.*.tmp"):
+            stale.unlink(missing_ok=True)
         raise
     return final
 
@@ -308,7 +337,13 @@ class DatasetStore:
         row_of: list[np.ndarray] = []
         for k, shard in enumerate(self._shards):
             with open_shard(shard) as f:
-                shard_ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][()]]
+                try:
+                    shard_ids = [decode_text(s) for s in f["ids"][()]]
+                except (OSError, KeyError, ValueError) as exc:
+                    raise DatasetError(
+                        f"shard {shard} has no readable list of ids ({type(exc).__name__}: {exc}): it is "
+                        "damaged; restore it, or move it away and rerun the build that made the store"
+                    ) from exc
             ids.extend(shard_ids)
             shard_of.append(np.full(len(shard_ids), k, dtype=np.int32))
             row_of.append(np.arange(len(shard_ids), dtype=np.int64))
@@ -426,33 +461,54 @@ class DatasetStore:
         i %= len(self._ids)
         return i, self._file(int(self._shard_of[i])), int(self._row_of[i])
 
+    @contextlib.contextmanager
+    def _reading(self, i: int, what: str) -> Iterator[None]:
+        """Turn a failed read of sample ``i`` (damaged chunk or text) into a DatasetError naming it."""
+        try:
+            yield
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            if isinstance(exc, DatasetError):
+                raise
+            shard = self._shards[int(self._shard_of[i])]
+            raise DatasetError(
+                f"{what} of sample {self._ids[i]!r} (row {int(self._row_of[i])} of shard {shard}) cannot "
+                f"be read ({type(exc).__name__}: {exc}): the shard is damaged; `rhoprop dataset verify "
+                f"{self.path}` lists every damaged sample"
+            ) from exc
+
     def read(self, key: int | str) -> Sample:
         """Read one sample (by position or id): tensor as float32, side features, spin flag."""
         i, f, row = self._locate(key)
-        return Sample(
-            id=self._ids[i],
-            x=np.asarray(f["x"][row], dtype=np.float32),
-            side=np.asarray(f["side"][row], dtype=np.float32),
-            has_spin=bool(f["has_spin"][row]),
-        )
+        with self._reading(i, "the tensor"):
+            return Sample(
+                id=self._ids[i],
+                x=np.asarray(f["x"][row], dtype=np.float32),
+                side=np.asarray(f["side"][row], dtype=np.float32),
+                has_spin=bool(f["has_spin"][row]),
+            )
 
     def structure(self, key: int | str) -> Any:
         """The pymatgen ``Structure`` of a sample (by id or position)."""
         from pymatgen.core import Structure
 
-        _, f, row = self._locate(key)
-        return Structure.from_dict(json.loads(_text(f["structure"][row])))
+        i, f, row = self._locate(key)
+        with self._reading(i, "the structure"):
+            return Structure.from_dict(json.loads(decode_text(f["structure"][row])))
 
     def provenance(self, key: int | str) -> dict[str, Any]:
         """Where a sample came from: source path, sha256, fmt, code, native shape, electrons."""
         i, f, row = self._locate(key)
+        with self._reading(i, "the provenance"):
+            return self._provenance(i, f, row)
+
+    def _provenance(self, i: int, f: h5py.File, row: int) -> dict[str, Any]:
         return {
             "id": self._ids[i],
-            "source": _text(f["source"][row]),
-            "sha256": _text(f["sha256"][row]),
-            "fmt": _text(f["fmt"][row]),
-            "code": _text(f["code"][row]),
-            "formula": _text(f["formula"][row]),
+            "source": decode_text(f["source"][row]),
+            "sha256": decode_text(f["sha256"][row]),
+            "fmt": decode_text(f["fmt"][row]),
+            "code": decode_text(f["code"][row]),
+            "formula": decode_text(f["formula"][row]),
             "native_shape": tuple(int(v) for v in f["native_shape"][row]),
             "electrons": float(f["electrons"][row]),
             "magnetization": float(f["magnetization"][row]),
@@ -465,8 +521,14 @@ class DatasetStore:
             with open_shard(shard) as f:
                 if name not in f or name == "x":
                     raise KeyError(f"no per-sample column {name!r} in dataset {self.path}")
-                data = f[name][()]
-            parts.append(np.array([_text(v) for v in data]) if data.dtype.kind in "OS" else data)
+                try:
+                    data = f[name][()]
+                    parts.append(np.array([decode_text(v) for v in data]) if data.dtype.kind in "OS" else data)
+                except (OSError, ValueError) as exc:
+                    raise DatasetError(
+                        f"column {name!r} of shard {shard} cannot be read ({type(exc).__name__}: {exc}): "
+                        f"the shard is damaged; `rhoprop dataset verify {self.path}` lists the damage"
+                    ) from exc
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def splits(self, name: str = "default") -> dict[str, list[str]]:
@@ -486,6 +548,6 @@ class DatasetStore:
         return f"DatasetStore({str(self.path)!r}, samples={len(self)}, shards={len(self._shards)})"
 
 
-def _text(value: Any) -> str:
-    """Decode an HDF5 string cell."""
+def decode_text(value: Any) -> str:
+    """Decode an HDF5 string cell (UTF-8 bytes or str)."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
