@@ -240,6 +240,30 @@ def test_loading_refuses_other_versions_and_broken_weights(tmp_path) -> None:
         load_model(tmp_path)
 
 
+def test_damaged_model_files_are_refused_with_what_is_wrong(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(tmp_path / "model", _bundle())
+    weights = path / "model.safetensors"
+    good_weights = weights.read_bytes()
+    weights.write_bytes(good_weights[: len(good_weights) // 3])
+    with pytest.raises(IncompatibleModelError, match="cannot read the weights .*truncated or damaged"):
+        load_model(path)
+    weights.write_bytes(good_weights)
+    state = load_file(str(weights))
+    name = sorted(state)[0]
+    state[name] = state[name].clone().fill_(float("nan"))
+    save_file(state, str(weights))
+    with pytest.raises(IncompatibleModelError, match=f"NaN or inf in 1 tensor.*{name}"):
+        load_model(path)
+    weights.write_bytes(good_weights)
+    meta_path = path / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "targets"}))
+    with pytest.raises(IncompatibleModelError, match="targets, config or standardize entry is missing"):
+        load_model(path)
+
+
 def test_standardize_mismatch_is_refused_with_the_differing_fields() -> None:
     bundle = _bundle()
     bundle.check_standardize(StandardizeSettings(mode="cell", n=8))

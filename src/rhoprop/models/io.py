@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
 
@@ -151,9 +152,23 @@ def load_model(path: str | Path) -> ModelBundle:
     path = Path(path)
     meta = read_model_meta(path)
     cls, config_cls, _ = _CLASSES[meta["class"]]
-    tasks = [TaskSpec.from_dict({k: v for k, v in t.items() if k not in ("mean", "std")}) for t in meta["targets"]]
-    model = cls(config_cls.from_dict(meta["config"]), tasks)  # type: ignore[call-arg]
-    state = load_file(str(path / WEIGHTS_FILE), device="cpu")
+    try:
+        tasks = [TaskSpec.from_dict({k: v for k, v in t.items() if k not in ("mean", "std")})
+                 for t in meta["targets"]]
+        model = cls(config_cls.from_dict(meta["config"]), tasks)  # type: ignore[call-arg]
+        standardize = StandardizeSettings.from_dict(meta["standardize"])
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise IncompatibleModelError(
+            f"{path / META_FILE}: its targets, config or standardize entry is missing or malformed "
+            f"({type(exc).__name__}: {exc}); the file was edited or damaged: restore it from the run"
+        ) from exc
+    try:
+        state = load_file(str(path / WEIGHTS_FILE), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError and others
+        raise IncompatibleModelError(
+            f"cannot read the weights {path / WEIGHTS_FILE} ({type(exc).__name__}: {exc}): the file is "
+            "truncated or damaged; restore it from the training run"
+        ) from exc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -163,13 +178,19 @@ def load_model(path: str | Path) -> ModelBundle:
             f"{path / WEIGHTS_FILE} does not match model.json: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}, wrong shape {bad_shape[:5]}"
         )
+    non_finite = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if non_finite:
+        raise IncompatibleModelError(
+            f"{path / WEIGHTS_FILE} holds NaN or inf in {len(non_finite)} tensor(s) {non_finite[:5]}: the "
+            "training diverged or the file is damaged; use an earlier checkpoint"
+        )
     model.load_state_dict(state, strict=True)
     model.eval()
     known = {"format", "format_version", "rhoprop_version", "class", "model_version", "config",
              "num_parameters", "targets", "standardize", "training", "uncertainty"}
     return ModelBundle(
         model=model,
-        standardize=StandardizeSettings.from_dict(meta["standardize"]),
+        standardize=standardize,
         training=meta.get("training", {}),
         uncertainty=meta.get("uncertainty", {}),
         extra={k: v for k, v in meta.items() if k not in known},
