@@ -235,3 +235,20 @@ def test_groups_file_must_hold_disjoint_lists_of_targets(tmp_path) -> None:
         path.write_text(json.dumps(bad))
         with pytest.raises(SettingsError, match="groups file"):
             read_groups(path)
+
+
+def test_a_store_whose_labels_match_none_of_its_ids_is_named_as_such(tmp_path_factory) -> None:
+    import shutil
+
+    from test_data_support import built_store
+
+    from rhoprop.data import DatasetStore
+    from rhoprop.errors import LabelTableError
+    from rhoprop.train.data import select_tasks
+
+    source, _, ids, _ = built_store(tmp_path_factory)
+    store_dir = shutil.copytree(source, tmp_path_factory.mktemp("relabelled") / "ds")
+    (store_dir / "labels.csv").write_text("id,band_gap\nnot-a-sample,1.0\n")
+    store = DatasetStore(store_dir)
+    with pytest.raises(LabelTableError, match=f"none of the {len(ids)} training samples .* 0 labelled ids"):
+        select_tasks(store, [], ids)

@@ -45,6 +45,12 @@ def select_tasks(store: DatasetStore, requested: Sequence[str], ids: Sequence[st
         raise LabelTableError(f"target(s) {unknown} are not in dataset {store.path}; its targets are {sorted(known)}")
     labels = store.labels.loc[list(ids)]
     names = list(requested) or [t for t in known if labels[t].notna().any()]
+    if not names:
+        raise LabelTableError(
+            f"none of the {len(ids)} training samples of {store.path} has a label (labels.csv holds "
+            f"{int(store.labels.notna().any(axis=1).sum())} labelled ids of the store's {len(store)}); "
+            "rebuild the store with the label table whose ids match its density files"
+        )
     empty = [t for t in names if not labels[t].notna().any()]
     if empty:
         raise LabelTableError(
