@@ -13,10 +13,15 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import h5py
 import numpy as np
 
 from rhoprop.data.store import DatasetError, checksum_path, decode_text, open_shard, shard_paths
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _NUMERIC_FIELDS = ("side", "has_spin", "native_shape", "electrons", "magnetization")
 _TEXT_FIELDS = ("formula", "source", "sha256", "fmt", "code")
@@ -61,7 +66,8 @@ def _recorded(shard: Path) -> str | None:
     return text[0] if text else ""
 
 
-def _check_rows(f, check: ShardCheck, on_sample: Callable[[], None] | None) -> None:
+def _check_rows(f: h5py.File, check: ShardCheck, on_sample: Callable[[], None] | None) -> None:
+    """Read every column and every sample of an open shard into ``check`` (``error``, ``damaged``)."""
     ids = [decode_text(s) for s in f["ids"][()]]
     check.samples = len(ids)
     columns: dict[str, np.ndarray] = {}
@@ -135,7 +141,7 @@ def verify_store(
     return checks
 
 
-def print_checks(checks: list[ShardCheck], console) -> None:
+def print_checks(checks: list[ShardCheck], console: Console) -> None:
     """Print one row per shard, then what is wrong with each damaged shard and sample, on a rich ``console``."""
     from rich.table import Table
 
