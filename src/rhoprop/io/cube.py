@@ -17,6 +17,7 @@ magnetization. :func:`write_cube` writes these layouts, ASE's ``read_cube`` read
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -38,9 +39,9 @@ def _numbers(line: bytes, count: int, lineno: int, where: str, what: str) -> lis
         values = [float(tok) for tok in tokens]
     except ValueError:
         values = []
-    if len(values) < count:
+    if len(values) < count or not all(math.isfinite(v) for v in values):
         raise DensityFormatError(
-            f"{where}: line {lineno} of the cube header should hold {what}, found "
+            f"{where}: line {lineno} of the cube header should hold {what} (finite numbers), found "
             f"{line.decode('latin-1').strip()!r}"
         )
     return values

@@ -12,6 +12,8 @@ are refused. Values run with the first axis fastest. Only the first grid of the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
@@ -61,9 +63,9 @@ class _Lines:
             values = [float(tok) for tok in text.split()]
         except ValueError:
             values = []
-        if len(values) < count:
+        if len(values) < count or not all(math.isfinite(v) for v in values):
             raise DensityFormatError(
-                f"{self.where}: line {self.lineno} should hold {expecting}, found {text!r}"
+                f"{self.where}: line {self.lineno} should hold {expecting} (finite numbers), found {text!r}"
             )
         return values
 
