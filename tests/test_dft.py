@@ -211,7 +211,7 @@ def test_after_one_fallback_the_material_starts_its_later_scfs_with_the_fallback
 
     from ase.build import bulk
 
-    from rhoprop.dft.calc import FALLBACK_NOTE, STICKY_NOTE, converge, material_scope
+    from rhoprop.dft.calc import FALLBACK_NOTE, STICKY_NOTE, SCFNotConvergedError, converge, material_scope
 
     # On this Si cell GPAW's default mixer needs 8 iterations, this one 7: with at most 7 the
     # default fails and the fallback converges.
@@ -221,6 +221,9 @@ def test_after_one_fallback_the_material_starts_its_later_scfs_with_the_fallback
     with material_scope() as scfs:
         for _ in range(2):
             converge(bulk("Si", "diamond", a=5.47), protocol, (2, 2, 2), log, False)
+        hopeless = DFTProtocol(pw_cutoff_ev=250, scf_maxiter=3, scf_fallback_mixer=fast)
+        with pytest.raises(SCFNotConvergedError, match="fallback mixer .* start with since 2 earlier"):
+            converge(bulk("Si", "diamond", a=5.47), hopeless, (2, 2, 2), io.StringIO(), False)
     assert scfs.fallbacks == 2
     text = log.getvalue()
     assert text.count(FALLBACK_NOTE) == 1 and text.count(STICKY_NOTE) == 1

@@ -150,10 +150,10 @@ def converge(atoms: Atoms, protocol: DFTProtocol, kpts: tuple[int, int, int], tx
     try:
         energy = run_energy(atoms)
     except SCFNotConvergedError as exc:
-        raise SCFNotConvergedError(
-            f"SCF not converged in {protocol.scf_maxiter} iterations with GPAW's default mixer nor with "
-            f"the fallback mixer {fallback}"
-        ) from exc
+        tried = (f"with the fallback mixer {fallback}, which this material's SCFs start with since "
+                 f"{scfs.fallbacks} earlier one(s) needed it" if sticky else
+                 f"with GPAW's default mixer nor with the fallback mixer {fallback}")
+        raise SCFNotConvergedError(f"SCF not converged in {protocol.scf_maxiter} iterations {tried}") from exc
     if scfs is not None:
         scfs.fallbacks += 1
     return energy
