@@ -294,6 +294,28 @@ def test_band_analysis_separates_metals_insulators_and_semicore_states() -> None
         analyse_bands(np.stack([-3 + k], axis=-1)[None], fermi_energy=5.0, gap_threshold=2.0)
 
 
+def test_bulk_modulus_is_blank_where_the_eos_energies_do_not_lie_on_one_curve() -> None:
+    from rhoprop.dft.labels import EOS_MAX_RMS_MEV_PER_ATOM, eos_fit_rms, labels_frame
+
+    # Fe hcp (2 atoms), revision 5: the largest volume converged to a magnetic state 0.29 eV above
+    # the curve of the other four, and the Birch-Murnaghan fit gave B0 = 935 GPa.
+    volumes = [19.710, 20.339, 20.968, 21.597, 22.226]
+    energies = [-17.77808, -17.81542, -17.81511, -17.78340, -17.49561]
+    assert eos_fit_rms(volumes, energies, 2) > 3 * EOS_MAX_RMS_MEV_PER_ATOM
+    assert eos_fit_rms(volumes[:4], energies[:4], 2) < 0.1
+    si = json.loads((Path(__file__).parents[1] / "data-gen/gpaw-v1/results/Si-diamond.json").read_text())
+    scan = si["eos"]["scans"][-1]
+    assert eos_fit_rms(scan["volumes"], scan["energies"], si["natoms"]) < 0.01
+    broken = json.loads(json.dumps(si))
+    broken["id"] = "Si-broken"
+    broken["eos"]["scans"][-1]["energies"][-1] += 0.3
+    frame = labels_frame([si, broken])
+    assert frame.loc["Si-diamond", "bulk_modulus"] == pytest.approx(si["eos"]["bulk_modulus_gpa"])
+    assert np.isnan(frame.loc["Si-broken", "bulk_modulus"])
+    assert frame.loc["Si-broken", "eos_fit_rms_mev_per_atom"] > EOS_MAX_RMS_MEV_PER_ATOM
+    assert frame.loc["Si-broken", "volume_per_atom"] == frame.loc["Si-diamond", "volume_per_atom"]
+
+
 def test_born_criteria_and_eos_fit_on_an_analytic_curve() -> None:
     assert born_stable_cubic(153, 57, 75)
     assert not born_stable_cubic(100, 120, 30) and not born_stable_cubic(150, 50, -1)
