@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -47,6 +46,7 @@ from rhoprop.data.store import (
     SampleRecord,
     StoreSettings,
     encode_tensor,
+    file_sha256,
     open_shard,
     read_store_settings,
     remove_stale_temporaries,
@@ -178,12 +178,6 @@ def _init_worker(options: _Options, in_pool: bool) -> None:
     _WORKER["options"] = options
     if in_pool:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def make_record(

@@ -52,7 +52,7 @@ SHARD_DIR = "shards"
 CHECKSUM_SUFFIX = ".sha256"
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
 _STR = h5py.string_dtype("utf-8")
-_TEXT_FIELDS = ("structure", "formula", "source", "sha256", "fmt", "code")
+TEXT_FIELDS = ("structure", "formula", "source", "sha256", "fmt", "code")
 _MAX_OPEN_SHARDS = 32
 
 
@@ -141,6 +141,12 @@ def shard_paths(root: str | os.PathLike[str]) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def checksum_path(shard: Path) -> Path:
     """Where the sha256 of ``shard`` is recorded (``shard-00000.h5.sha256`` beside it)."""
     return shard.with_name(shard.name + CHECKSUM_SUFFIX)
@@ -222,13 +228,12 @@ def write_shard(
             )
             f.create_dataset("electrons", data=np.array([r.electrons for r in records]))
             f.create_dataset("magnetization", data=np.array([r.magnetization for r in records]))
-            for name in _TEXT_FIELDS:
+            for name in TEXT_FIELDS:
                 f.create_dataset(name, data=[getattr(r, name) for r in records], dtype=_STR)
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        with open(tmp, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        digest = file_sha256(tmp)
         sidecar = checksum_path(final)
         sidecar_tmp = folder / f".{sidecar.name}.{os.getpid()}.tmp"
         with open(sidecar_tmp, "w") as fh:

@@ -8,7 +8,6 @@ as a whole, so that one damaged shard does not hide the state of the others.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -18,13 +17,20 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from rhoprop.data.store import DatasetError, checksum_path, decode_text, open_shard, shard_paths
+from rhoprop.data.store import (
+    TEXT_FIELDS,
+    DatasetError,
+    checksum_path,
+    decode_text,
+    file_sha256,
+    open_shard,
+    shard_paths,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 _NUMERIC_FIELDS = ("side", "has_spin", "native_shape", "electrons", "magnetization")
-_TEXT_FIELDS = ("formula", "source", "sha256", "fmt", "code")
 
 
 @dataclasses.dataclass
@@ -53,11 +59,6 @@ class ShardCheck:
         return self.error is None and not self.damaged and self.checksum != "mismatch"
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _recorded(shard: Path) -> str | None:
     sidecar = checksum_path(shard)
     if not sidecar.exists():
@@ -71,7 +72,7 @@ def _check_rows(f: h5py.File, check: ShardCheck, on_sample: Callable[[], None] |
     ids = [decode_text(s) for s in f["ids"][()]]
     check.samples = len(ids)
     columns: dict[str, np.ndarray] = {}
-    for name in _NUMERIC_FIELDS + _TEXT_FIELDS + ("structure",):
+    for name in _NUMERIC_FIELDS + TEXT_FIELDS:
         try:
             columns[name] = f[name][()]
             if len(columns[name]) != len(ids):
@@ -91,7 +92,7 @@ def _check_rows(f: h5py.File, check: ShardCheck, on_sample: Callable[[], None] |
             value = np.asarray(columns[name][row])
             if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                 problems.append(f"{name} is not finite")
-        for name in (*_TEXT_FIELDS, "structure"):
+        for name in TEXT_FIELDS:
             try:
                 text = decode_text(columns[name][row])
                 if name == "structure":
@@ -121,7 +122,7 @@ def verify_store(
     checks = []
     for shard in shard_paths(root):
         check = ShardCheck(shard.name)
-        digest = _sha256(shard)
+        digest = file_sha256(shard)
         recorded = _recorded(shard)
         if recorded is not None:
             check.checksum = "ok" if recorded == digest else "mismatch"

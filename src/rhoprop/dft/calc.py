@@ -101,6 +101,7 @@ def run_energy(atoms: Atoms) -> float:
 FALLBACK_NOTE = "rhoprop: SCF not converged with GPAW's default mixer; second attempt with mixer"
 STICKY_NOTE = "rhoprop: an earlier SCF of this material needed the fallback mixer; starting with it"
 
+
 @dataclasses.dataclass
 class MaterialSCFs:
     """SCF bookkeeping of one material: how many of its SCFs ran with the fallback mixer."""

@@ -64,9 +64,9 @@ LABEL_SCHEMA: dict[str, dict[str, Any]] = {
 INFO_COLUMNS = ("formula", "prototype", "natoms", "spin_polarized", "spacegroup_number", "eos_fit_rms_mev_per_atom")
 
 EOS_MAX_RMS_MEV_PER_ATOM = 2.0
-"""meV/atom: above this RMS about the Birch-Murnaghan fit, a scan's B0 is not a label. The 259 materials
-of gpaw-v1's first five sessions scatter by at most 1.4 meV/atom (median 0.015); Fe hcp, whose largest
-volume converged to a magnetic state 0.29 eV above the curve, by 7.1 (its fit gave B0 = 935 GPa)."""
+"""meV/atom: above this RMS about the Birch-Murnaghan fit, a scan's B0 is not a label. The other 266
+materials of gpaw-v1 after five sessions scatter by at most 1.4 meV/atom (median 0.015); Fe hcp, whose
+largest volume converged to a magnetic state 0.29 eV above the curve, by 7.1 (its fit gave B0 = 935 GPa)."""
 
 
 def eos_fit_rms(volumes: Sequence[float], energies: Sequence[float], natoms: int) -> float:

@@ -27,7 +27,7 @@ from pymatgen.core.units import bohr_to_ang
 
 from rhoprop.errors import DensityFormatError
 from rhoprop.io import _files
-from rhoprop.io.density import Density, check_cell, check_positions
+from rhoprop.io.density import Density, check_cell
 
 BOHR3_PER_ANG3 = 1.0 / bohr_to_ang**3  # (e/Bohr³) * this = e/Å³
 _SPIN_FOR_NVAL = {1: "none", 2: "collinear", 4: "non-collinear"}
@@ -129,7 +129,6 @@ def read_cube(source: _files.Source) -> Density:
         coords - origin,
         coords_are_cartesian=True,
     )
-    check_positions(structure, where, first_line=7)
     total = grid[..., 0]
     spin = None
     if n_val == 2:
