@@ -273,3 +273,30 @@ def test_cubic_sampling_of_a_cell_larger_than_the_cube_matches_the_whole_grid_sp
     points = (grid + origin) @ to_index
     whole = ndimage.map_coordinates(field, np.moveaxis(points, -1, 0), order=3, mode="grid-wrap")
     np.testing.assert_allclose(ours, whole, rtol=0, atol=1e-9 * np.abs(whole).max())
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"), [((12, 14, 17), np.float64), ((7, 9, 4), np.float32), ((30, 31, 32), np.float64)]
+)
+def test_compiled_cubic_sampling_matches_scipy_where_the_cube_wraps_around_small_cells(
+    shape: tuple[int, int, int], dtype: type
+) -> None:
+    """The cube covers several periods of a triclinic cell, from a negative origin: every sample's
+    4 x 4 x 4 stencil wraps, on every axis, in both directions."""
+    from scipy import ndimage
+
+    from rhoprop.grid.standardize import sample_cube
+
+    rng = np.random.default_rng(11)
+    field = rng.random(shape).astype(dtype)
+    lattice = Lattice.from_parameters(3.1, 3.4, 2.9, 71, 103, 118).matrix
+    origin = np.array([-4.3, 7.9, -0.2])
+    ours = sample_cube(field, lattice, 12, 9.0, origin)
+    to_index = np.linalg.inv(lattice) * np.array(shape, dtype=float)
+    grid = np.stack(np.meshgrid(*[np.arange(12) * 0.75] * 3, indexing="ij"), -1)
+    points = (grid + origin) @ to_index
+    expected = ndimage.map_coordinates(
+        field.astype(np.float64), np.moveaxis(points, -1, 0), order=3, mode="grid-wrap"
+    )
+    assert ours.dtype == np.float64 and ours.shape == (12, 12, 12)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)

@@ -417,6 +417,25 @@ def test_token_count_is_the_same_however_the_stream_is_chunked() -> None:
         assert _files.count_tokens(iter([text[:cut], b"", text[cut:]])) == len(text.split())
 
 
+
+def test_plain_chgcar_carries_the_sha256_of_the_exact_bytes_it_was_read_from(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    """The reader hashes a plain file in its counting pass; the digest is the file's sha256."""
+    import hashlib
+
+    plain = tmp_path / "CHGCAR"
+    plain.write_bytes(gzip.decompress((fixtures_dir / SPIN).read_bytes()))
+    assert read_density(plain).meta["sha256"] == hashlib.sha256(plain.read_bytes()).hexdigest()
+    data = _files.open_source(plain)
+    with data.open() as fh:
+        fh.readline()
+        start = fh.tell()
+        n_tokens, digest = _files.count_tokens_and_sha256(fh, start)
+    assert digest == hashlib.sha256(plain.read_bytes()).hexdigest()
+    assert n_tokens == len(plain.read_bytes()[start:].split())
+    assert "sha256" not in read_density(fixtures_dir / SPIN).meta  # compressed: the caller hashes
+
 # --- corrupt input ---------------------------------------------------------------------------------
 
 

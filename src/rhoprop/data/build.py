@@ -193,8 +193,9 @@ def make_record(
     from rhoprop.grid import standardize
     from rhoprop.io import read_density
 
-    sha = file_sha256(path)
     density = read_density(path, species=list(species) if species else None)
+    # The VASP reader hashes a plain file in the pass that counts its values; else hash it here.
+    sha = density.meta.get("sha256") or file_sha256(path)
     std = standardize(density, settings.standardize)
     expected = (settings.standardize.n_channels, *(settings.standardize.n,) * 3)
     if std.x.shape != expected:

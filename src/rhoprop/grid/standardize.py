@@ -6,8 +6,9 @@ density's own frame and whose first sample point (its corner) sits at the Cartes
 ``origin_shift``). These are the points of pyrho's ``ChargeDensity.get_data_in_cube``. Because it
 samples the physical field, the primitive cell, the conventional cell and any supercell of the same
 crystal (same Cartesian frame) give the same tensor up to interpolation error. Values between
-native grid points come from a periodic cubic B-spline (``scipy.ndimage``, ``mode="grid-wrap"``)
-fitted through every native point, or trilinear interpolation with ``interpolation="linear"``
+native grid points come from a periodic cubic B-spline fitted through every native point (the
+compiled kernels of :mod:`rhoprop.grid._spline`; the values of ``scipy.ndimage``'s
+``mode="grid-wrap"`` spline), or trilinear interpolation with ``interpolation="linear"``
 (what pyrho does; about 30x less accurate on 0.15 Å grids).
 
 Mode ``cell`` resamples the unit cell to ``n³`` points at fractional coordinates ``(i, j, k) / n``
@@ -33,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from rhoprop.errors import DensityFormatError, SettingsError
+from rhoprop.grid import _spline
 from rhoprop.grid.atoms import atomic_superposition
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.grid.transforms import apply_transform
@@ -98,51 +100,21 @@ def cube_points(n: int, edge: float, origin: Sequence[float] = (0.0, 0.0, 0.0)) 
     return points + np.asarray(origin, dtype=float)
 
 
-_POLE = np.sqrt(3.0) - 2.0  # pole of the cubic B-spline interpolation filter
-_INIT_TERMS = 24  # |pole|^24 < 1e-13: terms of the periodic initial sums
-
-
-def _spline_filter_axis0(c: np.ndarray) -> None:
-    """Periodic cubic B-spline prefilter along axis 0 of a C-contiguous array, in place, without its
-    gain of 6 (Unser's causal/anticausal pair, vectorized over the other axes)."""
-    n = c.shape[0]
-    norm = 1.0 / (1.0 - _POLE**n)
-    k = min(_INIT_TERMS, n - 1)
-    powers = _POLE ** np.arange(k)
-    buffer = np.empty_like(c[0])
-    first = c[0] + _POLE * np.tensordot(powers, c[n - 1 - np.arange(k)], axes=1) if k else c[0].copy()
-    c[0] = norm * first
-    for i in range(1, n):
-        np.multiply(c[i - 1], _POLE, out=buffer)
-        c[i] += buffer
-    last = c[n - 1] + _POLE * np.tensordot(powers, c[np.arange(k)], axes=1) if k else c[n - 1].copy()
-    c[n - 1] = (-_POLE * norm) * last
-    for i in range(n - 2, -1, -1):
-        np.subtract(c[i + 1], c[i], out=c[i])
-        c[i] *= _POLE
-
-
 #: Gain of the axis filters that :func:`_unscaled_spline_coefficients` leaves out (6 per axis).
 _SPLINE_GAIN = 6.0**3
 
 
 def _unscaled_spline_coefficients(field: np.ndarray) -> np.ndarray:
-    """Periodic cubic B-spline coefficients of a 3D grid divided by :data:`_SPLINE_GAIN`.
-
-    Each axis is filtered as the leading axis of a C-contiguous array (the array is rotated with a
-    transposed copy between axes; strided passes cost 5-10x more), and the gain is left to be
-    applied to the few interpolated values instead of every coefficient.
-    """
+    """Periodic cubic B-spline coefficients of a 3D grid divided by :data:`_SPLINE_GAIN` (a new
+    float64 array; the compiled prefilter of :mod:`rhoprop.grid._spline`)."""
     coefficients = np.array(field, dtype=np.float64, copy=True, order="C")
-    for _ in range(3):
-        _spline_filter_axis0(coefficients)
-        coefficients = np.ascontiguousarray(coefficients.transpose(1, 2, 0))
+    _spline.prefilter(coefficients)
     return coefficients
 
 
 def spline_coefficients(field: np.ndarray) -> np.ndarray:
     """Periodic cubic B-spline coefficients of a 3D grid (what ``scipy.ndimage.spline_filter``
-    gives with ``mode="grid-wrap"``, about twice as fast)."""
+    gives with ``mode="grid-wrap"``, several times faster)."""
     return _unscaled_spline_coefficients(field) * _SPLINE_GAIN
 
 
@@ -172,12 +144,9 @@ def sample_cube(
             prefilter=False,
         )  # fmt: skip
     block, offset = _spline_block(field, matrix, offset, n)
-    values = ndimage.affine_transform(
-        _unscaled_spline_coefficients(block), matrix, offset=offset, output_shape=(n, n, n),
-        order=3, mode="grid-wrap", prefilter=False,
-    )  # fmt: skip
-    values *= _SPLINE_GAIN
-    return values
+    return _spline.sample_affine(
+        _unscaled_spline_coefficients(block), np.ascontiguousarray(matrix), offset, n
+    )
 
 
 def _spline_block(
@@ -185,14 +154,14 @@ def _spline_block(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The part of a periodic ``field`` a cubic spline needs at the points ``matrix @ ijk + offset``.
 
-    Along an axis where the points, their 4-point stencils and :data:`_INIT_TERMS` points of margin
-    on each side span fewer points than the cell, only that periodic stretch is kept (the
+    Along an axis where the points, their 4-point stencils and :data:`_spline.INIT_TERMS` points of
+    margin on each side span fewer points than the cell, only that periodic stretch is kept (the
     prefilter's response decays as ``|pole|^d``, below 1e-13 beyond the margin, so the values do
     not change); elsewhere the whole axis. Returns the block and the offset in its indices.
     """
     corners = matrix @ np.array(np.meshgrid(*[[0, n - 1]] * 3, indexing="ij")).reshape(3, -1)
-    low = np.floor(corners.min(axis=1) + offset).astype(int) - 1 - _INIT_TERMS
-    high = np.floor(corners.max(axis=1) + offset).astype(int) + 2 + _INIT_TERMS
+    low = np.floor(corners.min(axis=1) + offset).astype(int) - 1 - _spline.INIT_TERMS
+    high = np.floor(corners.max(axis=1) + offset).astype(int) + 2 + _spline.INIT_TERMS
     block, new_offset = field, offset.copy()
     for axis, size in enumerate(field.shape):
         if high[axis] - low[axis] + 1 < size:

@@ -11,6 +11,7 @@ import bz2
 import contextlib
 import dataclasses
 import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 import numpy as np
+from numba import njit, types
 
 from rhoprop.errors import DensityFormatError
 
@@ -84,6 +86,10 @@ def open_source(path: str | os.PathLike[str]) -> Source:
     """Check that ``path`` is a readable, non-empty file and sniff its compression and first bytes."""
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise DensityFormatError(
+                f"density file {path} is a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+            )
         raise DensityFormatError(f"density file {path} does not exist")
     if path.is_dir():
         raise DensityFormatError(f"{path} is a directory; pass the path of a density file")
@@ -144,17 +150,48 @@ def parse_doubles_numpy(fh: BinaryIO, out: np.ndarray, n: int) -> int:
     return got
 
 
-def count_tokens(chunks: Iterator[bytes]) -> int:
-    """Count whitespace-separated tokens in a stream of byte chunks (vectorised, ~1 ms per 4 MB)."""
+@njit(
+    types.Tuple((types.int64, types.boolean))(types.Array(types.uint8, 1, "C", readonly=True), types.boolean),
+    cache=True, nogil=True,
+)  # fmt: skip
+def _count_tokens_in(data: np.ndarray, after_space: bool) -> tuple[int, bool]:  # pragma: no cover
+    """Tokens starting in ``data`` (bytes <= 32 separate them) and whether it ends in a separator."""
     total = 0
-    prev_space = True
+    previous = after_space
+    for byte in data:
+        space = byte <= 32
+        if previous and not space:
+            total += 1
+        previous = space
+    return total, previous
+
+
+def count_tokens(chunks: Iterator[bytes]) -> int:
+    """Count whitespace-separated tokens in a stream of byte chunks (compiled, ~0.3 ms per MB)."""
+    total = 0
+    after_space = True
     for chunk in chunks:
-        if not chunk:
-            continue
-        space = np.frombuffer(chunk, dtype=np.uint8) <= 32
-        total += int(np.count_nonzero(space[:-1] > space[1:])) + int(prev_space and not space[0])
-        prev_space = bool(space[-1])
+        if chunk:
+            n, after_space = _count_tokens_in(np.frombuffer(chunk, dtype=np.uint8), after_space)
+            total += n
     return total
+
+
+def count_tokens_and_sha256(fh: BinaryIO, start: int) -> tuple[int, str]:
+    """Tokens after byte ``start`` of a plain binary file and the sha256 of all its bytes, read once.
+
+    The digest describes exactly the bytes that were counted (and then parsed from the page cache),
+    so a caller recording provenance needs no second pass over the file.
+    """
+    fh.seek(0)
+    digest = hashlib.sha256(fh.read(start))
+    total = 0
+    after_space = True
+    for chunk in iter_chunks(fh):
+        digest.update(chunk)
+        n, after_space = _count_tokens_in(np.frombuffer(chunk, dtype=np.uint8), after_space)
+        total += n
+    return total, digest.hexdigest()
 
 
 def tee(chunks: Iterator[bytes], out: IO[bytes]) -> Iterator[bytes]:

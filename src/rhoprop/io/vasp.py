@@ -336,8 +336,10 @@ def read_chgcar(source: _files.Source, species: list[str] | None = None) -> Dens
         direct = source.compression is None and (
             source.path.suffix.lower() not in _files.ZOPEN_COMPRESSED_SUFFIXES
         )
+        sha256 = None
         if direct:
-            n_tokens = header_tokens + _files.count_tokens(_files.iter_chunks(fh))
+            body_tokens, sha256 = _files.count_tokens_and_sha256(fh, fh.tell())
+            n_tokens = header_tokens + body_tokens
             parsed = _parse(source, str(source.path), header)
         else:
             with _files.scratch_file() as (scratch, scratch_path):
@@ -360,6 +362,8 @@ def read_chgcar(source: _files.Source, species: list[str] | None = None) -> Dens
         "species_source": species_source,
         "compression": source.compression,
     }
+    if sha256 is not None:
+        meta["sha256"] = sha256
     grid_tokens = n_tokens - header_tokens - _aug_tokens(data_aug)
     return _to_density(source, header, structure, data, grid_tokens, meta)
 
