@@ -144,9 +144,8 @@ def sample_cube(
             prefilter=False,
         )  # fmt: skip
     block, offset = _spline_block(field, matrix, offset, n)
-    return _spline.sample_affine(
-        _unscaled_spline_coefficients(block), np.ascontiguousarray(matrix), offset, n
-    )
+    padded = _spline.periodic_pad(_unscaled_spline_coefficients(block))
+    return _spline.sample_affine(padded, np.ascontiguousarray(matrix), offset, n)
 
 
 def _spline_block(

@@ -156,14 +156,13 @@ def parse_doubles_numpy(fh: BinaryIO, out: np.ndarray, n: int) -> int:
 )  # fmt: skip
 def _count_tokens_in(data: np.ndarray, after_space: bool) -> tuple[int, bool]:  # pragma: no cover
     """Tokens starting in ``data`` (bytes <= 32 separate them) and whether it ends in a separator."""
-    total = 0
-    previous = after_space
-    for byte in data:
-        space = byte <= 32
-        if previous and not space:
-            total += 1
-        previous = space
-    return total, previous
+    n = data.size
+    if n == 0:
+        return 0, after_space
+    total = 1 if after_space and data[0] > 32 else 0
+    for i in range(1, n):
+        total += (data[i - 1] <= 32) & (data[i] > 32)
+    return total, data[n - 1] <= 32
 
 
 def count_tokens(chunks: Iterator[bytes]) -> int:
