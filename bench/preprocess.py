@@ -84,7 +84,9 @@ def run_variant(variant: str, files: Path, out: Path, n: int, edge: float) -> di
     from pyrho.charge_density import ChargeDensity
 
     import rhoprop.grid
-    import rhoprop.io  # noqa: F401 - imports are not part of the timing, for every variant
+    import rhoprop.grid._spline
+    import rhoprop.io
+    import rhoprop.io._kernels  # noqa: F401 - imports (and numba's kernels) are not timed, any variant
     from rhoprop.data import build_dataset, find_density_files
     from rhoprop.grid.settings import StandardizeSettings
 

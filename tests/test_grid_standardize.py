@@ -300,3 +300,21 @@ def test_compiled_cubic_sampling_matches_scipy_where_the_cube_wraps_around_small
     )
     assert ours.dtype == np.float64 and ours.shape == (12, 12, 12)
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
+
+
+def test_numba_loads_only_when_a_density_is_read_or_sampled() -> None:
+    """Stores, training and the CLI import rhoprop.grid and rhoprop.io; the compiled kernels (about
+    100 MB of LLVM) must wait until a file is read or a cube sampled."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "import rhoprop.io, rhoprop.grid, rhoprop.data, rhoprop.cli\n"
+        "assert 'numba' not in sys.modules, 'numba imported eagerly'\n"
+        "from rhoprop.grid.standardize import sample_cube\n"
+        "sample_cube(np.ones((4, 4, 4)), np.eye(3) * 2.0, 4, 2.0)\n"
+        "assert 'numba' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import multiprocessing
 import os
@@ -430,6 +431,9 @@ def _run_tasks(
             yield _process(task)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "fork":  # workers inherit the compiled kernels instead of each loading numba
+        importlib.import_module("rhoprop.grid._spline")
+        importlib.import_module("rhoprop.io._kernels")
     ctx = multiprocessing.get_context(method)
     queue = list(reversed(tasks))
     crashed: list[tuple[str, str]] = []

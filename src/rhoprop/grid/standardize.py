@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 from scipy import ndimage
 
 from rhoprop.errors import DensityFormatError, SettingsError
-from rhoprop.grid import _spline
 from rhoprop.grid.atoms import atomic_superposition
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.grid.transforms import apply_transform
@@ -104,11 +104,19 @@ def cube_points(n: int, edge: float, origin: Sequence[float] = (0.0, 0.0, 0.0)) 
 _SPLINE_GAIN = 6.0**3
 
 
+def _kernels() -> ModuleType:
+    """The compiled spline kernels, loaded on first use (numba costs about 0.2 s and 100 MB, which
+    a process that samples no density, such as a training run over a store, should not pay)."""
+    from rhoprop.grid import _spline
+
+    return _spline
+
+
 def _unscaled_spline_coefficients(field: np.ndarray) -> np.ndarray:
     """Periodic cubic B-spline coefficients of a 3D grid divided by :data:`_SPLINE_GAIN` (a new
     float64 array; the compiled prefilter of :mod:`rhoprop.grid._spline`)."""
     coefficients = np.array(field, dtype=np.float64, copy=True, order="C")
-    _spline.prefilter(coefficients)
+    _kernels().prefilter(coefficients)
     return coefficients
 
 
@@ -144,8 +152,9 @@ def sample_cube(
             prefilter=False,
         )  # fmt: skip
     block, offset = _spline_block(field, matrix, offset, n)
-    padded = _spline.periodic_pad(_unscaled_spline_coefficients(block))
-    return _spline.sample_affine(padded, np.ascontiguousarray(matrix), offset, n)
+    kernels = _kernels()
+    padded = kernels.periodic_pad(_unscaled_spline_coefficients(block))
+    return kernels.sample_affine(padded, np.ascontiguousarray(matrix), offset, n)
 
 
 def _spline_block(
@@ -153,14 +162,15 @@ def _spline_block(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The part of a periodic ``field`` a cubic spline needs at the points ``matrix @ ijk + offset``.
 
-    Along an axis where the points, their 4-point stencils and :data:`_spline.INIT_TERMS` points of
-    margin on each side span fewer points than the cell, only that periodic stretch is kept (the
-    prefilter's response decays as ``|pole|^d``, below 1e-13 beyond the margin, so the values do
-    not change); elsewhere the whole axis. Returns the block and the offset in its indices.
+    Along an axis where the points, their 4-point stencils and
+    :data:`rhoprop.grid._spline.INIT_TERMS` points of margin on each side span fewer points than the
+    cell, only that periodic stretch is kept (the prefilter's response decays as ``|pole|^d``, below
+    1e-13 beyond the margin, so the values do not change); elsewhere the whole axis. Returns the block and the offset in its indices.
     """
     corners = matrix @ np.array(np.meshgrid(*[[0, n - 1]] * 3, indexing="ij")).reshape(3, -1)
-    low = np.floor(corners.min(axis=1) + offset).astype(int) - 1 - _spline.INIT_TERMS
-    high = np.floor(corners.max(axis=1) + offset).astype(int) + 2 + _spline.INIT_TERMS
+    margin = _kernels().INIT_TERMS
+    low = np.floor(corners.min(axis=1) + offset).astype(int) - 1 - margin
+    high = np.floor(corners.max(axis=1) + offset).astype(int) + 2 + margin
     block, new_offset = field, offset.copy()
     for axis, size in enumerate(field.shape):
         if high[axis] - low[axis] + 1 < size:
