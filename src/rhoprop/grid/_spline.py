@@ -3,8 +3,9 @@
 Both kernels leave out the B-spline's normalization: the prefilter skips its gain of 6 per axis and
 the evaluation its weights' 1/6 per axis, so their product is the exact spline value with 36 fewer
 multiplications per point. Values match ``scipy.ndimage.spline_filter`` + ``map_coordinates``
-(``order=3``, ``mode="grid-wrap"``) to rounding; they run 3-5x faster than those, whose generic
-N-dimensional code pays per tap for index and boundary handling.
+(``order=3``, ``mode="grid-wrap"``) to rounding and run 2x (prefilter) and 4-5x (evaluation)
+faster than those, whose generic N-dimensional code pays per tap for index and boundary handling.
+This module is imported on first use: loading numba costs about 0.2 s and 100 MB.
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ def _wrap(x: float, n: int) -> float:  # pragma: no cover - compiled
 
 
 @njit("f8[:, :, ::1](f8[:, :, ::1], f8[:, ::1], f8[::1], i8)", **_OPTIONS)
-def sample_affine(padded: np.ndarray, matrix: np.ndarray, offset: np.ndarray, n: int) -> np.ndarray:  # pragma: no cover - compiled
+def sample_affine(  # pragma: no cover - compiled
+    padded: np.ndarray, matrix: np.ndarray, offset: np.ndarray, n: int
+) -> np.ndarray:
     """Evaluate the periodic spline of :func:`prefilter`'s coefficients, padded by
     :func:`periodic_pad`, at the grid indices ``matrix @ (i, j, k) + offset`` -> ``(n, n, n)``."""
     nx, ny, nz = padded.shape[0] - 3, padded.shape[1] - 3, padded.shape[2] - 3
@@ -145,7 +148,10 @@ def sample_affine(padded: np.ndarray, matrix: np.ndarray, offset: np.ndarray, n:
                 for a in range(4):
                     for b in range(4):
                         row = padded[ix + a, iy + b]
-                        inner = wz[0] * row[iz] + wz[1] * row[iz + 1] + wz[2] * row[iz + 2] + wz[3] * row[iz + 3]
+                        inner = (
+                            wz[0] * row[iz] + wz[1] * row[iz + 1]
+                            + wz[2] * row[iz + 2] + wz[3] * row[iz + 3]
+                        )  # fmt: skip
                         total += wx[a] * wy[b] * inner
                 out[i, j, k] = total
     return out
