@@ -316,5 +316,36 @@ def test_numba_loads_only_when_a_density_is_read_or_sampled() -> None:
         "sample_cube(np.ones((4, 4, 4)), np.eye(3) * 2.0, 4, 2.0)\n"
         "assert 'numba' in sys.modules\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_kernels_compile_in_memory_where_numba_cannot_write_a_cache(monkeypatch) -> None:
+    """A read-only install with no writable cache folder makes ``njit(cache=True)`` raise; the
+    kernels must still compile (checked by hand on a read-only bind mount with HOME unwritable)."""
+    from rhoprop import _jit
+
+    real = _jit.njit
+
+    def njit_without_cache_folder(*args, **kwargs):
+        if kwargs.get("cache"):
+            def fail(func):
+                raise RuntimeError(f"cannot cache function {func.__name__!r}: no locator available")
+            return fail
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_jit, "njit", njit_without_cache_folder)
+
+    def add(a, b):
+        return a + b
+
+    assert _jit.jit("i8(i8, i8)")(add)(2, 3) == 5
+
+    def broken(*args, **kwargs):
+        def fail(func):
+            raise RuntimeError("something else")
+        return fail
+
+    monkeypatch.setattr(_jit, "njit", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        _jit.jit("i8(i8, i8)")(add)

@@ -11,17 +11,15 @@ This module is imported on first use: loading numba costs about 0.2 s and 100 MB
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from rhoprop._jit import jit
 
 #: Pole of the cubic B-spline interpolation filter.
 POLE = float(np.sqrt(3.0) - 2.0)
 #: Terms of the periodic initial sums (``|POLE|**24 < 1e-13``).
 INIT_TERMS = 24
 
-_OPTIONS = {"cache": True, "nogil": True, "boundscheck": False}
-
-
-@njit("void(f8, f8[::1])", **_OPTIONS)
+@jit("void(f8, f8[::1])")
 def _weights(t: float, w: np.ndarray) -> None:  # pragma: no cover - compiled
     """Cubic B-spline weights, times 6, of the 4 points around fractional position ``t`` in [0, 1)."""
     u = 1.0 - t
@@ -31,7 +29,7 @@ def _weights(t: float, w: np.ndarray) -> None:  # pragma: no cover - compiled
     w[3] = t * t * t
 
 
-@njit("void(f8[:, ::1])", **_OPTIONS)
+@jit("void(f8[:, ::1])")
 def _filter_leading(c: np.ndarray) -> None:  # pragma: no cover - compiled
     """Prefilter a C-contiguous ``(n, m)`` array along axis 0 in place, vectorized over axis 1."""
     n, m = c.shape
@@ -65,7 +63,7 @@ def _filter_leading(c: np.ndarray) -> None:  # pragma: no cover - compiled
 _BLOCK_ROWS = 64
 
 
-@njit("void(f8[:, ::1])", **_OPTIONS)
+@jit("void(f8[:, ::1])")
 def _filter_trailing(c: np.ndarray) -> None:  # pragma: no cover - compiled
     """Prefilter a C-contiguous ``(m, n)`` array along axis 1 in place: blocks of rows are transposed
     into a scratch array and filtered along its leading axis, vectorized over the rows (3x faster
@@ -83,7 +81,7 @@ def _filter_trailing(c: np.ndarray) -> None:  # pragma: no cover - compiled
                 c[start + q, i] = scratch[i, q]
 
 
-@njit("void(f8[:, :, ::1])", **_OPTIONS)
+@jit("void(f8[:, :, ::1])")
 def prefilter(c: np.ndarray) -> None:  # pragma: no cover - compiled
     """Turn a C-contiguous periodic grid ``(nx, ny, nz)`` into its cubic B-spline coefficients
     divided by 6**3, in place (Unser's causal/anticausal recursion along each axis)."""
@@ -94,7 +92,7 @@ def prefilter(c: np.ndarray) -> None:  # pragma: no cover - compiled
     _filter_trailing(c.reshape(nx * ny, nz))
 
 
-@njit("f8[:, :, ::1](f8[:, :, ::1])", **_OPTIONS)
+@jit("f8[:, :, ::1](f8[:, :, ::1])")
 def periodic_pad(c: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """``c`` with one periodic image plane before and two after along each axis: ``(nx+3, ...)``,
     so that the 4-point stencil of any position in ``[0, n)`` indexes it without wrapping."""
@@ -114,14 +112,14 @@ def periodic_pad(c: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     return out
 
 
-@njit("f8(f8, i8)", **_OPTIONS)
+@jit("f8(f8, i8)")
 def _wrap(x: float, n: int) -> float:  # pragma: no cover - compiled
     """``x`` modulo ``n`` in ``[0, n)``."""
     y = x - n * np.floor(x / n)
     return y - n if y >= n else y
 
 
-@njit("f8[:, :, ::1](f8[:, :, ::1], f8[:, ::1], f8[::1], i8)", **_OPTIONS)
+@jit("f8[:, :, ::1](f8[:, :, ::1], f8[:, ::1], f8[::1], i8)")
 def sample_affine(  # pragma: no cover - compiled
     padded: np.ndarray, matrix: np.ndarray, offset: np.ndarray, n: int
 ) -> np.ndarray:

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
+from numba import types
+
+from rhoprop._jit import jit
 
 
-@njit(
-    types.Tuple((types.int64, types.boolean))(types.Array(types.uint8, 1, "C", readonly=True), types.boolean),
-    cache=True, nogil=True,
-)  # fmt: skip
+@jit(
+    types.Tuple((types.int64, types.boolean))(
+        types.Array(types.uint8, 1, "C", readonly=True), types.boolean
+    )
+)
 def count_tokens_in(data: np.ndarray, after_space: bool) -> tuple[int, bool]:  # pragma: no cover
     """Tokens starting in ``data`` (bytes <= 32 separate them) and whether it ends in a separator."""
     n = data.size
