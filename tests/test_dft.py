@@ -425,3 +425,43 @@ def test_terminated_run_leaves_no_material_marked_done(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert not result_path(out, "Si").exists() and not is_done(out, "Si", DFTProtocol())
     assert "Si" not in load_failures(out)
+
+
+@pytest.mark.dft
+def test_the_time_limit_counts_cpu_time_so_a_suspended_batch_does_not_fail_materials(
+    tmp_path: Path,
+) -> None:
+    """A worker stopped (SIGSTOP) for 5 s with a 2 s limit still gets its 2 s of computing: a
+    wall-clock alarm would fire during the stop and end the material as soon as it resumed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import json, sys\n"
+        "from pymatgen.core import Lattice, Structure\n"
+        "from rhoprop.dft.generate import _work\n"
+        "from rhoprop.dft.material import Candidate\n"
+        "from rhoprop.dft.protocol import DFTProtocol\n"
+        "si = Structure(Lattice.cubic(5.431), ['Si', 'Si'], [[0, 0, 0], [0.25, 0.25, 0.25]])\n"
+        "print('ready', flush=True)\n"
+        "status = _work(Candidate('Si', si), sys.argv[1], DFTProtocol().to_dict(), 2)\n"
+        "print(json.dumps(status), flush=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        child.send_signal(signal.SIGSTOP)
+        time.sleep(5.0)
+        child.send_signal(signal.SIGCONT)
+        out, _ = child.communicate(timeout=600)
+    finally:
+        child.kill()
+    status = json.loads(out.strip().splitlines()[-1])
+    assert status["status"] == "failed", status
+    assert status["reason"] == "Timeout: exceeded 2 s of CPU time", status
+    assert status["seconds"] > 6.5, status  # 5 s stopped + 2 s of CPU; a clock alarm ends at ~5.5 s

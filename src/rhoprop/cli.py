@@ -232,7 +232,7 @@ def generate(
                              "this order (e.g. Fe-hcp,FeC-rocksalt)."),
     workers: int = typer.Option(1, "--workers", help="Parallel GPAW processes (one serial GPAW each)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry materials recorded as failed."),
-    max_minutes: float = typer.Option(90.0, "--max-minutes", help="Time limit per material (a failure beyond)."),
+    max_minutes: float = typer.Option(90.0, "--max-minutes", help="CPU-time limit per material (a failure beyond); time while the batch is suspended does not count."),
     labels_only: bool = typer.Option(False, "--labels", help="Only (re)assemble DIR/labels.csv from results."),
     densities_in: str = typer.Option(None, "--densities-in", help="Dataset (path or built-in name) whose "
                                      "materials count as done without their CHGCAR in DIR."),

@@ -151,11 +151,11 @@ def load_failures(out_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 
 class _Timeout(Exception):
-    """Raised inside a worker when a material exceeds its time limit."""
+    """Raised inside a worker when a material exceeds its CPU-time limit."""
 
 
 def _alarm(signum: int, frame: Any) -> None:
-    raise _Timeout("material exceeded its time limit")
+    raise _Timeout("material exceeded its CPU-time limit")
 
 
 def _work(candidate: Candidate, out_dir: str, protocol: dict[str, Any], max_seconds: int) -> dict[str, Any]:
@@ -163,19 +163,21 @@ def _work(candidate: Candidate, out_dir: str, protocol: dict[str, Any], max_seco
     for var in THREAD_VARIABLES:
         os.environ[var] = "1"
     t = time.perf_counter()
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(max(1, int(max_seconds)))
+    # The limit counts the worker's CPU time (ITIMER_PROF), not the clock: a batch that is
+    # suspended (Ctrl-Z, SIGSTOP, a sleeping laptop) must not fail the materials it was running.
+    signal.signal(signal.SIGPROF, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, max(1.0, float(max_seconds)))
     try:
         record = compute(candidate, out_dir, DFTProtocol.from_dict(protocol))
         status: dict[str, Any] = {"status": "done", "natoms": record["natoms"],
                                   "spin_polarized": record["spin_polarized"]}
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, never fatal
         reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, _Timeout) else \
-            f"Timeout: exceeded {max_seconds} s"
+            f"Timeout: exceeded {max_seconds} s of CPU time"
         status = {"status": "failed", "reason": reason[:2000],
                   "traceback": "".join(traceback.format_exc().splitlines(True)[-12:])}
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
     status.update(id=candidate.id, seconds=time.perf_counter() - t)
     return status
 
