@@ -1,6 +1,6 @@
 """Compiled kernels of the periodic cubic B-spline sampling (numba, compiled once and cached).
 
-Both kernels leave out the B-spline's normalization: the prefilter skips its gain of 6 per axis and
+The kernels leave out the B-spline's normalization: the prefilter skips its gain of 6 per axis and
 the evaluation its weights' 1/6 per axis, so their product is the exact spline value with 36 fewer
 multiplications per point. Values match ``scipy.ndimage.spline_filter`` + ``map_coordinates``
 (``order=3``, ``mode="grid-wrap"``) to rounding and run 2x (prefilter) and 4-5x (evaluation)
@@ -107,7 +107,7 @@ def periodic_pad(c: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
             dest[0] = row[nz - 1]
             for k in range(nz):
                 dest[k + 1] = row[k]
-            dest[nz + 1] = row[0 % nz]
+            dest[nz + 1] = row[0]
             dest[nz + 2] = row[1 % nz]
     return out
 

@@ -165,7 +165,8 @@ def _spline_block(
     Along an axis where the points, their 4-point stencils and
     :data:`rhoprop.grid._spline.INIT_TERMS` points of margin on each side span fewer points than the
     cell, only that periodic stretch is kept (the prefilter's response decays as ``|pole|^d``, below
-    1e-13 beyond the margin, so the values do not change); elsewhere the whole axis. Returns the block and the offset in its indices.
+    1e-13 beyond the margin, so the values do not change); elsewhere the whole axis. Returns the block
+    and the offset in its indices.
     """
     corners = matrix @ np.array(np.meshgrid(*[[0, n - 1]] * 3, indexing="ij")).reshape(3, -1)
     margin = _kernels().INIT_TERMS

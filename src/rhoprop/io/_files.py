@@ -17,7 +17,7 @@ import lzma
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -168,23 +168,17 @@ def count_tokens_and_sha256(fh: BinaryIO, start: int) -> tuple[int, str]:
     The digest describes exactly the bytes that were counted (and then parsed from the page cache),
     so a caller recording provenance needs no second pass over the file.
     """
-    from rhoprop.io._kernels import count_tokens_in
-
     fh.seek(0)
     digest = hashlib.sha256(fh.read(start))
-    total = 0
-    after_space = True
-    for chunk in iter_chunks(fh):
-        digest.update(chunk)
-        n, after_space = count_tokens_in(np.frombuffer(chunk, dtype=np.uint8), after_space)
-        total += n
-    return total, digest.hexdigest()
+    n_tokens = count_tokens(tee(iter_chunks(fh), digest.update))
+    return n_tokens, digest.hexdigest()
 
 
-def tee(chunks: Iterator[bytes], out: IO[bytes]) -> Iterator[bytes]:
-    """Yield ``chunks`` unchanged while writing each one to ``out``."""
+def tee(chunks: Iterator[bytes], sink: Callable[[bytes], object]) -> Iterator[bytes]:
+    """Yield ``chunks`` unchanged while passing each one to ``sink`` (a file's ``write``, a hash's
+    ``update``)."""
     for chunk in chunks:
-        out.write(chunk)
+        sink(chunk)
         yield chunk
 
 

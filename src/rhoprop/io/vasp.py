@@ -345,7 +345,7 @@ def read_chgcar(source: _files.Source, species: list[str] | None = None) -> Dens
             with _files.scratch_file() as (scratch, scratch_path):
                 scratch.writelines(header.lines)
                 scratch.write(b"\n")
-                chunks = _files.tee(_files.iter_chunks(fh), scratch)
+                chunks = _files.tee(_files.iter_chunks(fh), scratch.write)
                 n_tokens = header_tokens + _files.count_tokens(chunks)
                 scratch.flush()
                 parsed = _parse(source, scratch_path, header)
