@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -20,6 +21,23 @@ from rhoprop.grid import standardize
 from rhoprop.io import read_density
 
 N_FILES = 220
+
+
+def _wait_until_the_killed_workers_release_the_lock(out: Path) -> None:
+    """The forked pool workers hold the store lock's inherited descriptor until the kernel has torn
+    them down, which under load can outlast the parent's exit; a rerun in that moment is refused
+    ("being written by pid ..."), as it should be. Wait for the lock, as a user rerunning would."""
+    deadline = time.monotonic() + 30
+    while True:
+        fd = os.open(out / ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            assert time.monotonic() < deadline, "the killed build's processes still hold the lock"
+            time.sleep(0.05)
+        finally:
+            os.close(fd)
 
 
 def test_build_killed_with_sigkill_resumes_exactly(tmp_path: Path) -> None:
@@ -44,6 +62,7 @@ def test_build_killed_with_sigkill_resumes_exactly(tmp_path: Path) -> None:
         proc.wait(timeout=30)
     assert still_running, f"the build ended before it could be killed: {proc.stdout.read()!r}"
     assert proc.returncode == -signal.SIGKILL
+    _wait_until_the_killed_workers_release_the_lock(out)
     done_before = len(DatasetStore(out))
     assert 0 < done_before < N_FILES
 
