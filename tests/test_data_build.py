@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -26,7 +30,8 @@ from typer.testing import CliRunner
 
 from rhoprop.cli import app
 from rhoprop.data import EXIT_SKIPPED, DatasetError, DatasetStore, build_dataset
-from rhoprop.data.store import shard_paths, store_lock
+from rhoprop.data.build import _init_worker, _Options
+from rhoprop.data.store import StoreSettings, shard_paths, store_lock
 from rhoprop.grid import standardize
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.io import read_density
@@ -291,6 +296,32 @@ def test_a_second_writer_is_refused_while_a_build_holds_the_store(tmp_path: Path
             build_dataset(tmp_path / "in", None, tmp_path / "ds", progress=False)
 
 
+def _lingering_pool_worker(ready, stop) -> None:  # noqa: ANN001 - multiprocessing events
+    """What a build's pool worker does at start, then stays alive until told to stop."""
+    _init_worker(_Options(StoreSettings(), None, 1), in_pool=True)
+    ready.set()
+    stop.wait(60)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_forked_pool_workers_do_not_keep_the_store_locked_after_the_build(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    out = tmp_path / "ds"
+    ready, stop = ctx.Event(), ctx.Event()
+    with store_lock(out):
+        probe = os.open(out / ".lock", os.O_RDWR)  # the same lock file, opened without the lock
+        worker = ctx.Process(target=_lingering_pool_worker, args=(ready, stop))
+        worker.start()
+        assert ready.wait(60)
+    try:
+        # The build's process has let go; a worker still holding its inherited copy would block this.
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        stop.set()
+        worker.join(60)
+        os.close(probe)
+
+
 def test_info_shows_counts_coverage_settings_and_size(tmp_path_factory) -> None:
     store_path, _, ids, rows = built_store(tmp_path_factory)
     result = runner.invoke(app, ["dataset", "info", str(store_path)])
@@ -381,3 +412,31 @@ def test_values_beyond_float16_are_skipped_with_a_reason(tmp_path: Path) -> None
     )
     assert [e.category for e in report.skipped] == ["bad_file"]
     assert "do not fit float16" in report.skipped[0].detail
+
+
+_FAULTS_PER_ALLOCATION = """
+import resource, sys
+import numpy as np
+from rhoprop.data.build import reuse_freed_memory
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(40):  # what reading a file does: several arrays of megabytes, then all freed
+    arrays = [np.ones(2**19) for _ in range(4)]  # 4 MB each, touched
+    del arrays
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_build_processes_reuse_freed_arrays_instead_of_faulting_them_in_again() -> None:
+    def faults(mode: str) -> float:
+        done = subprocess.run(
+            [sys.executable, "-c", _FAULTS_PER_ALLOCATION, mode], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return float(done.stdout)
+
+    default, reused = faults("default"), faults("reuse")
+    assert default > 1000  # the heap trimmed after each round and 4 MB arrays faulted in again
+    assert reused < default / 10

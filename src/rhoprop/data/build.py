@@ -14,6 +14,7 @@ and cells that do not parse are skipped and listed in ``report.csv`` / ``report.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import importlib
 import json
@@ -50,6 +51,7 @@ from rhoprop.data.store import (
     file_sha256,
     open_shard,
     read_store_settings,
+    release_inherited_locks,
     remove_stale_temporaries,
     shard_paths,
     store_lock,
@@ -175,10 +177,37 @@ class _Options:
 
 
 def _init_worker(options: _Options, in_pool: bool) -> None:
-    """Set the per-process build options; pool workers ignore SIGINT (the parent handles it)."""
+    """Set the per-process build options; pool workers ignore SIGINT (the parent handles it) and
+    drop their inherited copy of the store lock (the lock ends with the build's process)."""
     _WORKER["options"] = options
+    reuse_freed_memory()
     if in_pool:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        release_inherited_locks()
+
+
+#: glibc ``mallopt`` parameters (``malloc.h``) and the values :func:`reuse_freed_memory` sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_BYTES, _MMAP_BYTES = 256 * 2**20, 32 * 2**20
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse in this process; False where it cannot.
+
+    Reading one file allocates several arrays of megabytes. By default glibc maps each of them
+    afresh and returns it to the system when freed, so every page is faulted in again for the next
+    file: a fifth of the build's time on 6 MB CHGCARs (30 k page faults for 40 files, 6 k after).
+    Arrays up to 32 MB now come from the heap, which shrinks only once 256 MB at its top are free;
+    the process stays at about its peak memory between files. A no-op without glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES)) and bool(
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)
+    )
 
 
 def make_record(
@@ -562,6 +591,8 @@ def build_dataset(
     ``settings``/``dtype`` default to the existing store's (or the defaults for a new store) and
     must match an existing store's. With ``labels``, only files whose id is in the table are
     built; without, every file is. Returns a :class:`BuildReport` (also written to the store).
+    The processes that read files, this one too with ``workers=1``, keep freed memory for reuse
+    (:func:`reuse_freed_memory`).
     """
     t0 = time.perf_counter()
     input_dir, out = Path(input_dir), Path(out)

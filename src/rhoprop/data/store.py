@@ -54,6 +54,8 @@ SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
 _STR = h5py.string_dtype("utf-8")
 TEXT_FIELDS = ("structure", "formula", "source", "sha256", "fmt", "code")
 _MAX_OPEN_SHARDS = 32
+#: Descriptors of the store locks this process holds (see :func:`release_inherited_locks`).
+_HELD_LOCKS: set[int] = set()
 
 
 class DatasetError(RhopropError):
@@ -291,6 +293,7 @@ def store_lock(root: str | os.PathLike[str]) -> Iterator[None]:
         if same:
             break
         os.close(fd)  # the holder removed this lock file as we took it: take the new one
+    _HELD_LOCKS.add(fd)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
@@ -301,7 +304,20 @@ def store_lock(root: str | os.PathLike[str]) -> Iterator[None]:
             # one behind: harmless, the kernel released the lock with the process).
             lock_path.unlink(missing_ok=True)
     finally:
+        _HELD_LOCKS.discard(fd)
         os.close(fd)
+
+
+def release_inherited_locks() -> None:
+    """Close, in a forked child, its copies of the parent's store-lock descriptors.
+
+    A flock lives as long as any copy of its descriptor: without this, the pool workers of a build
+    killed with SIGKILL kept its store locked until they had noticed and exited themselves.
+    """
+    for fd in tuple(_HELD_LOCKS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
 
 
 def read_store_settings(root: str | os.PathLike[str]) -> StoreSettings:
