@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -296,7 +297,7 @@ def test_a_second_writer_is_refused_while_a_build_holds_the_store(tmp_path: Path
             build_dataset(tmp_path / "in", None, tmp_path / "ds", progress=False)
 
 
-def _lingering_pool_worker(ready, stop) -> None:  # noqa: ANN001 - multiprocessing events
+def _lingering_pool_worker(ready: Any, stop: Any) -> None:
     """What a build's pool worker does at start, then stays alive until told to stop."""
     _init_worker(_Options(StoreSettings(), None, 1), in_pool=True)
     ready.set()
@@ -432,7 +433,10 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40)
 def test_build_processes_reuse_freed_arrays_instead_of_faulting_them_in_again() -> None:
     def faults(mode: str) -> float:
         done = subprocess.run(
-            [sys.executable, "-c", _FAULTS_PER_ALLOCATION, mode], capture_output=True, text=True
+            [sys.executable, "-c", _FAULTS_PER_ALLOCATION, mode],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         return float(done.stdout)
