@@ -4,8 +4,8 @@ The plain loop, per file: pymatgen ``Chgcar.from_file`` + pyrho
 ``ChargeDensity.from_pmg(chgcar).get_data_in_cube(edge, n)`` + ``numpy.save``. rhoprop: the library
 call behind ``rhoprop dataset build`` (read, standardize, hash, HDF5 shards) with 1 and 2 workers.
 The plain loop also runs spread over a pool of 2 processes: what two processes can gain over one on
-the machine for this work, the ceiling against which rhoprop's 2 workers are judged (on a VM whose
-two vCPUs share a physical core it is well under 2x).
+the machine for this work, the ceiling against which rhoprop's 2 workers are judged (1.39-1.91x on
+the project's 2-vCPU VM, depending on the run).
 All variants run on the same files in the same invocation, each in a fresh child process (so that
 peak memory is measured per variant), interleaved over ``--repeat`` rounds; the median time of each
 is reported as a ratio to the plain loop.

@@ -54,7 +54,7 @@ SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
 _STR = h5py.string_dtype("utf-8")
 TEXT_FIELDS = ("structure", "formula", "source", "sha256", "fmt", "code")
 _MAX_OPEN_SHARDS = 32
-#: Descriptors of the store locks this process holds (see :func:`release_inherited_locks`).
+#: Descriptors of the store locks this process holds (closed in forked children).
 _HELD_LOCKS: set[int] = set()
 
 
@@ -308,16 +308,21 @@ def store_lock(root: str | os.PathLike[str]) -> Iterator[None]:
         os.close(fd)
 
 
-def release_inherited_locks() -> None:
+def _release_inherited_locks() -> None:
     """Close, in a forked child, its copies of the parent's store-lock descriptors.
 
     A flock lives as long as any copy of its descriptor: without this, the pool workers of a build
-    killed with SIGKILL kept its store locked until they had noticed and exited themselves.
+    killed with SIGKILL kept its store locked until they had noticed and exited themselves. Run
+    after every fork (:func:`os.register_at_fork`), so no forked process can hold a store's lock.
     """
     for fd in tuple(_HELD_LOCKS):
         with contextlib.suppress(OSError):
             os.close(fd)
     _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_release_inherited_locks)
 
 
 def read_store_settings(root: str | os.PathLike[str]) -> StoreSettings:
