@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import gzip
-import hashlib
 import json
 import multiprocessing
 import os
@@ -18,6 +17,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import xxhash
 from pymatgen.core import Structure
 from test_data_support import (
     VALENCE,
@@ -71,7 +71,7 @@ def test_every_sample_reads_back_as_its_fresh_standardization(tmp_path_factory) 
         )
         np.testing.assert_allclose(structure.frac_coords, density.structure.frac_coords, atol=1e-9)
         prov = store.provenance(sid)
-        assert prov["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert prov["xxh3_128"] == xxhash.xxh3_128_hexdigest(path.read_bytes())
         assert Path(prov["source"]) == path.resolve()
         assert prov["native_shape"] == density.shape
         electrons = sum(VALENCE[s.specie.symbol] for s in structure)
@@ -337,6 +337,45 @@ def test_info_shows_counts_coverage_settings_and_size(tmp_path_factory) -> None:
     assert missing.exit_code == 2 and "no dataset" in missing.output
 
 
+def test_a_store_records_sha256_when_asked_and_keeps_its_content_hash_on_every_append(
+    tmp_path: Path,
+) -> None:
+    """``--content-hash sha256`` fixes the store's hash; an append may not change it, and a store
+    written before the setting existed (no ``content_hash`` in settings.json) keeps sha256."""
+    import hashlib
+
+    inputs = tmp_path / "in"
+    paths = [write_chgcar(inputs / f"s{i}.CHGCAR", structure_for(i)[1]) for i in range(3)]
+    out = tmp_path / "ds"
+    result = runner.invoke(
+        app, ["dataset", "build", str(inputs), "--out", str(out), "--n", "8", "--content-hash",
+              "sha256", "--no-progress", "--glob", "s[01].CHGCAR"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "settings.json").read_text())["content_hash"] == "sha256"
+    refused = runner.invoke(
+        app, ["dataset", "build", str(inputs), "--out", str(out), "--content-hash", "xxh3_128"]
+    )
+    assert refused.exit_code != 0
+    assert "content hash: store 'sha256', given 'xxh3_128'" in " ".join(refused.output.split())
+    settings = json.loads((out / "settings.json").read_text())
+    del settings["content_hash"]
+    (out / "settings.json").write_text(json.dumps(settings))
+    build_dataset(inputs, None, out, progress=False)
+    store = DatasetStore(out)
+    assert len(store.shards) == 2 and store.store_settings.content_hash == "sha256"
+    for i, path in enumerate(paths):
+        prov = store.provenance(f"s{i}")
+        assert prov["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert "xxh3_128" not in prov
+    with h5py.File(store.shards[1], "r") as f:
+        assert "sha256" in f and "xxh3_128" not in f
+    bad = runner.invoke(
+        app, ["dataset", "build", str(inputs), "--out", str(tmp_path / "ds2"), "--content-hash", "md5"]
+    )
+    assert bad.exit_code != 0 and "content_hash must be one of" in " ".join(bad.output.split())
+
+
 def test_gzip_and_plain_inputs_give_identical_tensors(tmp_path: Path) -> None:
     _, structure = structure_for(2)
     plain = write_chgcar(tmp_path / "in" / "p.CHGCAR", structure)
@@ -347,7 +386,7 @@ def test_gzip_and_plain_inputs_give_identical_tensors(tmp_path: Path) -> None:
     )
     store = DatasetStore(tmp_path / "ds")
     np.testing.assert_array_equal(store.read("p").x, store.read("z").x)
-    assert store.provenance("p")["sha256"] != store.provenance("z")["sha256"]
+    assert store.provenance("p")["xxh3_128"] != store.provenance("z")["xxh3_128"]
 
 
 def test_a_file_that_kills_its_worker_is_reported_and_the_rest_built(

@@ -418,23 +418,40 @@ def test_token_count_is_the_same_however_the_stream_is_chunked() -> None:
 
 
 
-def test_plain_chgcar_carries_the_sha256_of_the_exact_bytes_it_was_read_from(
-    tmp_path: Path, fixtures_dir: Path
+@pytest.mark.parametrize("digest", ["xxh3_128", "sha256"])
+def test_a_density_carries_the_requested_hash_of_the_exact_bytes_it_was_read_from(
+    tmp_path: Path, fixtures_dir: Path, digest: str
 ) -> None:
-    """The reader hashes a plain file in its counting pass; the digest is the file's sha256."""
+    """A plain CHGCAR is hashed in its counting pass; compressed files and cubes in a pass of their
+    own: either way the digest is that of the file's bytes as they are on disk."""
     import hashlib
+
+    import xxhash
+
+    def expected(path: Path) -> str:
+        data = path.read_bytes()
+        return hashlib.sha256(data).hexdigest() if digest == "sha256" else xxhash.xxh3_128_hexdigest(data)
 
     plain = tmp_path / "CHGCAR"
     plain.write_bytes(gzip.decompress((fixtures_dir / SPIN).read_bytes()))
-    assert read_density(plain).meta["sha256"] == hashlib.sha256(plain.read_bytes()).hexdigest()
+    assert read_density(plain, digest=digest).meta[digest] == expected(plain)
     data = _files.open_source(plain)
     with data.open() as fh:
         fh.readline()
         start = fh.tell()
-        n_tokens, digest = _files.count_tokens_and_sha256(fh, start)
-    assert digest == hashlib.sha256(plain.read_bytes()).hexdigest()
+        n_tokens, hexdigest = _files.count_tokens_and_digest(fh, start, digest)
+    assert hexdigest == expected(plain)
     assert n_tokens == len(plain.read_bytes()[start:].split())
-    assert "sha256" not in read_density(fixtures_dir / SPIN).meta  # compressed: the caller hashes
+    assert read_density(fixtures_dir / SPIN, digest=digest).meta[digest] == expected(fixtures_dir / SPIN)
+    cube = write_cube(read_density(plain), tmp_path / "x.cube")
+    assert read_density(cube, digest=digest).meta[digest] == expected(cube)
+    assert digest not in read_density(plain).meta  # no hash asked, none computed
+
+
+def test_an_unknown_content_hash_is_refused_with_the_supported_ones(fixtures_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown content hash 'md5'.*xxh3_128.*sha256"):
+        read_density(fixtures_dir / SPIN, digest="md5")
+
 
 # --- corrupt input ---------------------------------------------------------------------------------
 

@@ -127,6 +127,9 @@ def dataset_build_command(
         None, "--interpolation", help="Mode cube: cubic (default) or linear (pyrho's, faster)."
     ),
     dtype: str | None = typer.Option(None, "--dtype", help="Storage dtype: float32 (default) or float16."),
+    content_hash: str | None = typer.Option(
+        None, "--content-hash", help="Hash of each file recorded as provenance: xxh3_128 (default, fast) or sha256."
+    ),
     species: str | None = typer.Option(None, "--species", help="Species of VASP 4 files, e.g. Li,Co,O."),
     id_column: str = typer.Option("id", "--id-column", help="Name of the id column of labels.csv."),
     schema: Path | None = typer.Option(None, "--schema", help="targets.json fixing kinds, units and classes."),
@@ -145,7 +148,8 @@ def dataset_build_command(
         )  # fmt: skip
         report = build_dataset(
             input_dir, labels, out, settings, workers, _csv_list(species), id_column=id_column,
-            schema=schema, dtype=dtype, shard_size=shard_size, glob=glob, progress=progress,
+            schema=schema, dtype=dtype, content_hash=content_hash, shard_size=shard_size, glob=glob,
+            progress=progress,
         )  # fmt: skip
     except RhopropError as exc:
         raise _fail(exc) from exc

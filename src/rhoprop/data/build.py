@@ -48,7 +48,6 @@ from rhoprop.data.store import (
     SampleRecord,
     StoreSettings,
     encode_tensor,
-    file_sha256,
     open_shard,
     read_store_settings,
     remove_stale_temporaries,
@@ -222,9 +221,9 @@ def make_record(
     from rhoprop.grid import standardize
     from rhoprop.io import read_density
 
-    density = read_density(path, species=list(species) if species else None)
-    # The VASP reader hashes a plain file in the pass that counts its values; else hash it here.
-    sha = density.meta.get("sha256") or file_sha256(path)
+    density = read_density(
+        path, species=list(species) if species else None, digest=settings.content_hash
+    )
     std = standardize(density, settings.standardize)
     expected = (settings.standardize.n_channels, *(settings.standardize.n,) * 3)
     if std.x.shape != expected:
@@ -250,7 +249,7 @@ def make_record(
         structure=json.dumps(structure.as_dict(), cls=MontyEncoder),
         formula=structure.composition.reduced_formula,
         source=str(path.resolve()),
-        sha256=sha,
+        content_hash=density.meta[settings.content_hash],
         fmt=density.fmt,
         code=density.code,
         electrons=density.electron_count(),
@@ -276,7 +275,7 @@ def _reason(exc: BaseException) -> str:
 
 # -- orchestration ---------------------------------------------------------------------------
 def _resolve_settings(
-    out: Path, settings: StandardizeSettings | None, dtype: str | None
+    out: Path, settings: StandardizeSettings | None, dtype: str | None, content_hash: str | None
 ) -> tuple[StoreSettings, bool]:
     """The store's settings (creating none yet): given ones must match an existing store's."""
     if (out / "settings.json").is_file():
@@ -292,6 +291,8 @@ def _resolve_settings(
             problems.append("standardization differs (" + "; ".join(diff) + ")")
         if dtype is not None and dtype != current.dtype:
             problems.append(f"dtype: store {current.dtype!r}, given {dtype!r}")
+        if content_hash is not None and content_hash != current.content_hash:
+            problems.append(f"content hash: store {current.content_hash!r}, given {content_hash!r}")
         if problems:
             raise SettingsError(
                 f"dataset {out} was built with other settings: {', '.join(problems)}. Rerun with "
@@ -302,8 +303,11 @@ def _resolve_settings(
         raise DatasetError(
             f"{out} exists and is not a rhoprop dataset (no settings.json); choose a new --out"
         )
+    defaults = StoreSettings()
     return StoreSettings(
-        standardize=settings or StandardizeSettings(), dtype=dtype or "float32"
+        standardize=settings or defaults.standardize,
+        dtype=dtype or defaults.dtype,
+        content_hash=content_hash or defaults.content_hash,
     ), True
 
 
@@ -579,6 +583,7 @@ def build_dataset(
     id_column: str = "id",
     schema: str | os.PathLike[str] | None = None,
     dtype: str | None = None,
+    content_hash: str | None = None,
     shard_size: int = 128,
     glob: str | None = None,
     max_classes: int = 20,
@@ -587,8 +592,8 @@ def build_dataset(
 ) -> BuildReport:
     """Build, resume or extend the store ``out`` from the density files under ``input_dir``.
 
-    ``settings``/``dtype`` default to the existing store's (or the defaults for a new store) and
-    must match an existing store's. With ``labels``, only files whose id is in the table are
+    ``settings``/``dtype``/``content_hash`` default to the existing store's (or the defaults of
+    :class:`StoreSettings` for a new store) and must match an existing store's. With ``labels``, only files whose id is in the table are
     built; without, every file is. Returns a :class:`BuildReport` (also written to the store).
     The processes that read files, this one too with ``workers=1``, keep freed memory for reuse
     (:func:`reuse_freed_memory`).
@@ -604,7 +609,7 @@ def build_dataset(
     labels_path = Path(labels) if labels is not None else None
     schema_path = Path(schema) if schema is not None else None
     species_t = tuple(species) if species else None
-    store_settings, new = _resolve_settings(out, settings, dtype)
+    store_settings, new = _resolve_settings(out, settings, dtype, content_hash)
     with store_lock(out):
         if new:
             store_settings.to_json(out / "settings.json")

@@ -17,8 +17,10 @@ Each shard holds, for its samples in the same row order: ``ids``, ``x`` (N, C, n
 storage dtype, chunked one sample per chunk and gzip+shuffle compressed (one sample is read
 without reading the others), ``side`` (N, S) float32, ``has_spin`` (N,), ``native_shape`` (N, 3),
 ``structure`` (pymatgen ``Structure.as_dict()`` as JSON text; never pickle), ``formula`` (reduced
-formula), and the provenance ``source``, ``sha256`` (of the file's bytes), ``fmt``, ``code``,
-``electrons`` and ``magnetization``.
+formula), and the provenance ``source``, the content hash of the file's bytes (a column named
+after the store's ``content_hash`` setting: ``xxh3_128`` by default; ``sha256`` in stores built with
+``--content-hash sha256`` or written before the setting existed), ``fmt``, ``code``, ``electrons`` and
+``magnetization``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import rhoprop
 from rhoprop.data.labels import TargetSpec, encode_labels, read_label_values, read_targets
 from rhoprop.errors import RhopropError, SettingsError
 from rhoprop.grid.settings import StandardizeSettings
+from rhoprop.io.digest import DIGESTS
 from rhoprop.settings import Settings
 
 FORMAT_VERSION = 1
@@ -52,7 +55,9 @@ SHARD_DIR = "shards"
 CHECKSUM_SUFFIX = ".sha256"
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
 _STR = h5py.string_dtype("utf-8")
-TEXT_FIELDS = ("structure", "formula", "source", "sha256", "fmt", "code")
+TEXT_FIELDS = ("structure", "formula", "source", "fmt", "code")
+#: The content hash of stores whose settings.json predates the ``content_hash`` setting.
+LEGACY_CONTENT_HASH = "sha256"
 _MAX_OPEN_SHARDS = 32
 #: Descriptors of the store locks this process holds (closed in forked children).
 _HELD_LOCKS: set[int] = set()
@@ -70,16 +75,28 @@ class StoreSettings(Settings):
         standardize: the standardization settings of every tensor.
         dtype: storage dtype of the tensors, ``"float32"`` or ``"float16"`` (half the size on disk;
             tensors are returned as float32 either way).
+        content_hash: the hash of each source file's bytes recorded as its provenance, ``"xxh3_128"``
+            (fast) or ``"sha256"`` (checkable with ``sha256sum``); see :mod:`rhoprop.io.digest`.
         format_version: version of the store layout.
     """
 
     standardize: StandardizeSettings = dataclasses.field(default_factory=StandardizeSettings)
     dtype: str = "float32"
+    content_hash: str = "xxh3_128"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise SettingsError(f"StoreSettings.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.content_hash not in DIGESTS:
+            raise SettingsError(
+                f"StoreSettings.content_hash must be one of {DIGESTS}, got {self.content_hash!r}"
+            )
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The text columns of this store's shards (the content hash column is named after it)."""
+        return (*TEXT_FIELDS, self.content_hash)
         if not isinstance(self.standardize, StandardizeSettings):
             raise SettingsError("StoreSettings.standardize must be a StandardizeSettings")
 
@@ -111,7 +128,7 @@ class SampleRecord:
     structure: str
     formula: str
     source: str
-    sha256: str
+    content_hash: str
     fmt: str
     code: str
     electrons: float
@@ -235,6 +252,9 @@ def write_shard(
             f.create_dataset("magnetization", data=np.array([r.magnetization for r in records]))
             for name in TEXT_FIELDS:
                 f.create_dataset(name, data=[getattr(r, name) for r in records], dtype=_STR)
+            f.create_dataset(
+                settings.content_hash, data=[r.content_hash for r in records], dtype=_STR
+            )
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -344,6 +364,7 @@ def read_store_settings(root: str | os.PathLike[str]) -> StoreSettings:
             f"{rhoprop.__version__} reads version {FORMAT_VERSION}. Rebuild the dataset or use the "
             "rhoprop version that wrote it"
         )
+    data.setdefault("content_hash", LEGACY_CONTENT_HASH)
     return StoreSettings.from_dict(data)
 
 
@@ -525,7 +546,8 @@ class DatasetStore:
             return Structure.from_dict(json.loads(decode_text(f["structure"][row])))
 
     def provenance(self, key: int | str) -> dict[str, Any]:
-        """Where a sample came from: source path, sha256, fmt, code, native shape, electrons."""
+        """Where a sample came from: source path, content hash (keyed by its algorithm, e.g.
+        ``"xxh3_128"``), fmt, code, native shape, electrons."""
         i, f, row = self._locate(key)
         with self._reading(i, "the provenance"):
             return self._provenance(i, f, row)
@@ -534,7 +556,9 @@ class DatasetStore:
         return {
             "id": self._ids[i],
             "source": decode_text(f["source"][row]),
-            "sha256": decode_text(f["sha256"][row]),
+            self._store_settings.content_hash: decode_text(
+                f[self._store_settings.content_hash][row]
+            ),
             "fmt": decode_text(f["fmt"][row]),
             "code": decode_text(f["code"][row]),
             "formula": decode_text(f["formula"][row]),

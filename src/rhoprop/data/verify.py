@@ -26,6 +26,7 @@ from rhoprop.data.store import (
     open_shard,
     shard_paths,
 )
+from rhoprop.io.digest import DIGESTS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -71,8 +72,13 @@ def _check_rows(f: h5py.File, check: ShardCheck, on_sample: Callable[[], None] |
     """Read every column and every sample of an open shard into ``check`` (``error``, ``damaged``)."""
     ids = [decode_text(s) for s in f["ids"][()]]
     check.samples = len(ids)
+    hashes = [name for name in DIGESTS if name in f]
+    if not hashes:
+        check.error = f"no content hash column (one of {list(DIGESTS)})"
+        return
+    text_fields = (*TEXT_FIELDS, *hashes)
     columns: dict[str, np.ndarray] = {}
-    for name in _NUMERIC_FIELDS + TEXT_FIELDS:
+    for name in _NUMERIC_FIELDS + text_fields:
         try:
             columns[name] = f[name][()]
             if len(columns[name]) != len(ids):
@@ -92,7 +98,7 @@ def _check_rows(f: h5py.File, check: ShardCheck, on_sample: Callable[[], None] |
             value = np.asarray(columns[name][row])
             if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                 problems.append(f"{name} is not finite")
-        for name in TEXT_FIELDS:
+        for name in text_fields:
             try:
                 text = decode_text(columns[name][row])
                 if name == "structure":

@@ -11,7 +11,6 @@ import bz2
 import contextlib
 import dataclasses
 import gzip
-import hashlib
 import io
 import lzma
 import os
@@ -162,16 +161,20 @@ def count_tokens(chunks: Iterator[bytes]) -> int:
     return total
 
 
-def count_tokens_and_sha256(fh: BinaryIO, start: int) -> tuple[int, str]:
-    """Tokens after byte ``start`` of a plain binary file and the sha256 of all its bytes, read once.
+def count_tokens_and_digest(fh: BinaryIO, start: int, digest: str) -> tuple[int, str]:
+    """Tokens after byte ``start`` of a plain binary file and the content hash ``digest`` (see
+    :mod:`rhoprop.io.digest`) of all its bytes, read once.
 
     The digest describes exactly the bytes that were counted (and then parsed from the page cache),
     so a caller recording provenance needs no second pass over the file.
     """
+    from rhoprop.io.digest import new_digest
+
     fh.seek(0)
-    digest = hashlib.sha256(fh.read(start))
-    n_tokens = count_tokens(tee(iter_chunks(fh), digest.update))
-    return n_tokens, digest.hexdigest()
+    hasher = new_digest(digest)
+    hasher.update(fh.read(start))
+    n_tokens = count_tokens(tee(iter_chunks(fh), hasher.update))
+    return n_tokens, str(hasher.hexdigest())
 
 
 def tee(chunks: Iterator[bytes], sink: Callable[[bytes], object]) -> Iterator[bytes]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from rhoprop.errors import DensityFormatError
 from rhoprop.io import _files, cube, vasp, xsf
 from rhoprop.io.density import Density
+from rhoprop.io.digest import check_digest, file_digest
 
 FORMATS = ("chgcar", "cube", "xsf")
 _ALIASES = {
@@ -95,14 +96,19 @@ def read_density(
     path: str | os.PathLike[str],
     species: Sequence[str] | str | None = None,
     fmt: str | None = None,
+    digest: str | None = None,
 ) -> Density:
     """Read a charge density file (format from content unless ``fmt`` is given) into a :class:`Density`.
 
     ``species`` (element symbols, one per species group in file order, or ``"Li,Co,O"``) is needed
     only by VASP 4 files without a POSCAR/CONTCAR/OUTCAR/POTCAR beside them; files that name their
     elements keep their own (a dataset-wide ``--species`` does not override them).
-    Gzip, bzip2 and xz compression are recognised from the content.
+    Gzip, bzip2 and xz compression are recognised from the content. With ``digest`` (``"xxh3_128"``
+    or ``"sha256"``, see :mod:`rhoprop.io.digest`), ``meta[digest]`` holds that hash of the file's
+    bytes as they are on disk (plain CHGCARs are hashed in the pass that counts their values).
     """
+    if digest is not None:
+        check_digest(digest)
     source = _files.open_source(path)
     user_species = vasp.normalize_species(species, str(source.path))
     if fmt is None:
@@ -128,5 +134,9 @@ def read_density(
     else:
         fmt = normalize_format(fmt)
     if fmt == "chgcar":
-        return vasp.read_chgcar(source, user_species)
-    return cube.read_cube(source) if fmt == "cube" else xsf.read_xsf(source)
+        density = vasp.read_chgcar(source, user_species, digest)
+    else:
+        density = cube.read_cube(source) if fmt == "cube" else xsf.read_xsf(source)
+    if digest is not None and digest not in density.meta:
+        density.meta[digest] = file_digest(source.path, digest)
+    return density

@@ -327,8 +327,14 @@ def _aug_tokens(data_aug: dict) -> int:
     return total
 
 
-def read_chgcar(source: _files.Source, species: list[str] | None = None) -> Density:
-    """Read a VASP volumetric charge-density file (any of CHGCAR/CHG/AECCAR/PARCHG; VASP 4 or 5)."""
+def read_chgcar(
+    source: _files.Source, species: list[str] | None = None, digest: str | None = None
+) -> Density:
+    """Read a VASP volumetric charge-density file (any of CHGCAR/CHG/AECCAR/PARCHG; VASP 4 or 5).
+
+    With ``digest`` (a content hash of :mod:`rhoprop.io.digest`), a plain file is hashed in the
+    pass that counts its values and the hex digest is put in ``meta[digest]``.
+    """
     with source.open() as fh, _files.decompression_errors(source):
         header = read_header(fh, str(source.path))
         symbols, species_source = _resolve_species(source, header, species)
@@ -336,9 +342,12 @@ def read_chgcar(source: _files.Source, species: list[str] | None = None) -> Dens
         direct = source.compression is None and (
             source.path.suffix.lower() not in _files.ZOPEN_COMPRESSED_SUFFIXES
         )
-        sha256 = None
+        content_hash = None
         if direct:
-            body_tokens, sha256 = _files.count_tokens_and_sha256(fh, fh.tell())
+            if digest is not None:
+                body_tokens, content_hash = _files.count_tokens_and_digest(fh, fh.tell(), digest)
+            else:
+                body_tokens = _files.count_tokens(_files.iter_chunks(fh))
             n_tokens = header_tokens + body_tokens
             parsed = _parse(source, str(source.path), header)
         else:
@@ -362,8 +371,8 @@ def read_chgcar(source: _files.Source, species: list[str] | None = None) -> Dens
         "species_source": species_source,
         "compression": source.compression,
     }
-    if sha256 is not None:
-        meta["sha256"] = sha256
+    if content_hash is not None:
+        meta[str(digest)] = content_hash
     grid_tokens = n_tokens - header_tokens - _aug_tokens(data_aug)
     return _to_density(source, header, structure, data, grid_tokens, meta)
 
