@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
-import os
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -33,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from rhoprop.errors import RhopropError, SettingsError
+from rhoprop.locks import folder_lock
 from rhoprop.settings import Settings, atomic_write_text
 
 CONFIGS = ("single", "group", "all", "random")
@@ -264,24 +263,17 @@ class StudyRun:
 
 @contextlib.contextmanager
 def study_lock(study_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``study_dir`` (released when the process ends, even by a kill)."""
-    fh = open(study_dir / ".lock", "a+")  # noqa: SIM115 - held for the duration of the context
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            raise SettingsError(
-                f"another process is running the study in {study_dir} (pid {fh.read().strip() or '?'}); "
-                "wait for it or choose another --out"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+    """Hold an exclusive lock on ``study_dir`` (released even on kill -9; never kept by forked
+    children such as DataLoader workers, see :mod:`rhoprop.locks`)."""
+
+    def busy(owner: str) -> SettingsError:
+        return SettingsError(
+            f"another process is running the study in {study_dir} ({owner}); wait for it or "
+            "choose another --out"
+        )
+
+    with folder_lock(study_dir, busy):
         yield
-    finally:
-        fh.close()
 
 
 def run_study(

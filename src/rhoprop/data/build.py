@@ -176,7 +176,7 @@ class _Options:
 
 def _init_worker(options: _Options, in_pool: bool) -> None:
     """Set the per-process build options; pool workers ignore SIGINT (the parent handles it). Forked
-    workers hold no copy of the store lock (``rhoprop.data.store`` closes it after every fork)."""
+    workers hold no copy of the store lock (``rhoprop.locks`` closes it after every fork)."""
     _WORKER["options"] = options
     reuse_freed_memory()
     if in_pool:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -47,6 +46,7 @@ from rhoprop.data.labels import TargetSpec, encode_labels, read_label_values, re
 from rhoprop.errors import RhopropError, SettingsError
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.io.digest import DIGESTS
+from rhoprop.locks import folder_lock
 from rhoprop.settings import Settings
 
 FORMAT_VERSION = 1
@@ -59,8 +59,6 @@ TEXT_FIELDS = ("structure", "formula", "source", "fmt", "code")
 #: The content hash of stores whose settings.json predates the ``content_hash`` setting.
 LEGACY_CONTENT_HASH = "sha256"
 _MAX_OPEN_SHARDS = 32
-#: Descriptors of the store locks this process holds (closed in forked children).
-_HELD_LOCKS: set[int] = set()
 
 
 class DatasetError(RhopropError):
@@ -291,58 +289,17 @@ def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:
 
 @contextlib.contextmanager
 def store_lock(root: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive lock on a store while writing to it (released even on kill -9)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    lock_path = root / ".lock"
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            owner = lock_path.read_text().strip() if lock_path.exists() else ""
-            raise DatasetError(
-                f"dataset {root} is being written by {owner or 'another process'}; wait for it to "
-                "finish (or stop it) before building into the same store"
-            ) from exc
-        try:
-            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # the holder removed this lock file as we took it: take the new one
-    _HELD_LOCKS.add(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        try:
-            yield
-        finally:
-            # Removed while still held, so a finished store carries no lock file (kill -9 leaves
-            # one behind: harmless, the kernel released the lock with the process).
-            lock_path.unlink(missing_ok=True)
-    finally:
-        _HELD_LOCKS.discard(fd)
-        os.close(fd)
+    """Hold an exclusive lock on a store while writing to it (released even on kill -9; never kept
+    by forked children, see :mod:`rhoprop.locks`)."""
 
+    def busy(owner: str) -> DatasetError:
+        return DatasetError(
+            f"dataset {root} is being written by {owner}; wait for it to finish (or stop it) "
+            "before building into the same store"
+        )
 
-def _release_inherited_locks() -> None:
-    """Close, in a forked child, its copies of the parent's store-lock descriptors.
-
-    A flock lives as long as any copy of its descriptor: without this, the pool workers of a build
-    killed with SIGKILL kept its store locked until they had noticed and exited themselves. Run
-    after every fork (:func:`os.register_at_fork`), so no forked process can hold a store's lock.
-    """
-    for fd in tuple(_HELD_LOCKS):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _HELD_LOCKS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_release_inherited_locks)
+    with folder_lock(root, busy):
+        yield
 
 
 def read_store_settings(root: str | os.PathLike[str]) -> StoreSettings:
