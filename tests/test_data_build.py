@@ -483,3 +483,14 @@ def test_build_processes_reuse_freed_arrays_instead_of_faulting_them_in_again() 
     default, reused = faults("default"), faults("reuse")
     assert default > 1000  # the heap trimmed after each round and 4 MB arrays faulted in again
     assert reused < default / 10
+
+
+def test_store_settings_refuse_an_unknown_dtype_content_hash_or_standardization() -> None:
+    from rhoprop.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="dtype must be one of"):
+        StoreSettings(dtype="float64")
+    with pytest.raises(SettingsError, match="content_hash must be one of"):
+        StoreSettings(content_hash="md5")
+    with pytest.raises(SettingsError, match="standardize must be a StandardizeSettings"):
+        StoreSettings(standardize={"n": 8})  # type: ignore[arg-type]

@@ -593,8 +593,8 @@ def build_dataset(
     """Build, resume or extend the store ``out`` from the density files under ``input_dir``.
 
     ``settings``/``dtype``/``content_hash`` default to the existing store's (or the defaults of
-    :class:`StoreSettings` for a new store) and must match an existing store's. With ``labels``, only files whose id is in the table are
-    built; without, every file is. Returns a :class:`BuildReport` (also written to the store).
+    :class:`StoreSettings` for a new store) and must match an existing store's. With ``labels``,
+    only files whose id is in the table are built; without, every file is. Returns a :class:`BuildReport` (also written to the store).
     The processes that read files, this one too with ``workers=1``, keep freed memory for reuse
     (:func:`reuse_freed_memory`).
     """

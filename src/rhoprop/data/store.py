@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -45,7 +44,7 @@ import rhoprop
 from rhoprop.data.labels import TargetSpec, encode_labels, read_label_values, read_targets
 from rhoprop.errors import RhopropError, SettingsError
 from rhoprop.grid.settings import StandardizeSettings
-from rhoprop.io.digest import DIGESTS
+from rhoprop.io.digest import DIGESTS, file_digest
 from rhoprop.locks import folder_lock
 from rhoprop.settings import Settings
 
@@ -90,11 +89,6 @@ class StoreSettings(Settings):
             raise SettingsError(
                 f"StoreSettings.content_hash must be one of {DIGESTS}, got {self.content_hash!r}"
             )
-
-    @property
-    def text_fields(self) -> tuple[str, ...]:
-        """The text columns of this store's shards (the content hash column is named after it)."""
-        return (*TEXT_FIELDS, self.content_hash)
         if not isinstance(self.standardize, StandardizeSettings):
             raise SettingsError("StoreSettings.standardize must be a StandardizeSettings")
 
@@ -159,12 +153,6 @@ def shard_paths(root: str | os.PathLike[str]) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := SHARD_RE.match(p.name))]
     return [p for _, p in sorted(found)]
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def checksum_path(shard: Path) -> Path:
@@ -256,7 +244,7 @@ def write_shard(
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        digest = file_sha256(tmp)
+        digest = file_digest(tmp, "sha256")
         sidecar = checksum_path(final)
         sidecar_tmp = folder / f".{sidecar.name}.{os.getpid()}.tmp"
         with open(sidecar_tmp, "w") as fh:

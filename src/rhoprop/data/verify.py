@@ -22,11 +22,10 @@ from rhoprop.data.store import (
     DatasetError,
     checksum_path,
     decode_text,
-    file_sha256,
     open_shard,
     shard_paths,
 )
-from rhoprop.io.digest import DIGESTS
+from rhoprop.io.digest import DIGESTS, file_digest
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -128,7 +127,7 @@ def verify_store(
     checks = []
     for shard in shard_paths(root):
         check = ShardCheck(shard.name)
-        digest = file_sha256(shard)
+        digest = file_digest(shard, "sha256")
         recorded = _recorded(shard)
         if recorded is not None:
             check.checksum = "ok" if recorded == digest else "mismatch"

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, BinaryIO
+from typing import Any
 
 DIGESTS = ("xxh3_128", "sha256")
-_CHUNK = 1 << 20
 
 
 def check_digest(name: str) -> str:
@@ -33,15 +32,7 @@ def new_digest(name: str) -> Any:
     return xxhash.xxh3_128()
 
 
-def stream_digest(fh: BinaryIO, name: str) -> str:
-    """Hex digest of the rest of an open binary file."""
-    digest = new_digest(name)
-    while chunk := fh.read(_CHUNK):
-        digest.update(chunk)
-    return str(digest.hexdigest())
-
-
 def file_digest(path: str | os.PathLike[str], name: str) -> str:
     """Hex digest of a file's bytes as they are on disk (compressed files are hashed compressed)."""
     with open(path, "rb") as fh:
-        return stream_digest(fh, name)
+        return str(hashlib.file_digest(fh, lambda: new_digest(name)).hexdigest())
