@@ -112,7 +112,7 @@ def test_symmetry_op_on_the_silicon_tensor_equals_the_tensor_of_the_rotated_crys
 
 @pytest.mark.parametrize("mode", ["cube", "cell"])
 def test_every_symmetry_op_equals_an_origin_shift_of_the_same_crystal(mode: str) -> None:
-    settings = StandardizeSettings(mode=mode, n=16, edge=6.0, transform="none")
+    settings = StandardizeSettings(mode=mode, n=16, edge=6.0, transform="none", origin="corner")
     structure = AseAtomsAdaptor.get_structure(bulk("ZnO", "wurtzite", a=3.25, c=5.2))
     density = physical_density(structure)
     base = np.array([0.1, 0.05, 0.2])

@@ -72,15 +72,29 @@ def test_cube_tensor_is_the_same_for_primitive_conventional_and_supercell(crysta
         assert diff.mean() < 0.005 * ref.mean(), (name, diff.mean() / ref.mean())
 
 
-def test_cube_tensor_changes_when_the_crystal_moves() -> None:
-    """The invariance above is not trivial: moving the atoms by 0.7 Å changes the tensor."""
+def test_cube_tensor_changes_when_the_crystal_moves_with_corner_origin() -> None:
+    """The invariance above is not trivial: with the cube anchored at the Cartesian origin, moving
+    the atoms by 0.7 Å changes the tensor."""
     structure = cells_of("NaCl")["primitive"]
     moved = structure.copy()
     moved.translate_sites(range(len(moved)), [0.7, 0.0, 0.0], frac_coords=False)
-    settings = StandardizeSettings(transform="none")
+    settings = StandardizeSettings(transform="none", origin="corner")
     a = standardize(physical_density(structure), settings).x
     b = standardize(physical_density(moved), settings).x
     assert np.abs(a - b).max() > 0.2 * a.max()
+
+
+@pytest.mark.parametrize("mode", ["cube", "cell"])
+def test_site_origin_makes_the_tensor_independent_of_where_the_crystal_sits(mode: str) -> None:
+    """origin="site" anchors the grid on a canonical site: the crystal moved by 0.7 Å, or a file
+    whose origin is another atom, gives the same tensor."""
+    structure = cells_of("NaCl")["primitive"]
+    moved = structure.copy()
+    moved.translate_sites(range(len(moved)), [0.7, 0.31, -0.2], frac_coords=False)
+    settings = StandardizeSettings(mode=mode, n=16, transform="none", origin="site")
+    a = standardize(physical_density(structure), settings).x
+    b = standardize(physical_density(moved), settings).x
+    assert np.abs(a - b).max() < 0.01 * a.max()
 
 
 def test_cube_samples_the_field_at_corner_anchored_points() -> None:
@@ -88,7 +102,7 @@ def test_cube_samples_the_field_at_corner_anchored_points() -> None:
     structure = cells_of("NaCl")["primitive"]
     density = physical_density(structure, spacing=0.1)
     density.total = atomic_superposition(structure, density.shape)  # band-limited to the grid
-    settings = StandardizeSettings(n=16, edge=6.0, transform="none")
+    settings = StandardizeSettings(n=16, edge=6.0, transform="none", origin="corner")
     shift = np.array([0.1, 0.25, -0.3])
     x = standardize(density, settings, origin_shift=shift).x[0]
     rng = np.random.default_rng(0)
@@ -106,7 +120,7 @@ def test_linear_interpolation_reproduces_pyrho_get_data_in_cube() -> None:
     density = physical_density(structure, spacing=0.2)
     pgrid = PGrid(density.total, structure.lattice.matrix)
     reference = ChargeDensity({"total": pgrid}, structure, normalization=None).get_data_in_cube(7.0, 20)
-    ours = standardize(density, StandardizeSettings(n=20, edge=7.0, transform="none", interpolation="linear"))
+    ours = standardize(density, StandardizeSettings(n=20, edge=7.0, transform="none", interpolation="linear", origin="corner"))
     np.testing.assert_allclose(ours.x[0], reference, rtol=1e-5, atol=1e-6)
 
 
@@ -118,7 +132,9 @@ def test_cubic_interpolation_is_more_accurate_than_linear_on_a_015_angstrom_grid
     exact = atomic_superposition(structure, (12, 12, 12), g_cut=G_CUT)
     errors = {}
     for method in ("cubic", "linear"):
-        settings = StandardizeSettings(n=12, edge=structure.lattice.a, transform="none", interpolation=method)
+        settings = StandardizeSettings(
+            n=12, edge=structure.lattice.a, transform="none", interpolation=method, origin="corner"
+        )
         errors[method] = np.abs(standardize(density, settings).x[0] - exact).max() / exact.max()
     assert errors["cubic"] < 0.005
     assert errors["cubic"] < errors["linear"] / 5
@@ -349,3 +365,23 @@ def test_kernels_compile_in_memory_where_numba_cannot_write_a_cache(monkeypatch)
     monkeypatch.setattr(_jit, "njit", broken)
     with pytest.raises(RuntimeError, match="something else"):
         _jit.jit("i8(i8, i8)")(add)
+
+
+def test_settings_written_before_the_origin_setting_read_as_corner_and_new_ones_default_to_site() -> None:
+    old = StandardizeSettings().to_dict()
+    del old["origin"]
+    assert StandardizeSettings.from_dict(old).origin == "corner"
+    assert StandardizeSettings().origin == "site"
+    with pytest.raises(SettingsError, match="origin must be one of"):
+        StandardizeSettings(origin="centre")
+
+
+def test_canonical_site_ignores_the_site_order_and_the_cell_choice() -> None:
+    """The heaviest element's most symmetric orbit, whatever the file's order or cell."""
+    from rhoprop.grid.origin import canonical_site
+
+    cells = cells_of("NaCl")
+    for structure in cells.values():
+        assert structure[canonical_site(structure)].specie.symbol == "Cl"
+    reversed_sites = Structure.from_sites(list(cells["primitive"])[::-1])
+    assert reversed_sites[canonical_site(reversed_sites)].specie.symbol == "Cl"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from rhoprop.errors import SettingsError
 from rhoprop.settings import Settings
@@ -12,6 +13,7 @@ MODES = ("cube", "cell")
 CHANNELS = ("total", "spin", "deformation")
 TRANSFORMS = ("none", "asinh", "scale")
 INTERPOLATIONS = ("cubic", "linear")
+ORIGINS = ("site", "corner")
 
 #: Bumped whenever a change to rhoprop.grid changes the tensors produced for the same settings.
 STANDARDIZE_VERSION = 1
@@ -49,6 +51,12 @@ class StandardizeSettings(Settings):
         interpolation: how mode ``cube`` interpolates between native grid points: ``"cubic"``
             (periodic cubic B-spline through every native point) or ``"linear"`` (trilinear, as
             pyrho's ``get_data_in_cube``; faster, about 30x larger errors on 0.15 Å grids).
+        origin: where the sampling is anchored: ``"site"`` on a canonical site of the crystal
+            (:func:`rhoprop.grid.origin.canonical_site`: the cube is centred on it, or the cell grid
+            starts at it), so the tensor does not depend on the origin the file happens to use;
+            ``"corner"``: the cube's first point at the Cartesian origin, the cell grid at the
+            file's origin (what every store written before this setting existed used, and what
+            settings without an ``origin`` key read as).
         version: version of the standardization code that produced the tensor.
     """
 
@@ -59,7 +67,15 @@ class StandardizeSettings(Settings):
     transform: str = "asinh"
     scale: float = 0.05
     interpolation: str = "cubic"
+    origin: str = "site"
     version: int = STANDARDIZE_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StandardizeSettings:
+        """Settings from a dict; one written before ``origin`` existed reads as ``"corner"``."""
+        if isinstance(data, dict) and "origin" not in data:
+            data = {**data, "origin": "corner"}
+        return super().from_dict(data)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -83,6 +99,8 @@ class StandardizeSettings(Settings):
             )
         if not _positive_number(self.scale):
             raise SettingsError(f"StandardizeSettings.scale must be a number > 0 (e/Å³), got {self.scale!r}")
+        if self.origin not in ORIGINS:
+            raise SettingsError(f"StandardizeSettings.origin must be one of {ORIGINS}, got {self.origin!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise SettingsError(
                 f"StandardizeSettings.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"

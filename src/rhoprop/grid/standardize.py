@@ -2,8 +2,10 @@
 
 Mode ``cube`` samples the periodic field at the points ``x_ijk = origin + (i, j, k) * edge / n``
 (``i, j, k = 0 .. n-1``) of a cube of edge ``edge`` Å whose axes are the Cartesian x, y, z of the
-density's own frame and whose first sample point (its corner) sits at the Cartesian origin (plus
-``origin_shift``). These are the points of pyrho's ``ChargeDensity.get_data_in_cube``. Because it
+density's own frame. With ``origin="site"`` (the default) the cube is centred on a canonical site of
+the crystal (:mod:`rhoprop.grid.origin`), so the tensor does not depend on where the file puts its
+origin; with ``origin="corner"`` its first sample point sits at the Cartesian origin (plus
+``origin_shift``): the points of pyrho's ``ChargeDensity.get_data_in_cube``. Because it
 samples the physical field, the primitive cell, the conventional cell and any supercell of the same
 crystal (same Cartesian frame) give the same tensor up to interpolation error. Values between
 native grid points come from a periodic cubic B-spline fitted through every native point (the
@@ -36,6 +38,7 @@ from scipy import ndimage
 
 from rhoprop.errors import DensityFormatError, SettingsError
 from rhoprop.grid.atoms import atomic_superposition
+from rhoprop.grid.origin import canonical_origin
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.grid.transforms import apply_transform
 from rhoprop.io.density import Density
@@ -228,9 +231,11 @@ def standardize(
 ) -> StandardizedDensity:
     """Turn ``density`` into the ``(C, n, n, n)`` float32 tensor and side features ``settings`` define.
 
-    ``origin_shift`` (fractional coordinates of the cell) moves the sampling origin: the cube's corner
-    to ``origin_shift @ lattice`` in mode ``cube`` (a re-sampling), the first cell-grid point to
-    ``origin_shift`` in mode ``cell`` (exact; a shift of ``k / n`` equals a roll by ``k`` voxels).
+    The sampling starts at the canonical site's anchor (``settings.origin == "site"``, see
+    :mod:`rhoprop.grid.origin`) or at the file's origin (``"corner"``). ``origin_shift`` (fractional
+    coordinates of the cell) moves it further: the cube's corner by ``origin_shift @ lattice`` in
+    mode ``cube`` (a re-sampling), the first cell-grid point by ``origin_shift`` in mode ``cell``
+    (exact; a shift of ``k / n`` equals a roll by ``k`` voxels).
     """
     settings = settings or StandardizeSettings()
     if not isinstance(density, Density):
@@ -244,6 +249,9 @@ def standardize(
             "least 2 points along each lattice vector"
         )
     lattice = density.structure.lattice.matrix
+    if settings.origin == "site":
+        anchor = canonical_origin(density.structure, settings.n, settings.edge if settings.mode == "cube" else None)
+        shift = shift + (np.linalg.solve(lattice.T, anchor) if settings.mode == "cube" else anchor)
     x = np.empty((settings.n_channels, settings.n, settings.n, settings.n), dtype=np.float32)
     for c, name in enumerate(settings.channels):
         field = native_channel(density, name)
