@@ -330,7 +330,8 @@ def test_info_shows_counts_coverage_settings_and_size(tmp_path_factory) -> None:
     text = " ".join(result.output.split())
     assert f"{len(ids)} samples" in text and "16^3" in text and "total,spin" in text
     have = sum(1 for r in rows if r["bulk_modulus"] != "")
-    assert f"bulk_modulus │ regression │ │ {have} │ {100 * have / len(ids):.1f}" in text
+    # a known target name gets its unit without a schema (rhoprop.data.labels.KNOWN_TARGETS)
+    assert f"bulk_modulus │ regression │ GPa │ {have} │ {100 * have / len(ids):.1f}" in text
     data = json.loads(runner.invoke(app, ["dataset", "info", str(store_path), "--json"]).output)
     assert data["n_samples"] == len(ids) and data["size_bytes"] > 0 and data["n_shards"] == 1
     missing = runner.invoke(app, ["dataset", "info", str(store_path.parent / "nope")])

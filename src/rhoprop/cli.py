@@ -1,19 +1,112 @@
 """The ``rhoprop`` command line: thin typer commands that call the library.
 
-Each command parses its arguments, calls one library function, and prints the result with rich.
-No logic lives here.
+Each command parses its arguments, calls one library function, and prints the result with rich
+(results on stdout; ``error:`` and ``warning:`` lines on stderr). No logic lives here. What every
+command shares is in one place: the exit codes, :class:`_Commands` (a refused input or setting, a
+usage error: one ``error:`` line and exit code 2; rhoprop's warnings: one ``warning:`` line each),
+:func:`_csv_list` for comma-separated options and :func:`_writable` for output paths.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 import rhoprop
+from rhoprop.errors import RhopropError
 
-app = typer.Typer(help="Predict crystal properties from electronic charge densities.", no_args_is_help=True)
+try:  # typer >= 0.26 vendors click; its exceptions (usage errors among them) derive from this
+    from typer import TyperException as _ClickError
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click import ClickException as _ClickError
+
+EXIT_OK = 0
+"""Exit code of a command that did all it was asked."""
+EXIT_REFUSED = 2
+"""Exit code of a command that refused its input or settings (a RhopropError, a usage error) and wrote nothing."""
+EXIT_SKIPPED = 3
+"""Exit code of a command that finished but skipped some inputs (listed in its report or output)."""
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    """Print a RhopropError as one line on stderr; the caller raises the returned Exit(EXIT_REFUSED)."""
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=EXIT_REFUSED)
+
+
+@contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """Show each of rhoprop's own warnings as one ``warning: ...`` line on stderr (others as usual)."""
+    original = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if category.__module__.startswith("rhoprop"):
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", module=r"rhoprop(\.|$)")
+        warnings.showwarning = show
+        yield
+
+
+class _Commands(TyperGroup):
+    """The top-level command group: how every command reports refusals, usage errors and warnings."""
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; a RhopropError becomes one ``error:`` line and exit code 2."""
+        with _warnings_on_stderr():
+            try:
+                return super().invoke(ctx)
+            except RhopropError as exc:
+                raise _fail(exc) from exc
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Parse and run; a usage error (missing argument, bad option value) is one ``error:`` line."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _ClickError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as usual
+                exc.show()  # type: ignore[attr-defined]
+                sys.exit(EXIT_REFUSED)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(EXIT_REFUSED)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _csv_list(text: str | None) -> list[str] | None:
+    """The items of a comma-separated option, stripped, empty ones dropped (None stays None)."""
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _writable(path: str | Path) -> Path:
+    """``path`` as a Path when a command may write there; built-in datasets and the pretrained
+    models ship inside rhoprop and are read-only (a DatasetError says how to copy one)."""
+    from rhoprop.datasets import check_writable
+
+    return check_writable(path)
+
+
+app = typer.Typer(help="Predict crystal properties from electronic charge densities.", no_args_is_help=True,
+                  cls=_Commands)
 dataset_app = typer.Typer(help="Build, inspect and split dataset stores.", no_args_is_help=True)
 analyze_app = typer.Typer(help="Analyse targets and results.", no_args_is_help=True)
 study_app = typer.Typer(help="Training studies.", no_args_is_help=True)
@@ -21,15 +114,21 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(study_app, name="study")
 console = Console()
-
-EXIT_REFUSED = 2
-"""Exit code of a command that refused its input or settings (a RhopropError) and did nothing."""
+err_console = Console(stderr=True)
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    """Print a RhopropError as one line on stderr; the caller raises the returned Exit(EXIT_REFUSED)."""
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=EXIT_REFUSED)
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"rhoprop {rhoprop.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the rhoprop version and exit."),
+) -> None:
+    """Predict crystal properties from electronic charge densities."""
 
 
 @app.command()
@@ -53,13 +152,9 @@ def inspect_density(
     from rich.markup import escape
     from rich.table import Table
 
-    from rhoprop.errors import RhopropError
     from rhoprop.io import read_density
 
-    try:
-        density = read_density(file, species=species, fmt=fmt)
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    density = read_density(file, species=_csv_list(species), fmt=fmt)
     table = Table(title=escape(file.name), show_header=False)
     table.add_column("", style="bold")
     table.add_column("", overflow="fold")
@@ -84,19 +179,17 @@ def standardize_command(
     plot: Path | None = typer.Option(None, "--plot", help="Also save central slices of every channel (png/svg/pdf)."),
 ) -> None:
     """Standardize one density file into the tensor a model reads, with its settings beside it."""
-    from rhoprop.errors import RhopropError
     from rhoprop.grid import StandardizeSettings
     from rhoprop.grid.export import standardize_file
 
-    try:
-        settings = StandardizeSettings(
-            mode=mode, n=n, edge=edge, channels=tuple(c.strip() for c in channels.split(",") if c.strip()),
-            transform=transform, scale=scale, interpolation=interpolation,
-        )  # fmt: skip
-        species_list = None if species is None else [s.strip() for s in species.split(",") if s.strip()]
-        result, written = standardize_file(file, out, settings, species=species_list, fmt=fmt, picture=plot)
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    settings = StandardizeSettings(
+        mode=mode, n=n, edge=edge, channels=tuple(_csv_list(channels) or ()), transform=transform,
+        scale=scale, interpolation=interpolation,
+    )  # fmt: skip
+    _writable(out)
+    if plot is not None:
+        _writable(plot)
+    result, written = standardize_file(file, out, settings, species=_csv_list(species), fmt=fmt, picture=plot)
     side = ", ".join(f"{v:.4g}" for v in result.side) or "none"
     console.print(f"tensor {tuple(result.x.shape)} float32; side features: {side}; has_spin={result.has_spin}")
     for path in written:
@@ -104,11 +197,6 @@ def standardize_command(
 
 
 # --- dataset commands -----------------------------------------------------------------------
-
-
-def _csv_list(text: str | None) -> list[str] | None:
-    """Split a comma-separated option (None stays None)."""
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
 @dataset_app.command("build")
@@ -139,22 +227,18 @@ def dataset_build_command(
 ) -> None:
     """Build (or resume, or extend) a dataset store; exit code 0 when clean, 3 when something was skipped."""
     from rhoprop.data.build import build_dataset, settings_with_options
-    from rhoprop.errors import RhopropError
 
-    try:
-        settings = settings_with_options(
-            out, mode=mode, n=n, edge=edge, channels=_csv_list(channels), transform=transform,
-            scale=scale, interpolation=interpolation,
-        )  # fmt: skip
-        report = build_dataset(
-            input_dir, labels, out, settings, workers, _csv_list(species), id_column=id_column,
-            schema=schema, dtype=dtype, content_hash=content_hash, shard_size=shard_size, glob=glob,
-            progress=progress,
-        )  # fmt: skip
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    settings = settings_with_options(
+        _writable(out), mode=mode, n=n, edge=edge, channels=_csv_list(channels), transform=transform,
+        scale=scale, interpolation=interpolation,
+    )  # fmt: skip
+    report = build_dataset(
+        input_dir, labels, out, settings, workers, _csv_list(species), id_column=id_column,
+        schema=schema, dtype=dtype, content_hash=content_hash, shard_size=shard_size, glob=glob,
+        progress=progress,
+    )  # fmt: skip
     console.print(report.summary(), soft_wrap=True)
-    raise typer.Exit(report.exit_code)
+    raise typer.Exit(EXIT_OK if report.clean else EXIT_SKIPPED)
 
 
 @dataset_app.command("info")
@@ -165,12 +249,8 @@ def dataset_info_command(
     """Counts, label coverage per property, kinds and units, settings, shards, size on disk."""
     from rhoprop.data.info import dataset_info, print_info
     from rhoprop.datasets import load
-    from rhoprop.errors import RhopropError
 
-    try:
-        info = dataset_info(load(dataset))
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    info = dataset_info(load(dataset))
     print_info(info, console, as_json=as_json)
 
 
@@ -183,18 +263,14 @@ def dataset_verify_command(
     """Check each shard against its recorded sha256 and read every sample back; exit 3 if anything is damaged."""
     from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rhoprop.data.build import EXIT_SKIPPED
     from rhoprop.data.verify import print_checks, verify_store
     from rhoprop.datasets import resolve
-    from rhoprop.errors import RhopropError
 
-    try:
-        with Progress(TextColumn("verify"), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                      transient=True) as bar:
-            task = bar.add_task("verify", total=None)
-            checks = verify_store(resolve(dataset), record_missing, on_sample=lambda: bar.advance(task))
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    path = _writable(resolve(dataset)) if record_missing else resolve(dataset)
+    with Progress(TextColumn("verify"), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task("verify", total=None)
+        checks = verify_store(path, record_missing, on_sample=lambda: bar.advance(task))
     print_checks(checks, console)
     if not all(c.ok for c in checks):
         raise typer.Exit(code=EXIT_SKIPPED)
@@ -208,19 +284,30 @@ def dataset_split_command(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     name: str = typer.Option("default", "--name", help="Saved as splits/<name>.json in the store."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing split of that name."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Keep a split with an empty part (refused "
+                                     "otherwise: too few samples or formulas for the fractions)."),
 ) -> None:
-    """Make a reproducible train/val/test split and save it in the store."""
+    """Make a reproducible train/val/test split and save it in the store; rerun after an append to
+    extend the same split to the new samples (earlier assignments kept)."""
     from rhoprop.data.split import make_split, parse_fractions
-    from rhoprop.datasets import load
-    from rhoprop.errors import RhopropError
+    from rhoprop.datasets import load, resolve
 
-    try:
-        store = load(dataset)
-        parts = make_split(store, method, parse_fractions(fractions), seed, name, overwrite)
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    store = load(_writable(resolve(dataset)))
+    parts = make_split(store, method, parse_fractions(fractions), seed, name, overwrite, allow_empty)
     sizes = ", ".join(f"{part} {len(ids)}" for part, ids in parts.items())
     console.print(f"split {name!r} ({method}, seed {seed}) of {store.path}: {sizes}")
+
+
+@dataset_app.command("copy")
+def dataset_copy_command(
+    dataset: str = typer.Argument(..., help="Dataset store or built-in name (e.g. gpaw-v1)."),
+    dest: Path = typer.Argument(..., help="New store directory (must not exist yet)."),
+) -> None:
+    """Copy a dataset store, e.g. a read-only built-in one, to a folder of your own to split or extend."""
+    from rhoprop.datasets import copy_dataset
+
+    path = copy_dataset(dataset, _writable(dest))
+    console.print(f"copied {dataset} to {path}", soft_wrap=True)
 
 
 # --- dft commands -----------------------------------------------------------------------------
@@ -246,6 +333,7 @@ def generate(
     from rhoprop.errors import RhopropError
 
     try:
+        _writable(out)
         stored: set[str] = set()
         if densities_in:
             store = datasets.load(densities_in)
@@ -259,11 +347,12 @@ def generate(
             else:
                 candidates = dft.read_structures(structures)
             if only:
-                candidates = dft.select_ids(candidates, [i.strip() for i in only.split(",") if i.strip()])
+                candidates = dft.select_ids(candidates, _csv_list(only) or [])
             report = dft.generate(candidates, out, workers=workers, retry_failed=retry_failed,
                                   max_minutes=max_minutes, stored=stored)
+            failures = f"; failures in {out / 'failures.json'}" if (out / "failures.json").is_file() else ""
             console.print(f"computed {len(report.computed)}, skipped {len(report.skipped)} (done or failed "
-                          f"before), failed {len(report.failed)}; failures in {out / 'failures.json'}")
+                          f"before), failed {len(report.failed)}{failures}")
         frame = dft.assemble_labels(out)
     except RhopropError as exc:
         raise _fail(exc) from exc
@@ -309,22 +398,19 @@ def train_command(
     threads: int | None = typer.Option(None, "--threads", help="CPU threads per process (default: torch's)."),
 ) -> None:
     """Train the MSA-3DCNN on a dataset; writes checkpoints, logs and the exported model to --out."""
-    from rhoprop.errors import RhopropError
     from rhoprop.train.config import load_train_config
     from rhoprop.train.data import read_groups
     from rhoprop.train.fit import train, train_groups
     from rhoprop.train.report import print_train_result
 
-    try:
-        cfg = load_train_config(
-            config, targets=_csv_list(targets), model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-            weighting=weighting, augment=augment, seed=seed, patience=patience, split=split,
-            accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
-            precision=precision, num_workers=num_workers, progress=progress, threads=threads,
-        )
-        results = train_groups(dataset, out, read_groups(groups), cfg) if groups else [train(dataset, out, cfg)]
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    cfg = load_train_config(
+        config, targets=_csv_list(targets), model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+        weighting=weighting, augment=augment, seed=seed, patience=patience, split=split,
+        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+        precision=precision, num_workers=num_workers, progress=progress, threads=threads,
+    )
+    _writable(out)
+    results = train_groups(dataset, out, read_groups(groups), cfg) if groups else [train(dataset, out, cfg)]
     for result in results:
         if result is not None:
             print_train_result(result, console)
@@ -340,14 +426,14 @@ def evaluate_command(
     baselines: bool = typer.Option(False, "--baselines", help="Also train the composition and CGCNN baselines."),
 ) -> None:
     """Metrics per target (R², MAE, RMSE; accuracy, F1, ROC-AUC), baselines, 90% coverage, figures."""
-    from rhoprop.errors import RhopropError
     from rhoprop.train.evaluate import evaluate_run
     from rhoprop.train.report import print_evaluation
 
-    try:
-        report = evaluate_run(run, dataset=dataset, split=split, part=part, out=out, baselines=baselines)
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    if out is not None:
+        _writable(out)
+    elif str(run) != "builtin":
+        _writable(run)  # the default output folder is inside the run
+    report = evaluate_run(run, dataset=dataset, split=split, part=part, out=out, baselines=baselines)
     print_evaluation(report, console)
 
 
@@ -357,40 +443,38 @@ def baselines_command(
     part: str = typer.Option("test", "--part", help="Part of the run's split to predict: train, val or test."),
 ) -> None:
     """Train the mean, composition (gradient boosting) and CGCNN baselines on the run's split, then evaluate."""
-    from rhoprop.errors import RhopropError
     from rhoprop.train.evaluate import evaluate_run
     from rhoprop.train.report import print_evaluation
 
-    try:
-        report = evaluate_run(run, part=part, baselines=True)
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    report = evaluate_run(_writable(run), part=part, baselines=True)
     print_evaluation(report, console)
 
 
 @app.command("predict")
 def predict_command(
     model: str = typer.Argument(..., help="Run or model directory, or 'builtin' (the pretrained gpaw-v1 model)."),
-    paths: list[Path] = typer.Argument(..., help="Density files (CHGCAR, cube, xsf; .gz ok) or folders of them."),
+    paths: list[Path] = typer.Argument(..., exists=True, help="Density files (CHGCAR, cube, xsf; .gz ok) or "
+                                       "folders of them."),
     out: Path = typer.Option(Path("rhoprop-predictions"), "--out", help="Writes OUT.csv and OUT.json."),
     species: str | None = typer.Option(None, "--species", help="Species of VASP 4 files, e.g. Li,Co,O."),
-    mc_samples: int | None = typer.Option(None, "--mc-samples", help="MC-dropout passes (default: the model's)."),
+    mc_samples: int | None = typer.Option(None, "--mc-samples", min=1, help="MC-dropout passes (default: the "
+                                          "model's)."),
 ) -> None:
-    """Predict every target of a model for density files, with uncertainties and warnings."""
-    from rhoprop.errors import RhopropError
+    """Predict every target of a model for density files, with uncertainties and warnings; exit 3 when some
+    file could not be read (listed on stderr and in OUT.json)."""
     from rhoprop.train.predict import predict_paths
     from rhoprop.train.report import print_predictions, write_predictions
 
-    try:
-        result = predict_paths(model, paths, species=species, mc_samples=mc_samples, progress=True)
-    except RhopropError as exc:
-        raise _fail(exc) from exc
-    print_predictions(result, console)
-    csv_path, json_path = write_predictions(result, out)
-    console.print(f"written {csv_path} and {json_path}")
+    _writable(out)
+    result = predict_paths(model, paths, species=_csv_list(species), mc_samples=mc_samples, progress=True)
+    print_predictions(result, console, err_console)
+    written = write_predictions(result, out)
+    if written is None:
+        err_console.print(f"no prediction: nothing written (earlier results at {out}, if any, are unchanged)",
+                          markup=False, soft_wrap=True)
+    else:
+        console.print(f"written {written[0]} and {written[1]}", soft_wrap=True)
     if result.errors:
-        from rhoprop.data.build import EXIT_SKIPPED
-
         raise typer.Exit(code=EXIT_SKIPPED)
 
 
@@ -411,16 +495,11 @@ def analyze_targets_command(
 ) -> None:
     """Similarity of every two targets, significance, groups for `rhoprop train --groups`, figures."""
     from rhoprop.analysis.report import run_analyze_targets
-    from rhoprop.errors import RhopropError
 
-    try:
-        run_analyze_targets(
-            dataset, out, alpha=alpha, threshold=threshold, min_pairs=min_pairs, measure=measure,
-            n_permutations=permutations, seed=seed, targets=[t for t in targets.split(",") if t],
-            console=console,
-        )  # fmt: skip
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    run_analyze_targets(
+        dataset, _writable(out), alpha=alpha, threshold=threshold, min_pairs=min_pairs, measure=measure,
+        n_permutations=permutations, seed=seed, targets=_csv_list(targets) or [], console=console,
+    )  # fmt: skip
 
 
 @analyze_app.command("datasheet")
@@ -432,12 +511,8 @@ def analyze_datasheet_command(
     """Datasheet of a dataset: counts (markdown + JSON) per prototype, space group, element and class, label coverage, figures."""
     from rhoprop.analysis.datasheet import print_datasheet, write_datasheet
     from rhoprop.datasets import load
-    from rhoprop.errors import RhopropError
 
-    try:
-        summary = write_datasheet(load(dataset), out, materials_csv=materials)
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    summary = write_datasheet(load(dataset), _writable(out), materials_csv=materials)
     print_datasheet(summary, console)
 
 
@@ -460,18 +535,14 @@ def study_multitask_command(
     """Single-task vs similarity group vs all vs random group, per target; resumable."""
     from rhoprop.analysis.report import run_multitask_study
     from rhoprop.analysis.study import parse_seeds
-    from rhoprop.errors import RhopropError
 
-    try:
-        run_multitask_study(
-            dataset, out, targets=[t for t in targets.split(",") if t],
-            seeds=parse_seeds(seeds), preset="quick" if quick else "full",
-            configs=[c for c in configs.split(",") if c], groups_file=groups, split=split,
-            random_seed=random_seed, max_trainings=max_trainings,
-            train_overrides={"epochs": epochs, "model": model, "accelerator": accelerator}, console=console,
-        )  # fmt: skip
-    except RhopropError as exc:
-        raise _fail(exc) from exc
+    run_multitask_study(
+        dataset, _writable(out), targets=_csv_list(targets) or [],
+        seeds=parse_seeds(seeds), preset="quick" if quick else "full",
+        configs=_csv_list(configs) or [], groups_file=groups, split=split,
+        random_seed=random_seed, max_trainings=max_trainings,
+        train_overrides={"epochs": epochs, "model": model, "accelerator": accelerator}, console=console,
+    )  # fmt: skip
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -20,6 +20,7 @@ import importlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -145,10 +146,14 @@ class BuildReport:
             f"already there) from {self.n_files} files in {self.elapsed_s:.1f} s"
         )
         counts = self.counts()
+        # A duplicated id has an entry for its label rows and one for its file: count it once.
+        shown = {**counts}
+        if "duplicate_id" in shown:
+            shown["duplicate_id"] = len({e.id for e in self.entries if e.category == "duplicate_id"})
         words = {
             skipped: ", ".join(
                 f"{n} {cat.replace('_', ' ')}"
-                for cat, n in sorted(counts.items())
+                for cat, n in sorted(shown.items())
                 if (cat in SKIP_CATEGORIES) == skipped
             )
             for skipped in (True, False)
@@ -610,9 +615,8 @@ def build_dataset(
     schema_path = Path(schema) if schema is not None else None
     species_t = tuple(species) if species else None
     store_settings, new = _resolve_settings(out, settings, dtype, content_hash)
-    with store_lock(out):
-        if new:
-            store_settings.to_json(out / "settings.json")
+    created = not out.exists()
+    with _refusal_leaves_nothing(out, created), store_lock(out):
         remove_stale_temporaries(out)
         stored = _stored_ids(out)
         entries: list[ReportEntry] = []
@@ -625,6 +629,8 @@ def build_dataset(
         label_ids = (raw.index, duplicates, raw.attrs["lines"]) if labels_path is not None else None
         tasks, n_already, plan_entries = _plan(files, input_dir, stored, labels_path, label_ids)
         entries.extend(plan_entries)
+        if new:  # only now: a build refused above (labels, schema) leaves no store behind
+            store_settings.to_json(out / "settings.json")
         if labels_path is not None:
             _write_labels(out, values, targets, stored | {t[0] for t in tasks})
         buffer = _ShardBuffer(out, store_settings, shard_size)
@@ -671,6 +677,18 @@ def build_dataset(
             },
         )
     return report
+
+
+@contextlib.contextmanager
+def _refusal_leaves_nothing(out: Path, created: bool) -> Iterator[None]:
+    """Remove the folder ``out`` again when this build created it and is refused before writing a
+    store into it (its settings.json), so that a refusal writes nothing."""
+    try:
+        yield
+    except Exception:
+        if created and not (out / "settings.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager

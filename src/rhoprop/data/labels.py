@@ -33,6 +33,23 @@ from rhoprop.settings import Settings, atomic_write_text
 
 KINDS = ("regression", "binary", "multiclass")
 TARGETS_FORMAT_VERSION = 1
+#: Regression targets known by name (the labels of ``rhoprop generate``): (unit, physical minimum).
+#: A target of that name gets them when its label table or schema leaves them out. ``c12`` and
+#: ``c44`` stay unbounded: they are negative for mechanically unstable crystals.
+KNOWN_TARGETS: dict[str, tuple[str, float | None]] = {
+    "volume_per_atom": ("Å^3/atom", 0.0),
+    "bulk_modulus": ("GPa", 0.0),
+    "density": ("g/cm^3", 0.0),
+    "total_energy": ("eV/atom", None),
+    "formation_energy": ("eV/atom", None),
+    "fermi_energy": ("eV", None),
+    "band_gap": ("eV", 0.0),
+    "bandwidth": ("eV", 0.0),
+    "magnetic_moment": ("μB/atom", 0.0),
+    "c11": ("GPa", 0.0),
+    "c12": ("GPa", None),
+    "c44": ("GPa", None),
+}
 MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "none", "null"})
 _TRUE = frozenset({"true", "yes"})
 _FALSE = frozenset({"false", "no"})
@@ -50,6 +67,9 @@ class TargetSpec(Settings):
         minimum: physical lower bound of a regression target (0 for a band gap, a volume, a
             magnetic moment magnitude), or None. A label below it is a bad value; predictions and
             their intervals are clipped to it.
+
+    A regression target named in :data:`KNOWN_TARGETS` gets its unit when ``unit`` is empty and
+    its minimum when ``minimum`` is None (so also the targets of models saved before).
     """
 
     name: str
@@ -78,6 +98,10 @@ class TargetSpec(Settings):
             raise SettingsError(f"target {self.name!r}: duplicate class names in {classes}")
         if self.kind == "regression" and classes:
             raise SettingsError(f"target {self.name!r}: a regression target has no classes")
+        if self.kind == "regression" and self.name in KNOWN_TARGETS:
+            unit, minimum = KNOWN_TARGETS[self.name]
+            object.__setattr__(self, "unit", self.unit or unit)
+            object.__setattr__(self, "minimum", minimum if self.minimum is None else self.minimum)
         if self.kind == "binary" and classes and len(classes) != 2:
             raise SettingsError(
                 f"target {self.name!r}: a binary target has exactly 2 classes, got {classes}"
@@ -258,6 +282,8 @@ def _infer_spec(name: str, cells: pd.Series, max_classes: int) -> TargetSpec | s
     numbers = pd.to_numeric(present, errors="coerce")
     if numbers.notna().sum() * 2 > len(present):
         finite = numbers[np.isfinite(numbers)]
+        if name in KNOWN_TARGETS:  # a moment that is 0 everywhere is still a number, not a class
+            return TargetSpec(name, "regression")
         if len(finite) and set(np.unique(finite)) <= {0.0, 1.0}:
             return TargetSpec(name, "binary", "", ("0", "1"))
         return TargetSpec(name, "regression")

@@ -4,17 +4,28 @@ A built-in dataset is a dataset store directory ``src/rhoprop/datasets/data/<nam
 covered by the package data, so it ships in the wheel), built with
 ``rhoprop dataset build ... --dtype float16 --out src/rhoprop/datasets/data/<name>``.
 Everything that accepts a dataset path also accepts a built-in name (see :func:`resolve`).
+
+Built-in datasets and the pretrained models are part of the installed package and read-only: the
+commands that write refuse them (:func:`check_writable`) and say how to copy one
+(:func:`copy_dataset`, ``rhoprop dataset copy gpaw-v1 my-gpaw-v1.rho``). Each built-in ships its
+``default`` split, so training on one writes nothing into it. Maintainers who grow a built-in
+dataset set the environment variable ``RHOPROP_WRITE_BUILTIN=1`` for those commands.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from rhoprop.data.store import DatasetError, DatasetStore
 
 #: Folder holding the built-in stores, one sub-folder per dataset.
 BUILTIN_ROOT = Path(__file__).resolve().parent / "data"
+#: Folders of the installed package that no command writes to: built-in datasets, pretrained models.
+READ_ONLY_ROOTS = (BUILTIN_ROOT, Path(__file__).resolve().parents[1] / "pretrained")
+#: Set to ``1`` to let commands write into the built-in datasets (for rhoprop's maintainers).
+WRITE_BUILTIN_VARIABLE = "RHOPROP_WRITE_BUILTIN"
 
 
 def available() -> list[str]:
@@ -53,4 +64,54 @@ def load(name: str | os.PathLike[str]) -> DatasetStore:
     return DatasetStore(resolve(name))
 
 
-__all__ = ["BUILTIN_ROOT", "available", "load", "resolve"]
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, or a :class:`DatasetError` when it is (inside) a built-in dataset or the
+    pretrained models, which ship read-only inside rhoprop; the message says how to copy one."""
+    path = Path(path)
+    if os.environ.get(WRITE_BUILTIN_VARIABLE) == "1":
+        return path
+    resolved = path.resolve()
+    for root in READ_ONLY_ROOTS:
+        if resolved != root and root not in resolved.parents:
+            continue
+        if root != BUILTIN_ROOT:
+            raise DatasetError(
+                f"{path} is inside rhoprop's pretrained models ({root}), which are read-only (they "
+                "ship with rhoprop); write to a folder of your own instead"
+            )
+        inside = resolved.relative_to(root).parts
+        name = inside[0] if inside and inside[0] in available() else None
+        what = f"the built-in dataset {name} ({root / name})" if name else f"rhoprop's built-in datasets ({root})"
+        example = name or (available() or ["gpaw-v1"])[0]
+        raise DatasetError(
+            f"{path} is inside {what}, which is read-only (it ships with rhoprop); copy the dataset "
+            f"first, e.g. `rhoprop dataset copy {example} my-{example}.rho`, and use the copy"
+        )
+    return path
+
+
+def copy_dataset(name_or_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Copy a store (a built-in name or a path) to the new folder ``dest``, complete or not at all.
+
+    Lock files and unfinished shards are left out; the copy is assembled beside ``dest`` and renamed
+    into place, so an interrupted copy leaves no half store at ``dest``.
+    """
+    source, dest = resolve(name_or_path), Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DatasetError(f"{dest} already exists; copy the dataset to a new folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.copy-{os.getpid()}.tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        shutil.copytree(source, partial, ignore=shutil.ignore_patterns(".lock", ".shard-*.tmp"))
+        if dest.exists():
+            dest.rmdir()
+        partial.rename(dest)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return dest
+
+
+__all__ = [
+    "BUILTIN_ROOT", "READ_ONLY_ROOTS", "available", "check_writable", "copy_dataset", "load", "resolve",
+]

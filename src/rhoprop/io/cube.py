@@ -171,10 +171,50 @@ def _located(
             f"{source.path}: {_files.describe_line(lines, lineno)}: {token!r} is not a finite number "
             f"(value {got + 1} of {count})"
         )
+    short = _short_line(lines, first_line, count)
+    if short is not None:
+        lineno, found, expected = short
+        return DensityFormatError(
+            f"{source.path}: line {lineno} holds {found} value(s) where the lines around it hold "
+            f"{expected}: a value is missing there (expected {count} values after the header, got {got})"
+        )
     return DensityFormatError(
         f"{source.path}: expected {count} values after the header (grid of lines 4-6), got {got}; the file "
         f"ends at line {len(lines)} (truncated?)"
     )
+
+
+def _grid_of(lines: list[str]) -> tuple[int, int, int] | None:
+    """The grid ``(N1, N2, N3)`` of a cube header (lines 4-6), None when unreadable."""
+    try:
+        return tuple(abs(int(float(lines[i].split()[0]))) for i in (3, 4, 5))  # type: ignore[return-value]
+    except (IndexError, ValueError):
+        return None
+
+
+def _short_line(lines: list[str], first_line: int, count: int) -> tuple[int, int, int] | None:
+    """(line number, values on it, values expected) of a data line short of values before the last one,
+    in a cube whose data from ``first_line`` on should hold ``count`` values.
+
+    Writers put a fixed number of values per line (6 for Gaussian, VESTA, ASE and rhoprop), either
+    restarting a line for each z-row or running on; a line with fewer values than that layout has
+    at its place, and not the last, lost a value. None when no layout points at such a line.
+    """
+    grid = _grid_of(lines)
+    data = [(i + 1, len(line.split())) for i, line in enumerate(lines) if i >= first_line - 1 and line.strip()]
+    if grid is None or len(data) < 2 or count % (grid[0] * grid[1]):
+        return None
+    width = max(n for _, n in data)
+    row = count // (grid[0] * grid[1])  # values per z-row: N3 times the values per point
+    by_row = [width] * (row // width) + ([row % width] if row % width else [])
+    for layout in (by_row, [width]):
+        for k, (lineno, found) in enumerate(data[:-1]):
+            expected = layout[k % len(layout)]
+            if found != expected:
+                if found < expected:
+                    return lineno, found, expected
+                break
+    return None
 
 
 def write_cube(density: Density, path: str | os.PathLike[str]) -> Path:

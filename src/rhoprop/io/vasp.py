@@ -215,6 +215,13 @@ def _resolve_species(
 ) -> tuple[list[str], str]:
     """Species for the file and where they came from; raises when a VASP 4 file has none."""
     if not header.is_vasp4:
+        given = list(species) if species is not None else []
+        if len(given) == len(header.symbols or []) and given != list(header.symbols or []):
+            raise DensityFormatError(
+                f"{source.path} names its species {','.join(header.symbols or [])} (line 6), but the "
+                f"species given (--species) are {','.join(given)}; a file that names its species keeps "
+                "them: drop --species for it, or give the ones it names"
+            )
         return header.symbols, "file"  # type: ignore[return-value]
     if species is not None:
         if len(species) != len(header.counts):

@@ -54,7 +54,8 @@ from rhoprop.train.data import (
 )
 from rhoprop.train.inference import Predictions, calibration_scales, interval_coverage, predict_batches
 from rhoprop.train.module import RhopropModule
-from rhoprop.train.runs import GROUPS_FILE, RUN_FILE
+from rhoprop.train.predict import magnetic_elements
+from rhoprop.train.runs import GROUPS_FILE, RUN_FILE, finished_run
 
 CONFIG_FILE = "train_config.json"
 MODEL_DIR = "model"
@@ -74,6 +75,8 @@ class TrainResult:
         val: validation metrics of the exported model (``{target: {"mae"|"acc": value}}``).
         resumed: True when the run continued from ``checkpoints/last.ckpt``.
         seconds: wall time of this call.
+        finished: True when the run had already finished with these settings and nothing was
+            trained (the other fields are those of that run, from ``run.json``).
     """
 
     run_dir: Path
@@ -85,6 +88,7 @@ class TrainResult:
     val: dict[str, dict[str, float]]
     resumed: bool
     seconds: float
+    finished: bool = False
 
 
 def loader(
@@ -239,6 +243,13 @@ def train(
 def _train(dataset: str | os.PathLike[str], out: Path, config: TrainConfig) -> TrainResult | None:
     t0 = time.perf_counter()
     store = open_store(dataset)
+    done = finished_run(out, config.to_dict(), store.path)
+    if done is not None:  # rerun of a finished run with the same settings: nothing to train
+        if int(os.environ.get("RANK", 0)) != 0:
+            return None
+        keep = {f.name for f in dataclasses.fields(TrainResult)} - {"run_dir", "model_dir", "seconds", "finished"}
+        return TrainResult(run_dir=out, model_dir=out / MODEL_DIR, seconds=time.perf_counter() - t0, finished=True,
+                           **{k: done[k] for k in keep})
     parts = split_ids(store, config.split)
     tasks = select_tasks(store, config.targets, parts["train"])
     resume = _prepare_run(out, config)
@@ -285,6 +296,7 @@ def _train(dataset: str | os.PathLike[str], out: Path, config: TrainConfig) -> T
         "n_val": len(parts["val"]),
         "n_test": len(parts["test"]),
         "rhoprop_version": rhoprop.__version__,
+        "train_config": config.to_dict(),
     }
     atomic_write_text(out / RUN_FILE, json.dumps(summary, indent=2) + "\n")
     return result
@@ -323,7 +335,8 @@ def export_model(
     bundle = ModelBundle(
         model=model,
         standardize=store.settings,
-        training=training_profile(store, parts["train"], dataset),
+        training={**training_profile(store, parts["train"], dataset),
+                  "magnetic_elements": magnetic_elements(store, parts["train"])},
         uncertainty=uncertainty,
         extra={"train_config": config.to_dict(), "best_epoch": best_epoch, "split": config.split},
     )

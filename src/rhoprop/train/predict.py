@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import track
 
-from rhoprop.data import find_density_files
-from rhoprop.errors import DensityFormatError
+from rhoprop.data import DatasetStore, find_density_files
+from rhoprop.errors import DensityFormatError, SettingsError
 from rhoprop.grid import standardize
 from rhoprop.io import Density, read_density
 from rhoprop.models.io import ModelBundle, load_model
@@ -30,6 +31,8 @@ from rhoprop.train.runs import model_dirs
 
 #: A file's native grid spacing this many times the training's largest spacing is "too coarse".
 COARSE_FACTOR = 1.25
+#: A training sample with more than this total magnetization (μB per cell) is magnetic.
+MAGNETIC_MOMENT = 0.05
 
 
 @dataclasses.dataclass
@@ -130,6 +133,55 @@ def input_warnings(density: Density, training: dict[str, Any]) -> list[str]:
     return notes
 
 
+def magnetic_elements(store: DatasetStore, ids: Sequence[str]) -> list[str]:
+    """Elements that the samples ``ids`` of ``store`` hold magnetic: in the majority of the samples
+    containing an element, the cell carries a magnetic moment (above :data:`MAGNETIC_MOMENT`)."""
+    from pymatgen.core import Composition
+
+    formulas = dict(zip(store.ids, store.column("formula"), strict=True))
+    moments = dict(zip(store.ids, store.column("magnetization"), strict=True))
+    seen: dict[str, list[bool]] = {}
+    for sid in ids:
+        for element in Composition(str(formulas[sid])).elements:
+            seen.setdefault(str(element), []).append(float(moments[sid]) > MAGNETIC_MOMENT)
+    return sorted(el for el, flags in seen.items() if 2 * sum(flags) > len(flags))
+
+
+def _magnetic_in_training(training: dict[str, Any]) -> list[str] | None:
+    """The training profile's magnetic elements; for models saved before profiles recorded them, those
+    of their built-in training dataset (None when unknown)."""
+    if "magnetic_elements" in training:
+        return list(training["magnetic_elements"])
+    from rhoprop.datasets import available, load
+
+    name = str(training.get("dataset", ""))
+    if name not in available():
+        return None
+    store = load(name)
+    try:
+        return magnetic_elements(store, store.ids)
+    finally:
+        store.close()
+
+
+def spin_warning(density: Density, bundle: ModelBundle, magnetic: list[str] | None) -> str | None:
+    """A warning when a model reads a spin channel, the file has none and it can matter: the file holds
+    an element the training data held magnetic (any file when that is unknown)."""
+    if "spin" not in bundle.standardize.channels or density.spin is not None:
+        return None
+    name = Path(density.source).name if density.source else "the input"
+    if magnetic is None:
+        return f"{name}: no spin density in the file; the model's spin channel is zeros"
+    held = sorted(set(_composition(density)) & set(magnetic))
+    if not held:
+        return None
+    return (
+        f"{name}: no spin density in the file, but {', '.join(held)} carried a magnetic moment in most "
+        "training materials holding it; the model reads a zero spin channel (a non-magnetic state), "
+        "so give the spin-polarized density (CHGCAR with magnetization) if the material is magnetic"
+    )
+
+
 def _predict_one(bundle: ModelBundle, density: Density, mc_samples: int | None) -> list[dict[str, Any]]:
     std = standardize(density, bundle.standardize)
     batch = {
@@ -169,15 +221,20 @@ def predict_paths(
     """Predict every target of ``model`` (a model/run directory or ``builtin``) for density files or folders.
 
     A file that cannot be read is reported in ``errors`` and the others are still predicted;
-    ``progress`` shows a progress bar over the files.
+    ``progress`` shows a progress bar over the files. Missing paths and ``mc_samples`` below 1
+    are refused before any model is loaded.
     """
+    if mc_samples is not None and mc_samples < 1:
+        raise SettingsError(f"--mc-samples must be at least 1 (MC-dropout passes), got {mc_samples}")
+    files = expand_paths(paths)
     dirs = model_dirs(model)
     bundles = [load_model(d) for d in dirs]
+    magnetic = _magnetic_in_training(bundles[0].training)
     rows: list[dict[str, Any]] = []
     warnings: dict[str, list[str]] = {}
     errors: dict[str, str] = {}
-    files = expand_paths(paths)
-    for path in track(files, description="predicting", disable=not progress or len(files) < 2, transient=True):
+    for path in track(files, description="predicting", disable=not progress or len(files) < 2, transient=True,
+                      console=Console(stderr=True)):
         try:
             density = read_density(path, species)
         except DensityFormatError as exc:
@@ -189,7 +246,8 @@ def predict_paths(
             for row in _predict_one(bundle, density, mc_samples):
                 rows.append({"file": str(path), "formula": density.structure.composition.reduced_formula,
                              **row, "model": str(mdir)})
-        if "spin" in bundles[0].standardize.channels and density.spin is None:
-            notes.append(f"{path.name}: no spin density in the file; the model's spin channel is zeros")
+        spin = spin_warning(density, bundles[0], magnetic)
+        if spin is not None:
+            notes.append(spin)
         warnings[str(path)] = notes
     return PredictionResult(rows=rows, warnings=warnings, errors=errors, models=dirs)

@@ -44,11 +44,17 @@ def print_sizes(console: Console) -> None:
 
 def print_train_result(result: TrainResult, console: Console) -> None:
     """Summary of a finished run: model size, parameters, epochs, validation metrics of the exported model."""
-    how = "resumed from checkpoints/last.ckpt" if result.resumed else "new run"
-    console.print(
-        f"trained {len(result.targets)} target(s), {result.num_parameters:,} parameters, "
-        f"{result.epochs} epoch(s) ({how}), best epoch {result.best_epoch}, {result.seconds:.0f} s"
-    )
+    if result.finished:
+        console.print(
+            f"run {escape(str(result.run_dir))} already finished with these settings ({result.epochs} "
+            f"epoch(s), best epoch {result.best_epoch}): nothing trained; raise --epochs to train longer"
+        )
+    else:
+        how = "resumed from checkpoints/last.ckpt" if result.resumed else "new run"
+        console.print(
+            f"trained {len(result.targets)} target(s), {result.num_parameters:,} parameters, "
+            f"{result.epochs} epoch(s) ({how}), best epoch {result.best_epoch}, {result.seconds:.0f} s"
+        )
     table = Table(title="validation (exported model)")
     table.add_column("target")
     table.add_column("metric")
@@ -90,9 +96,12 @@ def print_evaluation(report: EvaluationReport, console: Console) -> None:
                   f"{len(report.figures)} figures)")
 
 
-def write_predictions(result: PredictionResult, out: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``out.csv`` (one row per file and target) and ``out.json`` (rows, warnings, errors);
-    an ``out`` ending in ``.csv`` or ``.json`` names the same pair."""
+def write_predictions(result: PredictionResult, out: str | os.PathLike[str]) -> tuple[Path, Path] | None:
+    """Write ``out.csv`` (one row per file and target) and ``out.json`` (rows, warnings, errors), each
+    atomically; an ``out`` ending in ``.csv`` or ``.json`` names the same pair. Without any prediction
+    nothing is written (earlier results are not replaced by empty ones) and None is returned."""
+    if not result.rows:
+        return None
     out = Path(out)
     if out.suffix.lower() in (".csv", ".json"):
         out = out.with_suffix("")
@@ -104,8 +113,11 @@ def write_predictions(result: PredictionResult, out: str | os.PathLike[str]) -> 
     return csv_path, json_path
 
 
-def print_predictions(result: PredictionResult, console: Console) -> None:
-    """A table per file (target, value ± uncertainty, 90% interval or probability), then its warnings."""
+def print_predictions(result: PredictionResult, console: Console, err_console: Console | None = None) -> None:
+    """A table per file (target, value ± uncertainty, 90% interval or probability) on ``console``;
+    the warnings and the files that could not be read as ``warning:``/``error:`` lines on
+    ``err_console`` (default: ``console``)."""
+    err_console = err_console or console
     by_file: dict[str, list[dict[str, Any]]] = {}
     for row in result.rows:
         by_file.setdefault(row["file"], []).append(row)
@@ -122,6 +134,6 @@ def print_predictions(result: PredictionResult, console: Console) -> None:
                               f"p = {row['probability']:.2f}", "")
         console.print(table)
         for note in result.warnings.get(file, []):
-            console.print(f"[bold yellow]warning:[/] {escape(note)}")
-    for file, message in result.errors.items():
-        console.print(f"[bold red]error:[/] {escape(message)}")
+            err_console.print(f"[bold yellow]warning:[/] {escape(note)}", soft_wrap=True)
+    for message in result.errors.values():
+        err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)

@@ -14,6 +14,10 @@ from rhoprop.models.io import META_FILE
 BUILTIN_MODEL = Path(__file__).resolve().parents[1] / "pretrained" / "gpaw-v1" / "model"
 GROUPS_FILE = "groups.json"
 RUN_FILE = "run.json"
+#: TrainConfig fields that say where and how a run ran, not what it trained.
+HOW_IT_RAN = frozenset(
+    {"accelerator", "devices", "strategy", "num_nodes", "num_workers", "precision", "progress", "threads"}
+)
 
 
 def model_dirs(path: str | os.PathLike[str]) -> list[Path]:
@@ -57,3 +61,23 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     """The ``run.json`` summary of a run directory ({} when missing)."""
     path = run_dir / RUN_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def finished_run(run_dir: Path, config: dict[str, Any], dataset_path: Path) -> dict[str, Any] | None:
+    """The ``run.json`` of ``run_dir`` when it finished training ``config`` (a TrainConfig as a dict)
+    on the store at ``dataset_path`` and exported its model: rerunning would train nothing new.
+
+    Fields of :data:`HOW_IT_RAN` may differ; any other difference (more ``epochs``, another
+    ``patience``) returns None, and so does a run whose ``run.json`` predates this record.
+    """
+    try:
+        info = read_run(run_dir)
+    except (OSError, json.JSONDecodeError):
+        return None
+    done = info.get("train_config")
+    if not isinstance(done, dict) or not (run_dir / "model" / META_FILE).is_file():
+        return None
+    if Path(str(info.get("dataset_path", ""))).resolve() != Path(dataset_path).resolve():
+        return None
+    same = all(done.get(k) == v for k, v in config.items() if k not in HOW_IT_RAN)
+    return info if same else None
