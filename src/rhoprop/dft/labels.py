@@ -186,10 +186,11 @@ def _density(rec: dict[str, Any]) -> float:
     return float(Structure.from_dict(rec["structure"]).density)
 
 
-def targets_schema() -> dict[str, Any]:
-    """The labels as a ``targets.json`` for ``rhoprop dataset build --schema`` (kinds, units, class order)."""
+def targets_schema(labels: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The labels (``LABEL_SCHEMA`` by default) as a ``targets.json`` for ``rhoprop dataset build --schema``
+    (kinds, units, class order)."""
     targets = []
-    for name, spec in LABEL_SCHEMA.items():
+    for name, spec in (labels or LABEL_SCHEMA).items():
         entry: dict[str, Any] = {"name": name, "kind": spec["kind"], "unit": spec["unit"]}
         if "classes" in spec:
             entry["classes"] = [str(c) for c in spec["classes"]]
@@ -205,14 +206,24 @@ def assemble_labels(out_dir: str | Path, protocol_hash: str | None = None) -> pd
     Files: ``labels.csv`` (id + label columns only), ``targets.json`` (kinds/units/classes for
     ``rhoprop dataset build --schema``), ``labels.schema.json`` (units and exact definitions),
     ``materials.csv`` (formula, prototype, natoms, spin, space group) and ``references.json``.
+    Once ``DIR/phonons`` holds phonon results (``rhoprop generate --phonons``), ``dynamically_stable``
+    and ``min_frequency`` (:data:`~rhoprop.dft.phonons.PHONON_LABEL_SCHEMA`) are label columns too.
     """
+    from rhoprop.dft.phonons import PHONON_LABEL_SCHEMA, phonon_labels
+
     out = Path(out_dir)
     records = load_results(out, protocol_hash)
     frame = labels_frame(records)
-    atomic_write_text(out / "labels.csv", frame[list(LABEL_SCHEMA)].to_csv(float_format="%.6g"))
+    columns = dict(LABEL_SCHEMA)
+    phonons = phonon_labels(out, records)
+    if len(phonons):  # DIR/phonons has results: their labels become columns (blank where not computed)
+        frame = frame.join(phonons)
+        columns.update(PHONON_LABEL_SCHEMA)
+    atomic_write_text(out / "labels.csv", frame[list(columns)].to_csv(float_format="%.6g"))
     atomic_write_text(out / "materials.csv", frame[list(INFO_COLUMNS)].to_csv())
-    atomic_write_text(out / "targets.json", json.dumps(targets_schema(), indent=1, ensure_ascii=False) + "\n")
-    schema = {"protocol_hash": protocol_hash or folder_protocol_hash(out), "labels": LABEL_SCHEMA,
+    atomic_write_text(out / "targets.json",
+                      json.dumps(targets_schema(columns), indent=1, ensure_ascii=False) + "\n")
+    schema = {"protocol_hash": protocol_hash or folder_protocol_hash(out), "labels": columns,
               "info_columns_in_materials_csv": list(INFO_COLUMNS)}
     atomic_write_text(out / "labels.schema.json", json.dumps(schema, indent=1, ensure_ascii=False) + "\n")
     refs = {el: {"energy_per_atom": e, "id": mid} for el, (e, mid) in sorted(elemental_references(records).items())}
