@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - older typer on top of click
 EXIT_OK = 0
 """Exit code of a command that did all it was asked."""
 EXIT_REFUSED = 2
-"""Exit code of a command that refused its input or settings (a RhopropError, a usage error) and wrote nothing."""
+"""Exit code of a command that refused its input, settings or usage, and wrote nothing."""
 EXIT_SKIPPED = 3
 """Exit code of a command that finished but skipped some inputs (listed in its report or output)."""
 
@@ -44,7 +44,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 @contextmanager
 def _warnings_on_stderr() -> Iterator[None]:
-    """Show each of rhoprop's own warnings as one ``warning: ...`` line on stderr (others as usual)."""
+    """Show each of rhoprop's own warnings as one ``warning: ...`` line on stderr."""
     original = warnings.showwarning
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -61,7 +61,7 @@ def _warnings_on_stderr() -> Iterator[None]:
 
 
 class _Commands(TyperGroup):
-    """The top-level command group: how every command reports refusals, usage errors and warnings."""
+    """The top-level command group: how every command shows refusals, usage errors and warnings."""
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; a RhopropError becomes one ``error:`` line and exit code 2."""
@@ -73,7 +73,7 @@ class _Commands(TyperGroup):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
-        """Parse and run; a usage error (missing argument, bad option value) is one ``error:`` line."""
+        """Parse and run; a usage error (a missing argument, a bad value) is one ``error:`` line."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -105,8 +105,9 @@ def _writable(path: str | Path) -> Path:
     return check_writable(path)
 
 
-app = typer.Typer(help="Predict crystal properties from electronic charge densities.", no_args_is_help=True,
-                  cls=_Commands)
+app = typer.Typer(
+    help="Predict crystal properties from electronic charge densities.", no_args_is_help=True, cls=_Commands
+)
 dataset_app = typer.Typer(help="Build, inspect and split dataset stores.", no_args_is_help=True)
 analyze_app = typer.Typer(help="Analyse targets and results.", no_args_is_help=True)
 study_app = typer.Typer(help="Training studies.", no_args_is_help=True)
@@ -189,7 +190,9 @@ def standardize_command(
     _writable(out)
     if plot is not None:
         _writable(plot)
-    result, written = standardize_file(file, out, settings, species=_csv_list(species), fmt=fmt, picture=plot)
+    result, written = standardize_file(
+        file, out, settings, species=_csv_list(species), fmt=fmt, picture=plot
+    )
     side = ", ".join(f"{v:.4g}" for v in result.side) or "none"
     console.print(f"tensor {tuple(result.x.shape)} float32; side features: {side}; has_spin={result.has_spin}")
     for path in written:
@@ -229,8 +232,8 @@ def dataset_build_command(
     from rhoprop.data.build import build_dataset, settings_with_options
 
     settings = settings_with_options(
-        _writable(out), mode=mode, n=n, edge=edge, channels=_csv_list(channels), transform=transform,
-        scale=scale, interpolation=interpolation,
+        _writable(out), mode=mode, n=n, edge=edge, channels=_csv_list(channels),
+        transform=transform, scale=scale, interpolation=interpolation,
     )  # fmt: skip
     report = build_dataset(
         input_dir, labels, out, settings, workers, _csv_list(species), id_column=id_column,
@@ -267,8 +270,8 @@ def dataset_verify_command(
     from rhoprop.datasets import resolve
 
     path = _writable(resolve(dataset)) if record_missing else resolve(dataset)
-    with Progress(TextColumn("verify"), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
-                  transient=True) as bar:
+    columns = (TextColumn("verify"), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("verify", total=None)
         checks = verify_store(path, record_missing, on_sample=lambda: bar.advance(task))
     print_checks(checks, console)
@@ -284,16 +287,19 @@ def dataset_split_command(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     name: str = typer.Option("default", "--name", help="Saved as splits/<name>.json in the store."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing split of that name."),
-    allow_empty: bool = typer.Option(False, "--allow-empty", help="Keep a split with an empty part (refused "
-                                     "otherwise: too few samples or formulas for the fractions)."),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty",
+        help="Keep a split with an empty part (refused otherwise: too few samples or formulas).",
+    ),
 ) -> None:
-    """Make a reproducible train/val/test split and save it in the store; rerun after an append to
-    extend the same split to the new samples (earlier assignments kept)."""
+    """Make a reproducible train/val/test split and save it in the store (rerun to extend it)."""
     from rhoprop.data.split import make_split, parse_fractions
     from rhoprop.datasets import load, resolve
 
     store = load(_writable(resolve(dataset)))
-    parts = make_split(store, method, parse_fractions(fractions), seed, name, overwrite, allow_empty)
+    parts = make_split(
+        store, method, parse_fractions(fractions), seed, name, overwrite, allow_empty
+    )
     sizes = ", ".join(f"{part} {len(ids)}" for part, ids in parts.items())
     console.print(f"split {name!r} ({method}, seed {seed}) of {store.path}: {sizes}")
 
@@ -303,7 +309,7 @@ def dataset_copy_command(
     dataset: str = typer.Argument(..., help="Dataset store or built-in name (e.g. gpaw-v1)."),
     dest: Path = typer.Argument(..., help="New store directory (must not exist yet)."),
 ) -> None:
-    """Copy a dataset store, e.g. a read-only built-in one, to a folder of your own to split or extend."""
+    """Copy a dataset store, e.g. a read-only built-in one, to a folder of your own."""
     from rhoprop.datasets import copy_dataset
 
     path = copy_dataset(dataset, _writable(dest))
@@ -460,8 +466,7 @@ def predict_command(
     mc_samples: int | None = typer.Option(None, "--mc-samples", min=1, help="MC-dropout passes (default: the "
                                           "model's)."),
 ) -> None:
-    """Predict every target of a model for density files, with uncertainties and warnings; exit 3 when some
-    file could not be read (listed on stderr and in OUT.json)."""
+    """Predict every target of a model for density files, with uncertainties and warnings."""
     from rhoprop.train.predict import predict_paths
     from rhoprop.train.report import print_predictions, write_predictions
 

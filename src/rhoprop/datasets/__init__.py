@@ -81,10 +81,13 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
             )
         inside = resolved.relative_to(root).parts
         name = inside[0] if inside and inside[0] in available() else None
-        what = f"the built-in dataset {name} ({root / name})" if name else f"rhoprop's built-in datasets ({root})"
+        if name is None:
+            what = f"inside rhoprop's built-in datasets ({root})"
+        else:
+            what = f"{'' if len(inside) == 1 else 'inside '}the built-in dataset {name}"
         example = name or (available() or ["gpaw-v1"])[0]
         raise DatasetError(
-            f"{path} is inside {what}, which is read-only (it ships with rhoprop); copy the dataset "
+            f"{path} is {what}, which is read-only (it ships with rhoprop); copy the dataset "
             f"first, e.g. `rhoprop dataset copy {example} my-{example}.rho`, and use the copy"
         )
     return path
