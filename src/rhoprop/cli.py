@@ -319,6 +319,29 @@ def dataset_copy_command(
 # --- dft commands -----------------------------------------------------------------------------
 
 
+def _generate_phonons(out: Path, only: str | None, workers: int, retry_failed: bool, max_minutes: float,
+                      max_atoms: int | None, plots: bool) -> None:
+    """``rhoprop generate --phonons``: phonons of the crystals computed in ``out``, then the labels."""
+    from rhoprop import dft
+    from rhoprop.dft.phonons import PhononProtocol, generate_phonons
+    from rhoprop.errors import RhopropError
+
+    try:
+        protocol = PhononProtocol() if max_atoms is None else PhononProtocol(max_atoms=max_atoms)
+        ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
+        report = generate_phonons(out, ids, workers=workers, protocol=protocol, retry_failed=retry_failed,
+                                  max_minutes=max_minutes, plots=plots)
+        console.print(f"phonons: computed {len(report.computed)}, skipped {len(report.skipped)} (done or "
+                      f"failed before), failed {len(report.failed)}; failures in "
+                      f"{out / 'phonons' / 'failures.json'}")
+        frame = dft.assemble_labels(out)
+    except RhopropError as exc:
+        raise _fail(exc) from exc
+    stable = frame["dynamically_stable"].dropna() if "dynamically_stable" in frame else frame.iloc[:0, :0]
+    console.print(f"phonon labels of {len(stable)} materials ({int((stable == 0).sum())} dynamically "
+                  f"unstable) -> {out / 'labels.csv'}")
+
+
 @app.command()
 def generate(
     structures: list[Path] = typer.Argument(None, help="CIF/POSCAR files or folders of them."),
@@ -333,11 +356,23 @@ def generate(
     labels_only: bool = typer.Option(False, "--labels", help="Only (re)assemble DIR/labels.csv from results."),
     densities_in: str = typer.Option(None, "--densities-in", help="Dataset (path or built-in name) whose "
                                      "materials count as done without their CHGCAR in DIR."),
+    phonons: bool = typer.Option(False, "--phonons", help="Phonons (protocol gpaw-phonon-v1) of the crystals "
+                                 "already computed in --out, then labels (dynamically_stable, min_frequency)."),
+    max_atoms: int = typer.Option(None, "--max-atoms", help="With --phonons: largest supercell in atoms "
+                                  "(default 64; part of the phonon protocol)."),
+    plots: bool = typer.Option(False, "--plots", help="With --phonons: a band structure + DOS picture per "
+                               "material in DIR/phonons/plots."),
 ) -> None:
     """Compute charge densities (CHGCAR) and property labels with GPAW, then assemble labels.csv."""
     from rhoprop import datasets, dft
     from rhoprop.errors import RhopropError
 
+    if phonons:
+        if structures or prototypes or labels_only:
+            raise _fail(RhopropError("--phonons works on the results already in --out: give no structures, "
+                                     "--prototypes or --labels with it"))
+        _generate_phonons(out, only, workers, retry_failed, max_minutes, max_atoms, plots)
+        return
     try:
         _writable(out)
         stored: set[str] = set()
@@ -386,6 +421,7 @@ def train_command(
     config: Path | None = typer.Option(None, "--config", help="TrainConfig JSON (options given here override it)."),
     groups: Path | None = typer.Option(None, "--groups", help='Groups file {"groups": [[targets...], ...]}: one model per group.'),
     model: str | None = typer.Option(None, "--model", help="Model size: tiny, small, default, large (see `rhoprop models`)."),
+    inputs: str | None = typer.Option(None, "--inputs", help="density+structure (default), density (the paper's), or image."),
     epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per batch and device."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
@@ -410,7 +446,7 @@ def train_command(
     from rhoprop.train.report import print_train_result
 
     cfg = load_train_config(
-        config, targets=_csv_list(targets), model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+        config, targets=_csv_list(targets), model=model, inputs=inputs, epochs=epochs, batch_size=batch_size, lr=lr,
         weighting=weighting, augment=augment, seed=seed, patience=patience, split=split,
         accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
         precision=precision, num_workers=num_workers, progress=progress, threads=threads,
@@ -454,6 +490,41 @@ def baselines_command(
 
     report = evaluate_run(_writable(run), part=part, baselines=True)
     print_evaluation(report, console)
+
+
+@app.command("benchmark")
+def benchmark_command(
+    dataset: str = typer.Argument(..., help="Dataset store folder or built-in name (e.g. gpaw-v1)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: tables, figures, and the cache a rerun resumes from."),
+    folds: int = typer.Option(5, "--folds", help="Cross-validation folds, grouped by formula."),
+    models: str | None = typer.Option(None, "--models", help="Comma-separated models (default: every baseline and "
+                                      "the MSA-3DCNN with inputs density and density+structure)."),
+    targets: str | None = typer.Option(None, "--targets", help="Comma-separated targets (default: those with 30+ labels)."),
+    curves: str | None = typer.Option(None, "--curve-models", help="Models that get learning curves."),
+    config: Path | None = typer.Option(None, "--config", help="BenchmarkSettings JSON (options given here override it)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the folds and of every model."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs of the MSA-3DCNN."),
+    model_size: str | None = typer.Option(None, "--model", help="MSA-3DCNN size (see `rhoprop models`)."),
+    reference: str = typer.Option("msa3dcnn-density+structure", "--reference",
+                                  help="Model compared with every other, paired over folds."),
+) -> None:
+    """Cross-validate rhoprop's model and the baselines (mean, composition, density invariants, CGCNN)."""
+    import dataclasses
+
+    from rhoprop.analysis.benchmark import BenchmarkSettings, run_benchmark, write_benchmark
+
+    base = BenchmarkSettings.from_json(config) if config else BenchmarkSettings()
+    given = {"folds": folds, "models": _csv_list(models), "targets": _csv_list(targets),
+             "curve_models": _csv_list(curves), "seed": seed}
+    settings = BenchmarkSettings.from_dict({**base.to_dict(), **{k: v for k, v in given.items() if v is not None}})
+    train = {k: v for k, v in {"epochs": epochs, "model": model_size}.items() if v is not None}
+    if train:
+        settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, **train))
+    _writable(out)
+    result = run_benchmark(dataset, out, settings, on_step=lambda line: err_console.print(line, highlight=False))
+    paths = write_benchmark(result, out, reference=reference if reference in settings.models else None)
+    console.print(result.summary()[["target", "model", "mae_mean", "mae_std", "roc_auc_mean"]].to_string(index=False))
+    console.print(f"wrote {', '.join(p.name for p in paths)} to {out}")
 
 
 @app.command("predict")

@@ -18,7 +18,9 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
 
     Each item is ``{"x": FloatTensor (C, n, n, n), "side": FloatTensor (S,), "y": FloatTensor (T,)
     (NaN where a label is missing; class codes for classification targets), "index": int}`` where
-    ``index`` is the item's position in ``ids``. ``augment``, when given, maps the tensor
+    ``index`` is the item's position in ``ids``; with ``extra`` (an ``(N, X)`` array, one row per id:
+    global features such as :func:`rhoprop.models.features.extra_features`) also ``"extra":
+    FloatTensor (X,)``. ``augment``, when given, maps the tensor
     ``x`` (C, n, n, n) numpy float32 to an augmented one of the same shape. Only ids, row offsets
     and the (N, T) label matrix are held in memory; the store's HDF5 files are opened lazily in
     each process that reads, so DataLoader workers and distributed ranks each get their own.
@@ -30,6 +32,7 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
         ids: Sequence[str] | None = None,
         targets: Sequence[str] = (),
         augment: Callable[[np.ndarray], np.ndarray] | None = None,
+        extra: np.ndarray | None = None,
     ) -> None:
         if not isinstance(store, DatasetStore):
             from rhoprop.datasets import resolve
@@ -53,6 +56,11 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
             else np.zeros((len(self.ids), 0), dtype=np.float32)
         )
         self.augment = augment
+        if extra is not None:
+            extra = np.asarray(extra, dtype=np.float32)
+            if extra.ndim != 2 or len(extra) != len(self.ids):
+                raise ValueError(f"extra must have one row per id ({len(self.ids)}), got shape {extra.shape}")
+        self.extra = extra
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -64,9 +72,12 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
             x = np.ascontiguousarray(self.augment(x), dtype=np.float32)
             if x.shape != sample.x.shape:
                 raise ValueError(f"augment changed the tensor shape {sample.x.shape} -> {x.shape}")
-        return {
+        item: dict[str, torch.Tensor | int] = {
             "x": torch.from_numpy(x),
             "side": torch.from_numpy(sample.side),
             "y": torch.from_numpy(self._y[index].copy()),
             "index": int(index),
         }
+        if self.extra is not None:
+            item["extra"] = torch.from_numpy(self.extra[index])
+        return item

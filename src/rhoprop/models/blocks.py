@@ -71,19 +71,35 @@ class CircularConv3d(nn.Conv3d):
         return y.reshape(b, o, n1, n2, n3)
 
 
+NORMS = ("batch", "group")
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 8 groups: independent of the batch size (same result on 1 or 8 GPUs)."""
     groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
     return nn.GroupNorm(groups, channels)
 
 
-class ConvNormAct(nn.Sequential):
-    """Circular conv, GroupNorm, SiLU."""
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """``"batch"``: BatchNorm3d (statistics of the training set at inference, so a density's absolute
+    level survives; SyncBatchNorm under DDP); ``"group"``: :func:`group_norm`, which normalizes each
+    sample on its own and so makes what follows blind to a global scale of its input."""
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "group":
+        return group_norm(channels)
+    raise SettingsError(f"norm must be one of {NORMS}, got {kind!r}")
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
+
+class ConvNormAct(nn.Sequential):
+    """Circular conv, normalization (:func:`make_norm`), SiLU."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, norm: str = "group"
+    ) -> None:
         super().__init__(
             CircularConv3d(in_channels, out_channels, kernel_size, stride=stride),
-            group_norm(out_channels),
+            make_norm(norm, out_channels),
             nn.SiLU(),
         )
 
@@ -96,7 +112,7 @@ class MultiScaleConv(nn.Module):
     (dilations that divide the grid size take the fast path of :class:`CircularConv3d`).
     """
 
-    def __init__(self, channels: int, branches: tuple[tuple[int, int], ...]) -> None:
+    def __init__(self, channels: int, branches: tuple[tuple[int, int], ...], norm: str = "group") -> None:
         super().__init__()
         if not branches:
             raise SettingsError("MultiScaleConv: branches must name at least one (kernel, dilation)")
@@ -104,7 +120,7 @@ class MultiScaleConv(nn.Module):
         self.branches = nn.ModuleList(
             CircularConv3d(channels, width, k, dilation=d) for k, d in branches
         )
-        self.norm = group_norm(width * len(branches))
+        self.norm = make_norm(norm, width * len(branches))
         self.act = nn.SiLU()
         self.fuse = CircularConv3d(width * len(branches), channels, 1)
 
@@ -150,10 +166,11 @@ class MSABlock(nn.Module):
         branches: tuple[tuple[int, int], ...],
         se_reduction: int = 4,
         spatial_kernel: int = 5,
+        norm: str = "group",
     ) -> None:
         super().__init__()
-        self.conv = MultiScaleConv(channels, branches)
-        self.norm = group_norm(channels)
+        self.conv = MultiScaleConv(channels, branches, norm)
+        self.norm = make_norm(norm, channels)
         self.channel_attention = ChannelAttention(channels, se_reduction)
         self.spatial_attention = SpatialAttention(spatial_kernel)
         self.act = nn.SiLU()

@@ -23,7 +23,7 @@ from rhoprop.errors import IncompatibleModelError
 from rhoprop.grid.settings import STANDARDIZE_VERSION, StandardizeSettings
 from rhoprop.models.base import MultiTaskModel
 from rhoprop.models.heads import TaskSpec
-from rhoprop.models.msa3dcnn import MODEL_VERSION, MSA3DCNN, MSA3DCNNConfig
+from rhoprop.models.msa3dcnn import LEGACY_CONFIG, MODEL_VERSION, MSA3DCNN, MSA3DCNNConfig
 from rhoprop.settings import atomic_write_bytes, atomic_write_text
 
 #: Version of the model-directory format (bumped when model.json changes incompatibly).
@@ -155,7 +155,10 @@ def load_model(path: str | Path) -> ModelBundle:
     try:
         tasks = [TaskSpec.from_dict({k: v for k, v in t.items() if k not in ("mean", "std")})
                  for t in meta["targets"]]
-        model = cls(config_cls.from_dict(meta["config"]), tasks)  # type: ignore[call-arg]
+        config = meta["config"]
+        if meta["class"] == "MSA3DCNN" and "norm" not in config:  # written before norm existed
+            config = {**LEGACY_CONFIG, **config}
+        model = cls(config_cls.from_dict(config), tasks)  # type: ignore[call-arg]
         standardize = StandardizeSettings.from_dict(meta["standardize"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise IncompatibleModelError(

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from rhoprop.errors import SettingsError
+from rhoprop.models.features import INPUTS
 from rhoprop.models.losses import REGRESSION_LOSSES, WEIGHTINGS
 from rhoprop.models.msa3dcnn import MODEL_SIZES
 from rhoprop.settings import Settings
@@ -14,6 +15,7 @@ from rhoprop.settings import Settings
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 SCHEDULES = ("cosine", "constant")
+TRAIN_INPUTS = (*INPUTS, "image")
 
 #: Fields that may change when a killed or finished run is resumed (the rest must match).
 RESUMABLE_CHANGES = frozenset(
@@ -29,6 +31,10 @@ class TrainConfig(Settings):
     Attributes:
         targets: targets to learn; empty means every labelled target of the dataset.
         model: model size (``tiny``, ``small``, ``default``, ``large``).
+        inputs: what the model reads besides the image (:mod:`rhoprop.models.features`):
+            ``density`` (the tensor and its physical invariants, the paper's setting),
+            ``density+structure`` (also electrons per atom and composition from the file's
+            structure), or ``image`` (the tensor alone, no global branch).
         dropout: dropout of the embedding and heads; None keeps the size's default.
         epochs: maximum number of epochs.
         batch_size: samples per batch (per device).
@@ -55,6 +61,7 @@ class TrainConfig(Settings):
 
     targets: tuple[str, ...] = ()
     model: str = "default"
+    inputs: str = "density+structure"
     dropout: float | None = None
     epochs: int = 50
     batch_size: int = 16
@@ -82,6 +89,7 @@ class TrainConfig(Settings):
         object.__setattr__(self, "devices", str(self.devices))
         checks = [
             (self.model in MODEL_SIZES, f"model must be one of {sorted(MODEL_SIZES)}", self.model),
+            (self.inputs in TRAIN_INPUTS, f"inputs must be one of {TRAIN_INPUTS}", self.inputs),
             (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1) or null", self.dropout),
             (_is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1", self.epochs),
             (_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1", self.batch_size),

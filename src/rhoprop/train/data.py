@@ -184,3 +184,45 @@ def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> d
         "valence": valence,
         "grid_spacing": {"max": float(spacing.max()), "median": float(np.median(spacing))} if len(spacing) else {},
     }
+
+
+#: Extra features already computed in this process: (store path, number of samples, inputs) -> {id: row}.
+_EXTRA_CACHE: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
+
+
+def store_extra_features(store: DatasetStore, ids: Sequence[str], inputs: str, batch: int = 64) -> np.ndarray:
+    """(N, X) global features of ``ids`` for a model with ``inputs`` (:mod:`rhoprop.models.features`).
+
+    Computed from the stored tensors, structures and electron counts, in batches; rows already
+    computed in this process for the same store are reused (a benchmark trains many models on one
+    store).
+    """
+    from rhoprop.models.features import extra_features
+
+    key = (str(Path(store.path).resolve()), len(store), inputs)
+    cache = _EXTRA_CACHE.setdefault(key, {})
+    todo = [i for i in dict.fromkeys(ids) if i not in cache]
+    electrons = np.asarray(store.column("electrons"), dtype=np.float64)
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        x = np.stack([store.read(i).x for i in chunk])
+        structures = [store.structure(i) for i in chunk] if inputs != "density" else []
+        counts = [float(electrons[store.index_of(i)]) for i in chunk] if inputs != "density" else []
+        rows = extra_features(x, store.settings, inputs, structures, counts)
+        cache.update(zip(chunk, rows, strict=True))
+    return np.stack([cache[i] for i in ids]) if ids else np.zeros((0, 0), dtype=np.float32)
+
+
+def channel_statistics(store: DatasetStore, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation ``(C,)`` of the stored tensors of ``ids`` (float64)."""
+    total = np.zeros(store.settings.n_channels)
+    squares = np.zeros(store.settings.n_channels)
+    count = 0
+    for i in ids:
+        x = store.read(i).x.astype(np.float64).reshape(store.settings.n_channels, -1)
+        total += x.sum(axis=1)
+        squares += (x**2).sum(axis=1)
+        count += x.shape[1]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 0.0))
+    return mean, np.where(std > 1e-8, std, 1.0)

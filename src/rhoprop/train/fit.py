@@ -44,12 +44,14 @@ from rhoprop.models.msa3dcnn import MSA3DCNN, build_model
 from rhoprop.settings import atomic_write_text
 from rhoprop.train.config import TrainConfig
 from rhoprop.train.data import (
+    channel_statistics,
     dataset_label,
     label_matrix,
     open_store,
     select_tasks,
     side_features,
     split_ids,
+    store_extra_features,
     training_profile,
 )
 from rhoprop.train.inference import Predictions, calibration_scales, interval_coverage, predict_batches
@@ -58,6 +60,7 @@ from rhoprop.train.predict import magnetic_elements
 from rhoprop.train.runs import GROUPS_FILE, RUN_FILE, finished_run
 
 CONFIG_FILE = "train_config.json"
+LAST_CHECKPOINT = "last.ckpt"
 MODEL_DIR = "model"
 
 
@@ -100,8 +103,10 @@ def loader(
     shuffle: bool,
     augment: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> DataLoader:
-    """A DataLoader of DensityDataset dicts streaming from the store."""
-    dataset = DensityDataset(store, ids, [t.name for t in tasks], augment=augment)
+    """A DataLoader of DensityDataset dicts streaming from the store, with the global features
+    (:func:`~rhoprop.train.data.store_extra_features`) a model of ``config.inputs`` reads."""
+    extra = store_extra_features(store, ids, config.inputs) if config.inputs != "image" else None
+    dataset = DensityDataset(store, ids, [t.name for t in tasks], augment=augment, extra=extra)
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -153,17 +158,22 @@ def _prepare_run(out: Path, config: TrainConfig) -> bool:
         )
     out.mkdir(parents=True, exist_ok=True)
     config.to_json(cfg_path)
-    return (out / "checkpoints" / "last.ckpt").is_file()
+    return (out / "checkpoints" / LAST_CHECKPOINT).is_file()
 
 
 def make_trainer(out: Path, config: TrainConfig, steps_per_epoch: int) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Lightning Trainer writing checkpoints (best val_loss, last) and CSV/TensorBoard logs under ``out``."""
     _quiet_lightning()
     best = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best-{epoch:03d}", monitor="val_loss", mode="min",
-        save_top_k=1, save_last=True,
+        dirpath=out / "checkpoints", filename="best-{epoch:03d}", monitor="val_loss", mode="min", save_top_k=1,
     )
-    callbacks: list[L.Callback] = [best, LearningRateMonitor(logging_interval="epoch")]
+    # Lightning's save_last writes last.ckpt only when a best checkpoint is written: after the last
+    # improvement it stopped, so a killed run resumed epochs behind. Its own callback, every epoch:
+    last = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename=LAST_CHECKPOINT.removesuffix(".ckpt"), monitor=None, save_top_k=1,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="epoch")]
     if config.patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=config.patience))
     loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tb")]
@@ -181,10 +191,20 @@ def make_trainer(out: Path, config: TrainConfig, steps_per_epoch: int) -> tuple[
         enable_model_summary=False,
         log_every_n_steps=max(1, min(50, steps_per_epoch)),
         num_sanity_val_steps=0,
+        sync_batchnorm=_sync_batchnorm(config),
     )
     if isinstance(trainer.accelerator, CPUAccelerator) and config.precision == "16-mixed":
         raise SettingsError("precision '16-mixed' needs a GPU; on a CPU use '32-true' or 'bf16-mixed'")
     return trainer, best
+
+
+def _sync_batchnorm(config: TrainConfig) -> bool:
+    """BatchNorm statistics synchronized across processes: for distributed runs on GPUs (PyTorch's
+    SyncBatchNorm needs CUDA; distributed CPU runs keep per-process statistics)."""
+    gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
+    devices = config.lightning_devices()
+    several = isinstance(devices, list) and len(devices) > 1 or isinstance(devices, int) and devices > 1
+    return gpu and (several or config.num_nodes > 1 or config.strategy.startswith("ddp"))
 
 
 def _quiet_lightning() -> None:
@@ -224,23 +244,51 @@ def train(
     dataset: str | os.PathLike[str],
     out: str | os.PathLike[str],
     config: TrainConfig | None = None,
+    parts: dict[str, list[str]] | None = None,
 ) -> TrainResult | None:
     """Train on ``dataset`` (a store path or built-in name) into run directory ``out``.
 
-    Resumes from ``out/checkpoints/last.ckpt`` when it exists (after a kill, or to extend
-    ``epochs``). Returns the result on the main process and None on the other DDP ranks.
+    The train/val/test ids are the dataset's split ``config.split``, or ``parts`` when given (a
+    cross-validation fold). Resumes from ``out/checkpoints/last.ckpt`` when it exists (after a
+    kill, or to extend ``epochs``). Returns the result on the main process and None on the other
+    DDP ranks.
     """
     config = config or TrainConfig()
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _train(dataset, Path(out), config)
+        return _train(dataset, Path(out), config, parts)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(dataset: str | os.PathLike[str], out: Path, config: TrainConfig) -> TrainResult | None:
+def build_fitted_model(store: DatasetStore, train_ids: list[str], tasks: list[TaskSpec], config: TrainConfig) -> MSA3DCNN:
+    """The MSA-3DCNN ``config`` describes for ``store``'s tensors, its normalizers fitted on ``train_ids``:
+    targets, side features, input channels and global features (training-set statistics in buffers)."""
+    settings = store.settings
+    overrides: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
+    extra = store_extra_features(store, train_ids, config.inputs) if config.inputs != "image" else None
+    model = build_model(
+        config.model, tasks, in_channels=settings.n_channels, side_features=settings.n_side_features,
+        extra_features=0 if extra is None else extra.shape[1], **overrides,
+    )  # fmt: skip
+    labels = label_matrix(store, train_ids, tasks)
+    model.target_norm.fit(torch.from_numpy(labels), [t.is_regression for t in tasks])
+    if settings.n_side_features:
+        model.side_norm.fit(torch.from_numpy(side_features(store, train_ids)))
+    if model.input_norm is not None:
+        mean, std = channel_statistics(store, train_ids)
+        model.input_norm.mean.copy_(torch.from_numpy(mean))
+        model.input_norm.std.copy_(torch.from_numpy(std))
+    if model.extra_norm is not None and extra is not None:
+        model.extra_norm.fit(torch.from_numpy(extra))
+    return model
+
+
+def _train(
+    dataset: str | os.PathLike[str], out: Path, config: TrainConfig, parts: dict[str, list[str]] | None
+) -> TrainResult | None:
     t0 = time.perf_counter()
     store = open_store(dataset)
     done = finished_run(out, config.to_dict(), store.path)
@@ -250,28 +298,22 @@ def _train(dataset: str | os.PathLike[str], out: Path, config: TrainConfig) -> T
         keep = {f.name for f in dataclasses.fields(TrainResult)} - {"run_dir", "model_dir", "seconds", "finished"}
         return TrainResult(run_dir=out, model_dir=out / MODEL_DIR, seconds=time.perf_counter() - t0, finished=True,
                            **{k: done[k] for k in keep})
-    parts = split_ids(store, config.split)
+    parts = parts if parts is not None else split_ids(store, config.split)
     tasks = select_tasks(store, config.targets, parts["train"])
     resume = _prepare_run(out, config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     settings = store.settings
-    overrides: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
-    model = build_model(
-        config.model, tasks, in_channels=settings.n_channels, side_features=settings.n_side_features, **overrides
-    )
-    labels = label_matrix(store, parts["train"], tasks)
-    model.target_norm.fit(torch.from_numpy(labels), [t.is_regression for t in tasks])
-    if settings.n_side_features:
-        model.side_norm.fit(torch.from_numpy(side_features(store, parts["train"])))
+    model = build_fitted_model(store, parts["train"], tasks, config)
     module = RhopropModule(model, config)
     train_loader = loader(store, parts["train"], tasks, config, shuffle=True,
                           augment=make_augment(settings, config))
     val_loader = loader(store, parts["val"], tasks, config, shuffle=False)
     trainer, best = make_trainer(out, config, len(train_loader))
-    trainer.fit(module, train_loader, val_loader, ckpt_path="last" if resume else None, weights_only=True)
+    last = out / "checkpoints" / LAST_CHECKPOINT
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None, weights_only=True)
     if not trainer.is_global_zero:
         return None
-    best_path = best.best_model_path or str(out / "checkpoints" / "last.ckpt")
+    best_path = best.best_model_path or str(out / "checkpoints" / LAST_CHECKPOINT)
     load_checkpoint_weights(module, best_path)
     model_dir, val = export_model(
         out, model, store, parts, tasks, config, dataset_label(dataset), best_epoch=_epoch_of(best_path)
@@ -338,7 +380,8 @@ def export_model(
         training={**training_profile(store, parts["train"], dataset),
                   "magnetic_elements": magnetic_elements(store, parts["train"])},
         uncertainty=uncertainty,
-        extra={"train_config": config.to_dict(), "best_epoch": best_epoch, "split": config.split},
+        extra={"train_config": config.to_dict(), "best_epoch": best_epoch, "split": config.split,
+               "inputs": config.inputs},
     )
     model_dir = save_model(out / MODEL_DIR, bundle)
     return model_dir, summarize(preds, val_labels)

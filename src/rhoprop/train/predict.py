@@ -24,6 +24,7 @@ from rhoprop.data import DatasetStore, find_density_files
 from rhoprop.errors import DensityFormatError, SettingsError
 from rhoprop.grid import standardize
 from rhoprop.io import Density, read_density
+from rhoprop.models.features import extra_features
 from rhoprop.models.io import ModelBundle, load_model
 from rhoprop.train.data import expected_electrons, gpaw_valence
 from rhoprop.train.inference import interval90, predict_batches
@@ -189,6 +190,11 @@ def _predict_one(bundle: ModelBundle, density: Density, mc_samples: int | None) 
         "side": torch.from_numpy(np.asarray(std.side, dtype=np.float32))[None],
         "index": torch.tensor([0]),
     }
+    inputs = bundle.extra.get("inputs", "image")
+    if inputs != "image":
+        batch["extra"] = torch.from_numpy(
+            extra_features(std.x[None], bundle.standardize, inputs, [density.structure], [density.electron_count()])
+        )
     samples = mc_samples or int(bundle.uncertainty.get("samples", 30))
     preds = predict_batches(bundle.model, [batch], mc_samples=samples)
     scales = bundle.uncertainty.get("scale", {})

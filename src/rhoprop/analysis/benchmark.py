@@ -1,0 +1,545 @@
+"""Cross-validated benchmark of rhoprop's models against the baselines a user would pick.
+
+k-fold cross-validation grouped by composition: every material of a reduced formula falls in one
+fold (fold = SHA-256 of ``"<seed>:<formula>"`` modulo k), so a test formula is never seen in
+training; the rule depends only on the formula, so the folds are the same for every model, every
+run and every machine, and a sample appended later keeps the folds of the others. Inside the
+training folds, the formulas whose second hash falls below ``val_fraction`` form the validation
+part that the networks stop early on; the gradient-boosting models train on all of the training
+folds.
+
+Models (names as in the result table):
+
+* ``mean``: the training mean (class frequencies for classification);
+* ``composition``: gradient boosting on composition features;
+* ``density-invariants``: gradient boosting on the physical invariants of the standardized
+  density (:mod:`rhoprop.models.invariants`), the density-only baseline;
+* ``density-invariants+composition``: gradient boosting on both;
+* ``cgcnn``: the crystal-graph network;
+* ``msa3dcnn-<inputs>``: the MSA-3DCNN with ``inputs`` ``image``, ``density`` or
+  ``density+structure`` (:class:`rhoprop.train.config.TrainConfig`).
+
+:func:`run_benchmark` computes and returns a :class:`BenchmarkResult` (a row per model, target,
+fold and training size); it keeps each finished (model, fold, size) in ``work_dir`` and picks it up
+on a rerun. Writing tables and figures is :func:`write_benchmark`'s job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import rhoprop
+from rhoprop.analysis.metrics import classification_metrics, regression_metrics
+from rhoprop.data import DatasetStore
+from rhoprop.errors import SettingsError
+from rhoprop.models.heads import TaskSpec
+from rhoprop.settings import Settings, atomic_write_text
+from rhoprop.train.baselines import (
+    BaselineSettings,
+    cgcnn_predictions,
+    composition_predictions,
+    mean_predictions,
+)
+from rhoprop.train.config import TRAIN_INPUTS, TrainConfig
+from rhoprop.train.data import label_matrix, open_store, select_tasks, store_extra_features
+
+#: The eight targets of the paper's non-magnetic set, in its order.
+PAPER_TARGETS = (
+    "bulk_modulus", "volume_per_atom", "density", "total_energy", "formation_energy", "fermi_energy",
+    "band_gap", "bandwidth",
+)  # fmt: skip
+GB_MODELS = ("composition", "density-invariants", "density-invariants+composition")
+MODELS = (
+    "mean", *GB_MODELS, "cgcnn", *(f"msa3dcnn-{inputs}" for inputs in TRAIN_INPUTS),
+)  # fmt: skip
+DEFAULT_MODELS = (
+    "mean", *GB_MODELS, "cgcnn", "msa3dcnn-density", "msa3dcnn-density+structure",
+)  # fmt: skip
+COLUMNS = ("dataset", "model", "target", "fold", "n_train", "mae", "r2", "accuracy", "f1", "roc_auc")
+
+
+def _unit_hash(text: str) -> float:
+    """A number in [0, 1) from the SHA-256 of ``text`` (the same everywhere, unlike ``hash``)."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16) / 16**15
+
+
+def fold_of(formula: str, folds: int, seed: int = 0) -> int:
+    """The cross-validation fold of a reduced formula: SHA-256 of ``"<seed>:<formula>"`` mod ``folds``."""
+    return int(hashlib.sha256(f"{seed}:{formula}".encode()).hexdigest(), 16) % folds
+
+
+def is_validation(formula: str, fraction: float, seed: int = 0) -> bool:
+    """Whether a training formula goes to the early-stopping part (a second, independent hash)."""
+    return _unit_hash(f"val:{seed}:{formula}") < fraction
+
+
+def formulas_of(store: DatasetStore) -> dict[str, str]:
+    """Reduced formula of every sample of ``store`` (from the stored structures)."""
+    return {i: str(f) for i, f in zip(store.ids, store.column("formula"), strict=True)}
+
+
+def composition_folds(store: DatasetStore, folds: int = 5, seed: int = 0) -> dict[str, int]:
+    """Fold of every sample of ``store``: all samples of one reduced formula share a fold."""
+    if folds < 2:
+        raise SettingsError(f"cross-validation needs at least 2 folds, got {folds}")
+    return {i: fold_of(f, folds, seed) for i, f in formulas_of(store).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkSettings(Settings):
+    """What :func:`run_benchmark` runs (saved beside its results).
+
+    Attributes:
+        folds: number of cross-validation folds (grouped by formula).
+        seed: seed of the fold rule and of every model.
+        models: model names (:data:`MODELS`).
+        targets: targets to score; empty: every target with at least ``min_labels`` labels.
+        min_labels: least number of labels a target needs to be scored when ``targets`` is empty.
+        val_fraction: fraction of the training formulas the networks stop early on.
+        train_fractions: training-set sizes of the learning curves, as fractions of the training
+            folds' formulas (nested: each smaller set is part of the larger); 1.0 is the full fold.
+        curve_models: models that get the learning curve (the others run at 1.0 only).
+        baselines: settings of the gradient-boosting and CGCNN baselines.
+        train: training settings of the MSA-3DCNN variants (``inputs`` and ``seed`` set per run).
+    """
+
+    folds: int = 5
+    seed: int = 0
+    models: tuple[str, ...] = DEFAULT_MODELS
+    targets: tuple[str, ...] = ()
+    min_labels: int = 30
+    val_fraction: float = 0.15
+    train_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    curve_models: tuple[str, ...] = ("mean", "composition", "density-invariants", "msa3dcnn-density+structure")
+    baselines: BaselineSettings = dataclasses.field(default_factory=BaselineSettings)
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(model="small", epochs=60, patience=15, batch_size=16, lr=2e-3,
+                                            mc_samples=1, progress=False, threads=1)
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "train_fractions", tuple(float(f) for f in self.train_fractions))
+        object.__setattr__(self, "curve_models", tuple(self.curve_models))
+        unknown = [m for m in (*self.models, *self.curve_models) if m not in MODELS]
+        if unknown:
+            raise SettingsError(f"BenchmarkSettings: unknown model(s) {unknown}; valid models are {list(MODELS)}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise SettingsError(f"BenchmarkSettings.folds must be an int >= 2, got {self.folds!r}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise SettingsError(f"BenchmarkSettings.val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
+        if not self.train_fractions or any(not 0.0 < f <= 1.0 for f in self.train_fractions):
+            raise SettingsError(
+                f"BenchmarkSettings.train_fractions must be fractions in (0, 1], got {self.train_fractions!r}"
+            )
+
+
+@dataclasses.dataclass
+class BenchmarkResult:
+    """Rows of a benchmark (:data:`COLUMNS`), with the folds and settings they came from."""
+
+    dataset: str
+    settings: BenchmarkSettings
+    folds: dict[str, int]
+    rows: pd.DataFrame
+    seconds: dict[str, float]
+
+    def summary(self, full_only: bool = True) -> pd.DataFrame:
+        """Mean and standard deviation over folds per model and target (full training folds)."""
+        return summarize(self.rows, full_only)
+
+
+def _gb_features(store: DatasetStore, ids: Sequence[str], model: str) -> np.ndarray:
+    """Features of a gradient-boosting baseline for ``ids``."""
+    if model == "composition":
+        from rhoprop.models.baselines import composition_features
+
+        return np.stack([composition_features(store.structure(i)) for i in ids])
+    # density-invariants: the invariants alone; +composition: also electrons per atom and composition
+    return store_extra_features(store, ids, "density" if model == "density-invariants" else "density+structure")
+
+
+def _predict(
+    model: str,
+    store: DatasetStore,
+    dataset: str,
+    tasks: list[TaskSpec],
+    parts: dict[str, list[str]],
+    settings: BenchmarkSettings,
+    work: Path,
+) -> dict[str, np.ndarray]:
+    """Train ``model`` on ``parts["train"]`` (+ ``"val"``) and predict ``parts["test"]``."""
+    fit_ids = parts["train"] + parts["val"]
+    if model == "mean":
+        return mean_predictions(tasks, label_matrix(store, fit_ids, tasks), len(parts["test"]))
+    if model in GB_MODELS:
+        return composition_predictions(
+            tasks, _gb_features(store, fit_ids, model), label_matrix(store, fit_ids, tasks),
+            _gb_features(store, parts["test"], model), settings.baselines,
+        )  # fmt: skip
+    if model == "cgcnn":
+        structures = {p: [store.structure(i) for i in parts[k]] for p, k in
+                      (("train", "train"), ("val", "val"), ("eval", "test"))}  # fmt: skip
+        labels = {p: label_matrix(store, parts[k], tasks) for p, k in (("train", "train"), ("val", "val"), ("eval", "test"))}
+        accelerator = settings.train.accelerator
+        return cgcnn_predictions(tasks, structures, labels, settings.baselines, work / "cgcnn", accelerator)
+    return _predict_msa3dcnn(model, store, dataset, tasks, parts, settings, work)
+
+
+def _predict_msa3dcnn(
+    model: str,
+    store: DatasetStore,
+    dataset: str,
+    tasks: list[TaskSpec],
+    parts: dict[str, list[str]],
+    settings: BenchmarkSettings,
+    work: Path,
+) -> dict[str, np.ndarray]:
+    from rhoprop.models.io import load_model
+    from rhoprop.train.fit import loader, train
+    from rhoprop.train.inference import predict_batches
+
+    inputs = model.removeprefix("msa3dcnn-")
+    config = dataclasses.replace(
+        settings.train, inputs=inputs, seed=settings.seed, targets=tuple(t.name for t in tasks), progress=False
+    )
+    result = train(dataset, work / "run", config, parts=parts)
+    assert result is not None  # a single process is rank zero
+    bundle = load_model(result.model_dir)
+    preds = predict_batches(bundle.model, loader(store, parts["test"], tasks, config, shuffle=False), mc_samples=1)
+    order = np.argsort(preds.indices)
+    return {name: values[order] for name, values in preds.mean.items()}
+
+
+def _subsample(ids: list[str], formulas: dict[str, str], fraction: float, seed: int) -> list[str]:
+    """The ids whose formulas come first in a seeded hash order, ``fraction`` of the formulas (nested)."""
+    if fraction >= 1.0:
+        return list(ids)
+    groups = sorted({formulas[i] for i in ids}, key=lambda f: _unit_hash(f"curve:{seed}:{f}"))
+    keep = set(groups[: max(1, round(fraction * len(groups)))])
+    return [i for i in ids if formulas[i] in keep]
+
+
+def fold_parts(
+    folds: dict[str, int], formulas: dict[str, str], fold: int, settings: BenchmarkSettings, fraction: float = 1.0
+) -> dict[str, list[str]]:
+    """train / val / test ids of one fold (test: the fold; val: hashed training formulas)."""
+    test = [i for i, f in folds.items() if f == fold]
+    rest = _subsample([i for i, f in folds.items() if f != fold], formulas, fraction, settings.seed)
+    val = [i for i in rest if is_validation(formulas[i], settings.val_fraction, settings.seed)]
+    train = [i for i in rest if not is_validation(formulas[i], settings.val_fraction, settings.seed)]
+    return {"train": train, "val": val, "test": test}
+
+
+def score_rows(
+    dataset: str, model: str, fold: int, tasks: Sequence[TaskSpec], truth: np.ndarray,
+    preds: dict[str, np.ndarray], n_train: dict[str, int],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per target: MAE and R² (regression) or accuracy, F1 and ROC-AUC (classification)."""
+    rows = []
+    for j, task in enumerate(tasks):
+        row: dict[str, Any] = {c: math.nan for c in COLUMNS}
+        row.update(dataset=dataset, model=model, target=task.name, fold=fold, n_train=n_train[task.name])
+        pred = np.asarray(preds[task.name])
+        if task.is_regression:
+            m = regression_metrics(truth[:, j], pred)
+            row.update(mae=m["mae"], r2=m["r2"])
+        else:
+            m = classification_metrics(truth[:, j], pred)
+            row.update(accuracy=m["accuracy"], f1=m["f1"], roc_auc=m["roc_auc"])
+        rows.append(row)
+    return rows
+
+
+def benchmark_tasks(store: DatasetStore, settings: BenchmarkSettings) -> list[TaskSpec]:
+    """The targets a benchmark scores: ``settings.targets``, or those with enough labels."""
+    if settings.targets:
+        return select_tasks(store, settings.targets, store.ids)
+    counts = store.labels.notna().sum()
+    names = [t for t in store.targets if counts.get(t, 0) >= settings.min_labels]
+    if not names:
+        raise SettingsError(
+            f"no target of {store.path} has {settings.min_labels} labels; lower min_labels or name --targets"
+        )
+    return select_tasks(store, names, store.ids)
+
+
+def _cache_key(settings: BenchmarkSettings, model: str, parts: dict[str, list[str]], tasks: Sequence[TaskSpec]) -> str:
+    relevant = {
+        "model": model,
+        "seed": settings.seed,
+        "targets": [t.name for t in tasks],
+        "parts": {p: sorted(v) for p, v in parts.items()},
+        "baselines": settings.baselines.to_dict() if not model.startswith("msa3dcnn") else None,
+        "train": settings.train.to_dict() if model.startswith("msa3dcnn") else None,
+        "rhoprop": rhoprop.__version__,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_benchmark(
+    dataset: str,
+    work_dir: str | Path,
+    settings: BenchmarkSettings | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> BenchmarkResult:
+    """Cross-validate every model of ``settings`` on ``dataset`` and return the scores.
+
+    Each (model, fold, training size) is computed once: its predictions are kept in
+    ``work_dir/cache`` (keyed by the settings, targets and ids) and reused on a rerun, so an
+    interrupted benchmark continues where it stopped. ``on_step`` receives a line per finished step.
+    """
+    settings = settings or BenchmarkSettings()
+    work = Path(work_dir)
+    store = open_store(dataset)
+    tasks = benchmark_tasks(store, settings)
+    folds = composition_folds(store, settings.folds, settings.seed)
+    formulas = formulas_of(store)
+    label = Path(dataset).name if Path(dataset).exists() else str(dataset)
+    rows: list[dict[str, Any]] = []
+    seconds: dict[str, float] = {}
+    for model in settings.models:
+        fractions = settings.train_fractions if model in settings.curve_models else (1.0,)
+        for fraction in sorted(set(fractions) | {1.0}):
+            for fold in range(settings.folds):
+                parts = fold_parts(folds, formulas, fold, settings, fraction)
+                if not parts["test"]:
+                    raise SettingsError(f"fold {fold} of {settings.folds} is empty; use fewer folds")
+                key = _cache_key(settings, model, parts, tasks)
+                cache = work / "cache" / model.replace("+", "_") / f"fold{fold}-f{fraction:g}-{key}.json"
+                if cache.is_file():
+                    stored = json.loads(cache.read_text())
+                    preds = {k: np.asarray(v, dtype=float) for k, v in stored["predictions"].items()}
+                    elapsed = float(stored["seconds"])
+                else:
+                    t0 = time.perf_counter()
+                    run_dir = work / "runs" / model.replace("+", "_") / f"fold{fold}-f{fraction:g}-{key}"
+                    preds = _predict(model, store, str(dataset), tasks, parts, settings, run_dir)
+                    elapsed = time.perf_counter() - t0
+                    payload = {"model": model, "fold": fold, "fraction": fraction, "test_ids": parts["test"],
+                               "seconds": elapsed,
+                               "predictions": {k: np.asarray(v).tolist() for k, v in preds.items()}}
+                    atomic_write_text(cache, json.dumps(payload) + "\n")
+                seconds[model] = seconds.get(model, 0.0) + elapsed
+                fit_ids = parts["train"] + parts["val"]
+                train_labels = label_matrix(store, fit_ids, tasks)
+                n_train = {t.name: int(np.isfinite(train_labels[:, j]).sum()) for j, t in enumerate(tasks)}
+                truth = label_matrix(store, parts["test"], tasks)
+                new = score_rows(label, model, fold, tasks, truth, preds, n_train)
+                for row in new:
+                    row["fraction"] = fraction
+                rows += new
+                if on_step is not None:
+                    on_step(f"{model} fold {fold} fraction {fraction:g}: {elapsed:.1f} s")
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "fraction"])
+    return BenchmarkResult(label, settings, folds, frame, seconds)
+
+
+def summarize(rows: pd.DataFrame, full_only: bool = True) -> pd.DataFrame:
+    """Per model and target: mean and standard deviation over folds of MAE, R² and ROC-AUC."""
+    data = rows[rows["fraction"] == 1.0] if full_only and "fraction" in rows else rows
+    grouped = data.groupby(["target", "model"], sort=False)
+    out = grouped[["mae", "r2", "roc_auc", "accuracy"]].agg(["mean", "std"])
+    out.columns = [f"{a}_{b}" for a, b in out.columns]
+    out["folds"] = grouped.size()
+    return out.reset_index()
+
+
+def paired_comparison(rows: pd.DataFrame, reference: str, metric: str = "mae") -> pd.DataFrame:
+    """Reference model against every other, per target, paired over folds (full training folds).
+
+    Columns: target, model, mean difference (other − reference; for MAE positive means the
+    reference is better), reference wins (folds), folds, p (two-sided paired t-test; NaN with
+    fewer than 3 folds or no spread).
+    """
+    from scipy import stats
+
+    data = rows[rows["fraction"] == 1.0] if "fraction" in rows else rows
+    out = []
+    for target, group in data.groupby("target", sort=False):
+        table = group.pivot_table(index="fold", columns="model", values=metric)
+        if reference not in table or table[reference].isna().all():
+            continue
+        for model in table.columns:
+            if model == reference:
+                continue
+            pair = table[[reference, model]].dropna()
+            diff = pair[model] - pair[reference]
+            better = diff > 0 if metric in ("mae",) else diff < 0
+            p = math.nan
+            if len(pair) >= 3 and float(diff.std()) > 0:
+                p = float(stats.ttest_rel(pair[model], pair[reference]).pvalue)
+            out.append({"target": target, "model": model, "mean_difference": float(diff.mean()),
+                        "reference_wins": int(better.sum()), "folds": len(pair), "p": p})
+    return pd.DataFrame(out)
+
+
+def best_models(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per target, the lowest mean MAE (or highest ROC-AUC) and every model within one fold-standard-
+    deviation of it (the criterion of the model issue)."""
+    summary = summarize(rows)
+    out = []
+    for target, group in summary.groupby("target", sort=False):
+        regression = group["mae_mean"].notna().any()
+        col, spread = ("mae_mean", "mae_std") if regression else ("roc_auc_mean", "roc_auc_std")
+        group = group.dropna(subset=[col])
+        if group.empty:
+            continue
+        best = group.loc[group[col].idxmin() if regression else group[col].idxmax()]
+        tol = float(best[spread]) if np.isfinite(best[spread]) else 0.0
+        close = group[(group[col] - best[col]).abs() <= tol]
+        out.append({"target": target, "best": best["model"], "value": float(best[col]), "std": tol,
+                    "within_one_std": ",".join(close["model"])})
+    return pd.DataFrame(out)
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def _fmt(mean: float, std: float) -> str:
+    if not np.isfinite(mean):
+        return ""
+    digits = 3 if abs(mean) < 10 else 1
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if np.isfinite(std) else f"{mean:.{digits}f}"
+
+
+def render_markdown(result: BenchmarkResult, reference: str | None = None) -> str:
+    """The benchmark as markdown: MAE (regression) or ROC-AUC (classification), mean ± standard
+    deviation over folds per target and model; per target the best in bold, and the paired
+    comparison of ``reference`` with every other model."""
+    summary = result.summary()
+    models = [m for m in result.settings.models if m in set(summary["model"])]
+    best = best_models(result.rows).set_index("target")
+    lines = [
+        f"Dataset `{result.dataset}`, {result.settings.folds}-fold cross-validation grouped by formula "
+        f"(seed {result.settings.seed}), {len(result.folds)} materials. Regression: MAE, classification: "
+        "ROC-AUC; mean ± standard deviation over folds; **bold**: the best, *italic*: within one "
+        "fold-standard-deviation of it.",
+        "",
+        "| target | " + " | ".join(models) + " |",
+        "|---|" + "---:|" * len(models),
+    ]
+    for target, group in summary.groupby("target", sort=False):
+        regression = group["mae_mean"].notna().any()
+        col = "mae" if regression else "roc_auc"
+        cells = []
+        info = best.loc[target] if target in best.index else None
+        close = set(str(info["within_one_std"]).split(",")) if info is not None else set()
+        for model in models:
+            row = group[group["model"] == model]
+            text = _fmt(float(row[f"{col}_mean"].iloc[0]), float(row[f"{col}_std"].iloc[0])) if len(row) else ""
+            if info is not None and model == info["best"]:
+                text = f"**{text}**"
+            elif model in close and text:
+                text = f"*{text}*"
+            cells.append(text)
+        unit = "" if regression else " (AUC)"
+        lines.append(f"| {target}{unit} | " + " | ".join(cells) + " |")
+    if reference and reference in models:
+        paired = paired_comparison(result.rows, reference, "mae")
+        if not paired.empty:
+            lines += ["", f"Paired over folds, `{reference}` against each model (MAE difference other − "
+                      f"{reference}: positive means {reference} is better; wins out of the folds; p of a "
+                      "two-sided paired t-test):", "", "| target | model | difference | wins | p |",
+                      "|---|---|---:|---:|---:|"]
+            for row in paired.itertuples():
+                lines.append(f"| {row.target} | {row.model} | {row.mean_difference:+.3g} | "
+                             f"{row.reference_wins}/{row.folds} | {row.p:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_benchmark(result: BenchmarkResult, path: str | Path) -> None:
+    """Bars of MAE / MAE of the mean predictor per regression target and model, with fold spread."""
+    from matplotlib.figure import Figure
+
+    from rhoprop.analysis.figures import save_figure
+
+    data = result.rows[(result.rows["fraction"] == 1.0) & result.rows["mae"].notna()].copy()
+    mean_mae = data[data["model"] == "mean"].set_index(["target", "fold"])["mae"]
+    if not mean_mae.empty:
+        data["relative"] = data["mae"].to_numpy() / mean_mae.reindex(
+            pd.MultiIndex.from_frame(data[["target", "fold"]])).to_numpy()
+    else:
+        data["relative"] = data["mae"]
+    targets = list(dict.fromkeys(data["target"]))
+    models = [m for m in result.settings.models if m in set(data["model"])]
+    fig = Figure(figsize=(max(6.0, 0.9 * len(targets) + 2), 4.2))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(models), 1)
+    for k, model in enumerate(models):
+        stats = data[data["model"] == model].groupby("target")["relative"].agg(["mean", "std"]).reindex(targets)
+        x = np.arange(len(targets)) + (k - (len(models) - 1) / 2) * width
+        ax.bar(x, stats["mean"], width, yerr=stats["std"], label=model, capsize=2)
+    ax.set_xticks(np.arange(len(targets)), targets, rotation=35, ha="right")
+    ax.set_ylabel("MAE / MAE of the mean predictor" if not mean_mae.empty else "MAE")
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{result.dataset}: {result.settings.folds}-fold CV grouped by formula")
+    save_figure(fig, path)
+
+
+def plot_learning_curves(result: BenchmarkResult, path: str | Path, targets: Sequence[str] = PAPER_TARGETS) -> None:
+    """MAE against the number of training materials (mean ± spread over folds), one panel per target."""
+    from matplotlib.figure import Figure
+
+    from rhoprop.analysis.figures import save_figure
+
+    data = result.rows[result.rows["mae"].notna() & result.rows["model"].isin(result.settings.curve_models)]
+    targets = [t for t in targets if t in set(data["target"])]
+    if not targets:
+        return
+    cols = min(4, len(targets))
+    rows = -(-len(targets) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.8 * rows))
+    for k, target in enumerate(targets):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        for model, group in data[data["target"] == target].groupby("model", sort=False):
+            stats = group.groupby("fraction").agg(n=("n_train", "mean"), mae=("mae", "mean"), sd=("mae", "std"))
+            ax.errorbar(stats["n"], stats["mae"], yerr=stats["sd"], marker="o", ms=3, capsize=2, label=model)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(target, fontsize=9)
+        ax.set_xlabel("training materials", fontsize=8)
+        ax.set_ylabel("MAE", fontsize=8)
+        if k == 0:
+            ax.legend(fontsize=6)
+    save_figure(fig, path)
+
+
+def write_benchmark(result: BenchmarkResult, out_dir: str | Path, reference: str | None = None) -> list[Path]:
+    """Write the rows (``benchmark.csv``), summary, paired comparison, folds, settings, markdown
+    table and figures of ``result`` into ``out_dir``; return the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "rows": out / "benchmark.csv", "summary": out / "summary.csv", "best": out / "best.csv",
+        "folds": out / "folds.json", "settings": out / "settings.json", "markdown": out / "benchmark.md",
+        "figure": out / "benchmark.png", "curves": out / "learning_curves.png",
+    }  # fmt: skip
+    atomic_write_text(paths["rows"], result.rows.to_csv(index=False))
+    atomic_write_text(paths["summary"], result.summary().to_csv(index=False))
+    atomic_write_text(paths["best"], best_models(result.rows).to_csv(index=False))
+    written = [paths[k] for k in ("rows", "summary", "best")]
+    if reference:
+        paths["paired"] = out / "paired.csv"
+        atomic_write_text(paths["paired"], paired_comparison(result.rows, reference).to_csv(index=False))
+        written.append(paths["paired"])
+    atomic_write_text(paths["folds"], json.dumps({"folds": result.settings.folds, "seed": result.settings.seed,
+                                                 "rule": "sha256('<seed>:<formula>') mod folds",
+                                                 "assignment": result.folds}, indent=1, sort_keys=True) + "\n")
+    result.settings.to_json(paths["settings"])
+    atomic_write_text(paths["markdown"], render_markdown(result, reference))
+    plot_benchmark(result, paths["figure"])
+    plot_learning_curves(result, paths["curves"])
+    return [*written, paths["folds"], paths["settings"], paths["markdown"], paths["figure"], paths["curves"]]

@@ -1,0 +1,116 @@
+"""``rhoprop benchmark``: grouped cross-validation of the baselines and the MSA-3DCNN on real GPAW data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import rhoprop.datasets
+from rhoprop.analysis.benchmark import (
+    BenchmarkSettings,
+    best_models,
+    composition_folds,
+    fold_of,
+    fold_parts,
+    formulas_of,
+    paired_comparison,
+    run_benchmark,
+    write_benchmark,
+)
+from rhoprop.cli import app
+from rhoprop.errors import SettingsError
+from rhoprop.train.config import TrainConfig
+
+runner = CliRunner()
+GB = ("mean", "composition", "density-invariants")
+
+
+@pytest.fixture(scope="module")
+def gpaw():
+    return rhoprop.datasets.load("gpaw-v1")
+
+
+def test_folds_keep_every_formula_in_one_fold_and_do_not_move_when_samples_are_added(gpaw) -> None:
+    folds = composition_folds(gpaw, 5, seed=0)
+    formulas = formulas_of(gpaw)
+    by_formula: dict[str, set[int]] = {}
+    for sid, fold in folds.items():
+        by_formula.setdefault(formulas[sid], set()).add(fold)
+    assert all(len(f) == 1 for f in by_formula.values())
+    assert sorted(set(folds.values())) == [0, 1, 2, 3, 4]
+    assert composition_folds(gpaw, 5, seed=0) == folds  # deterministic
+    assert composition_folds(gpaw, 5, seed=1) != folds
+    # the rule depends on the formula alone: a new material cannot move the others
+    assert fold_of("NaCl", 5, 0) == folds["NaCl-rocksalt"]
+    settings = BenchmarkSettings()
+    parts = fold_parts(folds, formulas, 2, settings)
+    assert not set(parts["test"]) & set(parts["train"] + parts["val"])
+    assert {formulas[i] for i in parts["val"]}.isdisjoint({formulas[i] for i in parts["train"]})
+    half = fold_parts(folds, formulas, 2, settings, fraction=0.5)
+    assert set(half["train"]) < set(parts["train"]) and half["test"] == parts["test"]
+
+
+def test_benchmark_scores_baselines_on_every_fold_resumes_from_its_cache_and_writes_tables(gpaw, tmp_path) -> None:
+    settings = BenchmarkSettings(folds=3, models=GB, targets=("volume_per_atom", "fermi_energy", "is_metal"),
+                                 curve_models=("composition",), train_fractions=(0.5, 1.0))
+    result = run_benchmark("gpaw-v1", tmp_path / "work", settings)
+    rows = result.rows
+    assert set(rows["model"]) == set(GB) and set(rows["fold"]) == {0, 1, 2}
+    full = rows[rows["fraction"] == 1.0]
+    assert len(full) == 3 * 3 * 3
+    assert len(rows[(rows["model"] == "composition") & (rows["fraction"] == 0.5)]) == 3 * 3
+    summary = result.summary().set_index(["target", "model"])
+    # real signal: both gradient-boosting models beat the mean predictor on volume and Fermi level
+    for target in ("volume_per_atom", "fermi_energy"):
+        mean_mae = summary.loc[(target, "mean"), "mae_mean"]
+        assert summary.loc[(target, "composition"), "mae_mean"] < 0.7 * mean_mae
+        assert summary.loc[(target, "density-invariants"), "mae_mean"] < 0.7 * mean_mae
+    assert summary.loc[("is_metal", "density-invariants"), "roc_auc_mean"] > 0.8
+    cached = sorted((tmp_path / "work" / "cache").rglob("*.json"))
+    assert len(cached) == 3 * 3 + 3
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    again = run_benchmark("gpaw-v1", tmp_path / "work", settings)
+    pd.testing.assert_frame_equal(again.rows, rows)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    paths = write_benchmark(result, tmp_path / "out", reference="density-invariants")
+    table = pd.read_csv(tmp_path / "out" / "benchmark.csv")
+    assert list(table.columns[:7]) == ["dataset", "model", "target", "fold", "n_train", "mae", "r2"]
+    assert (tmp_path / "out" / "benchmark.png").stat().st_size > 10_000
+    assert "density-invariants" in (tmp_path / "out" / "benchmark.md").read_text()
+    assert json.loads((tmp_path / "out" / "folds.json").read_text())["assignment"] == result.folds
+    assert {p.name for p in paths} >= {"paired.csv", "learning_curves.png", "settings.json"}
+    paired = paired_comparison(rows, "density-invariants")
+    assert set(paired["model"]) == {"mean", "composition"}
+    assert set(best_models(rows)["target"]) == {"volume_per_atom", "fermi_energy", "is_metal"}
+
+
+def test_benchmark_trains_the_msa3dcnn_on_the_same_folds_through_the_cli(tmp_path) -> None:
+    config = BenchmarkSettings(
+        folds=2, models=("mean", "msa3dcnn-density"), targets=("volume_per_atom", "is_metal"),
+        curve_models=(), train_fractions=(0.25,),
+        train=TrainConfig(model="tiny", epochs=2, patience=0, batch_size=8, mc_samples=1, progress=False,
+                          threads=1, accelerator="cpu"),
+    )  # fmt: skip
+    config.to_json(tmp_path / "bench.json")
+    out = tmp_path / "bench"
+    result = runner.invoke(app, ["benchmark", "gpaw-v1", "--out", str(out), "--config", str(tmp_path / "bench.json"),
+                                 "--folds", "2", "--reference", "msa3dcnn-density"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "benchmark.csv")
+    cnn = table[table["model"] == "msa3dcnn-density"]
+    assert len(cnn) == 2 * 2 and np.isfinite(cnn[cnn["target"] == "volume_per_atom"]["mae"]).all()
+    assert (out / "paired.csv").is_file()
+
+
+def test_unknown_models_and_too_few_folds_are_refused(tmp_path) -> None:
+    with pytest.raises(SettingsError, match="unknown model"):
+        BenchmarkSettings(models=("mean", "random-forest"))
+    with pytest.raises(SettingsError, match="folds"):
+        BenchmarkSettings(folds=1)
+    result = runner.invoke(app, ["benchmark", "gpaw-v1", "--out", str(tmp_path / "never"), "--models", "mean,xgb"])
+    assert result.exit_code == 2 and "unknown model" in result.output
+    assert not (tmp_path / "never").exists()

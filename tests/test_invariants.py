@@ -1,0 +1,79 @@
+"""Density invariants and the v2 network's sense of scale, on real GPAW tensors of the built-in store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import rhoprop.datasets
+from rhoprop.grid import augment
+from rhoprop.grid.transforms import inverse_transform
+from rhoprop.models import TaskSpec, build_model
+from rhoprop.models.features import extra_feature_names, extra_features
+from rhoprop.models.invariants import density_invariants, invariant_names
+
+
+@pytest.fixture(scope="module")
+def gpaw():
+    return rhoprop.datasets.load("gpaw-v1")
+
+
+def _tensors(store, ids):
+    return torch.from_numpy(np.stack([store.read(i).x for i in ids]))
+
+
+def test_invariants_do_not_change_under_the_cubic_rotations_of_augmentation(gpaw) -> None:
+    ids = ["Si-diamond", "MgO-rocksalt", "Fe-bcc", "NaCl-rocksalt"]
+    x = _tensors(gpaw, ids)
+    ref = density_invariants(x, gpaw.settings)
+    assert ref.shape == (4, len(invariant_names(gpaw.settings)))
+    for op in augment.CUBIC_OPS[[1, 7, 20, 47]]:
+        rotated = torch.from_numpy(np.stack([augment.apply_op(t, op, "cube") for t in x.numpy()]))
+        np.testing.assert_allclose(density_invariants(rotated, gpaw.settings), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_mean_density_invariant_is_the_mean_of_rho_in_electrons_per_cubic_angstrom(gpaw) -> None:
+    x = _tensors(gpaw, ["Si-diamond"])
+    features = dict(zip(invariant_names(gpaw.settings), density_invariants(x, gpaw.settings)[0].tolist()))
+    rho = inverse_transform(x.double(), gpaw.settings)[0, 0]
+    assert features["log10_mean_rho"] == pytest.approx(np.log10(float(rho.mean())), abs=1e-4)
+    # Si: 8 valence electrons in 40.9 Å3 (the tensor is a 10 Å window onto the crystal)
+    si = gpaw.structure("Si-diamond")
+    assert 10 ** features["log10_mean_rho"] == pytest.approx(8 / si.volume, rel=0.05)
+
+
+def test_spin_invariants_are_zero_without_spin_and_positive_for_a_magnet(gpaw) -> None:
+    names = invariant_names(gpaw.settings)
+    f = density_invariants(_tensors(gpaw, ["Si-diamond", "Fe-bcc"]), gpaw.settings)
+    col = names.index("abs_spin_per_electron")
+    assert f[0, col] == 0 and f[1, col] > 0.05
+
+
+def test_structure_inputs_add_electrons_per_atom_and_composition(gpaw) -> None:
+    ids = ["Si-diamond", "MgO-rocksalt"]
+    x = _tensors(gpaw, ids).numpy()
+    structures = [gpaw.structure(i) for i in ids]
+    electrons = [8.0, 16.0]
+    both = extra_features(x, gpaw.settings, "density+structure", structures, electrons)
+    names = extra_feature_names("density+structure", gpaw.settings)
+    assert both.shape == (2, len(names))
+    assert both[:, names.index("electrons_per_atom")].tolist() == [4.0, 8.0]
+    assert extra_features(x, gpaw.settings, "density").shape[1] == len(invariant_names(gpaw.settings))
+
+
+@pytest.mark.parametrize(("norm", "input_norm", "blind"), [("group", False, True), ("batch", True, False)])
+def test_the_v2_trunk_sees_the_absolute_density_level_and_the_v1_trunk_did_not(gpaw, norm, input_norm, blind) -> None:
+    """The network input x -> 1.5 x: GroupNorm after the (bias-free) stem conv made v1 exactly blind
+    to it; fixed input statistics and BatchNorm keep the level."""
+    torch.manual_seed(0)
+    model = build_model("tiny", [TaskSpec(name="y", kind="regression")], in_channels=2, norm=norm,
+                        input_norm=input_norm).eval()
+    x = _tensors(gpaw, ["Si-diamond", "MgO-rocksalt"])
+    scaled = 1.5 * x
+    with torch.no_grad():
+        change = (model.features(x) - model.features(scaled)).abs().max().item()
+    if blind:
+        assert change < 1e-3
+    else:
+        assert change > 0.1
