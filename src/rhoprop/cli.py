@@ -217,7 +217,9 @@ def dataset_build_command(
     interpolation: str | None = typer.Option(
         None, "--interpolation", help="Mode cube: cubic (default) or linear (pyrho's, faster)."
     ),
-    dtype: str | None = typer.Option(None, "--dtype", help="Storage dtype: float32 (default) or float16."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Storage dtype: float32 (default), float16, or q16 "
+                                     "(values rounded to multiples of --quantum, int16 codes: smallest)."),
+    quantum: float | None = typer.Option(None, "--quantum", help="Step of q16 (default 0.03 transform units)."),
     content_hash: str | None = typer.Option(
         None, "--content-hash", help="Hash of each file recorded as provenance: xxh3_128 (default, fast) or sha256."
     ),
@@ -237,7 +239,7 @@ def dataset_build_command(
     )  # fmt: skip
     report = build_dataset(
         input_dir, labels, out, settings, workers, _csv_list(species), id_column=id_column,
-        schema=schema, dtype=dtype, content_hash=content_hash, shard_size=shard_size, glob=glob,
+        schema=schema, dtype=dtype, quantum=quantum, content_hash=content_hash, shard_size=shard_size, glob=glob,
         progress=progress,
     )  # fmt: skip
     console.print(report.summary(), soft_wrap=True)

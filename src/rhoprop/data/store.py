@@ -49,7 +49,9 @@ from rhoprop.locks import folder_lock
 from rhoprop.settings import Settings
 
 FORMAT_VERSION = 1
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "q16")
+#: Largest magnitude of a q16 code (int16).
+Q16_MAX = 32767
 SHARD_DIR = "shards"
 CHECKSUM_SUFFIX = ".sha256"
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
@@ -70,8 +72,12 @@ class StoreSettings(Settings):
 
     Attributes:
         standardize: the standardization settings of every tensor.
-        dtype: storage dtype of the tensors, ``"float32"`` or ``"float16"`` (half the size on disk;
-            tensors are returned as float32 either way).
+        dtype: storage dtype of the tensors, ``"float32"``, ``"float16"`` (half the size on disk) or
+            ``"q16"``: values rounded to the nearest multiple of ``quantum`` and stored as int16
+            codes (absolute error at most ``quantum / 2`` in the transform's units; the rounded
+            fields compress to about half of float16's size). Tensors are returned as float32.
+        quantum: step of ``"q16"`` (0 for the float dtypes). With ``transform="asinh"`` a step of q
+            is a relative density error of at most q/2 where ρ is well above ``scale``.
         content_hash: the hash of each source file's bytes recorded as its provenance, ``"xxh3_128"``
             (fast) or ``"sha256"`` (checkable with ``sha256sum``); see :mod:`rhoprop.io.digest`.
         format_version: version of the store layout.
@@ -79,12 +85,21 @@ class StoreSettings(Settings):
 
     standardize: StandardizeSettings = dataclasses.field(default_factory=StandardizeSettings)
     dtype: str = "float32"
+    quantum: float = 0.0
     content_hash: str = "xxh3_128"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise SettingsError(f"StoreSettings.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        quantum_ok = isinstance(self.quantum, (int, float)) and not isinstance(self.quantum, bool) and (
+            self.quantum > 0 if self.dtype == "q16" else self.quantum == 0
+        )
+        if not quantum_ok:
+            raise SettingsError(
+                f"StoreSettings.quantum must be > 0 with dtype 'q16' and 0 otherwise, got {self.quantum!r} "
+                f"with dtype {self.dtype!r}"
+            )
         if self.content_hash not in DIGESTS:
             raise SettingsError(
                 f"StoreSettings.content_hash must be one of {DIGESTS}, got {self.content_hash!r}"
@@ -132,15 +147,33 @@ class SampleRecord:
         return int(len(self.x_chunk) + self.side.nbytes + len(self.structure))
 
 
-def encode_tensor(x: np.ndarray, dtype: str, level: int = 1) -> bytes:
-    """The HDF5 chunk of a tensor stored with the shuffle and gzip filters of a shard's ``x``.
+def storage_dtype(dtype: str) -> str:
+    """The numpy dtype a store's tensors are written with (``"int16"`` for the codes of ``"q16"``)."""
+    return "int16" if dtype == "q16" else dtype
+
+
+def quantize(x: np.ndarray, quantum: float) -> np.ndarray:
+    """int16 codes of ``x`` rounded to multiples of ``quantum``; DatasetError when a value does not fit."""
+    codes = np.rint(np.asarray(x, dtype=np.float64) / quantum)
+    largest = float(np.abs(codes).max()) if codes.size else 0.0
+    if largest > Q16_MAX:
+        raise DatasetError(
+            f"values up to {largest * quantum:.3g} do not fit q16 with quantum {quantum} (at most "
+            f"{Q16_MAX * quantum:.3g}); use a larger quantum, float16 or float32"
+        )
+    return codes.astype(np.int16)
+
+
+def encode_tensor(x: np.ndarray, dtype: str, level: int = 1, quantum: float = 0.0) -> bytes:
+    """The HDF5 chunk of a tensor stored with the shuffle and gzip filters of a shard's ``x``
+    (``dtype`` ``"q16"``: the int16 codes of :func:`quantize`).
 
     Byte-shuffle (byte j of every element together) then zlib (what HDF5's deflate filter writes);
     a shard reads it back with its ordinary filter pipeline. The deflate stream uses run-length
     matches only (zlib's ``Z_RLE``): on shuffled float tensors that is 2 % larger than the default
     strategy and half the time, since the sign/exponent bytes compress by runs and entropy coding.
     """
-    data = np.ascontiguousarray(x, dtype=dtype)
+    data = quantize(x, quantum) if dtype == "q16" else np.ascontiguousarray(x, dtype=dtype)
     shuffled = data.view(np.uint8).reshape(-1, data.itemsize).T.tobytes()
     compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 8, zlib.Z_RLE)
     return compressor.compress(shuffled) + compressor.flush()
@@ -220,12 +253,14 @@ def write_shard(
             x = f.create_dataset(
                 "x",
                 shape=(n, *x_shape),
-                dtype=settings.dtype,
+                dtype=storage_dtype(settings.dtype),
                 chunks=(1, *x_shape),
                 compression="gzip",
                 compression_opts=1,
                 shuffle=True,
             )
+            if settings.dtype == "q16":
+                x.attrs["quantum"] = float(settings.quantum)
             for i, rec in enumerate(records):
                 x.id.write_direct_chunk((i, 0, 0, 0, 0), rec.x_chunk)
             side = np.stack([r.side.astype(np.float32) for r in records]).reshape(n, -1)
@@ -475,9 +510,13 @@ class DatasetStore:
         """Read one sample (by position or id): tensor as float32, side features, spin flag."""
         i, f, row = self._locate(key)
         with self._reading(i, "the tensor"):
+            data = f["x"]
+            x = np.asarray(data[row], dtype=np.float32)
+            if data.dtype == np.int16:  # q16 codes
+                x *= np.float32(data.attrs["quantum"])
             return Sample(
                 id=self._ids[i],
-                x=np.asarray(f["x"][row], dtype=np.float32),
+                x=x,
                 side=np.asarray(f["side"][row], dtype=np.float32),
                 has_spin=bool(f["has_spin"][row]),
             )
