@@ -424,6 +424,7 @@ def train_command(
     groups: Path | None = typer.Option(None, "--groups", help='Groups file {"groups": [[targets...], ...]}: one model per group.'),
     model: str | None = typer.Option(None, "--model", help="Model size: tiny, small, default, large (see `rhoprop models`)."),
     inputs: str | None = typer.Option(None, "--inputs", help="density+structure (default), density (the paper's), or image."),
+    ensemble: int | None = typer.Option(None, "--ensemble", help="Networks trained from successive seeds and averaged."),
     epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per batch and device."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
@@ -448,7 +449,7 @@ def train_command(
     from rhoprop.train.report import print_train_result
 
     cfg = load_train_config(
-        config, targets=_csv_list(targets), model=model, inputs=inputs, epochs=epochs, batch_size=batch_size, lr=lr,
+        config, targets=_csv_list(targets), model=model, inputs=inputs, ensemble=ensemble, epochs=epochs, batch_size=batch_size, lr=lr,
         weighting=weighting, augment=augment, seed=seed, patience=patience, split=split,
         accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
         precision=precision, num_workers=num_workers, progress=progress, threads=threads,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
 
@@ -22,17 +23,19 @@ import rhoprop
 from rhoprop.errors import IncompatibleModelError
 from rhoprop.grid.settings import STANDARDIZE_VERSION, StandardizeSettings
 from rhoprop.models.base import MultiTaskModel
+from rhoprop.models.ensemble import ENSEMBLE_VERSION, Ensemble, EnsembleConfig
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.msa3dcnn import LEGACY_CONFIG, MODEL_VERSION, MSA3DCNN, MSA3DCNNConfig
-from rhoprop.settings import atomic_write_bytes, atomic_write_text
+from rhoprop.settings import Settings, atomic_write_bytes, atomic_write_text
 
 #: Version of the model-directory format (bumped when model.json changes incompatibly).
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
-_CLASSES: dict[str, tuple[type[MultiTaskModel], type[MSA3DCNNConfig], int]] = {
+_CLASSES: dict[str, tuple[type[nn.Module], type[Settings], int]] = {
     "MSA3DCNN": (MSA3DCNN, MSA3DCNNConfig, MODEL_VERSION),
+    "Ensemble": (Ensemble, EnsembleConfig, ENSEMBLE_VERSION),
 }
 
 
@@ -50,7 +53,7 @@ class ModelBundle:
         extra: anything else recorded in model.json (train config, metrics).
     """
 
-    model: MultiTaskModel
+    model: MultiTaskModel | Ensemble
     standardize: StandardizeSettings
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     uncertainty: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -35,6 +35,9 @@ class TrainConfig(Settings):
             ``density`` (the tensor and its physical invariants, the paper's setting),
             ``density+structure`` (also electrons per atom and composition from the file's
             structure), or ``image`` (the tensor alone, no global branch).
+        ensemble: number of networks trained from seeds ``seed, seed + 1, ...`` and averaged
+            (a deep ensemble; 1: a single network). Each member is its own resumable run in
+            ``RUN_DIR/members/<k>``.
         dropout: dropout of the embedding and heads; None keeps the size's default.
         epochs: maximum number of epochs.
         batch_size: samples per batch (per device).
@@ -62,6 +65,7 @@ class TrainConfig(Settings):
     targets: tuple[str, ...] = ()
     model: str = "default"
     inputs: str = "density+structure"
+    ensemble: int = 1
     dropout: float | None = None
     epochs: int = 50
     batch_size: int = 16
@@ -90,6 +94,7 @@ class TrainConfig(Settings):
         checks = [
             (self.model in MODEL_SIZES, f"model must be one of {sorted(MODEL_SIZES)}", self.model),
             (self.inputs in TRAIN_INPUTS, f"inputs must be one of {TRAIN_INPUTS}", self.inputs),
+            (_is_int(self.ensemble) and self.ensemble >= 1, "ensemble must be an int >= 1", self.ensemble),
             (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1) or null", self.dropout),
             (_is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1", self.epochs),
             (_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1", self.batch_size),

@@ -40,6 +40,7 @@ from rhoprop.grid import augment
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.io import ModelBundle, save_model
+from rhoprop.models.ensemble import Ensemble
 from rhoprop.models.msa3dcnn import MSA3DCNN, build_model
 from rhoprop.settings import atomic_write_text
 from rhoprop.train.config import TrainConfig
@@ -258,9 +259,58 @@ def train(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
+        if config.ensemble > 1:
+            return _train_ensemble(dataset, Path(out), config, parts)
         return _train(dataset, Path(out), config, parts)
     finally:
         torch.set_num_threads(threads)
+
+
+MEMBERS_DIR = "members"
+
+
+def _finished_result(out: Path, done: dict[str, Any], t0: float) -> TrainResult | None:
+    """The result of a run that had finished with the same settings (None on DDP ranks > 0)."""
+    if int(os.environ.get("RANK", 0)) != 0:
+        return None
+    keep = {f.name for f in dataclasses.fields(TrainResult)} - {"run_dir", "model_dir", "seconds", "finished"}
+    return TrainResult(run_dir=out, model_dir=out / MODEL_DIR, seconds=time.perf_counter() - t0, finished=True,
+                       **{k: done[k] for k in keep})
+
+
+def _train_ensemble(
+    dataset: str | os.PathLike[str], out: Path, config: TrainConfig, parts: dict[str, list[str]] | None
+) -> TrainResult | None:
+    """Train ``config.ensemble`` members (seeds ``seed + k``) as runs ``out/members/<k>``, then
+    export their average as ``out/model``, calibrated on the validation part like a single model."""
+    from rhoprop.models.io import load_model
+
+    t0 = time.perf_counter()
+    store = open_store(dataset)
+    done = finished_run(out, config.to_dict(), store.path)
+    if done is not None:  # rerun of a finished run with the same settings: nothing to train
+        return _finished_result(out, done, t0)
+    parts = parts if parts is not None else split_ids(store, config.split)
+    tasks = select_tasks(store, config.targets, parts["train"])
+    resume = _prepare_run(out, config)
+    results = []
+    for k in range(config.ensemble):
+        member = dataclasses.replace(config, ensemble=1, seed=config.seed + k)
+        results.append(_train(dataset, out / MEMBERS_DIR / str(k), member, parts))
+    if any(r is None for r in results):  # not rank zero
+        return None
+    members = [load_model(r.model_dir).model for r in results if r is not None]
+    ensemble = Ensemble.from_members(members)  # type: ignore[arg-type]
+    model_dir, val = export_model(
+        out, ensemble, store, parts, tasks, config, dataset_label(dataset), best_epoch=-1
+    )
+    result = TrainResult(
+        run_dir=out, model_dir=model_dir, targets=[t.name for t in tasks], num_parameters=ensemble.num_parameters,
+        epochs=max(r.epochs for r in results if r is not None), best_epoch=-1, val=val, resumed=resume,
+        seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+    _write_summary(out, result, dataset, store, parts, config)
+    return result
 
 
 def build_fitted_model(store: DatasetStore, train_ids: list[str], tasks: list[TaskSpec], config: TrainConfig) -> MSA3DCNN:
@@ -293,11 +343,7 @@ def _train(
     store = open_store(dataset)
     done = finished_run(out, config.to_dict(), store.path)
     if done is not None:  # rerun of a finished run with the same settings: nothing to train
-        if int(os.environ.get("RANK", 0)) != 0:
-            return None
-        keep = {f.name for f in dataclasses.fields(TrainResult)} - {"run_dir", "model_dir", "seconds", "finished"}
-        return TrainResult(run_dir=out, model_dir=out / MODEL_DIR, seconds=time.perf_counter() - t0, finished=True,
-                           **{k: done[k] for k in keep})
+        return _finished_result(out, done, t0)
     parts = parts if parts is not None else split_ids(store, config.split)
     tasks = select_tasks(store, config.targets, parts["train"])
     resume = _prepare_run(out, config)
@@ -329,6 +375,15 @@ def _train(
         resumed=resume,
         seconds=time.perf_counter() - t0,
     )
+    _write_summary(out, result, dataset, store, parts, config)
+    return result
+
+
+def _write_summary(
+    out: Path, result: TrainResult, dataset: str | os.PathLike[str], store: DatasetStore,
+    parts: dict[str, list[str]], config: TrainConfig,
+) -> None:  # fmt: skip
+    """Write ``out/run.json``: the result, the dataset and split sizes, the TrainConfig."""
     summary = {
         **{k: v for k, v in dataclasses.asdict(result).items() if k not in ("run_dir", "model_dir")},
         "dataset": dataset_label(dataset),
@@ -341,12 +396,11 @@ def _train(
         "train_config": config.to_dict(),
     }
     atomic_write_text(out / RUN_FILE, json.dumps(summary, indent=2) + "\n")
-    return result
 
 
 def export_model(
     out: Path,
-    model: MSA3DCNN,
+    model: MSA3DCNN | Ensemble,
     store: DatasetStore,
     parts: dict[str, list[str]],
     tasks: list[TaskSpec],
