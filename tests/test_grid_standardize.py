@@ -385,3 +385,20 @@ def test_canonical_site_ignores_the_site_order_and_the_cell_choice() -> None:
         assert structure[canonical_site(structure)].specie.symbol == "Cl"
     reversed_sites = Structure.from_sites(list(cells["primitive"])[::-1])
     assert reversed_sites[canonical_site(reversed_sites)].specie.symbol == "Cl"
+
+
+def test_a_real_density_seen_from_random_origins_gives_the_same_site_anchored_tensor(fixtures_dir) -> None:
+    """VASP LiCoO2 moved by random fractional vectors (exact band-limited shifts): with the site
+    origin the tensors agree to interpolation error, with the corner origin they do not."""
+    from rhoprop.grid import shift_origin
+
+    density = read_density(fixtures_dir / "CHGCAR.LiCoO2_spin.gz")
+    site = StandardizeSettings(n=24, channels=("total", "spin"))
+    corner = StandardizeSettings(n=24, channels=("total", "spin"), origin="corner")
+    ref_site, ref_corner = standardize(density, site).x, standardize(density, corner).x
+    rng = np.random.default_rng(7)
+    for shift in rng.random((2, 3)):
+        moved = shift_origin(density, shift)
+        assert moved.electron_count() == pytest.approx(density.electron_count(), rel=1e-9)
+        assert np.abs(standardize(moved, site).x - ref_site).max() < 0.005 * np.abs(ref_site).max()
+        assert np.abs(standardize(moved, corner).x - ref_corner).max() > 0.2 * np.abs(ref_corner).max()

@@ -6,6 +6,7 @@
 
 from rhoprop.grid.atoms import atomic_superposition, free_atom
 from rhoprop.grid.export import save_standardized, standardize_file
+from rhoprop.grid.origin import canonical_site, shift_origin
 from rhoprop.grid.plot import plot_slices
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.grid.standardize import StandardizedDensity, standardize
@@ -28,10 +29,12 @@ __all__ = [
     "apply_transform",
     "atomic_superposition",
     "augment",
+    "canonical_site",
     "free_atom",
     "inverse_transform",
     "plot_slices",
     "save_standardized",
+    "shift_origin",
     "standardize",
     "standardize_file",
 ]

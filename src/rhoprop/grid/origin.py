@@ -20,8 +20,14 @@ cubic rotations of training augmentation cover those). Equivalence is spglib's a
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import numpy as np
 from pymatgen.core import Structure
+
+from rhoprop.errors import SettingsError
+from rhoprop.io.density import Density
 
 #: spglib distance tolerance (Å) for deciding which sites are symmetry-equivalent.
 SYMPREC = 0.01
@@ -83,3 +89,26 @@ def canonical_origin(structure: Structure, n: int, edge: float | None) -> np.nda
     if edge is None:
         return np.asarray(site.frac_coords, dtype=float) % 1.0
     return np.asarray(site.coords, dtype=float) - (n - 1) / 2 * edge / n
+
+
+def shift_origin(density: Density, shift: Sequence[float]) -> Density:
+    """The same crystal described from another origin: every atom and the field moved by the
+    fractional vector ``shift`` (what a file with that origin would hold).
+
+    The field is moved exactly as the band-limited interpolant of its grid (a phase factor per
+    Fourier component), so the electron count and every grid value's neighbourhood are kept.
+    """
+    t = np.asarray(shift, dtype=float)
+    if t.shape != (3,) or not np.all(np.isfinite(t)):
+        raise SettingsError(f"shift must be 3 finite fractional coordinates, got {shift!r}")
+
+    def moved(field: np.ndarray) -> np.ndarray:
+        axes = (-3, -2, -1)
+        k = np.meshgrid(*(np.fft.fftfreq(n, 1.0 / n) for n in field.shape[-3:]), indexing="ij")
+        phase = np.exp(-2j * np.pi * sum(ki * ti for ki, ti in zip(k, t, strict=True)))
+        return np.fft.ifftn(np.fft.fftn(field, axes=axes) * phase, axes=axes).real
+
+    structure = density.structure.copy()
+    structure.translate_sites(range(len(structure)), t, frac_coords=True, to_unit_cell=True)
+    spin = None if density.spin is None else moved(density.spin)
+    return dataclasses.replace(density, total=moved(density.total), structure=structure, spin=spin)
