@@ -175,6 +175,7 @@ def standardize_command(
     transform: str = typer.Option("asinh", "--transform", help="none, scale or asinh."),
     scale: float = typer.Option(0.05, "--scale", help="Scale of the transform, e/Å³."),
     interpolation: str = typer.Option("cubic", "--interpolation", help="cubic (B-spline) or linear (mode cube)."),
+    origin: str = typer.Option("site", "--origin", help="site (anchored on a canonical atom) or corner (file origin)."),
     species: str | None = typer.Option(None, "--species", help="Species of a VASP 4 file, e.g. Li,Co,O."),
     fmt: str | None = typer.Option(None, "--format", help="Force the format: chgcar, cube or xsf."),
     plot: Path | None = typer.Option(None, "--plot", help="Also save central slices of every channel (png/svg/pdf)."),
@@ -185,7 +186,7 @@ def standardize_command(
 
     settings = StandardizeSettings(
         mode=mode, n=n, edge=edge, channels=tuple(_csv_list(channels) or ()), transform=transform,
-        scale=scale, interpolation=interpolation,
+        scale=scale, interpolation=interpolation, origin=origin,
     )  # fmt: skip
     _writable(out)
     if plot is not None:
@@ -217,6 +218,7 @@ def dataset_build_command(
     interpolation: str | None = typer.Option(
         None, "--interpolation", help="Mode cube: cubic (default) or linear (pyrho's, faster)."
     ),
+    origin: str | None = typer.Option(None, "--origin", help="site (default: anchored on a canonical atom) or corner."),
     dtype: str | None = typer.Option(None, "--dtype", help="Storage dtype: float32 (default), float16, or q16 "
                                      "(values rounded to multiples of --quantum, int16 codes: smallest)."),
     quantum: float | None = typer.Option(None, "--quantum", help="Step of q16 (default 0.03 transform units)."),
@@ -235,7 +237,7 @@ def dataset_build_command(
 
     settings = settings_with_options(
         _writable(out), mode=mode, n=n, edge=edge, channels=_csv_list(channels),
-        transform=transform, scale=scale, interpolation=interpolation,
+        transform=transform, scale=scale, interpolation=interpolation, origin=origin,
     )  # fmt: skip
     report = build_dataset(
         input_dir, labels, out, settings, workers, _csv_list(species), id_column=id_column,
