@@ -33,6 +33,7 @@ from rhoprop.cli import app
 from rhoprop.data import EXIT_SKIPPED, DatasetError, DatasetStore, build_dataset
 from rhoprop.data.build import _init_worker, _Options
 from rhoprop.data.store import StoreSettings, shard_paths, store_lock
+from rhoprop.errors import FolderLockedError
 from rhoprop.grid import standardize
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.io import read_density
@@ -293,7 +294,7 @@ def test_no_labels_builds_every_file_without_targets(tmp_path: Path) -> None:
 def test_a_second_writer_is_refused_while_a_build_holds_the_store(tmp_path: Path) -> None:
     write_dataset_folder(tmp_path / "in", 1)
     with store_lock(tmp_path / "ds"):
-        with pytest.raises(DatasetError, match="being written by pid"):
+        with pytest.raises(FolderLockedError, match="another build is writing this dataset"):
             build_dataset(tmp_path / "in", None, tmp_path / "ds", progress=False)
 
 

@@ -27,7 +27,7 @@ from rhoprop.analysis.study import (
     trainings,
     write_study_report,
 )
-from rhoprop.errors import SettingsError
+from rhoprop.errors import FolderLockedError, SettingsError
 
 TARGETS = ["density", "molar_volume", "bulk_modulus", "electronegativity", "is_metal"]
 GROUPS = [["density", "bulk_modulus"], ["molar_volume"], ["electronegativity", "is_metal"]]
@@ -225,7 +225,7 @@ def test_a_study_directory_is_run_by_one_process_at_a_time(tmp_path) -> None:
     from rhoprop.analysis.study import study_lock
 
     with study_lock(tmp_path):
-        with pytest.raises(SettingsError, match="another process"):
+        with pytest.raises(FolderLockedError, match="another process is running this study"):
             run_study(study_settings(ElementMLPTrainer()), ElementMLPTrainer(), tmp_path)
 
 

@@ -13,30 +13,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+
+from rhoprop.errors import FolderLockedError
 
 LOCK_NAME = ".lock"
 #: Descriptors of the folder locks this process holds (closed in forked children).
 _HELD: set[int] = set()
 
 
-class FolderLocked(Exception):
-    """Another process holds the lock of ``folder``; ``owner`` is what it wrote (``"pid 123"``)."""
-
-    def __init__(self, folder: Path, owner: str) -> None:
-        super().__init__(f"{folder} is locked by {owner}")
-        self.folder = folder
-        self.owner = owner
-
 
 @contextlib.contextmanager
-def folder_lock(
-    folder: str | os.PathLike[str], busy: Callable[[str], Exception] | None = None
-) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike[str], hint: str = "") -> Iterator[None]:
     """Hold the exclusive lock of ``folder`` (created if needed); if another process holds it,
-    raise ``busy(owner)`` (``owner``: what the holder wrote, e.g. ``"pid 123"``), by default
-    :class:`FolderLocked`.
+    raise :class:`~rhoprop.errors.FolderLockedError` naming the holder (``"pid 123"``) and ending
+    with ``hint`` (what to do instead).
 
     The lock file is removed on release while still held, so a finished writer leaves none behind
     (a killed one leaves an unlocked one: harmless).
@@ -54,7 +46,7 @@ def folder_lock(
                 owner = lock_path.read_text().strip() or "another process"
             except FileNotFoundError:
                 owner = "another process"
-            raise (busy(owner) if busy else FolderLocked(folder, owner)) from exc
+            raise FolderLockedError(folder, owner, hint) from exc
         try:
             same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
         except FileNotFoundError:

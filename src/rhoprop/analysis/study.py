@@ -264,15 +264,10 @@ class StudyRun:
 @contextlib.contextmanager
 def study_lock(study_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``study_dir`` (released even on kill -9; never kept by forked
-    children such as DataLoader workers, see :mod:`rhoprop.locks`)."""
-
-    def busy(owner: str) -> SettingsError:
-        return SettingsError(
-            f"another process is running the study in {study_dir} ({owner}); wait for it or "
-            "choose another --out"
-        )
-
-    with folder_lock(study_dir, busy):
+    children such as DataLoader workers, see :mod:`rhoprop.locks`); a study run by another process
+    raises :class:`~rhoprop.errors.FolderLockedError`."""
+    hint = "another process is running this study: wait for it or choose another --out"
+    with folder_lock(study_dir, hint):
         yield
 
 

@@ -13,7 +13,8 @@ from rhoprop.data.info import dataset_info
 from rhoprop.data.inputs import find_density_files, id_from_path
 from rhoprop.data.labels import TargetSpec, read_targets, write_targets
 from rhoprop.data.split import available_splits, make_split, read_split
-from rhoprop.data.store import DatasetError, DatasetStore, Sample, StoreSettings
+from rhoprop.data.store import DatasetStore, Sample, StoreSettings
+from rhoprop.errors import DatasetError
 
 if TYPE_CHECKING:
     from rhoprop.data.torch_dataset import DensityDataset

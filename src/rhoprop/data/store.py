@@ -41,8 +41,10 @@ import numpy as np
 import pandas as pd
 
 import rhoprop
+from rhoprop.data._splitfile import read_split
 from rhoprop.data.labels import TargetSpec, encode_labels, read_label_values, read_targets
-from rhoprop.errors import RhopropError, SettingsError
+from rhoprop.errors import DatasetError as DatasetError  # defined in errors; importable here too
+from rhoprop.errors import SettingsError
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.io.digest import DIGESTS, file_digest
 from rhoprop.locks import folder_lock
@@ -60,10 +62,6 @@ TEXT_FIELDS = ("structure", "formula", "source", "fmt", "code")
 #: The content hash of stores whose settings.json predates the ``content_hash`` setting.
 LEGACY_CONTENT_HASH = "sha256"
 _MAX_OPEN_SHARDS = 32
-
-
-class DatasetError(RhopropError):
-    """A dataset store is missing, malformed, locked, or of an unsupported format version."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,15 +311,13 @@ def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:
 @contextlib.contextmanager
 def store_lock(root: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive lock on a store while writing to it (released even on kill -9; never kept
-    by forked children, see :mod:`rhoprop.locks`)."""
-
-    def busy(owner: str) -> DatasetError:
-        return DatasetError(
-            f"dataset {root} is being written by {owner}; wait for it to finish (or stop it) "
-            "before building into the same store"
-        )
-
-    with folder_lock(root, busy):
+    by forked children, see :mod:`rhoprop.locks`); a store held by another process raises
+    :class:`~rhoprop.errors.FolderLockedError`."""
+    hint = (
+        "another build is writing this dataset: wait for it to finish (or stop it) before "
+        "building into the same store"
+    )
+    with folder_lock(root, hint):
         yield
 
 
@@ -570,8 +566,6 @@ class DatasetStore:
 
     def splits(self, name: str = "default") -> dict[str, list[str]]:
         """The train/val/test ids of split ``name`` (made by ``rhoprop dataset split``)."""
-        from rhoprop.data.split import read_split
-
         return read_split(self, name)
 
     def close(self) -> None:

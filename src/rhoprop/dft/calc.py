@@ -19,23 +19,13 @@ from ase import Atoms
 from ase.units import GPa
 
 from rhoprop.dft.protocol import DFTProtocol
-from rhoprop.errors import RhopropError, SettingsError
-
-
-class DFTError(RhopropError):
-    """A DFT calculation of one material failed (the reason is recorded, the batch goes on)."""
-
-
-class EOSNotBracketedError(DFTError):
-    """The energy-volume scan did not bracket a minimum even after re-centring."""
-
-
-class SCFNotConvergedError(DFTError):
-    """GPAW's self-consistency loop did not converge within ``scf_maxiter`` iterations."""
-
-
-class MissingSetupError(DFTError):
-    """GPAW has no PAW setup for an element of the structure."""
+from rhoprop.errors import (  # the DFT errors live in rhoprop.errors; re-exported here
+    DFTError,
+    EOSNotBracketedError,
+    MissingSetupError,
+    SCFNotConvergedError,
+    SettingsError,
+)
 
 
 def kpoint_mesh(atoms: Atoms, protocol: DFTProtocol) -> tuple[int, int, int]:
