@@ -36,7 +36,9 @@ def test_a_forked_child_does_not_keep_the_folder_locked_after_its_parent_lets_go
     ctx = multiprocessing.get_context("fork")
     ready, stop = ctx.Event(), ctx.Event()
     with LOCKS[kind](tmp_path):
-        probe = os.open(tmp_path / ".lock", os.O_RDWR)  # the same lock file, opened without the lock
+        probe = os.open(
+            tmp_path / ".lock", os.O_RDWR
+        )  # the same lock file, opened without the lock
         child = ctx.Process(target=_child, args=(ready, stop))
         child.start()
         assert ready.wait(60)
@@ -55,10 +57,9 @@ def test_a_forked_child_does_not_keep_the_folder_locked_after_its_parent_lets_go
 def test_a_second_holder_is_refused_with_one_error_type_naming_the_first(
     tmp_path: Path, kind: str
 ) -> None:
-    with LOCKS[kind](tmp_path):
-        with pytest.raises(FolderLockedError, match=f"locked by pid {os.getpid()}") as refused:
-            with LOCKS[kind](tmp_path):
-                pass
+    refused_while_held = pytest.raises(FolderLockedError, match=f"locked by pid {os.getpid()}")
+    with LOCKS[kind](tmp_path), refused_while_held as refused, LOCKS[kind](tmp_path):
+        pass
     assert refused.value.folder == tmp_path and refused.value.owner == f"pid {os.getpid()}"
     with LOCKS[kind](tmp_path):  # free again once released
         pass

@@ -7,9 +7,15 @@ import stat
 
 import pytest
 
+from rhoprop.analysis.benchmark import BenchmarkSettings
 from rhoprop.errors import SettingsError
 from rhoprop.grid.settings import StandardizeSettings
-from rhoprop.settings import atomic_write_text
+from rhoprop.models.baselines import CGCNNConfig
+from rhoprop.models.ensemble import EnsembleConfig
+from rhoprop.models.msa3dcnn import MSA3DCNNConfig
+from rhoprop.settings import atomic_write_text, check_fields, is_int, is_number
+from rhoprop.train.baselines import BaselineSettings
+from rhoprop.train.config import TrainConfig
 
 
 def test_settings_round_trip_through_json(tmp_path):
@@ -19,12 +25,12 @@ def test_settings_round_trip_through_json(tmp_path):
 
 
 def test_unknown_settings_key_is_rejected_with_the_valid_keys():
-    with pytest.raises(SettingsError, match="unknown key.*'nn'.*valid keys"):
+    with pytest.raises(SettingsError, match=r"unknown key.*'nn'.*valid keys"):
         StandardizeSettings.from_dict({"nn": 32})
 
 
 def test_invalid_settings_value_names_the_field_and_the_value():
-    with pytest.raises(SettingsError, match="mode must be one of.*'sphere'"):
+    with pytest.raises(SettingsError, match=r"mode must be one of.*'sphere'"):
         StandardizeSettings(mode="sphere")
 
 
@@ -37,3 +43,41 @@ def test_atomic_write_gives_the_file_umask_permissions_and_leaves_no_temporary(t
     mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
     assert mode == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: CGCNNConfig(n_conv=0), r"CGCNNConfig\.n_conv must be an int >= 1, got 0"),
+        (lambda: CGCNNConfig(cutoff=-1.0), r"CGCNNConfig\.cutoff must be > 0 \(Å\), got -1\.0"),
+        (
+            lambda: CGCNNConfig(atom_dim=True),
+            r"CGCNNConfig\.atom_dim must be an int >= 1, got True",
+        ),
+        (lambda: BaselineSettings(cgcnn_lr=0), r"BaselineSettings\.cgcnn_lr must be > 0, got 0"),
+        (
+            lambda: BaselineSettings(models=("mean", "rf")),
+            r"BaselineSettings\.models must be among",
+        ),
+        (lambda: EnsembleConfig(members=1), r"EnsembleConfig\.members must be an int >= 2, got 1"),
+        (lambda: TrainConfig(epochs=0), r"TrainConfig\.epochs must be an int >= 1, got 0"),
+        (
+            lambda: MSA3DCNNConfig(dropout=1.5),
+            r"MSA3DCNNConfig\.dropout must be in \[0, 1\), got 1\.5",
+        ),
+        (
+            lambda: BenchmarkSettings(folds=1),
+            r"BenchmarkSettings\.folds must be an int >= 2, got 1",
+        ),
+    ],
+)
+def test_settings_classes_share_one_wording_for_a_bad_value(build, message):
+    with pytest.raises(SettingsError, match=message):
+        build()
+
+
+def test_check_fields_reports_the_first_failed_check_with_class_field_and_value():
+    check_fields("Demo", [(True, "a must be > 0", 1), (is_int(2), "b must be an int", 2)])
+    with pytest.raises(SettingsError, match=r"^Demo\.b must be an int, got 2\.0$"):
+        check_fields("Demo", [(True, "a must be > 0", 1), (is_int(2.0), "b must be an int", 2.0)])
+    assert not is_int(True) and is_number(1) and is_number(0.5) and not is_number("1")

@@ -23,7 +23,6 @@ LOCK_NAME = ".lock"
 _HELD: set[int] = set()
 
 
-
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike[str], hint: str = "") -> Iterator[None]:
     """Hold the exclusive lock of ``folder`` (created if needed); if another process holds it,

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self, get_type_hints
 
@@ -37,7 +38,9 @@ class Settings:
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Build settings from a dict, rejecting unknown keys with the list of valid ones."""
         if not isinstance(data, dict):
-            raise SettingsError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+            raise SettingsError(
+                f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}"
+            )
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(names))
         if unknown:
@@ -67,6 +70,27 @@ class Settings:
         except (OSError, json.JSONDecodeError) as exc:
             raise SettingsError(f"cannot read {cls.__name__} from {path}: {exc}") from exc
         return cls.from_dict(data)
+
+
+def is_int(value: object) -> bool:
+    """True for an int that is not a bool (``True`` is not a count of epochs)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """True for an int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_fields(owner: str, checks: Iterable[tuple[bool, str, object]]) -> None:
+    """Raise SettingsError ``"<owner>.<what>, got <value>"`` for the first check that failed.
+
+    Each check is ``(ok, what, got)``: ``what`` names the field and what it must be (``"epochs
+    must be an int >= 1"``), ``got`` is the value found; ``owner`` is the settings class's name.
+    """
+    for ok, what, got in checks:
+        if not ok:
+            raise SettingsError(f"{owner}.{what}, got {got!r}")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

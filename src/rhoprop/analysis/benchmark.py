@@ -43,7 +43,7 @@ from rhoprop.analysis.metrics import classification_metrics, regression_metrics
 from rhoprop.data import DatasetStore
 from rhoprop.errors import SettingsError
 from rhoprop.models.heads import TaskSpec
-from rhoprop.settings import Settings, atomic_write_text
+from rhoprop.settings import Settings, atomic_write_text, check_fields, is_int, is_number
 from rhoprop.train.baselines import (
     BaselineSettings,
     cgcnn_predictions,
@@ -135,14 +135,23 @@ class BenchmarkSettings(Settings):
         unknown = [m for m in (*self.models, *self.curve_models) if m not in MODELS]
         if unknown:
             raise SettingsError(f"BenchmarkSettings: unknown model(s) {unknown}; valid models are {list(MODELS)}")
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise SettingsError(f"BenchmarkSettings.folds must be an int >= 2, got {self.folds!r}")
-        if not 0.0 < self.val_fraction < 0.5:
-            raise SettingsError(f"BenchmarkSettings.val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
-        if not self.train_fractions or any(not 0.0 < f <= 1.0 for f in self.train_fractions):
-            raise SettingsError(
-                f"BenchmarkSettings.train_fractions must be fractions in (0, 1], got {self.train_fractions!r}"
-            )
+        fractions = self.train_fractions
+        check_fields(
+            "BenchmarkSettings",
+            [
+                (is_int(self.folds) and self.folds >= 2, "folds must be an int >= 2", self.folds),
+                (
+                    is_number(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
+                    "val_fraction must be in (0, 0.5)",
+                    self.val_fraction,
+                ),
+                (
+                    bool(fractions) and all(0.0 < f <= 1.0 for f in fractions),
+                    "train_fractions must be fractions in (0, 1]",
+                    fractions,
+                ),
+            ],
+        )
 
 
 @dataclasses.dataclass

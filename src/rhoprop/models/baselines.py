@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from rhoprop.models.base import MultiTaskModel
 from rhoprop.models.heads import TaskSpec
-from rhoprop.settings import Settings
+from rhoprop.settings import Settings, check_fields, is_int, is_number
 
 #: Element properties used by the composition model (pymatgen Element attributes).
 ELEMENT_PROPERTIES = ("Z", "X", "atomic_radius", "row", "group", "atomic_mass", "mendeleev_no",
@@ -83,6 +83,19 @@ class CGCNNConfig(Settings):
     embed_dim: int = 64
     head_hidden: int = 32
     dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        sizes = ("atom_dim", "n_conv", "max_neighbors", "n_gaussians", "embed_dim", "head_hidden")
+        values = {name: getattr(self, name) for name in sizes}
+        check_fields(
+            "CGCNNConfig",
+            [
+                *((is_int(v) and v >= 1, f"{k} must be an int >= 1", v) for k, v in values.items()),
+                (is_number(self.cutoff) and self.cutoff > 0, "cutoff must be > 0 (Å)", self.cutoff),
+                (is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)",
+                 self.dropout),
+            ],
+        )
 
 
 def crystal_graph(structure: Structure, cutoff: float, max_neighbors: int) -> dict[str, np.ndarray]:

@@ -25,7 +25,7 @@ from rhoprop.errors import SettingsError
 from rhoprop.models.base import Standardizer
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.msa3dcnn import MSA3DCNN, MSA3DCNNConfig
-from rhoprop.settings import Settings
+from rhoprop.settings import Settings, check_fields, is_int
 
 #: Bumped whenever a change makes old ensemble weights load into a different function.
 ENSEMBLE_VERSION = 1
@@ -39,10 +39,14 @@ class EnsembleConfig(Settings):
     member: MSA3DCNNConfig = dataclasses.field(default_factory=MSA3DCNNConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 2:
-            raise SettingsError(f"EnsembleConfig.members must be an int >= 2, got {self.members!r}")
-        if not isinstance(self.member, MSA3DCNNConfig):
-            raise SettingsError("EnsembleConfig.member must be an MSA3DCNNConfig")
+        check_fields(
+            "EnsembleConfig",
+            [
+                (is_int(self.members) and self.members >= 2, "members must be an int >= 2", self.members),
+                (isinstance(self.member, MSA3DCNNConfig), "member must be an MSA3DCNNConfig",
+                 type(self.member).__name__),
+            ],
+        )
 
 
 class Ensemble(nn.Module):

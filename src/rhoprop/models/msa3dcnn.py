@@ -31,7 +31,7 @@ from rhoprop.errors import SettingsError
 from rhoprop.models.base import MultiTaskModel, Standardizer
 from rhoprop.models.blocks import NORMS, ConvNormAct, MSABlock, make_norm
 from rhoprop.models.heads import TaskSpec
-from rhoprop.settings import Settings
+from rhoprop.settings import Settings, check_fields
 
 #: Bumped whenever a change makes old MSA-3DCNN weights load into a different function.
 MODEL_VERSION = 1
@@ -110,9 +110,7 @@ class MSA3DCNNConfig(Settings):
             (self.extra_features >= 0 and self.extra_hidden >= 1,
              "extra_features must be >= 0 and extra_hidden >= 1", (self.extra_features, self.extra_hidden)),
         ]
-        for ok, what, got in checks:
-            if not ok:
-                raise SettingsError(f"MSA3DCNNConfig.{what}, got {got!r}")
+        check_fields("MSA3DCNNConfig", checks)
 
     @property
     def total_stride(self) -> int:

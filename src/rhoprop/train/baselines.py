@@ -24,7 +24,7 @@ from rhoprop.data import DatasetStore
 from rhoprop.errors import SettingsError
 from rhoprop.models.baselines import CGCNN, CGCNNConfig, GraphDataset, collate_graphs, composition_features
 from rhoprop.models.heads import TaskSpec
-from rhoprop.settings import Settings, atomic_write_text
+from rhoprop.settings import Settings, atomic_write_text, check_fields, is_int, is_number
 from rhoprop.train.config import TrainConfig
 from rhoprop.train.data import label_matrix, open_store, split_ids
 from rhoprop.train.fit import load_checkpoint_weights, make_trainer
@@ -63,8 +63,26 @@ class BaselineSettings(Settings):
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(self.models))
         unknown = [m for m in self.models if m not in MODELS]
-        if unknown:
-            raise SettingsError(f"BaselineSettings.models must be among {MODELS}, got {unknown}")
+        check_fields(
+            "BaselineSettings",
+            [
+                (not unknown, f"models must be among {MODELS}", unknown),
+                (is_int(self.gb_max_iter) and self.gb_max_iter >= 1, "gb_max_iter must be an int >= 1",
+                 self.gb_max_iter),
+                (is_number(self.gb_learning_rate) and self.gb_learning_rate > 0,
+                 "gb_learning_rate must be > 0", self.gb_learning_rate),
+                (isinstance(self.cgcnn, CGCNNConfig), "cgcnn must be a CGCNNConfig",
+                 type(self.cgcnn).__name__),
+                (is_int(self.cgcnn_epochs) and self.cgcnn_epochs >= 1, "cgcnn_epochs must be an int >= 1",
+                 self.cgcnn_epochs),
+                (is_int(self.cgcnn_patience) and self.cgcnn_patience >= 0,
+                 "cgcnn_patience must be an int >= 0", self.cgcnn_patience),
+                (is_int(self.cgcnn_batch_size) and self.cgcnn_batch_size >= 1,
+                 "cgcnn_batch_size must be an int >= 1", self.cgcnn_batch_size),
+                (is_number(self.cgcnn_lr) and self.cgcnn_lr > 0, "cgcnn_lr must be > 0", self.cgcnn_lr),
+                (is_int(self.seed), "seed must be an int", self.seed),
+            ],
+        )
 
 
 def mean_predictions(tasks: Sequence[TaskSpec], train_labels: np.ndarray, n: int) -> dict[str, np.ndarray]:

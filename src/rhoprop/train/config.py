@@ -10,7 +10,7 @@ from rhoprop.errors import SettingsError
 from rhoprop.models.features import INPUTS
 from rhoprop.models.losses import REGRESSION_LOSSES, WEIGHTINGS
 from rhoprop.models.msa3dcnn import MODEL_SIZES
-from rhoprop.settings import Settings
+from rhoprop.settings import Settings, check_fields, is_int
 
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -94,10 +94,10 @@ class TrainConfig(Settings):
         checks = [
             (self.model in MODEL_SIZES, f"model must be one of {sorted(MODEL_SIZES)}", self.model),
             (self.inputs in TRAIN_INPUTS, f"inputs must be one of {TRAIN_INPUTS}", self.inputs),
-            (_is_int(self.ensemble) and self.ensemble >= 1, "ensemble must be an int >= 1", self.ensemble),
+            (is_int(self.ensemble) and self.ensemble >= 1, "ensemble must be an int >= 1", self.ensemble),
             (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1) or null", self.dropout),
-            (_is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1", self.epochs),
-            (_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1", self.batch_size),
+            (is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1", self.epochs),
+            (is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1", self.batch_size),
             (self.lr > 0, "lr must be > 0", self.lr),
             (self.weight_decay >= 0, "weight_decay must be >= 0", self.weight_decay),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}", self.schedule),
@@ -105,22 +105,20 @@ class TrainConfig(Settings):
             (self.regression_loss in REGRESSION_LOSSES, f"regression_loss must be one of {REGRESSION_LOSSES}",
              self.regression_loss),
             (isinstance(self.augment, bool), "augment must be true or false", self.augment),
-            (_is_int(self.seed), "seed must be an int", self.seed),
-            (_is_int(self.patience) and self.patience >= 0, "patience must be an int >= 0", self.patience),
+            (is_int(self.seed), "seed must be an int", self.seed),
+            (is_int(self.patience) and self.patience >= 0, "patience must be an int >= 0", self.patience),
             (self.accelerator in ACCELERATORS, f"accelerator must be one of {ACCELERATORS}", self.accelerator),
             (_valid_devices(self.devices), "devices must be 'auto', a count like '2' or ids like '0,1'",
              self.devices),
-            (_is_int(self.num_nodes) and self.num_nodes >= 1, "num_nodes must be an int >= 1", self.num_nodes),
+            (is_int(self.num_nodes) and self.num_nodes >= 1, "num_nodes must be an int >= 1", self.num_nodes),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}", self.precision),
-            (_is_int(self.num_workers) and self.num_workers >= 0, "num_workers must be an int >= 0",
+            (is_int(self.num_workers) and self.num_workers >= 0, "num_workers must be an int >= 0",
              self.num_workers),
-            (_is_int(self.mc_samples) and self.mc_samples >= 1, "mc_samples must be an int >= 1", self.mc_samples),
-            (self.threads is None or (_is_int(self.threads) and self.threads >= 1),
+            (is_int(self.mc_samples) and self.mc_samples >= 1, "mc_samples must be an int >= 1", self.mc_samples),
+            (self.threads is None or (is_int(self.threads) and self.threads >= 1),
              "threads must be an int >= 1 or null", self.threads),
         ]
-        for ok, what, got in checks:
-            if not ok:
-                raise SettingsError(f"TrainConfig.{what}, got {got!r}")
+        check_fields("TrainConfig", checks)
 
     def lightning_devices(self) -> int | list[int] | str:
         """``devices`` as Lightning wants it: ``"auto"``, a count, or a list of ids."""
@@ -140,10 +138,6 @@ class TrainConfig(Settings):
                 f"cannot resume: the run was started with other settings ({detail}); use the run's "
                 "train_config.json, or another --out for a new run"
             )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _valid_devices(devices: str) -> bool:
