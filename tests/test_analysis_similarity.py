@@ -224,9 +224,6 @@ def test_analysis_of_element_properties_writes_readable_groups(tmp_path) -> None
     table = element_labels()
     result = analyze_targets(table, tmp_path, SimilaritySettings(n_permutations=199))
     groups = read_groups(tmp_path / "groups.json", known_targets=table.targets)
-    from rhoprop.train.data import read_groups as read_groups_for_training
-
-    assert read_groups_for_training(tmp_path / "groups.json") == groups  # `rhoprop train --groups`
     assert sorted(t for g in groups for t in g) == sorted(table.targets)
     group_of = {t: k for k, g in enumerate(groups) for t in g}
     assert group_of["density"] == group_of["density_ase"]
@@ -266,7 +263,13 @@ def test_read_groups_rejects_bad_files(tmp_path) -> None:
     path.write_text(json.dumps({"groups": "a,b"}))
     with pytest.raises(LabelTableError, match="expected"):
         read_groups(path)
-    path.write_text(json.dumps({"groups": [["a", "b"], ["c"]]}))
+    for bad in ({"groups": []}, {"groups": [["a"], []]}, [], {"groups": [["a", 1]]}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(LabelTableError, match="groups file .*expected"):
+            read_groups(path)
+    path.write_text(json.dumps({"groups": [["a", "b"], ["c"]], "method": "similarity"}))
+    assert read_groups(path) == [["a", "b"], ["c"]]
+    path.write_text(json.dumps([["a", "b"], ["c"]]))  # the bare list
     assert read_groups(path) == [["a", "b"], ["c"]]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -17,7 +16,7 @@ from rhoprop.models.baselines import composition_features, crystal_graph, featur
 from rhoprop.models.heads import TaskSpec
 from rhoprop.train.baselines import composition_predictions, mean_predictions, BaselineSettings
 from rhoprop.train.config import TrainConfig, load_train_config
-from rhoprop.train.data import determined_elements, expected_electrons, fit_valence, gpaw_valence, read_groups
+from rhoprop.train.data import determined_elements, expected_electrons, fit_valence, gpaw_valence
 from rhoprop.train.inference import (
     Z90,
     calibration_scale,
@@ -225,16 +224,6 @@ def test_mean_and_composition_baselines_predict_for_every_kind() -> None:
     preds = composition_predictions(tasks, x, train_labels, x[:2], BaselineSettings(gb_max_iter=10))
     assert preds["gap"].shape == (2,) and preds["metal"].shape == (2,) and preds["system"].shape == (2, 3)
     assert np.allclose(preds["system"].sum(axis=1), 1.0)
-
-
-def test_groups_file_must_hold_disjoint_lists_of_targets(tmp_path) -> None:
-    path = tmp_path / "groups.json"
-    path.write_text(json.dumps({"groups": [["a", "b"], ["c"]], "method": "similarity"}))
-    assert read_groups(path) == [["a", "b"], ["c"]]
-    for bad in ({"groups": []}, {"groups": [["a"], []]}, [["a"]], {"groups": [["a"], ["a"]]}):
-        path.write_text(json.dumps(bad))
-        with pytest.raises(SettingsError, match="groups file"):
-            read_groups(path)
 
 
 def test_a_store_whose_labels_match_none_of_its_ids_is_named_as_such(tmp_path_factory) -> None:

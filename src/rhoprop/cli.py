@@ -445,8 +445,8 @@ def train_command(
     threads: int | None = typer.Option(None, "--threads", help="CPU threads per process (default: torch's)."),
 ) -> None:
     """Train the MSA-3DCNN on a dataset; writes checkpoints, logs and the exported model to --out."""
+    from rhoprop.analysis.similarity import read_groups
     from rhoprop.train.config import load_train_config
-    from rhoprop.train.data import read_groups
     from rhoprop.train.fit import train, train_groups
     from rhoprop.train.report import print_train_result
 

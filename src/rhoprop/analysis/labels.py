@@ -12,8 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from rhoprop.errors import LabelTableError
-
-KINDS = ("regression", "binary", "multiclass")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".tsv", ".tsv.gz")
 
 

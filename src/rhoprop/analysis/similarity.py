@@ -27,7 +27,8 @@ from scipy import stats
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import cdist, squareform
 
-from rhoprop.analysis.labels import KINDS, LabelTable
+from rhoprop.analysis.labels import LabelTable
+from rhoprop.data.labels import KINDS
 from rhoprop.errors import LabelTableError, SettingsError
 from rhoprop.settings import Settings, atomic_write_text
 
@@ -426,9 +427,11 @@ def write_groups(path: str | Path, document: dict[str, Any]) -> None:
 
 
 def read_groups(path: str | Path, known_targets: Sequence[str] | None = None) -> list[list[str]]:
-    """Read the groups of a ``groups.json`` file: a list of disjoint, non-empty lists of target names.
+    """Read the groups of a groups file (``rhoprop analyze targets`` writes ``groups.json``).
 
-    With ``known_targets``, names not among them raise :class:`LabelTableError` listing the valid ones.
+    The file holds ``{"groups": [["target", ...], ...]}`` or the bare list: at least one group,
+    each a non-empty list of target names, no target in two groups. With ``known_targets``, names
+    not among them raise :class:`LabelTableError` listing the valid ones.
     """
     path = Path(path)
     try:
@@ -436,12 +439,14 @@ def read_groups(path: str | Path, known_targets: Sequence[str] | None = None) ->
     except (OSError, json.JSONDecodeError) as exc:
         raise LabelTableError(f"cannot read groups file {path}: {exc}") from exc
     groups = data.get("groups") if isinstance(data, dict) else data
-    if not isinstance(groups, list) or not all(
-        isinstance(g, list) and g and all(isinstance(n, str) for n in g) for g in groups
+    if (
+        not isinstance(groups, list)
+        or not groups
+        or not all(isinstance(g, list) and g and all(isinstance(n, str) for n in g) for g in groups)
     ):
         raise LabelTableError(
-            f'groups file {path}: expected {{"groups": [["target", ...], ...]}} with non-empty lists '
-            f"of target names, found {str(groups)[:200]}"
+            f'groups file {path}: expected {{"groups": [["target", ...], ...]}} (or the bare list) '
+            f"with at least one non-empty list of target names, found {str(groups)[:200]}"
         )
     seen: set[str] = set()
     for g in groups:
@@ -455,7 +460,8 @@ def read_groups(path: str | Path, known_targets: Sequence[str] | None = None) ->
         unknown = sorted(seen - set(known_targets))
         if unknown:
             raise LabelTableError(
-                f"groups file {path}: unknown target(s) {unknown}; the dataset has {sorted(known_targets)}"
+                f"groups file {path}: unknown target(s) {unknown}; the dataset has "
+                f"{sorted(known_targets)}"
             )
     return [list(g) for g in groups]
 

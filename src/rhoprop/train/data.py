@@ -6,7 +6,6 @@ element, native grid spacing) so that prediction can warn when a new density dif
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -62,29 +61,6 @@ def select_tasks(store: DatasetStore, requested: Sequence[str], ids: Sequence[st
 def label_matrix(store: DatasetStore, ids: Sequence[str], tasks: Sequence[TaskSpec]) -> np.ndarray:
     """(N, T) float64 labels of ``ids`` (NaN where missing; class codes for classification)."""
     return np.array(store.labels.loc[list(ids), [t.name for t in tasks]], dtype=np.float64)
-
-
-def read_groups(path: str | os.PathLike[str]) -> list[list[str]]:
-    """Target groups from a groups file ``{"groups": [[target, ...], ...]}`` (rhoprop analyze targets)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SettingsError(f"cannot read groups file {path}: {exc}") from exc
-    groups = data.get("groups") if isinstance(data, dict) else None
-    if (
-        not isinstance(groups, list)
-        or not groups
-        or not all(isinstance(g, list) and g and all(isinstance(t, str) for t in g) for g in groups)
-    ):
-        raise SettingsError(
-            f"groups file {path} must hold {{\"groups\": [[\"target\", ...], ...]}} with non-empty "
-            f"lists of target names; got {str(data)[:200]}"
-        )
-    flat = [t for g in groups for t in g]
-    repeated = sorted(t for t, c in Counter(flat).items() if c > 1)
-    if repeated:
-        raise SettingsError(f"groups file {path}: target(s) {repeated} appear in more than one group")
-    return [list(g) for g in groups]
 
 
 def split_ids(store: DatasetStore, name: str) -> dict[str, list[str]]:
