@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 import rhoprop.datasets
 from rhoprop.analysis import DatasheetSummary, write_datasheet
-from rhoprop.analysis.datasheet import FILES, NOT_IN_CSV, prototypes_from_ids
+from rhoprop.analysis.datasheet import NOT_IN_CSV, prototypes_from_ids
+from rhoprop.analysis.datasheet_report import FILES
 from rhoprop.cli import app
 from rhoprop.data import DatasetError, DatasetStore, build_dataset
 from rhoprop.data.store import StoreSettings

@@ -590,7 +590,7 @@ def analyze_datasheet_command(
     materials: Path | None = typer.Option(None, "--materials", help="materials.csv (id, prototype) of `rhoprop generate`: prototypes from it, not from the ids."),
 ) -> None:
     """Datasheet of a dataset: counts (markdown + JSON) per prototype, space group, element and class, label coverage, figures."""
-    from rhoprop.analysis.datasheet import print_datasheet, write_datasheet
+    from rhoprop.analysis.datasheet_report import print_datasheet, write_datasheet
     from rhoprop.datasets import load
 
     summary = write_datasheet(load(dataset), _writable(out), materials_csv=materials)

@@ -2,7 +2,10 @@
 
 from typing import Any
 
-_LAZY = {name: "rhoprop.analysis.datasheet" for name in ("DatasheetSummary", "write_datasheet")}
+_LAZY = {
+    "DatasheetSummary": "rhoprop.analysis.datasheet",
+    "write_datasheet": "rhoprop.analysis.datasheet_report",
+}
 
 
 def __getattr__(name: str) -> Any:
