@@ -262,3 +262,35 @@ def test_one_model_per_target_group(store_path: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(store_path), "--out", str(tmp_path / "x"), "--groups",
                                  str(tmp_path / "bad.json"), *FAST])
     assert result.exit_code == 2 and "more than one group" in result.output
+
+
+def test_predictions_do_not_move_when_a_real_density_is_seen_from_another_origin(
+    trained_run: Path, store_path: Path, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    """VASP LiCoO2 moved by random fractional vectors (exact band-limited shifts, atoms with it):
+    every prediction stays within 2 % of that target's spread over the test split."""
+    from rhoprop.grid import shift_origin
+    from rhoprop.io import read_density, write_chgcar
+    from rhoprop.train.predict import predict_paths
+
+    density = read_density(fixtures_dir / "CHGCAR.LiCoO2_spin.gz")
+    files = [tmp_path / "orig.CHGCAR"]
+    write_chgcar(density, files[0])
+    for k, shift in enumerate(np.random.default_rng(3).random((3, 3))):
+        files.append(tmp_path / f"moved{k}.CHGCAR")
+        write_chgcar(shift_origin(density, shift), files[-1])
+    rows = pd.DataFrame(predict_paths(trained_run, files, mc_samples=1).rows)
+    store = DatasetStore(store_path)
+    test_labels = store.labels.loc[store.splits("default")["test"]]
+    for target, group in rows.groupby("target"):
+        values = group.set_index("file")
+        if group["kind"].iloc[0] == "regression":
+            spread = float(test_labels[target].std())
+            moved = values["value"].astype(float)
+        else:
+            spread = 1.0  # the probability of the class predicted for the original file
+            same = values["value"] == values["value"].iloc[0]
+            prob = values["probability"].astype(float)
+            moved = prob.where(same, 1.0 - prob)
+        change = (moved - moved[str(files[0])]).abs().max()
+        assert change <= 0.02 * spread, (target, change, spread)
