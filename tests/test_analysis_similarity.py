@@ -11,6 +11,7 @@ from scipy import stats
 from test_analysis_data import element_labels
 
 from rhoprop.analysis.labels import LabelTable, read_label_csv
+from rhoprop.analysis.report import write_target_analysis
 from rhoprop.analysis.similarity import (
     STATUS_TOO_FEW,
     SimilaritySettings,
@@ -222,7 +223,9 @@ def test_grouping_recovers_planted_blocks() -> None:
 
 def test_analysis_of_element_properties_writes_readable_groups(tmp_path) -> None:
     table = element_labels()
-    result = analyze_targets(table, tmp_path, SimilaritySettings(n_permutations=199))
+    result = analyze_targets(table, SimilaritySettings(n_permutations=199))
+    assert not any(tmp_path.iterdir())  # the analysis itself writes nothing
+    write_target_analysis(result, tmp_path)
     groups = read_groups(tmp_path / "groups.json", known_targets=table.targets)
     assert sorted(t for g in groups for t in g) == sorted(table.targets)
     group_of = {t: k for k, g in enumerate(groups) for t in g}

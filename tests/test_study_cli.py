@@ -116,3 +116,27 @@ def test_study_cli_reports_a_missing_split_and_bad_seeds(tmp_path) -> None:
         ],
     )
     assert result.exit_code == 2 and "--seeds" in result.output
+
+
+def test_a_study_runs_from_python_and_writes_only_its_cache(tmp_path, capsys) -> None:
+    from rhoprop.analysis.multitask import prepare_multitask_study, run_multitask_study
+
+    store = build_store(tmp_path, count=12)
+    seen: list[tuple[int, int, str]] = []
+    plan = prepare_multitask_study(
+        str(store),
+        targets=["density", "valence_density"],
+        seeds=[0],
+        configs=["single", "group"],
+        min_pairs=4,
+        train_overrides={"epochs": 1},
+        progress=lambda done, total, what: seen.append((done, total, what)),
+    )
+    assert plan.analysis is not None
+    assert tuple(plan.analysis.grouping.targets) == plan.settings.targets
+    assert seen and seen[-1][:2] == (1, 1)  # the similarity of the one pair, on the train split
+    study = run_multitask_study(plan, tmp_path / "study", max_trainings=1)
+    assert study.run.trained == 1 and study.run.missing >= 1
+    assert len(study.results.results) >= 1 and not study.results.summary.empty
+    assert sorted(p.name for p in (tmp_path / "study").iterdir()) == ["runs", "study.json"]
+    assert capsys.readouterr().out == ""

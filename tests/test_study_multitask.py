@@ -18,14 +18,15 @@ from pymatgen.core.periodic_table import Element
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
 from test_analysis_data import element_labels
 
+from rhoprop.analysis.report import write_study_report
 from rhoprop.analysis.study import (
     ResultCache,
     StudySettings,
     plan_study,
     restrict_groups,
     run_study,
+    study_results,
     trainings,
-    write_study_report,
 )
 from rhoprop.errors import FolderLockedError, SettingsError
 
@@ -166,7 +167,10 @@ def test_study_trains_each_training_once_and_a_rerun_trains_nothing(tmp_path) ->
     saved = json.loads((tmp_path / "study.json").read_text())
     assert saved["seeds"] == [0, 1] and saved["train"] == trainer.config
 
-    summary, totals = write_study_report(settings, tmp_path, element_labels().kinds)
+    results = study_results(settings, tmp_path, element_labels().kinds)
+    summary, totals = results.summary, results.overall
+    assert len(results.results) == len(plan_study(settings))
+    write_study_report(results, tmp_path)
     assert set(summary["config"]) == {"single", "group", "all", "random"}
     assert (summary["seeds"] == 2).all()
     reg = summary[summary.score_name == "R2"]

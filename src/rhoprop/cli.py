@@ -575,9 +575,9 @@ def analyze_targets_command(
     targets: str = typer.Option("", help="Comma-separated targets (default: all)."),
 ) -> None:
     """Similarity of every two targets, significance, groups for `rhoprop train --groups`, figures."""
-    from rhoprop.analysis.report import run_analyze_targets
+    from rhoprop.analysis.report import report_target_analysis
 
-    run_analyze_targets(
+    report_target_analysis(
         dataset, _writable(out), alpha=alpha, threshold=threshold, min_pairs=min_pairs, measure=measure,
         n_permutations=permutations, seed=seed, targets=_csv_list(targets) or [], console=console,
     )  # fmt: skip
@@ -614,10 +614,10 @@ def study_multitask_command(
     max_trainings: int | None = typer.Option(None, "--max-trainings", help="Stop after this many new trainings."),
 ) -> None:
     """Single-task vs similarity group vs all vs random group, per target; resumable."""
-    from rhoprop.analysis.report import run_multitask_study
+    from rhoprop.analysis.report import report_multitask_study
     from rhoprop.analysis.study import parse_seeds
 
-    run_multitask_study(
+    report_multitask_study(
         dataset, _writable(out), targets=_csv_list(targets) or [],
         seeds=parse_seeds(seeds), preset="quick" if quick else "full",
         configs=_csv_list(configs) or [], groups_file=groups, split=split,

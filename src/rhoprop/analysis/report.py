@@ -1,45 +1,84 @@
-"""Terminal front ends of the analyses: progress bars and rich summaries for the CLI commands."""
+"""Output of the target analysis and the multi-task study: files, figures and terminal summaries.
+
+The computations live in :mod:`rhoprop.analysis.similarity` and :mod:`rhoprop.analysis.multitask`
+and return their results; this module writes them (``write_*``), prints them (``print_*``), and
+runs the two CLI commands with progress shown (``report_*``).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rhoprop.analysis.labels import LabelTable, load_label_table
+from rhoprop.analysis.figures import plot_dendrogram, plot_similarity_heatmap, plot_study
+from rhoprop.analysis.labels import load_label_table
+from rhoprop.analysis.markdown import markdown_table
+from rhoprop.analysis.multitask import (
+    MultitaskStudy,
+    prepare_multitask_study,
+    run_multitask_study,
+)
 from rhoprop.analysis.similarity import (
     STATUS_TOO_FEW,
     SimilaritySettings,
     TargetAnalysis,
     analyze_targets,
-    read_groups,
+    write_groups,
 )
-from rhoprop.analysis.study import (
-    CONFIGS,
-    StudySettings,
-    restrict_groups,
-    run_study,
-    write_study_report,
+from rhoprop.analysis.study import StudyResults
+from rhoprop.progress import progress
+from rhoprop.settings import atomic_write_text
+
+#: Files written by :func:`write_target_analysis`.
+ANALYSIS_FILES = (
+    "pairs.csv",
+    "groups.json",
+    "settings.json",
+    "similarity_heatmap.png",
+    "dendrogram.png",
+)
+#: Files written by :func:`write_study_report`.
+STUDY_FILES = (
+    "results.csv",
+    "summary.csv",
+    "summary.md",
+    "overall.csv",
+    "score_vs_cotrained.png",
 )
 
 
-def progress_bar(console: Console) -> Progress:
-    """A rich progress bar with counts and time remaining."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
+# --- target analysis --------------------------------------------------------------------------
+
+
+def write_target_analysis(analysis: TargetAnalysis, out_dir: str | Path) -> list[Path]:
+    """Write ``pairs.csv`` (every pair), ``groups.json`` (accepted by ``rhoprop train --groups``),
+    ``settings.json``, ``similarity_heatmap.png`` and ``dendrogram.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / name for name in ANALYSIS_FILES]
+    atomic_write_text(files[0], analysis.pairs.to_csv(index=False, float_format="%.6g"))
+    write_groups(files[1], analysis.groups_document())
+    settings_doc = {
+        "settings": analysis.settings.to_dict(),
+        "source": analysis.source,
+        "kinds": analysis.kinds,
+        "labels_per_target": analysis.counts,
+    }
+    atomic_write_text(files[2], json.dumps(settings_doc, indent=2) + "\n")
+    plot_similarity_heatmap(
+        analysis.grouping, analysis.pairs, analysis.counts, analysis.settings, files[3]
     )
+    plot_dendrogram(analysis.grouping, analysis.settings, files[4])
+    return files
 
 
-def run_analyze_targets(
+def report_target_analysis(
     dataset: str,
     out: str | Path,
     *,
@@ -52,7 +91,8 @@ def run_analyze_targets(
     targets: list[str] | None = None,
     console: Console | None = None,
 ) -> TargetAnalysis:
-    """Load ``dataset``'s labels, run :func:`analyze_targets` with a progress bar, print a summary."""
+    """``rhoprop analyze targets``: load ``dataset``'s labels, analyse them with progress shown,
+    write the files into ``out`` and print a summary."""
     console = console or Console()
     settings = SimilaritySettings(
         alpha=alpha,
@@ -67,13 +107,12 @@ def run_analyze_targets(
         console.print(f"[yellow]labels:[/yellow] {note}")
     if len(table.notes) > 10:
         console.print(f"[yellow]labels:[/yellow] ... and {len(table.notes) - 10} more problems")
-    with progress_bar(console) as bar:
-        task = bar.add_task("target pairs", total=None)
-        result = analyze_targets(
-            table, out, settings, lambda done, total: bar.update(task, completed=done, total=total)
-        )
-    print_analysis(result, console)
-    return result
+    with progress("target pairs", log_interval=5.0) as steps:
+        analysis = analyze_targets(table, settings, lambda d, t: steps.update(d, t))
+    write_target_analysis(analysis, out)
+    print_analysis(analysis, console)
+    console.print(f"wrote {', '.join(ANALYSIS_FILES)} to {out}", soft_wrap=True)
+    return analysis
 
 
 def print_analysis(result: TargetAnalysis, console: Console) -> None:
@@ -84,7 +123,8 @@ def print_analysis(result: TargetAnalysis, console: Console) -> None:
     console.print(
         f"{len(pairs)} pairs of {len(result.grouping.targets)} targets: {len(tested)} tested, "
         f"{int(pairs['significant'].sum())} significant ({s.measure}, BH q < {s.alpha}), "
-        f"{int((pairs['status'] == STATUS_TOO_FEW).sum())} with too few pairs (< {s.min_pairs} shared labels)"
+        f"{int((pairs['status'] == STATUS_TOO_FEW).sum())} with too few pairs "
+        f"(< {s.min_pairs} shared labels)"
     )
     groups = Table(title=f"groups (|{s.measure}| >= {s.threshold})")
     groups.add_column("#", justify="right")
@@ -118,107 +158,106 @@ def print_analysis(result: TargetAnalysis, console: Console) -> None:
         )
         more = f" and {len(few) - 12} more" if len(few) > 12 else ""
         console.print(f"[yellow]too few pairs, not tested:[/yellow] {listed}{more}")
-    console.print(
-        f"wrote pairs.csv, groups.json, similarity_heatmap.png, dendrogram.png to {result.out_dir}"
-    )
 
 
 def _fmt(value: float) -> str:
     return "–" if value != value else f"{value:+.2f}"
 
 
-def run_multitask_study(
+# --- multi-task study -------------------------------------------------------------------------
+
+
+def study_markdown(summary: pd.DataFrame) -> str:
+    """The study summary as a markdown table (mean ± std over seeds; change vs single-task)."""
+    rows = []
+    for r in summary.itertuples(index=False):
+        single = r.config == "single"
+        mae = _pm(r.mae, r.mae_std) if np.isfinite(r.mae) else "–"
+        delta = "–" if single or not np.isfinite(r.delta) else f"{r.delta:+.3f}"
+        rel = "–" if single or not np.isfinite(r.rel_mae_pct) else f"{r.rel_mae_pct:+.1f}%"
+        score = f"{r.score_name} {_pm(r.score, r.score_std)}"
+        rows.append([r.target, r.config, f"{r.n_cotrained:g}", r.seeds, score, mae, delta, rel])
+    header = [
+        "target",
+        "config",
+        "co-trained",
+        "seeds",
+        "score",
+        "MAE",
+        "Δ score vs single",
+        "MAE change",
+    ]
+    return markdown_table(header, rows, "llrrllrr") + "\n"
+
+
+def _pm(mean: float, std: float) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if np.isfinite(std) else f"{mean:.3f}"
+
+
+def write_study_report(results: StudyResults, study_dir: str | Path) -> list[Path]:
+    """Write ``results.csv``, ``summary.csv``, ``summary.md``, ``overall.csv`` and (once a
+    training finished) ``score_vs_cotrained.png`` into ``study_dir``; returns the files written."""
+    out = Path(study_dir)
+    files = [out / name for name in STUDY_FILES]
+    for path, frame in zip(
+        (files[0], files[1], files[3]),
+        (results.results, results.summary, results.overall),
+        strict=True,
+    ):
+        atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(files[2], study_markdown(results.summary))
+    if results.summary.empty:
+        return files[:4]
+    plot_study(results.summary, files[4])
+    return files
+
+
+def report_multitask_study(
     dataset: str,
     out: str | Path,
     *,
-    targets: list[str] | None = None,
-    seeds: list[int] | None = None,
-    preset: str = "quick",
-    configs: list[str] | None = None,
-    groups_file: str | Path | None = None,
-    split: str = "default",
-    random_seed: int = 0,
-    alpha: float = 0.05,
-    threshold: float = 0.5,
-    min_pairs: int = 10,
     max_trainings: int | None = None,
-    train_overrides: dict[str, Any] | None = None,
     console: Console | None = None,
-) -> tuple[StudySettings, pd.DataFrame, pd.DataFrame]:
-    """``rhoprop study multitask``: groups (from ``groups_file`` or a similarity analysis of the
-    training split's labels), then every missing training, then the report in ``out``.
-    """
-    from rhoprop.analysis.study_train import PRESET_SEEDS, RhopropTrainer, preset_config
-
+    **options: Any,
+) -> MultitaskStudy:
+    """``rhoprop study multitask``: prepare the study (``options``: the keyword arguments of
+    :func:`~rhoprop.analysis.multitask.prepare_multitask_study`), write the similarity analysis of
+    the training split into ``out/analysis`` when the groups came from one, run the missing
+    trainings with progress shown, write the report into ``out`` and print it."""
     console = console or Console()
     out = Path(out)
-    table = load_label_table(dataset)
-    chosen = list(targets) if targets else table.targets
-    table = table.select(chosen)
-    config = preset_config(preset, split=split, **(train_overrides or {}))
-    trainer = RhopropTrainer(str(dataset), config)
-    train_ids = [i for i in trainer.splits["train"] if i in table.labels.index]
-    if groups_file is not None:
-        groups = restrict_groups(read_groups(groups_file), chosen)
-        source = f"groups file {groups_file}"
-    elif len(chosen) > 1:
-        sub = LabelTable(
-            table.labels.loc[train_ids],
-            table.kinds,
-            table.units,
-            table.classes,
-            f"{dataset} ({split}/train)",
+    with progress("similarity of targets (train split)", log_interval=5.0) as steps:
+        plan = prepare_multitask_study(
+            dataset, progress=lambda d, t, what: steps.update(d, t, what), **options
         )
-        settings = SimilaritySettings(alpha=alpha, threshold=threshold, min_pairs=min_pairs)
-        with progress_bar(console) as bar:
-            task = bar.add_task("similarity of targets (train split)", total=None)
-            analysis = analyze_targets(
-                sub, out / "analysis", settings, lambda d, t: bar.update(task, completed=d, total=t)
-            )
-        groups = analysis.grouping.groups
-        source = (
-            f"similarity analysis of the {len(train_ids)} training materials ({out / 'analysis'})"
+    source = plan.groups_source
+    if plan.analysis is not None:
+        write_target_analysis(plan.analysis, out / "analysis")
+        source += f" ({out / 'analysis'})"
+    groups = " | ".join(", ".join(g) for g in plan.settings.groups)
+    console.print(f"groups from {source}: {groups}")
+    with progress("trainings") as steps:
+        study = run_multitask_study(
+            plan, out, lambda d, t, what: steps.update(d, t, what), max_trainings
         )
-    else:
-        groups, source = [chosen], "one target"
-    study = StudySettings(
-        dataset=str(dataset),
-        targets=tuple(chosen),
-        groups=tuple(map(tuple, groups)),
-        seeds=tuple(seeds) if seeds else PRESET_SEEDS[preset],
-        configs=tuple(configs) if configs else CONFIGS,
-        random_seed=random_seed,
-        preset=preset,
-        split=split,
-        train=trainer.config,
-    )
-    console.print(f"groups from {source}: " + " | ".join(", ".join(g) for g in groups))
-    with progress_bar(console) as bar:
-        task = bar.add_task("trainings", total=None)
-        run = run_study(
-            study,
-            trainer,
-            out,
-            lambda d, t, what: bar.update(task, completed=d, total=t, description=what),
-            max_trainings=max_trainings,
-        )
-    summary, totals = write_study_report(study, out, table.kinds)
+    files = write_study_report(study.results, out)
+    run = study.run
     for name, error in run.failures.items():
         console.print(f"[red]training failed[/red] ({name}): {error}")
     console.print(
-        f"{run.trained} trained now, {run.reused} reused from earlier runs, {len(run.failures)} failed, "
-        f"{run.missing} still missing "
-        f"(rerun the same command to continue)"
+        f"{run.trained} trained now, {run.reused} reused from earlier runs, {len(run.failures)} "
+        f"failed, {run.missing} still missing (rerun the same command to continue)"
     )
-    print_study(summary, totals, console)
-    console.print(
-        f"wrote results.csv, summary.csv, summary.md, overall.csv, score_vs_cotrained.png to {out}"
-    )
-    return study, summary, totals
+    print_study(study.results, console)
+    console.print(f"wrote {', '.join(p.name for p in files)} to {out}", soft_wrap=True)
+    return study
 
 
-def print_study(summary: pd.DataFrame, totals: pd.DataFrame, console: Console) -> None:
+def print_study(results: StudyResults, console: Console) -> None:
     """Print the per-target table (mean ± std over seeds) and the per-config overview."""
+    summary, totals = results.summary, results.overall
     if summary.empty:
         console.print("no finished training yet")
         return

@@ -471,47 +471,46 @@ def read_groups(path: str | Path, known_targets: Sequence[str] | None = None) ->
 
 @dataclasses.dataclass(frozen=True)
 class TargetAnalysis:
-    """Everything ``rhoprop analyze targets`` produces (also written to ``out_dir``)."""
+    """What the similarity analysis of a label table finds (written by
+    :func:`rhoprop.analysis.report.write_target_analysis`).
+
+    Attributes:
+        pairs: one row per pair of targets (columns :data:`PAIR_COLUMNS`).
+        grouping: the clustering of the targets.
+        settings: the settings used.
+        counts: target -> number of labelled materials.
+        kinds: target -> kind (``regression``, ``binary``, ``multiclass``).
+        source: where the labels came from.
+    """
 
     pairs: pd.DataFrame
     grouping: Grouping
     settings: SimilaritySettings
     counts: dict[str, int]
-    out_dir: Path
+    kinds: dict[str, str]
+    source: str
+
+    def groups_document(self) -> dict[str, Any]:
+        """The ``groups.json`` content of this analysis (see :func:`groups_document`)."""
+        return groups_document(self.grouping, self.settings, self.pairs, self.source)
 
 
 def analyze_targets(
     table: LabelTable,
-    out_dir: str | Path,
     settings: SimilaritySettings | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TargetAnalysis:
-    """Run the similarity analysis on ``table`` and write pairs.csv, groups.json, figures, settings.
+    """The similarity of every two targets of ``table`` and their groups; writes nothing.
 
-    Files in ``out_dir``: ``pairs.csv`` (every pair), ``groups.json`` (accepted by
-    ``rhoprop train --groups``), ``similarity_heatmap.png``, ``dendrogram.png``, ``settings.json``.
+    ``progress(done, total)`` is called after each pair.
     """
-    from rhoprop.analysis.figures import plot_dendrogram, plot_similarity_heatmap
-
     settings = settings or SimilaritySettings()
     if len(table.targets) < 2:
         raise LabelTableError(
-            f"{table.source}: the similarity analysis needs at least two targets, found {table.targets}"
+            f"{table.source}: the similarity analysis needs at least two targets, found "
+            f"{table.targets}"
         )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     pairs = pairwise_similarity(table, settings, progress)
     grouping = group_targets(pairs, table.targets, settings.threshold)
     counts = {t: int(table.labels[t].notna().sum()) for t in table.targets}
-    atomic_write_text(out / "pairs.csv", pairs.to_csv(index=False, float_format="%.6g"))
-    write_groups(out / "groups.json", groups_document(grouping, settings, pairs, table.source))
-    settings_doc = {
-        "settings": settings.to_dict(),
-        "source": table.source,
-        "kinds": table.kinds,
-        "labels_per_target": counts,
-    }
-    atomic_write_text(out / "settings.json", json.dumps(settings_doc, indent=2) + "\n")
-    plot_similarity_heatmap(grouping, pairs, counts, settings, out / "similarity_heatmap.png")
-    plot_dendrogram(grouping, settings, out / "dendrogram.png")
-    return TargetAnalysis(pairs, grouping, settings, counts, out)
+    return TargetAnalysis(pairs, grouping, settings, counts, dict(table.kinds), table.source)

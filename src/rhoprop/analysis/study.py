@@ -491,47 +491,25 @@ def _wilcoxon(diff: pd.Series) -> float:
     return float(stats.wilcoxon(d).pvalue)
 
 
-def markdown_table(summary: pd.DataFrame) -> str:
-    """The summary as a Markdown table (mean ± std over seeds; change vs single-task)."""
-    lines = [
-        "| target | config | co-trained | seeds | score | MAE | Δ score vs single | MAE change |",
-        "|---|---|---:|---:|---|---|---:|---:|",
-    ]
-    for r in summary.itertuples(index=False):
-        score = f"{r.score_name} {_pm(r.score, r.score_std)}"
-        mae = _pm(r.mae, r.mae_std) if np.isfinite(r.mae) else "–"
-        delta = "–" if r.config == "single" or not np.isfinite(r.delta) else f"{r.delta:+.3f}"
-        rel = (
-            "–"
-            if r.config == "single" or not np.isfinite(r.rel_mae_pct)
-            else f"{r.rel_mae_pct:+.1f}%"
-        )
-        lines.append(
-            f"| {r.target} | {r.config} | {r.n_cotrained:g} | {r.seeds} | {score} | {mae} | {delta} | {rel} |"
-        )
-    return "\n".join(lines) + "\n"
+@dataclasses.dataclass(frozen=True)
+class StudyResults:
+    """The finished cells of a study and their summaries (see :func:`study_results`).
+
+    Attributes:
+        results: one row per finished (target, config, seed) cell (:func:`collect_results`).
+        summary: mean ± std over seeds per (target, config) (:func:`summarize`).
+        overall: per config over targets (:func:`overall`).
+    """
+
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    overall: pd.DataFrame
 
 
-def _pm(mean: float, std: float) -> str:
-    if not np.isfinite(mean):
-        return "–"
-    return f"{mean:.3f} ± {std:.3f}" if np.isfinite(std) else f"{mean:.3f}"
-
-
-def write_study_report(
+def study_results(
     settings: StudySettings, study_dir: str | Path, kinds: Mapping[str, str]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write results.csv, summary.csv, summary.md, overall.csv and the R² figure; return summary, overall."""
-    from rhoprop.analysis.figures import plot_study
-
-    study_dir = Path(study_dir)
+) -> StudyResults:
+    """The results of every finished training of the study in ``study_dir``, summarized."""
     results = collect_results(settings, study_dir, kinds)
     summary = summarize(results)
-    totals = overall(summary, results)
-    atomic_write_text(study_dir / "results.csv", results.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(study_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(study_dir / "overall.csv", totals.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(study_dir / "summary.md", markdown_table(summary))
-    if not summary.empty:
-        plot_study(summary, study_dir / "score_vs_cotrained.png")
-    return summary, totals
+    return StudyResults(results, summary, overall(summary, results))
