@@ -268,16 +268,13 @@ def dataset_verify_command(
                                         "that have none (written by older versions) once they read back whole."),
 ) -> None:
     """Check each shard against its recorded sha256 and read every sample back; exit 3 if anything is damaged."""
-    from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from rhoprop.data.verify import print_checks, verify_store
     from rhoprop.datasets import resolve
+    from rhoprop.progress import progress
 
     path = _writable(resolve(dataset)) if record_missing else resolve(dataset)
-    columns = (TextColumn("verify"), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("verify", total=None)
-        checks = verify_store(path, record_missing, on_sample=lambda: bar.advance(task))
+    with progress("verify", console=err_console, log_interval=10.0) as steps:
+        checks = verify_store(path, record_missing, on_sample=steps.advance)
     print_checks(checks, console)
     if not all(c.ok for c in checks):
         raise typer.Exit(code=EXIT_SKIPPED)

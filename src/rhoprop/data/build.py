@@ -703,35 +703,16 @@ def _refusal_leaves_nothing(out: Path, created: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int) -> Iterator[Any]:
-    """A rich progress bar on stderr; yields ``advance(n_skipped)``."""
-    if not enabled or total == 0:
-        yield lambda n_bad: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """Progress of the build on stderr (:mod:`rhoprop.progress`); yields ``advance(n_skipped)``."""
+    from rhoprop.progress import progress
 
-    # auto_refresh=False: no refresh thread, so pool restarts never fork a multithreaded process.
-    with Progress(
-        TextColumn("[bold]building[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        auto_refresh=False,
+    # refresh_thread=False: no refresh thread, so pool restarts never fork a multithreaded process.
+    with progress(
+        "building",
+        total,
+        enabled=enabled and total > 0,
         transient=False,
-    ) as bar:
-        task = bar.add_task("", total=total)
-
-        def advance(n_bad: int) -> None:
-            bar.update(task, advance=1, description=f"({n_bad} skipped)")
-            bar.refresh()
-
-        yield advance
+        refresh_thread=False,
+        log_interval=10.0,
+    ) as steps:
+        yield lambda n_bad: steps.advance(description=f"building ({n_bad} skipped)")
