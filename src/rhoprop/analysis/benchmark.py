@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 import rhoprop
+from rhoprop.analysis.markdown import markdown_table
 from rhoprop.analysis.metrics import classification_metrics, regression_metrics
 from rhoprop.data import DatasetStore
 from rhoprop.errors import SettingsError
@@ -436,9 +437,8 @@ def render_markdown(result: BenchmarkResult, reference: str | None = None) -> st
         "ROC-AUC; mean ± standard deviation over folds; **bold**: the best, *italic*: within one "
         "fold-standard-deviation of it.",
         "",
-        "| target | " + " | ".join(models) + " |",
-        "|---|" + "---:|" * len(models),
     ]
+    rows = []
     for target, group in summary.groupby("target", sort=False):
         regression = group["mae_mean"].notna().any()
         col = "mae" if regression else "roc_auc"
@@ -454,17 +454,20 @@ def render_markdown(result: BenchmarkResult, reference: str | None = None) -> st
                 text = f"*{text}*"
             cells.append(text)
         unit = "" if regression else " (AUC)"
-        lines.append(f"| {target}{unit} | " + " | ".join(cells) + " |")
+        rows.append([f"{target}{unit}", *cells])
+    lines.append(markdown_table(["target", *models], rows, "l" + "r" * len(models)))
     if reference and reference in models:
         paired = paired_comparison(result.rows, reference, "mae")
         if not paired.empty:
             lines += ["", f"Paired over folds, `{reference}` against each model (MAE difference other − "
                       f"{reference}: positive means {reference} is better; wins out of the folds; p of a "
-                      "two-sided paired t-test):", "", "| target | model | difference | wins | p |",
-                      "|---|---|---:|---:|---:|"]
-            for row in paired.itertuples():
-                lines.append(f"| {row.target} | {row.model} | {row.mean_difference:+.3g} | "
-                             f"{row.reference_wins}/{row.folds} | {row.p:.3g} |")
+                      "two-sided paired t-test):", ""]
+            lines.append(markdown_table(
+                ["target", "model", "difference", "wins", "p"],
+                [[r.target, r.model, f"{r.mean_difference:+.3g}", f"{r.reference_wins}/{r.folds}", f"{r.p:.3g}"]
+                 for r in paired.itertuples()],
+                "llrrr",
+            ))
     return "\n".join(lines) + "\n"
 
 
