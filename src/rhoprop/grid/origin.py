@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from pymatgen.core import Structure
 
+from rhoprop._spglib import spglib
 from rhoprop.errors import SettingsError
 from rhoprop.io.density import Density
 
@@ -37,10 +38,11 @@ NEIGHBOURS = 12
 
 def _equivalent_atoms(structure: Structure) -> np.ndarray:
     """spglib's orbit label of every site (sites of one orbit share a label)."""
-    import spglib
-
     cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
-    dataset = spglib.get_symmetry_dataset(cell, symprec=SYMPREC)
+    try:
+        dataset = spglib.get_symmetry_dataset(cell, symprec=SYMPREC)
+    except spglib.error.SpglibError:
+        dataset = None
     if dataset is None:  # spglib found no symmetry at all: every site is its own orbit
         return np.arange(len(structure))
     return np.asarray(dataset.equivalent_atoms)

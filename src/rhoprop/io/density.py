@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
+import rhoprop._spglib  # noqa: F401  (pymatgen brought spglib in: switch it to raising errors)
 from rhoprop.errors import DensityFormatError
-
 
 MAX_CELL_LENGTH = 1e4
 """Å: a cell vector component beyond this is taken as corruption, not a cell."""
