@@ -69,7 +69,7 @@ def generate(folder: Path, count: int, spacing: float, plain: bool = False) -> N
     Every fourth generated file and the fixture copies are gzipped unless ``plain``.
     """
     sys.path.insert(0, str(REPO / "tests"))
-    from test_data_support import structure_for, write_chgcar
+    from helpers.densities import structure_for, write_chgcar
 
     n_fixture = 4 if FIXTURE.is_file() else 0
     for i in range(count - n_fixture):

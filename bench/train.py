@@ -8,7 +8,7 @@ reach), plus the loader alone (no model). Each configuration runs in its own pro
 peak RSS (MB) is its own. Prints a markdown table.
 
 The store: ``--dataset`` (a store path or built-in name), or by default ``--samples`` CHGCARs of
-real crystal structures written by ``tests/test_data_support.py`` and built at n = ``--n``.
+real crystal structures written by ``tests/helpers/densities.py`` and built at n = ``--n``.
 
 Usage: .venv/bin/python bench/train.py [--sizes tiny,small,default] [--threads 1,2] [--samples 64]
 """
@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 def build_store(root: Path, samples: int, n: int) -> Path:
     """A store of ``samples`` generated CHGCARs (real structures) at n, with a 100/0/0-ish split."""
     sys.path.insert(0, str(REPO / "tests"))
-    from test_data_support import write_dataset_folder, write_labels_csv
-
     from rhoprop.data import DatasetStore, build_dataset, make_split
     from rhoprop.grid.settings import StandardizeSettings
+
+    from helpers.densities import write_dataset_folder, write_labels_csv
 
     _, rows = write_dataset_folder(root / "in", samples, layout="flat")
     write_labels_csv(root / "labels.csv", rows)

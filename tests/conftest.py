@@ -1,5 +1,6 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures (builders shared by several test modules are in ``tests/helpers``)."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,3 +15,15 @@ def fixtures_dir() -> Path:
             f"test fixtures not found at {path}; put the shared/ folder beside the repository"
         )
     return path
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test: small models on a shared 2-core machine run several times
+    faster (modules of model tests use it with ``pytestmark = pytest.mark.usefixtures``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 import pandas as pd
-from test_analysis_data import element_labels
 from typer.testing import CliRunner
 
 from rhoprop.analysis.similarity import read_groups
 from rhoprop.cli import app
+
+from helpers.elements import element_labels
 
 
 def write_elements_csv(path) -> list[str]:
@@ -90,7 +91,7 @@ def test_analyze_targets_reports_bad_input_clearly(tmp_path) -> None:
 
 
 def test_analyze_targets_on_a_dataset_store_uses_its_kinds_and_labels(tmp_path) -> None:
-    from test_study_cli import build_store
+    from helpers.densities import build_store
 
     store = build_store(tmp_path, count=16)
     out = tmp_path / "analysis"

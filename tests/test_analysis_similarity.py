@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from test_analysis_data import element_labels
 
 from rhoprop.analysis.labels import LabelTable, read_label_csv
 from rhoprop.analysis.report import write_target_analysis
@@ -25,6 +24,8 @@ from rhoprop.analysis.similarity import (
     read_groups,
 )
 from rhoprop.errors import LabelTableError, SettingsError
+
+from helpers.elements import element_labels
 
 FAST = SimilaritySettings(n_permutations=199, stop_after=10)
 

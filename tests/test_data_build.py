@@ -19,14 +19,6 @@ import pandas as pd
 import pytest
 import xxhash
 from pymatgen.core import Structure
-from test_data_support import (
-    VALENCE,
-    built_store,
-    structure_for,
-    write_chgcar,
-    write_dataset_folder,
-    write_labels_csv,
-)
 from typer.testing import CliRunner
 
 from rhoprop.cli import app
@@ -37,6 +29,15 @@ from rhoprop.errors import FolderLockedError
 from rhoprop.grid import standardize
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.io import read_density
+
+from helpers.densities import (
+    VALENCE,
+    built_store,
+    structure_for,
+    write_chgcar,
+    write_dataset_folder,
+    write_labels_csv,
+)
 
 runner = CliRunner()
 

@@ -6,12 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_data_support import built_store
 from typer.testing import CliRunner
 
 import rhoprop.datasets as registry
 from rhoprop.cli import app
 from rhoprop.data import DatasetError, DatasetStore
+
+from helpers.densities import built_store
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from test_data_support import write_dataset_folder, write_labels_csv
 from typer.testing import CliRunner
 
 from rhoprop.cli import app
@@ -19,6 +18,8 @@ from rhoprop.data import DatasetStore
 from rhoprop.data.store import shard_paths
 from rhoprop.grid import standardize
 from rhoprop.io import read_density
+
+from helpers.densities import write_dataset_folder, write_labels_csv
 
 N_FILES = 220
 

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_support import built_store
 from typer.testing import CliRunner
 
 from rhoprop.cli import app
 from rhoprop.data import DatasetStore, make_split
 from rhoprop.data.split import group_split, random_split
 from rhoprop.errors import SettingsError
+
+from helpers.densities import built_store
 
 runner = CliRunner()
 

@@ -8,11 +8,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from test_data_support import built_store
 from torch.utils.data import DataLoader, Dataset
 
 from rhoprop.data import DatasetStore, DensityDataset
 from rhoprop.errors import LabelTableError
+
+from helpers.densities import built_store
 
 TARGETS = ["band_gap", "bulk_modulus", "is_metal"]
 

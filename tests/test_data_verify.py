@@ -15,7 +15,8 @@ from rhoprop.data import DatasetError, DatasetStore, build_dataset
 from rhoprop.data.store import checksum_path, shard_paths
 from rhoprop.data.verify import verify_store
 from rhoprop.grid.settings import StandardizeSettings
-from test_data_support import write_dataset_folder, write_labels_csv
+
+from helpers.densities import write_dataset_folder, write_labels_csv
 
 runner = CliRunner()
 

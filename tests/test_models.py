@@ -22,7 +22,8 @@ from rhoprop.models import (
     save_model,
 )
 from rhoprop.models.blocks import CircularConv3d, circular_pad
-from train_support import one_thread  # noqa: F401 - autouse fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TASKS = (
     TaskSpec("band_gap", "regression", "eV"),

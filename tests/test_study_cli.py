@@ -7,37 +7,13 @@ exact properties of each structure: mass density, volume per atom, valence elect
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
-from test_data_support import VALENCE, structure_for, write_dataset_folder
 from typer.testing import CliRunner
 
 from rhoprop.cli import app
 
-
-def build_store(root: Path, count: int = 20) -> Path:
-    from rhoprop.data import DatasetStore, build_dataset, make_split
-    from rhoprop.grid.settings import StandardizeSettings
-
-    ids, _ = write_dataset_folder(root / "in", count, layout="flat")
-    lines = ["id,density,volume_per_atom,valence_density"]
-    for i, sid in enumerate(ids):
-        _, s = structure_for(i)
-        electrons = sum(VALENCE[str(site.specie)] for site in s)
-        lines.append(f"{sid},{s.density:.5f},{s.volume / len(s):.4f},{electrons / s.volume:.5f}")
-    (root / "labels.csv").write_text("\n".join(lines) + "\n")
-    report = build_dataset(
-        root / "in",
-        root / "labels.csv",
-        root / "ds",
-        StandardizeSettings(n=12),
-        workers=1,
-        progress=False,
-    )
-    assert report.clean
-    make_split(DatasetStore(root / "ds"), fractions=(0.6, 0.2, 0.2), seed=0)
-    return root / "ds"
+from helpers.densities import build_store, write_dataset_folder
 
 
 def test_study_cli_trains_evaluates_and_resumes_without_retraining(tmp_path) -> None:

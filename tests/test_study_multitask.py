@@ -16,7 +16,6 @@ import pytest
 import torch
 from pymatgen.core.periodic_table import Element
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
-from test_analysis_data import element_labels
 
 from rhoprop.analysis.report import write_study_report
 from rhoprop.analysis.study import (
@@ -29,6 +28,8 @@ from rhoprop.analysis.study import (
     trainings,
 )
 from rhoprop.errors import FolderLockedError, SettingsError
+
+from helpers.elements import element_labels
 
 TARGETS = ["density", "molar_volume", "bulk_modulus", "electronegativity", "is_metal"]
 GROUPS = [["density", "bulk_modulus"], ["molar_volume"], ["electronegativity", "is_metal"]]

@@ -1,7 +1,7 @@
 """End to end: train, resume, DDP, evaluate (with baselines), predict, on a store of crystal densities.
 
 The store is built once per session from CHGCAR files of 32 real crystal structures (13 prototypes,
-strained, with displaced atoms; densities from valence-electron shells, see test_data_support),
+strained, with displaced atoms; densities from valence-electron shells, see helpers/densities.py),
 labelled with their mass density, volume per atom, band gap and metallicity.
 """
 
@@ -30,8 +30,10 @@ from rhoprop.models import load_model
 from rhoprop.train.config import TrainConfig
 from rhoprop.train.evaluate import evaluate_run
 from rhoprop.train.fit import train
-from test_data_support import structure_for, write_dataset_folder, write_labels_csv
-from train_support import one_thread  # noqa: F401 - autouse fixture
+
+from helpers.densities import structure_for, write_dataset_folder, write_labels_csv
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 runner = CliRunner()
 TARGETS = "density,volume_per_atom,band_gap,is_metal"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from rhoprop.cli import app
@@ -16,7 +15,8 @@ from rhoprop.data import DatasetStore, make_split
 from rhoprop.datasets import resolve
 from rhoprop.models import load_model
 from rhoprop.train.runs import BUILTIN_MODEL
-from train_support import one_thread  # noqa: F401 - autouse fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 runner = CliRunner()
 

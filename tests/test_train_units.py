@@ -14,7 +14,7 @@ from rhoprop.errors import SettingsError
 from rhoprop.io import read_density
 from rhoprop.models.baselines import composition_features, crystal_graph, feature_names
 from rhoprop.models.heads import TaskSpec
-from rhoprop.train.baselines import composition_predictions, mean_predictions, BaselineSettings
+from rhoprop.train.baselines import BaselineSettings, composition_predictions, mean_predictions
 from rhoprop.train.config import TrainConfig, load_train_config
 from rhoprop.train.data import determined_elements, expected_electrons, fit_valence, gpaw_valence
 from rhoprop.train.inference import (
@@ -229,11 +229,11 @@ def test_mean_and_composition_baselines_predict_for_every_kind() -> None:
 def test_a_store_whose_labels_match_none_of_its_ids_is_named_as_such(tmp_path_factory) -> None:
     import shutil
 
-    from test_data_support import built_store
-
     from rhoprop.data import DatasetStore
     from rhoprop.errors import LabelTableError
     from rhoprop.train.data import select_tasks
+
+    from helpers.densities import built_store
 
     source, _, ids, _ = built_store(tmp_path_factory)
     store_dir = shutil.copytree(source, tmp_path_factory.mktemp("relabelled") / "ds")

@@ -29,9 +29,17 @@ from rhoprop.errors import DensityFormatError, SettingsError
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.io import Density, read_density, write_cube
 from rhoprop.train.runs import BUILTIN_MODEL
-from test_data_support import density_on_grid, grid_shape, structure_for, write_chgcar
-from test_data_support import write_dataset_folder, write_labels_csv
-from train_support import one_thread  # noqa: F401 - autouse fixture
+
+from helpers.densities import (
+    density_on_grid,
+    grid_shape,
+    structure_for,
+    write_chgcar,
+    write_dataset_folder,
+    write_labels_csv,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]

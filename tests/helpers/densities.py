@@ -1,4 +1,4 @@
-"""Writers of realistic density files for the dataset tests (and bench/preprocess.py).
+"""Writers of realistic density files and stores for the tests (and bench/preprocess.py, bench/train.py).
 
 Each density is a physical field on a real crystal structure: every atom carries its valence
 electrons as a periodic sum of two Gaussians (a compact inner shell and a diffuse outer one),
@@ -196,3 +196,30 @@ def built_store(
         assert report.clean, report.entries
         _BUILT[key] = (root / "ds", root / "in", ids, rows)
     return _BUILT[key]
+
+
+def build_store(root: Path, count: int = 20) -> Path:
+    """A store at ``root/ds`` of ``count`` generated densities labelled with exact properties of
+    their structures (mass density, volume per atom, valence electron density), split 0.6/0.2/0.2
+    as ``default``."""
+    from rhoprop.data import DatasetStore, build_dataset, make_split
+    from rhoprop.grid.settings import StandardizeSettings
+
+    ids, _ = write_dataset_folder(root / "in", count, layout="flat")
+    lines = ["id,density,volume_per_atom,valence_density"]
+    for i, sid in enumerate(ids):
+        _, s = structure_for(i)
+        electrons = sum(VALENCE[str(site.specie)] for site in s)
+        lines.append(f"{sid},{s.density:.5f},{s.volume / len(s):.4f},{electrons / s.volume:.5f}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    report = build_dataset(
+        root / "in",
+        root / "labels.csv",
+        root / "ds",
+        StandardizeSettings(n=12),
+        workers=1,
+        progress=False,
+    )
+    assert report.clean
+    make_split(DatasetStore(root / "ds"), fractions=(0.6, 0.2, 0.2), seed=0)
+    return root / "ds"
