@@ -1,4 +1,5 @@
-"""Analyses of targets and results: target similarity and grouping, multi-task studies, metrics, plots."""
+"""Analyses of targets and results: target similarity and grouping, multi-task studies, metrics,
+plots."""
 
 from typing import Any
 

@@ -117,13 +117,16 @@ def counts_markdown(summary: DatasheetSummary) -> str:
 
     section("## Materials per space group", f"spglib through pymatgen, symprec {s.symprec:g} Å.")
     groups = [[g["symbol"], g["number"], g["crystal_system"], g["n"]] for g in summary.space_groups]
-    out.append(markdown_table(["space group", "number", "crystal system", "materials"], groups, "lrlr"))
+    out.append(
+        markdown_table(["space group", "number", "crystal system", "materials"], groups, "lrlr")
+    )
 
     section("## Materials per number of elements")
     out.append(markdown_table(["elements", "materials"], summary.n_elements.items(), "lr"))
 
     section(
-        "## Materials per element", "Number of materials containing each element, most common first."
+        "## Materials per element",
+        "Number of materials containing each element, most common first.",
     )
     header, grid = _element_grid(summary.elements, s.element_columns)
     out.append(markdown_table(header, grid, "lr" * (len(header) // 2)))
@@ -175,7 +178,7 @@ def plot_label_distributions(
                 edges = np.histogram_bin_edges(values, bins="auto")
                 ax.hist(
                     values,
-                    bins=edges if len(edges) <= 41 else 40,
+                    bins=edges.tolist() if len(edges) <= 41 else 40,
                     color="tab:blue",
                     edgecolor="white",
                     lw=0.5,

@@ -7,6 +7,7 @@ written atomically as PNG.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
 from rhoprop.settings import atomic_write_bytes
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from rhoprop.analysis.similarity import Grouping, SimilaritySettings
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> None:
     """Render ``fig`` to PNG and write it atomically to ``path``."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -74,8 +76,9 @@ def plot_similarity_heatmap(
     ax = fig.add_subplot()
     signed = settings.measure in ("pearson", "spearman")
     cmap = "RdBu_r" if signed else "viridis"
-    shown = np.ma.masked_invalid(sim)
-    np.fill_diagonal(shown.mask, True)
+    hidden = ~np.isfinite(sim)
+    np.fill_diagonal(hidden, True)
+    shown = np.ma.masked_array(sim, mask=hidden)
     im = ax.imshow(shown, cmap=cmap, vmin=-1.0 if signed else 0.0, vmax=1.0)
     ax.imshow(np.where(untested, 1.0, np.nan), cmap="Greys", vmin=0, vmax=4, alpha=0.6)
     fontsize = max(4.5, min(9.0, 90.0 / max(t, 1)))
@@ -107,7 +110,8 @@ def plot_similarity_heatmap(
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=f"{settings.measure} similarity")
     ax.set_title(
         f"Target similarity ({settings.measure}); BH q: * <0.05 ** <0.01 *** <0.001\n"
-        f"red boxes: groups (|similarity| >= {settings.threshold}, significant at q < {settings.alpha})",
+        f"red boxes: groups (|similarity| >= {settings.threshold}, significant at "
+        f"q < {settings.alpha})",
         fontsize=9,
     )
     save_figure(fig, path)
@@ -129,7 +133,7 @@ def plot_dendrogram(grouping: Grouping, settings: SimilaritySettings, path: str 
             leaf_rotation=60,
         )
         for label in ax.get_xticklabels():
-            label.set_ha("right")
+            label.set_horizontalalignment("right")
     ax.axhline(cut, color="red", ls="--", lw=1.0, label=f"cut: similarity {settings.threshold}")
     ax.set_ylabel(f"1 - |{settings.measure}|  (not significant: 1)")
     ax.set_ylim(0.0, 1.05)
@@ -138,7 +142,9 @@ def plot_dendrogram(grouping: Grouping, settings: SimilaritySettings, path: str 
     save_figure(fig, path)
 
 
-def _spread_labels(ends: list[tuple[str, float, float]], gap: float) -> list[tuple[str, float, float, float]]:
+def _spread_labels(
+    ends: list[tuple[str, float, float]], gap: float
+) -> list[tuple[str, float, float, float]]:
     """Vertical positions for end-of-line labels: (label, x, y) -> (label, x, y, label y), labels
     sharing an x at least ``gap`` apart, in the order of their points and centred on them."""
     placed: list[tuple[str, float, float, float]] = []
@@ -148,7 +154,9 @@ def _spread_labels(ends: list[tuple[str, float, float]], gap: float) -> list[tup
         for i in range(1, len(ys)):
             ys[i] = max(ys[i], ys[i - 1] + gap)
         shift = (sum(y for _, _, y in column) - sum(ys)) / len(ys)
-        placed += [(t, xx, y, y_text + shift) for (t, xx, y), y_text in zip(column, ys)]
+        placed += [
+            (t, xx, y, y_text + shift) for (t, xx, y), y_text in zip(column, ys, strict=True)
+        ]
     return placed
 
 
@@ -177,8 +185,16 @@ def plot_study(summary: pd.DataFrame, path: str | Path) -> None:
         gap = 0.045 * max(float(np.nanmax(scores) - np.nanmin(scores)), 1e-9)
         dx = 0.04 * float(part["n_cotrained"].max())
         for target, x, y, y_text in _spread_labels(ends, gap):
-            ax.annotate(target, (x, y), xytext=(x + dx, y_text), textcoords="data", fontsize=6,
-                        ha="left", va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
+            ax.annotate(
+                target,
+                (x, y),
+                xytext=(x + dx, y_text),
+                textcoords="data",
+                fontsize=6,
+                ha="left",
+                va="center",
+                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5},
+            )
         for config, marker in configs.items():
             rows = part[part["config"] == config]
             if rows.empty:
@@ -194,7 +210,9 @@ def plot_study(summary: pd.DataFrame, path: str | Path) -> None:
                 capsize=2,
                 zorder=2,
             )
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        locator = ax.xaxis.get_major_locator()
+        if isinstance(locator, MaxNLocator):  # the default AutoLocator is one
+            locator.set_params(integer=True)
         ax.set_xlim(0.0, part["n_cotrained"].max() * 1.35 + 0.5)
         ax.set_xlabel("number of co-trained targets")
         ax.set_ylabel(f"test {name} (mean ± std over seeds)")

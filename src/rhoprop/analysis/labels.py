@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from rhoprop.errors import LabelTableError
+
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".tsv", ".tsv.gz")
 
 

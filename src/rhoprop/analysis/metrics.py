@@ -1,4 +1,5 @@
-"""Metrics of predictions against labels: R², MAE, RMSE (regression); accuracy, F1, ROC-AUC (classification).
+"""Metrics of predictions against labels: R², MAE, RMSE (regression); accuracy, F1, ROC-AUC
+(classification).
 
 Every function takes numpy arrays with NaN for missing labels and ignores those samples; a
 metric that is undefined for the data (R² of a constant, ROC-AUC with one class present) is NaN.
@@ -25,7 +26,12 @@ def regression_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     err = pred[mask] - truth[mask]
     ss_tot = float(np.sum((truth[mask] - truth[mask].mean()) ** 2))
     r2 = 1.0 - float(np.sum(err**2)) / ss_tot if ss_tot > 0 else math.nan
-    return {"n": n, "r2": r2, "mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
+    return {
+        "n": n,
+        "r2": r2,
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+    }
 
 
 def predicted_classes(proba: np.ndarray) -> np.ndarray:
@@ -58,9 +64,17 @@ def classification_metrics(truth: np.ndarray, proba: np.ndarray) -> dict[str, fl
     else:
         cols = p[:, present]
         cols = cols / np.clip(cols.sum(axis=1, keepdims=True), 1e-12, None)
-        auc = roc_auc_score(y, cols, multi_class="ovr", average="macro", labels=present) if len(present) > 2 \
+        auc = (
+            roc_auc_score(y, cols, multi_class="ovr", average="macro", labels=present)
+            if len(present) > 2
             else roc_auc_score(y == present[1], cols[:, 1])
-    return {"n": n, "accuracy": float(accuracy_score(y, label)), "f1": float(f1), "roc_auc": float(auc)}
+        )
+    return {
+        "n": n,
+        "accuracy": float(accuracy_score(y, label)),
+        "f1": float(f1),
+        "roc_auc": float(auc),
+    }
 
 
 def confusion(truth: np.ndarray, proba: np.ndarray, n_classes: int) -> np.ndarray:
@@ -70,5 +84,7 @@ def confusion(truth: np.ndarray, proba: np.ndarray, n_classes: int) -> np.ndarra
     if not mask.any():
         return np.zeros((n_classes, n_classes), dtype=int)
     return confusion_matrix(
-        truth[mask].astype(int), predicted_classes(np.asarray(proba)[mask]), labels=list(range(n_classes))
+        truth[mask].astype(int),
+        predicted_classes(np.asarray(proba)[mask]),
+        labels=list(range(n_classes)),
     )

@@ -33,7 +33,8 @@ def parity_plot(
     interval: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None,
     title: str = "",
 ) -> None:
-    """Predicted vs true values with the identity line, R²/MAE/RMSE in a box, optional 90% error bars.
+    """Predicted vs true values with the identity line, R²/MAE/RMSE in a box, optional 90% error
+    bars.
 
     ``interval`` is each prediction's interval as an (N,) half-width, or as the (below, above)
     distances of its bounds from the prediction (an interval clipped at a physical minimum).
@@ -58,24 +59,39 @@ def parity_plot(
     ax.set_xlabel(f"true {_label(name, unit)}")
     ax.set_ylabel(f"predicted {_label(name, unit)}")
     text = f"n = {m['n']}\nR² = {m['r2']:.3f}\nMAE = {m['mae']:.3g}\nRMSE = {m['rmse']:.3g}"
-    ax.text(0.04, 0.96, text, transform=ax.transAxes, va="top", fontsize=8,
-            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8})
+    ax.text(
+        0.04,
+        0.96,
+        text,
+        transform=ax.transAxes,
+        va="top",
+        fontsize=8,
+        bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8},
+    )
     ax.set_title(title or name, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     save_figure(fig, path)
 
 
 def roc_plot(
-    path: str | os.PathLike[str], truth: np.ndarray, proba: np.ndarray, name: str, classes: Sequence[str]
+    path: str | os.PathLike[str],
+    truth: np.ndarray,
+    proba: np.ndarray,
+    name: str,
+    classes: Sequence[str],
 ) -> None:
-    """ROC curve of a binary target (from (N,) P(class 1)) or one-vs-rest curves of a multiclass one."""
+    """ROC curve of a binary target (from (N,) P(class 1)), or one-vs-rest curves of a multiclass
+    one."""
     truth, proba = np.asarray(truth, dtype=float), np.asarray(proba, dtype=float)
     mask = np.isfinite(truth)
     y, p = truth[mask].astype(int), proba[mask]
     fig = Figure(figsize=(4.2, 4.0))
     ax = fig.add_subplot()
-    curves = [(1, p, classes[1] if len(classes) > 1 else "1")] if p.ndim == 1 else \
-        [(k, p[:, k], c) for k, c in enumerate(classes)]
+    curves = (
+        [(1, p, classes[1] if len(classes) > 1 else "1")]
+        if p.ndim == 1
+        else [(k, p[:, k], c) for k, c in enumerate(classes)]
+    )
     for k, score, label in curves:
         positives = y == k
         if positives.all() or not positives.any():
@@ -91,7 +107,11 @@ def roc_plot(
 
 
 def confusion_plot(
-    path: str | os.PathLike[str], truth: np.ndarray, proba: np.ndarray, name: str, classes: Sequence[str]
+    path: str | os.PathLike[str],
+    truth: np.ndarray,
+    proba: np.ndarray,
+    name: str,
+    classes: Sequence[str],
 ) -> None:
     """Confusion matrix (counts, rows true class, columns predicted class)."""
     cm = confusion(truth, proba, len(classes))
@@ -100,8 +120,15 @@ def confusion_plot(
     ax.imshow(cm, cmap="Blues")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
     ax.set_xlabel("predicted")
@@ -111,7 +138,8 @@ def confusion_plot(
 
 
 def read_learning_curves(csv_paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
-    """Per-epoch metrics from Lightning CSV logs (several attempts of a resumed run: later ones win)."""
+    """Per-epoch metrics from Lightning CSV logs (several attempts of a resumed run: later ones
+    win)."""
     frames = []
     for order, path in enumerate(csv_paths):
         frame = pd.read_csv(path)
@@ -127,7 +155,9 @@ def read_learning_curves(csv_paths: Sequence[str | os.PathLike[str]]) -> pd.Data
     return merged.drop(columns=["attempt"])
 
 
-def learning_curves_plot(path: str | os.PathLike[str], curves: pd.DataFrame, targets: Sequence[str]) -> None:
+def learning_curves_plot(
+    path: str | os.PathLike[str], curves: pd.DataFrame, targets: Sequence[str]
+) -> None:
     """Train/val loss per epoch, and each target's validation metric per epoch."""
     panels = [t for t in targets if f"val_{t}_mae" in curves or f"val_{t}_acc" in curves]
     ncols = min(3, 1 + len(panels))

@@ -1,4 +1,5 @@
-"""Pairwise similarity of targets, significance, and grouping of related targets for multi-task training.
+"""Pairwise similarity of targets, significance, and grouping of related targets for multi-task
+training.
 
 For every two targets the statistics use only the materials labelled with both. Measures:
 Pearson and Spearman correlation (regression and binary targets; Pearson on 0/1 is the
@@ -149,7 +150,7 @@ def double_centered_distances(x: np.ndarray) -> np.ndarray:
 
 
 def distance_correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """Distance correlation (Székely et al. 2007) of paired samples, in [0, 1]; 0 iff independent."""
+    """Distance correlation (Székely et al. 2007) of paired samples in [0, 1]; 0 iff independent."""
     a = double_centered_distances(x)
     b = double_centered_distances(y)
     return _dcor_from_centered(a, b)
@@ -233,11 +234,11 @@ def correlation_ratio(codes: np.ndarray, values: np.ndarray) -> tuple[float, flo
 
 def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
     """Benjamini-Hochberg q-values of ``p``; NaN entries stay NaN and do not count as tests."""
-    p = np.asarray(p, dtype=float)
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
+    values = np.asarray(p, dtype=float)
+    q = np.full(values.shape, np.nan)
+    ok = np.isfinite(values)
     if ok.any():
-        q[ok] = stats.false_discovery_control(np.clip(p[ok], 0.0, 1.0), method="bh")
+        q[ok] = stats.false_discovery_control(np.clip(values[ok], 0.0, 1.0), method="bh")
     return q
 
 
@@ -406,8 +407,9 @@ def groups_document(
         "groups": grouping.groups,
         "method": (
             f"average-linkage hierarchical clustering (scipy) on 1 - |{settings.measure}| between "
-            f"targets; pairs not significant at Benjamini-Hochberg q < {settings.alpha} or with fewer "
-            f"than {settings.min_pairs} shared labels get distance 1; cut at similarity {settings.threshold}"
+            f"targets; pairs not significant at Benjamini-Hochberg q < {settings.alpha} or with "
+            f"fewer than {settings.min_pairs} shared labels get distance 1; cut at similarity "
+            f"{settings.threshold}"
         ),
         "measure": settings.measure,
         "threshold": settings.threshold,

@@ -1,4 +1,5 @@
-"""The multi-task study: does training a target with others help it, and do similar targets help more?
+"""The multi-task study: does training a target with others help it, and do similar targets help
+more?
 
 For every target the study trains and evaluates (a) the target alone (``single``), (b) its
 similarity group (``group``), (c) all targets together (``all``) and (d) a random group of the
@@ -39,7 +40,8 @@ RESULT_FORMAT_VERSION = 1
 
 
 class TrainFn(Protocol):
-    """Trains one multi-task model on ``targets`` with ``seed`` in ``out_dir``; returns test metrics."""
+    """Trains one multi-task model on ``targets`` with ``seed`` in ``out_dir``; returns its test
+    metrics."""
 
     def __call__(
         self, targets: list[str], seed: int, out_dir: Path
@@ -83,7 +85,8 @@ class StudySettings(Settings):
             raise SettingsError(f"targets must be distinct, got {list(self.targets)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise SettingsError(
-                f"seeds must be distinct and at least one, got {list(self.seeds)} (e.g. --seeds 0,1)"
+                f"seeds must be distinct and at least one, got {list(self.seeds)} "
+                "(e.g. --seeds 0,1)"
             )
         bad = [c for c in self.configs if c not in CONFIGS]
         if bad or not self.configs:
@@ -100,7 +103,8 @@ class StudySettings(Settings):
 
 @dataclasses.dataclass(frozen=True)
 class Assignment:
-    """One cell of the study: ``target`` evaluated in ``config`` from the model trained on ``trained``."""
+    """One cell of the study: ``target`` evaluated in ``config`` from the model trained on
+    ``trained``."""
 
     target: str
     config: str
@@ -124,7 +128,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def restrict_groups(groups: Iterable[Sequence[str]], targets: Sequence[str]) -> list[list[str]]:
-    """Intersect ``groups`` with ``targets``; targets in no group become singletons (in target order)."""
+    """Intersect ``groups`` with ``targets``; targets in no group become singletons (in target
+    order)."""
     wanted = set(targets)
     out = [[t for t in g if t in wanted] for g in groups]
     out = [g for g in out if g]
@@ -136,13 +141,14 @@ def restrict_groups(groups: Iterable[Sequence[str]], targets: Sequence[str]) -> 
 def random_group(
     target: str, size: int, targets: Sequence[str], avoid: Sequence[str], seed: int, draw: int
 ) -> tuple[str, ...]:
-    """A seeded random set of ``size`` targets containing ``target``, different from ``avoid`` when possible."""
+    """A seeded random set of ``size`` targets containing ``target``, different from ``avoid`` when
+    possible."""
     others = sorted(t for t in targets if t != target)
     rng = np.random.default_rng([seed, zlib.crc32(target.encode()), draw])
     choice: tuple[str, ...] = ()
     for _ in range(100):
-        picked = rng.choice(len(others), size=size - 1, replace=False) if size > 1 else []
-        choice = tuple(sorted([target, *(others[k] for k in picked)]))
+        picked = rng.choice(len(others), size=size - 1, replace=False) if size > 1 else ()
+        choice = tuple(sorted([target, *(others[int(k)] for k in picked)]))
         if set(choice) != set(avoid):
             break
     return choice
@@ -431,7 +437,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def overall(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """Per config: mean score over targets, mean change vs single, targets improved, and wins over random.
+    """Per config: mean score over targets, mean change vs single, targets improved, and wins over
+    random.
 
     Only targets with every compared config finished count, so the means compare like with like.
     """

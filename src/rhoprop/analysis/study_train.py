@@ -54,7 +54,7 @@ NOT_IN_KEY = (
 
 
 def preset_config(preset: str, **overrides: Any) -> TrainConfig:
-    """The :class:`TrainConfig` of a study preset (``quick`` or ``full``) with ``overrides`` applied."""
+    """The :class:`TrainConfig` of a study preset (``quick`` or ``full``), ``overrides`` applied."""
     if preset not in PRESETS:
         raise SettingsError(f"unknown study preset {preset!r}; valid presets are {sorted(PRESETS)}")
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
@@ -99,7 +99,7 @@ class RhopropTrainer:
 
     @property
     def config(self) -> dict[str, Any]:
-        """What determines a result: trainer, dataset and split identity, and the training settings."""
+        """What determines a result: trainer, dataset and split identity, the training settings."""
         train = {k: v for k, v in self.base.to_dict().items() if k not in NOT_IN_KEY}
         return {
             "trainer": "rhoprop.train",
@@ -112,7 +112,7 @@ class RhopropTrainer:
         }
 
     def __call__(self, targets: list[str], seed: int, out_dir: Path) -> dict[str, dict[str, float]]:
-        """Train on ``targets`` with ``seed`` in ``out_dir/run``; return ``{target: test metrics}``."""
+        """Train on ``targets`` with ``seed`` in ``out_dir/run``; return {target: test metrics}."""
         from rhoprop.train.fit import train
 
         config = dataclasses.replace(self.base, targets=tuple(targets), seed=int(seed))

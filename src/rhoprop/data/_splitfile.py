@@ -78,7 +78,6 @@ def check_name(name: str) -> None:
         )
 
 
-
 def assign_groups(
     ids: Sequence[str],
     groups: Sequence[str],
@@ -87,8 +86,8 @@ def assign_groups(
     out: dict[str, list[str]],
     total: int,
 ) -> None:
-    """Add whole groups of ``ids``, shuffled with ``seed``, to the part of ``out`` furthest below its
-    target (``fractions`` of ``total``), counting what ``out`` already holds."""
+    """Add whole groups of ``ids``, shuffled with ``seed``, to the part of ``out`` furthest below
+    its target (``fractions`` of ``total``), counting what ``out`` already holds."""
     members: dict[str, list[str]] = {}
     for sid, group in zip(ids, groups, strict=True):
         members.setdefault(group, []).append(sid)
@@ -142,7 +141,6 @@ def extend_split(
     return {part: sorted(v) for part, v in out.items()}
 
 
-
 def formulas_of(store: SplitSource, method: str) -> dict[str, str] | None:
     """id -> reduced formula of every sample (composition splits only; None otherwise)."""
     if method != "composition":
@@ -159,7 +157,6 @@ def empty_parts(parts: Mapping[str, Sequence[str]], settings: SplitSettings | No
     """Parts that are empty although their fraction is not 0."""
     fractions = settings.fractions if settings is not None else (1.0, 1.0, 1.0)
     return [part for part, f in zip(PARTS, fractions, strict=True) if f > 0 and not parts[part]]
-
 
 
 def count_ids(parts: Mapping[str, Sequence[str]]) -> int:
@@ -213,8 +210,8 @@ def read_split(store: SplitSource, name: str = "default") -> dict[str, list[str]
     if added:
         if settings is None:
             raise SettingsError(
-                f"split {name!r} of {store.path} lacks {added} sample(s) added since it was made and "
-                "records no valid settings to assign them by; remake it with --overwrite"
+                f"split {name!r} of {store.path} lacks {added} sample(s) added since it was made "
+                "and records no valid settings to assign them by; remake it with --overwrite"
             )
         grown = extend_split(parts, settings, store.ids, formulas_of(store, settings.method))
         warnings.warn(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rhoprop.data.split import available_splits, read_split
 from rhoprop.data.store import DatasetStore
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def _size_on_disk(store: DatasetStore) -> int:
@@ -37,7 +40,7 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
     has_spin = store.column("has_spin") if n else np.zeros(0, bool)
     formats = Counter(str(v) for v in store.column("fmt")) if n else Counter()
     formulas = store.column("formula") if n else np.zeros(0)
-    splits = {}
+    splits: dict[str, dict[str, int | str]] = {}
     for name in available_splits(store):
         try:
             splits[name] = {part: len(ids) for part, ids in read_split(store, name).items()}
@@ -104,7 +107,7 @@ def print_info(info: dict[str, Any], console: Any, as_json: bool = False) -> Non
         )
     table = Table(title="labels")
     for col in ("target", "kind", "unit", "labelled", "%", "classes"):
-        justify = "right" if col in ("labelled", "%") else "left"
+        justify: JustifyMethod = "right" if col in ("labelled", "%") else "left"
         table.add_column(col, justify=justify, no_wrap=col != "classes")
     for t in info["targets"]:
         classes = ", ".join(t["classes"])

@@ -197,15 +197,15 @@ def read_raw_labels(
     counts = ids[~blank].value_counts()
     duplicates = set(counts.index[counts > 1])
     for dup_id in sorted(duplicates):
-        where = [int(x) for x in lines[(ids == dup_id).to_numpy()]]
+        on_lines = [int(x) for x in lines[(ids == dup_id).to_numpy()]]
         issues.append(
             LabelIssue(
                 "duplicate_id",
                 dup_id,
-                f"id appears on lines {where} of {path.name}; all its rows and its file are "
+                f"id appears on lines {on_lines} of {path.name}; all its rows and its file are "
                 "skipped "
                 "(which row is right is ambiguous): keep one row",
-                where[0],
+                on_lines[0],
             )
         )
     keep = (~blank & ~ids.isin(duplicates)).to_numpy()

@@ -5,10 +5,11 @@
 split furthest below its target fraction, so that one formula never sits in two splits.
 
 A store that grew after its split was made (``rhoprop dataset build`` appending) keeps every
-earlier assignment; the new ids are assigned by the split's own rule and seed (:func:`extend_split`):
-a new id whose formula already sits in a part joins it (composition), the others go, shuffled,
-to the part furthest below its fraction of the grown total. Reading such a split warns
-(:class:`SplitWarning`); ``rhoprop dataset split`` with the same settings saves the extension.
+earlier assignment; the new ids are assigned by the split's own rule and seed
+(:func:`extend_split`): a new id whose formula already sits in a part joins it (composition), the
+others go, shuffled, to the part furthest below its fraction of the grown total. Reading such a
+split warns (:class:`SplitWarning`); ``rhoprop dataset split`` with the same settings saves the
+extension.
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def make_split(
         raise SettingsError(
             f"split {name!r} of {store.path} would leave the {' and '.join(empty)} part empty "
             f"({len(ids)} samples, {len(set(store.column('formula')))} formulas, {method} split, "
-            f"fractions {list(settings.fractions)}): nothing could be evaluated there. Add samples, "
-            "use --method random or other --fractions, or pass --allow-empty to keep it anyway"
+            f"fractions {list(settings.fractions)}): nothing could be evaluated there. Add "
+            "samples, use --method random or other --fractions, or pass --allow-empty to keep it "
+            "anyway"
         )
     data: dict[str, Any] = {"name": name, "settings": settings.to_dict(), **parts}
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")

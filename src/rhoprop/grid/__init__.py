@@ -4,6 +4,8 @@
 ``rhoprop.grid.augment`` holds the tensor-level augmentations (periodic rolls, point-group ops).
 """
 
+from types import ModuleType
+
 from rhoprop.grid.atoms import atomic_superposition, free_atom
 from rhoprop.grid.export import save_standardized, standardize_file
 from rhoprop.grid.origin import canonical_site, shift_origin
@@ -14,7 +16,7 @@ from rhoprop.grid.transforms import apply_transform, inverse_transform
 
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     """Import ``rhoprop.grid.augment`` (which needs torch) only when it is used."""
     if name == "augment":
         import importlib

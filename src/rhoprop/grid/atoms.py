@@ -96,13 +96,22 @@ def setup_dir() -> Path:
     return Path(gpaw_data.datapath())
 
 
+def _attribute(element: ET.Element, name: str, path: Path) -> str:
+    """Attribute ``name`` of ``element`` of the setup file ``path``, which must have it."""
+    value = element.get(name)
+    if value is None:
+        raise RhopropError(f"{path}: <{element.tag}> has no {name!r} attribute; not a PAW setup file")
+    return value
+
+
 def _radial(root: ET.Element, element: ET.Element, path: Path) -> tuple[np.ndarray, np.ndarray]:
     grid_id = element.get("grid")
     grid = next((g for g in root.iter("radial_grid") if g.get("id") == grid_id), None)
     if grid is None or grid.get("eq") != "r=a*i/(n-i)":
         raise RhopropError(f"{path}: unsupported radial grid {grid_id!r} (expected r=a*i/(n-i))")
-    a, n = float(grid.get("a")), int(grid.get("n"))
-    i = np.arange(int(grid.get("istart")), int(grid.get("iend")) + 1, dtype=float)
+    a, n = float(_attribute(grid, "a", path)), int(_attribute(grid, "n", path))
+    start, end = int(_attribute(grid, "istart", path)), int(_attribute(grid, "iend", path))
+    i = np.arange(start, end + 1).astype(float)
     values = np.array((element.text or "").split(), dtype=float)
     if values.shape != i.shape:
         raise RhopropError(f"{path}: <{element.tag}> has {values.size} values, grid has {i.size}")
@@ -122,21 +131,22 @@ def free_atom(symbol: str, xc: str = "PBE") -> FreeAtom:
     atom = root.find("atom")
     if atom is None:
         raise RhopropError(f"{path}: no <atom> element; not a PAW setup file")
-    z_valence = float(atom.get("valence"))
+    z_valence = float(_attribute(atom, "valence", path))
     valence = root.find("pseudo_valence_density")
     if valence is not None:
         r, values = _radial(root, valence, path)
         density = values / np.sqrt(4 * np.pi)
     else:
         occupations = {s.get("id"): float(s.get("f", 0)) for s in root.iter("state")}
-        r, density = None, 0.0
+        wave_r, density = None, 0.0
         for wave in root.iter("pseudo_partial_wave"):
             f = occupations.get(wave.get("state"), 0.0)
             if f > 0:
-                r, phi = _radial(root, wave, path)
+                wave_r, phi = _radial(root, wave, path)
                 density = density + f * phi**2 / (4 * np.pi)
-        if r is None:
+        if wave_r is None:
             raise RhopropError(f"{path}: neither a pseudo valence density nor occupied partial waves")
+        r = wave_r
     density = np.asarray(density) / BOHR**3
     keep = np.nonzero(np.abs(density) > 1e-10 * np.abs(density).max())[0][-1] + 2
     r_log, density_log = r[:keep], density[:keep]

@@ -92,7 +92,7 @@ def apply_op(x: ArrayT, rotation: np.ndarray | Sequence[Sequence[int]], mode: st
         raise RhopropError(f"apply_op needs a tensor (..., n, n, n), got shape {tuple(x.shape)}")
     perm, signs = _signed_permutation(rotation)
     lead = x.ndim - 3
-    axes = [*range(lead), *(lead + int(p) for p in perm)]
+    axes = list(range(lead)) + [lead + int(p) for p in perm]
     flips = [lead + i for i in range(3) if signs[i] < 0]
     if isinstance(x, torch.Tensor):
         y = x.permute(*axes)
@@ -103,9 +103,9 @@ def apply_op(x: ArrayT, rotation: np.ndarray | Sequence[Sequence[int]], mode: st
         return y.contiguous()
     y = np.transpose(x, axes)
     if flips:
-        y = np.flip(y, flips)
+        y = np.flip(y, tuple(flips))
         if mode == "cell":
-            y = np.roll(y, 1, flips)
+            y = np.roll(y, 1, tuple(flips))
     return np.ascontiguousarray(y)
 
 
@@ -216,6 +216,7 @@ class RandomAugment:
     def __call__(self, x: ArrayT) -> ArrayT:
         """Return an augmented copy of ``x`` (..., n, n, n)."""
         rng = self._generator()
+        assert self.rotations is not None  # __post_init__ filled it in
         y = apply_op(x, self.rotations[rng.integers(len(self.rotations))], self.mode)
         if self.roll and self.mode == "cell":
             y = roll(y, [int(s) for s in rng.integers(0, x.shape[-1], 3)])

@@ -38,7 +38,8 @@ NEIGHBOURS = 12
 
 def _equivalent_atoms(structure: Structure) -> np.ndarray:
     """spglib's orbit label of every site (sites of one orbit share a label)."""
-    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+    lattice, positions = structure.lattice.matrix.tolist(), structure.frac_coords.tolist()
+    cell = (lattice, positions, [site.specie.Z for site in structure])
     try:
         dataset = spglib.get_symmetry_dataset(cell, symprec=SYMPREC)
     except spglib.error.SpglibError:

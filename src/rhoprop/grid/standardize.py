@@ -134,7 +134,7 @@ def sample_cube(
     lattice: np.ndarray,
     n: int,
     edge: float,
-    origin: Sequence[float] = (0.0, 0.0, 0.0),
+    origin: Sequence[float] | np.ndarray = (0.0, 0.0, 0.0),
     interpolation: str = "cubic",
 ) -> np.ndarray:
     """Sample a periodic native-grid ``field`` (nx, ny, nz) at the cube points -> (n, n, n) float64.
@@ -205,7 +205,9 @@ def fourier_resample_matrix(n_in: int, n_out: int, shift: float = 0.0) -> np.nda
     return (synthesis @ analysis).real / n_in
 
 
-def resample_cell(field: np.ndarray, n: int, origin_shift: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+def resample_cell(
+    field: np.ndarray, n: int, origin_shift: Sequence[float] | np.ndarray = (0.0, 0.0, 0.0)
+) -> np.ndarray:
     """Fourier-resample a periodic ``field`` (nx, ny, nz) to (n, n, n) at ``(i, j, k) / n + shift``.
 
     Applied as three real ``(n, n_axis)`` matrices (:func:`fourier_resample_matrix`), one per axis.

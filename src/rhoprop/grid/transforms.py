@@ -17,11 +17,12 @@ from rhoprop.grid.settings import TRANSFORMS, StandardizeSettings
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import TypeIs
 
 ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
 
 
-def _is_numpy(x: object) -> bool:
+def _is_numpy(x: object) -> TypeIs[np.ndarray | np.generic | float | int]:
     """True for numpy arrays and scalars; torch tensors use their own methods (no torch import)."""
     return isinstance(x, (np.ndarray, np.generic, float, int))
 
@@ -58,4 +59,5 @@ def inverse_transform(y: ArrayT, settings: StandardizeSettings | str, scale: flo
         return y
     if transform == "scale":
         return y * scale
-    return (np.sinh(y) if _is_numpy(y) else y.sinh()) * scale
+    unscaled: ArrayT = np.sinh(y) if _is_numpy(y) else y.sinh()
+    return unscaled * scale

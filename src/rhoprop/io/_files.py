@@ -18,12 +18,14 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import numpy as np
 
 from rhoprop.errors import DensityFormatError
 
+_ParseDoubles = Callable[[IO[bytes], np.ndarray, int], int]
+_parse_n_doubles: _ParseDoubles | None
 try:  # pymatgen's C parser (what VolumetricData.parse_file uses); about 10x faster than numpy
     from pymatgen.optimization.fast_parser import parse_n_doubles as _parse_n_doubles
 except ImportError:  # pragma: no cover - older pymatgen without the compiled parser
@@ -32,7 +34,7 @@ except ImportError:  # pragma: no cover - older pymatgen without the compiled pa
 HEAD_BYTES = 65536
 CHUNK_BYTES = 1 << 20
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
-_OPENERS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
+_OPENERS: dict[str, Callable[..., IO[Any]]] = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
 _SUFFIX_COMPRESSION = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".lzma": "xz"}
 # Extensions on which pymatgen's zopen decides to decompress (it goes by the name only).
 ZOPEN_COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".lzma", ".z"})
@@ -51,7 +53,7 @@ class Source:
         """Open a fresh binary stream of the decompressed content, positioned at the start."""
         if self.compression is None:
             return open(self.path, "rb")
-        return _OPENERS[self.compression](self.path, "rb")  # type: ignore[return-value]
+        return cast(BinaryIO, _OPENERS[self.compression](self.path, "rb"))
 
     def read_all(self) -> bytes:
         """Return the whole decompressed content (used on error paths and for small files)."""
@@ -233,7 +235,7 @@ def open_for_writing(path: str | os.PathLike[str], compression: str | None) -> I
     """Open ``path`` for writing text, compressed with ``compression`` (None, gzip, bzip2, xz)."""
     if compression is None:
         return open(path, "w", encoding="utf-8", newline="\n")
-    return _OPENERS[compression](path, "wt", encoding="utf-8", newline="\n")  # type: ignore[return-value]
+    return cast(IO[str], _OPENERS[compression](path, "wt", encoding="utf-8", newline="\n"))
 
 
 def text_lines(data: bytes) -> list[str]:

@@ -114,14 +114,14 @@ def read_cube(source: _files.Source) -> Density:
         count = int(np.prod(shape)) * n_val
         first_data_line = 7 + n_atoms
         fh = _files.as_bytes_stream(raw, source)
-        values, got = _files.parse_doubles(fh, count)
+        data, got = _files.parse_doubles(fh, count)
         extra = _files.parse_doubles(fh, 1)[1] if got == count else 0
     if got != count or extra:
         raise _located(source, first_data_line, count, got, extra)
-    if not np.all(np.isfinite(values)):
+    if not np.all(np.isfinite(data)):
         raise _located(source, first_data_line, count, got, 0)
-    values *= BOHR3_PER_ANG3
-    grid = values.reshape(*shape, n_val)
+    data *= BOHR3_PER_ANG3
+    grid = data.reshape(*shape, n_val)
     lattice = Lattice(voxels * np.asarray(shape)[:, None])
     structure = Structure(
         lattice,

@@ -148,7 +148,7 @@ class Density:
         if self.spin is None:
             return 0.0
         if self.spin.ndim == 4:
-            return self.spin.reshape(3, -1).mean(axis=1) * self.volume
+            return np.asarray(self.spin.reshape(3, -1).mean(axis=1) * self.volume, dtype=float)
         return float(self.spin.mean() * self.volume)
 
     def summary(self) -> dict[str, str]:

@@ -24,6 +24,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
+from typing import IO, Any
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def _clean_symbol(token: str) -> str:
     return token.split("/")[0].split("_")[0].split(".")[0]
 
 
-def read_header(fh, where: str, poscar: bool = False) -> VaspHeader:
+def read_header(fh: IO[bytes], where: str, poscar: bool = False) -> VaspHeader:
     """Read the POSCAR block of a VASP volumetric file (up to the first blank line) from ``fh``.
 
     With ``poscar=True`` the block may also end at the end of the file (a POSCAR/CONTCAR).
@@ -179,6 +180,7 @@ def species_from_neighbours(
     did not fit (different atom counts, no element line).
     """
     notes: list[str] = []
+    their_counts: list[int] | None
     for name in NEIGHBOUR_FILES:
         for suffix in _COMPRESSED_SUFFIXES:
             candidate = path.parent / f"{name}{suffix}"
@@ -323,7 +325,7 @@ def _problem(source: _files.Source, header: VaspHeader, fallback: str) -> Densit
     return DensityFormatError(f"{source.path}: {where or fallback}")
 
 
-def _aug_tokens(data_aug: dict) -> int:
+def _aug_tokens(data_aug: dict[str, Any]) -> int:
     total = 0
     for per_block in data_aug.values():
         for values in (per_block or {}).values():
@@ -384,7 +386,9 @@ def read_chgcar(
     return _to_density(source, header, structure, data, grid_tokens, meta)
 
 
-def _parse(source: _files.Source, parse_path: str, header: VaspHeader):
+def _parse(
+    source: _files.Source, parse_path: str, header: VaspHeader
+) -> tuple[Poscar, dict[str, Any], dict[str, Any]]:
     """Run pymatgen's parser on ``parse_path``, turning its errors into located DensityFormatErrors."""
     try:
         with warnings.catch_warnings():
@@ -416,7 +420,7 @@ def _to_density(
     structure: Structure,
     data: dict[str, np.ndarray],
     grid_tokens: int,
-    meta: dict,
+    meta: dict[str, Any],
 ) -> Density:
     """Check the grids against the number of values, divide by the volume, build the Density.
 

@@ -13,6 +13,7 @@ are refused. Values run with the first axis fastest. Only the first grid of the 
 from __future__ import annotations
 
 import math
+from typing import IO, Any
 
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
@@ -40,7 +41,7 @@ _SPAN_ATOL = 1e-4  # Å; ASE writes the spanning vectors with 6 decimals
 class _Lines:
     """Content lines of a binary stream (blank and ``#`` lines skipped), with line numbers."""
 
-    def __init__(self, fh, where: str) -> None:
+    def __init__(self, fh: IO[bytes], where: str) -> None:
         self.fh = fh
         self.where = where
         self.lineno = 0
@@ -186,7 +187,10 @@ def read_xsf(source: _files.Source) -> Density:
     ase_layout = np.allclose(
         span, cell * ((np.array(n) + 1) / np.array(n))[:, None], atol=_SPAN_ATOL, rtol=0
     )
-    meta = {"origin": [float(x) for x in origin], "compression": source.compression}
+    meta: dict[str, Any] = {
+        "origin": [float(x) for x in origin],
+        "compression": source.compression,
+    }
     if with_endpoint:
         first_plane_gap = max(
             float(np.abs(grid[-1] - grid[0]).max()),
