@@ -17,12 +17,11 @@ def jit(signature: Any) -> Callable[[Callable[..., Any]], Any]:
     """
 
     def compile_(func: Callable[..., Any]) -> Any:
-        options = {"nogil": True, "boundscheck": False}
         try:
-            return njit(signature, cache=True, **options)(func)
+            return njit(signature, cache=True, nogil=True, boundscheck=False)(func)
         except RuntimeError as exc:
             if "cannot cache" not in str(exc):
                 raise
-            return njit(signature, **options)(func)
+            return njit(signature, nogil=True, boundscheck=False)(func)
 
     return compile_
