@@ -27,6 +27,7 @@ import os
 import signal
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -88,7 +89,11 @@ class PhononProtocol(Settings):
         name: protocol name; results of different names/hashes are never mixed.
         protocol_revision: bumped whenever the procedure (not only a number) changes.
         min_supercell_edge_a: the supercell is the smallest diagonal multiple n1×n2×n3 of the stored
-            (primitive) cell with every edge n_i·|a_i| at least this long (Å) ...
+            (primitive) cell with every edge n_i·|a_i| at least this long (Å) and every n_i at least
+            ``min_supercell_multiple`` ...
+        min_supercell_multiple: smallest n_i (2: every zone-boundary point with coordinates 0 or ½,
+            such as X, L, M, R, N, is commensurate with the supercell, so its frequencies are exact
+            rather than interpolated, whatever the size of the cell) ...
         max_atoms: ... unless that has more atoms than this; then the multiple whose reduction keeps
             the shortest edge longest is reduced until it fits (the result says ``supercell_capped``).
         displacement_a: atomic displacement (Å) of the finite differences.
@@ -110,7 +115,8 @@ class PhononProtocol(Settings):
 
     name: str = "gpaw-phonon-v1"
     protocol_revision: int = 1
-    min_supercell_edge_a: float = 7.0
+    min_supercell_edge_a: float = 5.0
+    min_supercell_multiple: int = 2
     max_atoms: int = 64
     displacement_a: float = 0.01
     plus_minus: str = "auto"
@@ -126,6 +132,9 @@ class PhononProtocol(Settings):
         if not 0.001 <= self.displacement_a <= 0.1:
             raise SettingsError(
                 f"PhononProtocol.displacement_a must be in [0.001, 0.1] Å, got {self.displacement_a}")
+        if self.min_supercell_multiple < 1:
+            raise SettingsError(
+                f"PhononProtocol.min_supercell_multiple must be >= 1, got {self.min_supercell_multiple}")
         if self.min_supercell_edge_a < 0 or self.max_atoms < 1:
             raise SettingsError(
                 "PhononProtocol: min_supercell_edge_a must be >= 0 and max_atoms >= 1, got "
@@ -208,15 +217,17 @@ def source_protocol(record: dict[str, Any]) -> Any:
 # --- supercell and displacements ----------------------------------------------------------------
 
 
-def supercell_multiples(cell: np.ndarray, natoms: int, min_edge: float, max_atoms: int) -> tuple[list[int], bool]:
-    """Diagonal multiples (n1, n2, n3) with every edge n_i·|a_i| ≥ ``min_edge`` Å, reduced to at most
-    ``max_atoms`` atoms (each step reduces the multiple that keeps the shortest edge longest);
-    returns (multiples, capped). PhononError when even the cell itself exceeds ``max_atoms``."""
+def supercell_multiples(cell: np.ndarray, natoms: int, min_edge: float, max_atoms: int,
+                        min_multiple: int = 1) -> tuple[list[int], bool]:
+    """Diagonal multiples (n1, n2, n3), each at least ``min_multiple``, with every edge n_i·|a_i| ≥
+    ``min_edge`` Å, reduced to at most ``max_atoms`` atoms (each step reduces the multiples that keep
+    the shortest edge longest); returns (multiples, capped). PhononError when even the cell itself
+    exceeds ``max_atoms``."""
     if natoms > max_atoms:
         raise PhononError(f"the cell has {natoms} atoms, more than max_atoms={max_atoms}; "
                           "raise --max-atoms to compute its phonons")
     lengths = np.linalg.norm(np.asarray(cell, dtype=float), axis=1)
-    n = [max(1, math.ceil(min_edge / float(length) - 1e-9)) for length in lengths]
+    n = [max(1, min_multiple, math.ceil(min_edge / float(length) - 1e-9)) for length in lengths]
     capped = False
     while natoms * math.prod(n) > max_atoms:
         # axes of equal length and multiple are reduced together (a cubic or hexagonal supercell keeps
@@ -235,8 +246,8 @@ def supercell_multiples(cell: np.ndarray, natoms: int, min_edge: float, max_atom
 def make_phonopy(atoms: Any, protocol: PhononProtocol) -> tuple[Any, list[int], bool]:
     """A phonopy object for ``atoms`` (ASE) with the protocol's supercell and displacements generated.
 
-    The stored cell is the unit cell; phonopy finds the primitive cell (``primitive_matrix='auto'``)
-    for the band path. Returns (phonopy, multiples, capped).
+    The stored cell is the unit cell; where it is not primitive, phonopy finds the primitive cell
+    (``primitive_matrix='auto'``) for the band path. Returns (phonopy, multiples, capped).
     """
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
@@ -244,8 +255,12 @@ def make_phonopy(atoms: Any, protocol: PhononProtocol) -> tuple[Any, list[int], 
     unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=np.asarray(atoms.cell),
                         scaled_positions=atoms.get_scaled_positions(), masses=atoms.get_masses())
     n, capped = supercell_multiples(np.asarray(atoms.cell), len(atoms), protocol.min_supercell_edge_a,
-                                    protocol.max_atoms)
-    ph = Phonopy(unit, supercell_matrix=np.diag(n), primitive_matrix="auto", symprec=protocol.symprec)
+                                    protocol.max_atoms, protocol.min_supercell_multiple)
+    with warnings.catch_warnings():  # phonopy warns whenever 'auto' is not the identity
+        warnings.simplefilter("ignore")
+        ph = Phonopy(unit, supercell_matrix=np.diag(n), primitive_matrix="auto", symprec=protocol.symprec)
+    if len(ph.primitive) == len(unit):  # already primitive: keep its own basis for the q-points
+        ph = Phonopy(unit, supercell_matrix=np.diag(n), primitive_matrix="P", symprec=protocol.symprec)
     ph.generate_displacements(distance=protocol.displacement_a,
                               is_plusminus=True if protocol.plus_minus == "both" else "auto")
     return ph, n, capped
@@ -563,7 +578,7 @@ def phonon_candidates(out_dir: str | Path, protocol: PhononProtocol | None = Non
         structure = Structure.from_dict(rec["structure"])
         try:
             n, _ = supercell_multiples(structure.lattice.matrix, len(structure), protocol.min_supercell_edge_a,
-                                       protocol.max_atoms)
+                                       protocol.max_atoms, protocol.min_supercell_multiple)
             size = len(structure) * math.prod(n)
         except PhononError:
             size = math.inf
