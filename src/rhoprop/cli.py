@@ -349,6 +349,16 @@ def generate(
     out: Path = typer.Option(..., "--out", help="Output folder (resumable: finished materials are skipped)."),
     prototypes: bool = typer.Option(False, "--prototypes", help="Compute the built-in prototype enumeration."),
     limit: int = typer.Option(0, "--limit", help="Only the first N prototypes of the enumeration (0 = all)."),
+    protocol_name: str = typer.Option(
+        "gpaw-v1", "--protocol",
+        help="gpaw-v1 (EOS, elastic constants) or gpaw-scf-v1 (fast tier: CHGNet relaxation, "
+        "one SCF).",
+    ),
+    max_chgnet_ef: float = typer.Option(
+        1.0, "--max-chgnet-ef",
+        help="gpaw-scf-v1 enumeration: skip compounds whose CHGNet formation energy exceeds this "
+        "(eV/atom; a fixed 10 % of them kept; inf = no screening).",
+    ),
     only: str = typer.Option(None, "--only", help="Comma-separated material ids: compute only these, in "
                              "this order (e.g. Fe-hcp,FeC-rocksalt)."),
     workers: int = typer.Option(1, "--workers", help="Parallel GPAW processes (one serial GPAW each)."),
@@ -360,7 +370,8 @@ def generate(
     phonons: bool = typer.Option(False, "--phonons", help="Phonons (protocol gpaw-phonon-v1) of the crystals "
                                  "already computed in --out, then labels (dynamically_stable, min_frequency)."),
     max_atoms: int = typer.Option(None, "--max-atoms", help="With --phonons: largest supercell in atoms "
-                                  "(default 64; part of the phonon protocol)."),
+                                  "(default 64; part of the phonon protocol). With --prototypes "
+                                  "--protocol gpaw-scf-v1: largest primitive cell (default 8)."),
     plots: bool = typer.Option(False, "--plots", help="With --phonons: a band structure + DOS picture per "
                                "material in DIR/phonons/plots."),
 ) -> None:
@@ -384,17 +395,25 @@ def generate(
         if not labels_only:
             if prototypes == bool(structures):
                 raise RhopropError("give structure files/folders or --prototypes (exactly one of them)")
+            protocol = dft.protocol_by_name(protocol_name)
+            screen = None
+            if prototypes and isinstance(protocol, dft.SCFProtocol):
+                screen = dft.ScreenSettings(max_chgnet_formation_energy_ev=max_chgnet_ef)
             if prototypes:
-                candidates = dft.prototype_candidates(out, limit, stored=stored)
+                candidates = dft.prototype_candidates(
+                    out, limit, protocol, stored, max_atoms or 8, screen
+                )
             else:
                 candidates = dft.read_structures(structures)
             if only:
                 candidates = dft.select_ids(candidates, _csv_list(only) or [])
-            report = dft.generate(candidates, out, workers=workers, retry_failed=retry_failed,
-                                  max_minutes=max_minutes, stored=stored)
+            report = dft.generate(candidates, out, workers=workers, protocol=protocol,
+                                  retry_failed=retry_failed, max_minutes=max_minutes, stored=stored,
+                                  screen=screen)
             failures = f"; failures in {out / 'failures.json'}" if (out / "failures.json").is_file() else ""
+            screened = f", screened out {len(report.screened)} (skipped.json)" if screen else ""
             console.print(f"computed {len(report.computed)}, skipped {len(report.skipped)} (done or failed "
-                          f"before), failed {len(report.failed)}{failures}")
+                          f"before), failed {len(report.failed)}{screened}{failures}")
         frame = dft.assemble_labels(out)
     except RhopropError as exc:
         raise _fail(exc) from exc

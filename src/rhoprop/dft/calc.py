@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 from ase.units import GPa
 
-from rhoprop.dft.protocol import DFTProtocol
+from rhoprop.dft.protocol import DFTProtocol, GPAWProtocol
 from rhoprop.errors import (  # the DFT errors live in rhoprop.errors; re-exported here
     DFTError,
     EOSNotBracketedError,
@@ -28,7 +28,7 @@ from rhoprop.errors import (  # the DFT errors live in rhoprop.errors; re-export
 )
 
 
-def kpoint_mesh(atoms: Atoms, protocol: DFTProtocol) -> tuple[int, int, int]:
+def kpoint_mesh(atoms: Atoms, protocol: GPAWProtocol) -> tuple[int, int, int]:
     """Γ-centred mesh size from the protocol's k-point density (ASE ``kptdensity`` convention)."""
     from ase.calculators.calculator import kpts2sizeandoffsets
 
@@ -37,8 +37,12 @@ def kpoint_mesh(atoms: Atoms, protocol: DFTProtocol) -> tuple[int, int, int]:
 
 
 def make_calculator(
-    protocol: DFTProtocol, kpts: tuple[int, int, int], txt: str | Path | TextIO, spinpol: bool,
-    symbols: list[str], mixer: dict[str, Any] | None = None,
+    protocol: GPAWProtocol,
+    kpts: tuple[int, int, int],
+    txt: str | Path | TextIO,
+    spinpol: bool,
+    symbols: list[str],
+    mixer: dict[str, Any] | None = None,
 ) -> Any:
     """Return a GPAW plane-wave calculator for atoms of these ``symbols``, set up exactly as the protocol says
     (GPAW's default density mixer, or ``mixer``: keyword arguments of GPAW's ``mixer`` parameter)."""
@@ -64,7 +68,7 @@ def make_calculator(
     )
 
 
-def prepare_atoms(atoms: Atoms, protocol: DFTProtocol) -> tuple[Atoms, bool]:
+def prepare_atoms(atoms: Atoms, protocol: GPAWProtocol) -> tuple[Atoms, bool]:
     """Copy ``atoms`` with ferromagnetic starting moments where the protocol asks for spin; return (atoms, spinpol)."""
     atoms = atoms.copy()
     atoms.calc = None
@@ -115,7 +119,9 @@ def material_scope() -> Iterator[MaterialSCFs]:
         _MATERIAL.reset(token)
 
 
-def converge(atoms: Atoms, protocol: DFTProtocol, kpts: tuple[int, int, int], txt: TextIO, spinpol: bool) -> float:
+def converge(
+    atoms: Atoms, protocol: GPAWProtocol, kpts: tuple[int, int, int], txt: TextIO, spinpol: bool
+) -> float:
     """Attach the protocol's calculator to ``atoms`` and return its converged energy (eV).
 
     An SCF that does not converge with GPAW's default mixer is started again with the protocol's
@@ -321,7 +327,7 @@ def analyse_bands(eigenvalues: np.ndarray, fermi_energy: float, gap_threshold: f
     return BandAnalysis(fermi_energy, is_metal, float(gap), vbm, cbm, float(top - bottom), bottom)
 
 
-def relax_positions(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> tuple[int, float]:
+def relax_positions(atoms: Atoms, protocol: GPAWProtocol, txt: TextIO) -> tuple[int, float]:
     """Relax internal coordinates at fixed cell with BFGS; return (steps, final max force eV/Å)."""
     from ase.optimize import BFGS
 
@@ -352,15 +358,17 @@ class SCFResult:
     stress_gpa: list[float]
 
 
-def run_scf(atoms: Atoms, v0: float, kpts: tuple[int, int, int], protocol: DFTProtocol, txt: TextIO) -> SCFResult:
-    """SCF at volume ``v0`` (isotropic scaling of ``atoms``), relax positions if forced, analyse it."""
-    a, spinpol = prepare_atoms(atoms, protocol)
-    a.set_cell(a.cell * (v0 / a.get_volume()) ** (1 / 3), scale_atoms=True)
-    converge(a, protocol, kpts, txt, spinpol)
-    calc = a.calc
-    steps, fmax = relax_positions(a, protocol, txt)
-    energy = run_energy(a)
-    stress = a.get_stress()
+def analyse_scf(
+    atoms: Atoms,
+    protocol: GPAWProtocol,
+    spinpol: bool,
+    relax_steps: int = 0,
+    max_force: float = math.nan,
+) -> SCFResult:
+    """Measure a converged SCF (``atoms.calc``): energy, stress, bands, moments and density."""
+    calc = atoms.calc
+    energy = run_energy(atoms)
+    stress = atoms.get_stress()
     nspin = calc.get_number_of_spins()
     nk = len(calc.get_ibz_k_points())
     eps = np.array([[calc.get_eigenvalues(kpt=k, spin=s) for k in range(nk)] for s in range(nspin)])
@@ -375,9 +383,9 @@ def run_scf(atoms: Atoms, v0: float, kpts: tuple[int, int, int], protocol: DFTPr
         moments = [float(m) for m in calc.get_magnetic_moments()]
     else:
         total, mag = calc.get_pseudo_density(gridrefinement=g), None
-        moment, moments = 0.0, [0.0] * len(a)
+        moment, moments = 0.0, [0.0] * len(atoms)
     return SCFResult(
-        atoms=a,
+        atoms=atoms,
         energy=energy,
         bands=bands,
         magnetic_moment=moment,
@@ -385,10 +393,21 @@ def run_scf(atoms: Atoms, v0: float, kpts: tuple[int, int, int], protocol: DFTPr
         n_electrons=float(calc.get_number_of_electrons()),
         density=np.asarray(total),
         magnetization=None if mag is None else np.asarray(mag),
-        relax_steps=steps,
-        max_force=fmax,
+        relax_steps=relax_steps,
+        max_force=max_force,
         stress_gpa=[float(x) for x in stress / GPa],
     )
+
+
+def run_scf(
+    atoms: Atoms, v0: float, kpts: tuple[int, int, int], protocol: DFTProtocol, txt: TextIO
+) -> SCFResult:
+    """SCF at volume ``v0`` (isotropic scaling of ``atoms``), relax positions if forced, analyse it."""
+    a, spinpol = prepare_atoms(atoms, protocol)
+    a.set_cell(a.cell * (v0 / a.get_volume()) ** (1 / 3), scale_atoms=True)
+    converge(a, protocol, kpts, txt, spinpol)
+    steps, fmax = relax_positions(a, protocol, txt)
+    return analyse_scf(a, protocol, spinpol, steps, fmax)
 
 
 @dataclasses.dataclass

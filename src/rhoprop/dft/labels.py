@@ -2,7 +2,9 @@
 
 Run after (or during) a batch: formation energies use the elemental references present at the
 time, so re-assembling as references arrive updates them. Only results computed with one protocol
-hash are combined (the newest protocol's, unless one is named).
+hash are combined (the newest protocol's, unless one is named). The label set is the tier's:
+``gpaw-v1`` has all of :data:`LABEL_SCHEMA`, the fast tier ``gpaw-scf-v1`` all but the EOS and
+elastic ones (:data:`EOS_LABELS`), measured at the CHGNet-relaxed structure (:func:`label_schema`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rhoprop.dft.protocol import DFTProtocol, protocol_hash_of
+from rhoprop.dft.protocol import (
+    DFTProtocol,
+    GPAWProtocol,
+    load_protocol,
+    protocol_by_name,
+    protocol_hash_of,
+)
 from rhoprop.errors import RhopropError
 from rhoprop.settings import atomic_write_text
 
@@ -63,6 +71,59 @@ LABEL_SCHEMA: dict[str, dict[str, Any]] = {
 
 INFO_COLUMNS = ("formula", "prototype", "natoms", "spin_polarized", "spacegroup_number", "eos_fit_rms_mev_per_atom")
 
+EOS_LABELS = ("bulk_modulus", "c11", "c12", "c44", "mechanically_stable")
+"""Labels that need the equation of state or strained cells: ``gpaw-v1`` only."""
+
+SCF_DEFINITIONS: dict[str, str] = {
+    "volume_per_atom": "volume of the CHGNet-relaxed cell (symmetry kept) divided by the number "
+    "of atoms",
+    "density": "mass density of the CHGNet-relaxed cell",
+    "total_energy": "GPAW total energy of the SCF at the CHGNet-relaxed structure per atom "
+    "(GPAW's reference: isolated non-spin-polarized atoms of the PAW setups)",
+    "formation_energy": "(E - sum_i n_i mu_i)/N, mu_i = lowest energy per atom of element i over "
+    "its computed elemental solids and dimer molecule (same tier: CHGNet-relaxed, one SCF); blank "
+    "while a reference is missing",
+    "fermi_energy": "GPAW Fermi level of the SCF at the CHGNet-relaxed structure",
+    "band_gap": "CBM - VBM over the Γ-centred k-mesh of the SCF at the CHGNet-relaxed structure "
+    "(both spins); 0 for metals",
+    "crystal_system": "spglib crystal system of the CHGNet-relaxed structure (symprec 0.01 Å)",
+}
+"""Definitions of the fast tier's labels where they differ from ``gpaw-v1``'s (CHGNet geometry)."""
+
+SCF_INFO_COLUMNS = (
+    "formula",
+    "prototype",
+    "natoms",
+    "spin_polarized",
+    "spacegroup_number",
+    "scf_max_force",
+    "chgnet_formation_energy",
+)
+"""``materials.csv`` columns of the fast tier: the GPAW force left at the CHGNet geometry (eV/Å) and
+CHGNet's formation energy where the screening computed it (eV/atom)."""
+
+
+def has_eos(protocol: GPAWProtocol) -> bool:
+    """True for a tier with an equation of state and elastic constants (``gpaw-v1``)."""
+    return isinstance(protocol, DFTProtocol)
+
+
+def label_schema(protocol: GPAWProtocol | None = None) -> dict[str, dict[str, Any]]:
+    """The label columns of a tier with kinds, units and definitions (``gpaw-v1`` when None)."""
+    if protocol is None or has_eos(protocol):
+        return LABEL_SCHEMA
+    return {
+        name: {**spec, "definition": SCF_DEFINITIONS.get(name, spec["definition"])}
+        for name, spec in LABEL_SCHEMA.items()
+        if name not in EOS_LABELS
+    }
+
+
+def info_columns(protocol: GPAWProtocol | None = None) -> tuple[str, ...]:
+    """The ``materials.csv`` columns of a tier (``gpaw-v1`` when None)."""
+    return INFO_COLUMNS if protocol is None or has_eos(protocol) else SCF_INFO_COLUMNS
+
+
 EOS_MAX_RMS_MEV_PER_ATOM = 2.0
 """meV/atom: above this RMS about the Birch-Murnaghan fit, a scan's B0 is not a label. The other 266
 materials of gpaw-v1 after five sessions scatter by at most 1.4 meV/atom (median 0.015); Fe hcp, whose
@@ -105,15 +166,30 @@ def load_results(out_dir: str | Path, protocol_hash: str | None = None) -> list[
     return records
 
 
-def _folder_protocol(out_dir: str | Path) -> DFTProtocol | None:
+def _folder_protocol(out_dir: str | Path) -> GPAWProtocol | None:
     """The folder's protocol as an object (the current default when there is none), None if it no longer parses."""
     path = Path(out_dir) / "protocol.json"
     if not path.exists():
         return DFTProtocol()
     try:
-        return DFTProtocol.from_dict(json.loads(path.read_text()))
+        return load_protocol(json.loads(path.read_text()))
     except RhopropError:
         return None
+
+
+def folder_protocol(out_dir: str | Path) -> GPAWProtocol:
+    """The protocol of a generation folder (``DIR/protocol.json``; ``gpaw-v1`` when there is none).
+
+    A file that no longer parses (written by another rhoprop) gives the default protocol of the
+    tier it names, which is enough to choose the tier's label columns."""
+    protocol = _folder_protocol(out_dir)
+    if protocol is not None:
+        return protocol
+    try:
+        name = json.loads((Path(out_dir) / "protocol.json").read_text()).get("name", "gpaw-v1")
+        return protocol_by_name(name)
+    except (OSError, json.JSONDecodeError, AttributeError, RhopropError):
+        return DFTProtocol()
 
 
 def elemental_references(records: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
@@ -133,8 +209,11 @@ def _blank(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def labels_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row of labels per crystal record (molecules excluded), indexed by id."""
+def labels_frame(
+    records: list[dict[str, Any]], protocol: GPAWProtocol | None = None
+) -> pd.DataFrame:
+    """One row of labels per crystal record (molecules excluded), indexed by id, with the label and
+    info columns of the ``protocol``'s tier (``gpaw-v1`` when None)."""
     refs = elemental_references(records)
     rows = []
     for rec in records:
@@ -148,47 +227,66 @@ def labels_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         else:
             ef = math.nan
         el = rec.get("elastic") or {}
-        scan = rec["eos"]["scans"][-1]
-        rms = eos_fit_rms(scan["volumes"], scan["energies"], natoms)
-        rows.append({
-            "id": rec["id"],
-            "volume_per_atom": rec["eos"]["v0"] / natoms,
-            "bulk_modulus": rec["eos"]["bulk_modulus_gpa"] if rms <= EOS_MAX_RMS_MEV_PER_ATOM else math.nan,
-            "density": structure_density,
-            "total_energy": s["energy"] / natoms,
-            "formation_energy": ef,
-            "fermi_energy": s["fermi_energy"],
-            "band_gap": s["band_gap"],
-            "bandwidth": s["bandwidth"],
-            "magnetic_moment": abs(s["magnetic_moment_cell"]) / natoms,
-            "is_metal": int(bool(s["is_metal"])),
-            "crystal_system": rec["symmetry"]["crystal_system"],
-            "c11": _blank(el.get("c11")),
-            "c12": _blank(el.get("c12")),
-            "c44": _blank(el.get("c44")),
-            "mechanically_stable": math.nan if not el else int(bool(el["mechanically_stable"])),
-            "formula": rec["formula"],
-            "prototype": rec["prototype"],
-            "natoms": natoms,
-            "spin_polarized": int(bool(rec["spin_polarized"])),
-            "spacegroup_number": rec["symmetry"]["spacegroup_number"],
-            "eos_fit_rms_mev_per_atom": round(rms, 4),
-        })
-    columns = ["id", *LABEL_SCHEMA, *INFO_COLUMNS]
+        eos = rec.get("eos")
+        if eos is not None:
+            scan = eos["scans"][-1]
+            rms = eos_fit_rms(scan["volumes"], scan["energies"], natoms)
+            volume, bulk = (
+                eos["v0"],
+                eos["bulk_modulus_gpa"] if rms <= EOS_MAX_RMS_MEV_PER_ATOM else math.nan,
+            )
+        else:
+            rms, bulk, volume = math.nan, math.nan, _structure(rec).volume
+        rows.append(
+            {
+                "id": rec["id"],
+                "volume_per_atom": volume / natoms,
+                "bulk_modulus": bulk,
+                "density": structure_density,
+                "total_energy": s["energy"] / natoms,
+                "formation_energy": ef,
+                "fermi_energy": s["fermi_energy"],
+                "band_gap": s["band_gap"],
+                "bandwidth": s["bandwidth"],
+                "magnetic_moment": abs(s["magnetic_moment_cell"]) / natoms,
+                "is_metal": int(bool(s["is_metal"])),
+                "crystal_system": rec["symmetry"]["crystal_system"],
+                "c11": _blank(el.get("c11")),
+                "c12": _blank(el.get("c12")),
+                "c44": _blank(el.get("c44")),
+                "mechanically_stable": math.nan if not el else int(bool(el["mechanically_stable"])),
+                "formula": rec["formula"],
+                "prototype": rec["prototype"],
+                "natoms": natoms,
+                "spin_polarized": int(bool(rec["spin_polarized"])),
+                "spacegroup_number": rec["symmetry"]["spacegroup_number"],
+                "eos_fit_rms_mev_per_atom": round(rms, 4),
+                "scf_max_force": s.get("max_force", math.nan),
+                "chgnet_formation_energy": _blank(
+                    (rec.get("chgnet") or {}).get("formation_energy")
+                ),
+            }
+        )
+    columns = ["id", *label_schema(protocol), *info_columns(protocol)]
     frame = pd.DataFrame(rows, columns=columns).set_index("id").sort_index()
-    frame["mechanically_stable"] = frame["mechanically_stable"].astype("Int64")
+    if "mechanically_stable" in frame:
+        frame["mechanically_stable"] = frame["mechanically_stable"].astype("Int64")
     return frame
 
 
-def _density(rec: dict[str, Any]) -> float:
+def _structure(rec: dict[str, Any]) -> Any:
     from pymatgen.core import Structure
 
-    return float(Structure.from_dict(rec["structure"]).density)
+    return Structure.from_dict(rec["structure"])
+
+
+def _density(rec: dict[str, Any]) -> float:
+    return float(_structure(rec).density)
 
 
 def targets_schema(labels: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The labels (``LABEL_SCHEMA`` by default) as a ``targets.json`` for ``rhoprop dataset build --schema``
-    (kinds, units, class order)."""
+    """The labels (``LABEL_SCHEMA`` by default, a tier's from :func:`label_schema`) as a
+    ``targets.json`` for ``rhoprop dataset build --schema`` (kinds, units, class order)."""
     targets = []
     for name, spec in (labels or LABEL_SCHEMA).items():
         entry: dict[str, Any] = {"name": name, "kind": spec["kind"], "unit": spec["unit"]}
@@ -213,18 +311,20 @@ def assemble_labels(out_dir: str | Path, protocol_hash: str | None = None) -> pd
 
     out = Path(out_dir)
     records = load_results(out, protocol_hash)
-    frame = labels_frame(records)
-    columns = dict(LABEL_SCHEMA)
+    protocol = folder_protocol(out)
+    frame = labels_frame(records, protocol)
+    columns = dict(label_schema(protocol))
     phonons = phonon_labels(out, records)
     if len(phonons):  # DIR/phonons has results: their labels become columns (blank where not computed)
         frame = frame.join(phonons)
         columns.update(PHONON_LABEL_SCHEMA)
     atomic_write_text(out / "labels.csv", frame[list(columns)].to_csv(float_format="%.6g"))
-    atomic_write_text(out / "materials.csv", frame[list(INFO_COLUMNS)].to_csv())
+    atomic_write_text(out / "materials.csv", frame[list(info_columns(protocol))].to_csv())
     atomic_write_text(out / "targets.json",
                       json.dumps(targets_schema(columns), indent=1, ensure_ascii=False) + "\n")
-    schema = {"protocol_hash": protocol_hash or folder_protocol_hash(out), "labels": columns,
-              "info_columns_in_materials_csv": list(INFO_COLUMNS)}
+    schema = {"protocol_hash": protocol_hash or folder_protocol_hash(out),
+              "protocol_name": protocol.name, "labels": columns,
+              "info_columns_in_materials_csv": list(info_columns(protocol))}
     atomic_write_text(out / "labels.schema.json", json.dumps(schema, indent=1, ensure_ascii=False) + "\n")
     refs = {el: {"energy_per_atom": e, "id": mid} for el, (e, mid) in sorted(elemental_references(records).items())}
     atomic_write_text(out / "references.json", json.dumps(refs, indent=1) + "\n")

@@ -24,6 +24,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 import rhoprop
 from rhoprop.dft.calc import (
+    SCFResult,
     converge,
     material_scope,
     relax_positions,
@@ -32,7 +33,7 @@ from rhoprop.dft.calc import (
     run_eos,
     run_scf,
 )
-from rhoprop.dft.protocol import DFTProtocol
+from rhoprop.dft.protocol import DFTProtocol, GPAWProtocol
 from rhoprop.errors import RhopropError
 from rhoprop.settings import atomic_write_bytes, atomic_write_text
 
@@ -105,11 +106,17 @@ def symmetry_info(structure: Structure) -> dict[str, Any]:
     }
 
 
-def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None) -> dict[str, Any]:
+def compute_molecule(
+    candidate: Candidate,
+    out_dir: str | Path,
+    protocol: GPAWProtocol | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Relax a molecule in a box (Γ point only, fixed box) for an elemental reference energy.
 
-    Writes only the result JSON (``kind`` = ``"molecule"``): a molecule is a formation-energy
-    reference, not a crystal of the dataset. Oxygen starts with 1 μB per atom (triplet O2).
+    Writes only the result JSON (``kind`` = ``"molecule"``, plus the ``extra`` fields): a molecule
+    is a formation-energy reference, not a crystal of the dataset. Oxygen starts with 1 μB per atom
+    (triplet O2).
     """
     protocol = protocol or DFTProtocol()
     out = Path(out_dir)
@@ -141,25 +148,101 @@ def compute_molecule(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
         "protocol_hash": protocol.hash(),
         "rhoprop_version": rhoprop.__version__,
         "kpts": [1, 1, 1],
-        "scf": {"energy": energy, "magnetic_moment_cell": moment, "relax_steps": steps, "max_force": fmax,
-                "bond_length": float(atoms.get_distance(0, 1, mic=True))},
+        "scf": {
+            "energy": energy,
+            "magnetic_moment_cell": moment,
+            "relax_steps": steps,
+            "max_force": fmax,
+            "bond_length": float(atoms.get_distance(0, 1, mic=True)),
+        },
         "structure": final.as_dict(),
-        "timing": {"total_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start},
+        "timing": {
+            "total_s": time.perf_counter() - t_start,
+            "cpu_s": time.process_time() - cpu_start,
+        },
         "scf_fallbacks": scfs.fallbacks,
         "files": {"log": f"logs/{mid}.txt"},
+        **(extra or {}),
     }
     atomic_write_text(result_path(out, mid), json.dumps(record, indent=1) + "\n")
     return record
 
 
-def compute(candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None) -> dict[str, Any]:
-    """Compute a candidate: a molecule reference (prototype ``dimer``) or a crystal."""
+def compute(
+    candidate: Candidate,
+    out_dir: str | Path,
+    protocol: GPAWProtocol | None = None,
+    screen: Any = None,
+) -> dict[str, Any]:
+    """Compute a candidate with its tier's procedure: ``gpaw-v1`` (:class:`DFTProtocol`, the
+    default) or ``gpaw-scf-v1`` (:class:`~rhoprop.dft.protocol.SCFProtocol`, optionally
+    ``screen``-ed, see :func:`rhoprop.dft.scf.compute_scf`); a molecule (``dimer``) or a crystal."""
+    if protocol is not None and not isinstance(protocol, DFTProtocol):
+        from rhoprop.dft.scf import compute_scf
+
+        return compute_scf(candidate, out_dir, protocol, screen)  # type: ignore[arg-type]
     if candidate.prototype == "dimer":
         return compute_molecule(candidate, out_dir, protocol)
     return compute_material(candidate, out_dir, protocol)
 
 
-def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None) -> dict[str, Any]:
+def write_crystal_outputs(
+    out_dir: Path, material_id: str, scf: SCFResult
+) -> tuple[Structure, float]:
+    """Check that the SCF density integrates to the valence count, then write the CHGCAR and the
+    structure (CIF, POSCAR) of a crystal; return (structure, density integral in electrons)."""
+    final = AseAtomsAdaptor.get_structure(scf.atoms)
+    for prop in list(final.site_properties):
+        final.remove_site_property(prop)
+    integral = float(scf.density.mean() * final.volume)
+    if not math.isclose(integral, scf.n_electrons, abs_tol=0.02):
+        raise RhopropError(
+            f"{material_id}: density integrates to {integral:.4f} electrons, expected "
+            f"{scf.n_electrons} valence electrons"
+        )
+    write_chgcar(final, scf.density, scf.magnetization, chgcar_path(out_dir, material_id))
+    struct_dir = out_dir / "structures"
+    atomic_write_text(struct_dir / f"{material_id}.cif", final.to(fmt="cif"))
+    atomic_write_text(struct_dir / f"{material_id}.vasp", final.to(fmt="poscar"))
+    return final, integral
+
+
+def scf_record(scf: SCFResult, integral: float) -> dict[str, Any]:
+    """The ``scf`` block of a crystal's result JSON (bands, moments, density, forces, stress)."""
+    b = scf.bands
+    return {
+        "energy": scf.energy,
+        "fermi_energy": b.fermi_energy,
+        "is_metal": b.is_metal,
+        "band_gap": b.band_gap,
+        "vbm": b.vbm,
+        "cbm": b.cbm,
+        "bandwidth": b.bandwidth,
+        "valence_bottom": b.valence_bottom,
+        "magnetic_moment_cell": scf.magnetic_moment,
+        "magnetic_moments_atoms": scf.magnetic_moments,
+        "n_electrons": scf.n_electrons,
+        "density_integral": integral,
+        "grid_shape": list(scf.density.shape),
+        "relax_steps": scf.relax_steps,
+        "max_force": scf.max_force,
+        "stress_gpa": scf.stress_gpa,
+    }
+
+
+def crystal_files(material_id: str) -> dict[str, str]:
+    """Paths (relative to the output folder) of a crystal's files, as its result JSON has them."""
+    return {
+        "chgcar": f"chgcar/{material_id}.CHGCAR",
+        "cif": f"structures/{material_id}.cif",
+        "poscar": f"structures/{material_id}.vasp",
+        "log": f"logs/{material_id}.txt",
+    }
+
+
+def compute_material(
+    candidate: Candidate, out_dir: str | Path, protocol: DFTProtocol | None = None
+) -> dict[str, Any]:
     """Compute one material with the protocol, write its files, and return the result record.
 
     Raises a :class:`~rhoprop.dft.calc.DFTError` subclass (or any exception) on failure; the result
@@ -189,21 +272,9 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
             t = time.perf_counter()
             elastic = run_elastic_cubic(scf.atoms, eos.kpts, protocol, txt, eos.bulk_modulus)
             timing["elastic_s"] = time.perf_counter() - t
-    final = AseAtomsAdaptor.get_structure(scf.atoms)
-    for prop in list(final.site_properties):
-        final.remove_site_property(prop)
-    integral = float(scf.density.mean() * final.volume)
-    if not math.isclose(integral, scf.n_electrons, abs_tol=0.02):
-        raise RhopropError(
-            f"{mid}: density integrates to {integral:.4f} electrons, expected {scf.n_electrons} valence electrons"
-        )
-    write_chgcar(final, scf.density, scf.magnetization, chgcar_path(out, mid))
-    struct_dir = out / "structures"
-    atomic_write_text(struct_dir / f"{mid}.cif", final.to(fmt="cif"))
-    atomic_write_text(struct_dir / f"{mid}.vasp", final.to(fmt="poscar"))
+    final, integral = write_crystal_outputs(out, mid, scf)
     timing["total_s"] = time.perf_counter() - t_start
     timing["cpu_s"] = time.process_time() - cpu_start
-    b = scf.bands
     record: dict[str, Any] = {
         "id": mid,
         "kind": "crystal",
@@ -225,24 +296,7 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
             "precentre": eos.precentre,
             "scans": eos.scans,
         },
-        "scf": {
-            "energy": scf.energy,
-            "fermi_energy": b.fermi_energy,
-            "is_metal": b.is_metal,
-            "band_gap": b.band_gap,
-            "vbm": b.vbm,
-            "cbm": b.cbm,
-            "bandwidth": b.bandwidth,
-            "valence_bottom": b.valence_bottom,
-            "magnetic_moment_cell": scf.magnetic_moment,
-            "magnetic_moments_atoms": scf.magnetic_moments,
-            "n_electrons": scf.n_electrons,
-            "density_integral": integral,
-            "grid_shape": list(scf.density.shape),
-            "relax_steps": scf.relax_steps,
-            "max_force": scf.max_force,
-            "stress_gpa": scf.stress_gpa,
-        },
+        "scf": scf_record(scf, integral),
         "elastic": None if elastic is None else dataclasses.asdict(elastic),
         "elastic_note": elastic_note,
         "symmetry": symmetry_info(final),
@@ -250,12 +304,7 @@ def compute_material(candidate: Candidate, out_dir: str | Path, protocol: DFTPro
         "structure": final.as_dict(),
         "timing": timing,
         "scf_fallbacks": scfs.fallbacks,
-        "files": {
-            "chgcar": f"chgcar/{mid}.CHGCAR",
-            "cif": f"structures/{mid}.cif",
-            "poscar": f"structures/{mid}.vasp",
-            "log": f"logs/{mid}.txt",
-        },
+        "files": crystal_files(mid),
     }
     atomic_write_text(result_path(out, mid), json.dumps(record, indent=1) + "\n")
     return record

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 from importlib import metadata
-from typing import Any
+from typing import Any, ClassVar
 
 from rhoprop.errors import SettingsError
 from rhoprop.settings import Settings
@@ -37,11 +37,13 @@ def protocol_hash_of(data: dict) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class DFTProtocol(Settings):
-    """GPAW plane-wave PAW protocol (PBE) for densities, equations of state and elastic constants.
+class GPAWProtocol(Settings):
+    """Electronic settings every GPAW tier shares: functional, basis, k-points, smearing, spin,
+    bands, SCF mixer, molecule relaxation and the written density. Tiers subclass it and add their
+    procedure.
 
     Attributes:
-        name: protocol name; results of different names/hashes are never mixed.
+        name: protocol name (a tier); results of different names/hashes are never mixed.
         xc: exchange-correlation functional.
         pw_cutoff_ev: plane-wave kinetic-energy cutoff (eV), the same at every volume.
         kpoint_density: k-points per Å⁻¹ of reciprocal-lattice vector length (ASE ``kptdensity``
@@ -50,21 +52,8 @@ class DFTProtocol(Settings):
         smearing: occupation smearing scheme (``"fermi-dirac"``).
         smearing_width_ev: smearing width (eV).
         setups: GPAW PAW setup family; ``setups_version`` is the installed gpaw-data version.
-        eos_volume_scalings: volumes of the EOS scan relative to the centre volume.
-        protocol_revision: bumped whenever the procedure (not only a number) changes, so old results
-            are invalidated (2: energy-based centring, c11/c12 from the EOS bulk modulus + shear;
-            3: no elastic constants for metals unless ``elastic_for_metals``; 4: ``min_empty_bands``;
-            5: ``scf_fallback_mixer``).
-        eos_precentre_steps: before the scan, at most this many single SCFs step the volume by
-            ``eos_precentre_factor`` from the start until the energy rises on both sides; the scan is
-            centred on the vertex of the E(ln V) parabola through that triple (0 = centre on the start).
-        eos_precentre_factor: volume ratio of one pre-centring step.
-        eos_max_recentre: how many times a scan that does not bracket the minimum is re-centred.
-        eos: equation of state fitted by ``ase.eos.EquationOfState``.
-        elastic_strain: magnitude of the ± normal strain and ± engineering shear strain (c11, c12, c44).
-        elastic_for_metals: also compute elastic constants of metals (off: with this k-mesh and
-            smearing their strained-cell stresses are sampling noise).
-        relax_fmax: force threshold (eV/Å) for relaxing internal coordinates at V0 and under shear.
+        relax_fmax: force threshold (eV/Å) of GPAW BFGS relaxations (molecules in both tiers;
+            internal coordinates at V0 and under shear in ``gpaw-v1``).
         relax_steps: maximum BFGS steps of such a relaxation.
         magnetic_elements: elements that trigger a spin-polarized, ferromagnetic-start calculation.
         initial_magmom: starting moment (μB) on each atom of a magnetic element.
@@ -84,7 +73,7 @@ class DFTProtocol(Settings):
         setups_version: gpaw-data version (PAW setups).
     """
 
-    name: str = "gpaw-v1"
+    name: str = "gpaw"
     xc: str = "PBE"
     pw_cutoff_ev: float = 500.0
     kpoint_density: float = 3.5
@@ -92,14 +81,6 @@ class DFTProtocol(Settings):
     smearing: str = "fermi-dirac"
     smearing_width_ev: float = 0.01
     setups: str = "paw"
-    eos_volume_scalings: tuple[float, ...] = (0.94, 0.97, 1.0, 1.03, 1.06)
-    protocol_revision: int = 5
-    eos_precentre_steps: int = 6
-    eos_precentre_factor: float = 1.2
-    eos_max_recentre: int = 1
-    eos: str = "birchmurnaghan"
-    elastic_strain: float = 0.02
-    elastic_for_metals: bool = False
     relax_fmax: float = 0.02
     relax_steps: int = 30
     magnetic_elements: tuple[str, ...] = MAGNETIC_ELEMENTS
@@ -112,35 +93,36 @@ class DFTProtocol(Settings):
     gpaw_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw"))
     setups_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw-data"))
 
+    tasks_per_worker: ClassVar[int] = 1
+    """Materials one batch worker process computes before it is replaced (not a protocol field)."""
+
     def __post_init__(self) -> None:
+        cls = type(self).__name__
         mixer = self.scf_fallback_mixer
         if mixer is not None and (not isinstance(mixer, dict) or not set(mixer) <= MIXER_KEYS):
             raise SettingsError(
-                f"DFTProtocol.scf_fallback_mixer must be None or a dict with keys from {sorted(MIXER_KEYS)}, "
+                f"{cls}.scf_fallback_mixer must be None or a dict with keys from "
+                f"{sorted(MIXER_KEYS)}, "
                 f"got {mixer!r}"
             )
         if self.xc not in ("PBE", "LDA", "PBEsol", "RPBE", "revPBE"):
-            raise SettingsError(f"DFTProtocol.xc: unsupported functional {self.xc!r}")
+            raise SettingsError(f"{cls}.xc: unsupported functional {self.xc!r}")
         if self.pw_cutoff_ev <= 0 or self.kpoint_density <= 0 or self.smearing_width_ev <= 0:
             raise SettingsError(
-                "DFTProtocol: pw_cutoff_ev, kpoint_density and smearing_width_ev must be positive, "
+                f"{cls}: pw_cutoff_ev, kpoint_density and smearing_width_ev must be positive, "
                 f"got {self.pw_cutoff_ev}, {self.kpoint_density}, {self.smearing_width_ev}"
             )
         if self.smearing != "fermi-dirac":
-            raise SettingsError(f"DFTProtocol.smearing: only 'fermi-dirac' is supported, got {self.smearing!r}")
-        scalings = tuple(float(s) for s in self.eos_volume_scalings)
-        if len(scalings) < 5 or sorted(scalings) != list(scalings) or not min(scalings) < 1 < max(scalings):
             raise SettingsError(
-                "DFTProtocol.eos_volume_scalings: need at least 5 increasing scalings around 1.0, "
-                f"got {self.eos_volume_scalings}"
+                f"{cls}.smearing: only 'fermi-dirac' is supported, got {self.smearing!r}"
             )
-        if not 0 < self.elastic_strain < 0.05:
-            raise SettingsError(f"DFTProtocol.elastic_strain must be in (0, 0.05), got {self.elastic_strain}")
         if self.min_empty_bands < 1:
-            raise SettingsError(f"DFTProtocol.min_empty_bands must be at least 1, got {self.min_empty_bands}")
+            raise SettingsError(
+                f"{cls}.min_empty_bands must be at least 1, got {self.min_empty_bands}"
+            )
         if self.density_gridrefinement not in (1, 2, 4):
             raise SettingsError(
-                f"DFTProtocol.density_gridrefinement must be 1, 2 or 4, got {self.density_gridrefinement}"
+                f"{cls}.density_gridrefinement must be 1, 2 or 4, got {self.density_gridrefinement}"
             )
 
     def hash(self) -> str:
@@ -164,6 +146,60 @@ class DFTProtocol(Settings):
             n_orbitals += orbitals
         needed = math.ceil(n_valence / 2 - 1e-9) + self.min_empty_bands
         return None if n_orbitals >= needed else needed
+
+    def accepts(self, record: dict[str, Any]) -> bool:
+        """True when a result or failure record (``protocol_hash``) was computed with this one."""
+        return record.get("protocol_hash") == self.hash()
+
+
+@dataclasses.dataclass(frozen=True)
+class DFTProtocol(GPAWProtocol):
+    """GPAW plane-wave PAW protocol (PBE) for densities, equations of state and elastic constants
+    (tier ``gpaw-v1``); the electronic settings are :class:`GPAWProtocol`'s.
+
+    Attributes:
+        eos_volume_scalings: volumes of the EOS scan relative to the centre volume.
+        protocol_revision: bumped whenever the procedure (not only a number) changes, so old results
+            are invalidated (2: energy-based centring, c11/c12 from the EOS bulk modulus + shear;
+            3: no elastic constants for metals unless ``elastic_for_metals``; 4: ``min_empty_bands``;
+            5: ``scf_fallback_mixer``).
+        eos_precentre_steps: before the scan, at most this many single SCFs step the volume by
+            ``eos_precentre_factor`` from the start until the energy rises on both sides; the scan is
+            centred on the vertex of the E(ln V) parabola through that triple (0 = centre on the start).
+        eos_precentre_factor: volume ratio of one pre-centring step.
+        eos_max_recentre: how many times a scan that does not bracket the minimum is re-centred.
+        eos: equation of state fitted by ``ase.eos.EquationOfState``.
+        elastic_strain: magnitude of the ± normal strain and ± engineering shear strain (c11, c12, c44).
+        elastic_for_metals: also compute elastic constants of metals (off: with this k-mesh and
+            smearing their strained-cell stresses are sampling noise).
+    """
+
+    name: str = "gpaw-v1"
+    eos_volume_scalings: tuple[float, ...] = (0.94, 0.97, 1.0, 1.03, 1.06)
+    protocol_revision: int = 5
+    eos_precentre_steps: int = 6
+    eos_precentre_factor: float = 1.2
+    eos_max_recentre: int = 1
+    eos: str = "birchmurnaghan"
+    elastic_strain: float = 0.02
+    elastic_for_metals: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        scalings = tuple(float(s) for s in self.eos_volume_scalings)
+        if (
+            len(scalings) < 5
+            or sorted(scalings) != list(scalings)
+            or not min(scalings) < 1 < max(scalings)
+        ):
+            raise SettingsError(
+                "DFTProtocol.eos_volume_scalings: need at least 5 increasing scalings around 1.0, "
+                f"got {self.eos_volume_scalings}"
+            )
+        if not 0 < self.elastic_strain < 0.05:
+            raise SettingsError(
+                f"DFTProtocol.elastic_strain must be in (0, 0.05), got {self.elastic_strain}"
+            )
 
     def revision_hash(self, revision: int) -> str | None:
         """Hash this protocol had at an earlier ``revision`` (3 or 4) with every other field unchanged.
@@ -202,6 +238,83 @@ class DFTProtocol(Settings):
             return False
         symbols = [el for el, n in record["composition"].items() for _ in range(int(round(float(n))))]
         return self.band_count(symbols) is None
+
+
+@dataclasses.dataclass(frozen=True)
+class SCFProtocol(GPAWProtocol):
+    """Fast tier ``gpaw-scf-v1``: CHGNet relaxation of cell and positions under the input's
+    symmetry, then one GPAW SCF with :class:`GPAWProtocol`'s electronic settings (``gpaw-v1``'s).
+
+    Attributes:
+        protocol_revision: bumped whenever the procedure changes.
+        chgnet_model: pretrained CHGNet model (shipped in the chgnet wheel; trained on Materials
+            Project PBE/PBE+U relaxations).
+        chgnet_version: installed chgnet package version.
+        chgnet_optimizer: ASE optimizer of the CHGNet relaxation (``FIRE`` or ``BFGS``).
+        chgnet_fmax: convergence threshold of the relaxation (eV/Å on atoms, the same on the
+            Fréchet cell filter's virial / volume).
+        chgnet_steps: at most this many optimizer steps (not converged: the material fails).
+        input_symprec: spglib tolerance (Å) of the input's symmetry, which the relaxation keeps
+            (ASE ``FixSymmetry``).
+        refine_symprec: spglib tolerance (Å) of the symmetrization of the relaxed cell before the
+            SCF (round-off removed: GPAW finds every symmetry, so the irreducible k-points are few).
+        symmetric_kpoints: where the k-point density gives a mesh that the crystal's rotations do
+            not map onto itself (e.g. 5×5×6 in the primitive basis of a body-centred tetragonal
+            cell), raise every size to the largest one, so that GPAW keeps the full symmetry (the
+            density stays at least ``kpoint_density``).
+    """
+
+    name: str = "gpaw-scf-v1"
+    protocol_revision: int = 1
+    chgnet_model: str = "0.3.0"
+    chgnet_version: str = dataclasses.field(default_factory=lambda: _package_version("chgnet"))
+    chgnet_optimizer: str = "FIRE"
+    chgnet_fmax: float = 0.02
+    chgnet_steps: int = 500
+    input_symprec: float = 0.01
+    refine_symprec: float = 1e-3
+    symmetric_kpoints: bool = True
+
+    tasks_per_worker: ClassVar[int] = 25
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.chgnet_optimizer not in ("FIRE", "BFGS"):
+            raise SettingsError(
+                "SCFProtocol.chgnet_optimizer must be 'FIRE' or 'BFGS', "
+                f"got {self.chgnet_optimizer!r}"
+            )
+        if self.chgnet_fmax <= 0 or self.chgnet_steps < 1:
+            raise SettingsError(
+                f"SCFProtocol: chgnet_fmax must be positive and chgnet_steps at least 1, got "
+                f"{self.chgnet_fmax}, {self.chgnet_steps}"
+            )
+        if not 0 < self.refine_symprec <= self.input_symprec < 0.5:
+            raise SettingsError(
+                "SCFProtocol: need 0 < refine_symprec <= input_symprec < 0.5 Å, got "
+                f"{self.refine_symprec}, {self.input_symprec}"
+            )
+
+
+PROTOCOLS: dict[str, type[GPAWProtocol]] = {"gpaw-v1": DFTProtocol, "gpaw-scf-v1": SCFProtocol}
+"""Protocol classes by tier name (``rhoprop generate --protocol``)."""
+
+
+def protocol_by_name(name: str) -> GPAWProtocol:
+    """The default protocol of a tier (``gpaw-v1`` or ``gpaw-scf-v1``)."""
+    if name not in PROTOCOLS:
+        raise SettingsError(f"unknown protocol {name!r}; choose one of {sorted(PROTOCOLS)}")
+    return PROTOCOLS[name]()
+
+
+def load_protocol(data: dict[str, Any]) -> GPAWProtocol:
+    """A protocol from its dict (``protocol.json``, a result's ``protocol``); ``name`` picks it."""
+    name = data.get("name", "gpaw-v1") if isinstance(data, dict) else None
+    if name not in PROTOCOLS:
+        raise SettingsError(
+            f"unknown protocol name {name!r} in a protocol dict; known: {sorted(PROTOCOLS)}"
+        )
+    return PROTOCOLS[name].from_dict(data)
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
@@ -142,14 +142,19 @@ def dimer_id(symbol: str) -> str:
     return f"{symbol}2-dimer"
 
 
-def _balanced(prototype: str, elements: tuple[str, ...]) -> bool:
-    """True when some combination of the elements' common oxidation states (one negative at least) sums to 0."""
-    counts = SITES_PER_ELEMENT[prototype]
+def charge_balanced(elements: tuple[str, ...], counts: tuple[int, ...]) -> bool:
+    """True when some combination of the elements' common oxidation states (one negative at least),
+    weighted by the site ``counts``, sums to 0."""
     states = [Element(el).common_oxidation_states or (0,) for el in elements]
     for combo in itertools.product(*states):
         if any(q < 0 for q in combo) and sum(n * q for n, q in zip(counts, combo)) == 0:
             return True
     return False
+
+
+def _balanced(prototype: str, elements: tuple[str, ...]) -> bool:
+    """True when some combination of the elements' common oxidation states (one negative at least) sums to 0."""
+    return charge_balanced(elements, SITES_PER_ELEMENT[prototype])
 
 
 def _family_pools() -> dict[str, list[tuple[str, ...]]]:
@@ -273,12 +278,18 @@ def reference_ids(element: str) -> tuple[str, ...]:
     return tuple(material_id(proto, (element,)) for proto in ELEMENTAL_PROTOTYPES)
 
 
-def ready_first(candidates: Iterable[Candidate], finished: set[str]) -> list[Candidate]:
+def ready_first(
+    candidates: Iterable[Candidate],
+    finished: set[str],
+    references: Callable[[str], tuple[str, ...]] = reference_ids,
+) -> list[Candidate]:
     """Reorder candidates so that compounds whose elements' references are all ``finished`` come first.
 
-    ``finished`` holds the ids already computed or recorded as failed. Everything else keeps the
-    enumeration's order, so an element's references still come before the first compound that needs
-    them; the compounds moved forward are those that need no new reference calculation.
+    ``finished`` holds the ids already computed or recorded as failed; ``references`` gives the
+    reference ids of an element (this enumeration's :func:`reference_ids` by default). Everything
+    else keeps the enumeration's order, so an element's references still come before the first
+    compound that needs them; the compounds moved forward are those that need no new reference
+    calculation.
     """
     candidates = list(candidates)
     referenced: dict[str, bool] = {}
@@ -289,7 +300,7 @@ def ready_first(candidates: Iterable[Candidate], finished: set[str]) -> list[Can
             return False
         for el in elements:
             if el not in referenced:
-                referenced[el] = all(mid in finished for mid in reference_ids(el))
+                referenced[el] = all(mid in finished for mid in references(el))
         return all(referenced[el] for el in elements)
 
     flags = [ready(c) for c in candidates]
