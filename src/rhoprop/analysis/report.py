@@ -228,7 +228,7 @@ def report_multitask_study(
     trainings with progress shown, write the report into ``out`` and print it."""
     console = console or Console()
     out = Path(out)
-    with progress("similarity of targets (train split)", log_interval=5.0) as steps:
+    with progress("preparing the study", log_interval=5.0) as steps:
         plan = prepare_multitask_study(
             dataset, progress=lambda d, t, what: steps.update(d, t, what), **options
         )
