@@ -173,7 +173,11 @@ def encode_tensor(x: np.ndarray, dtype: str, level: int = 1, quantum: float = 0.
     """
     data = quantize(x, quantum) if dtype == "q16" else np.ascontiguousarray(x, dtype=dtype)
     shuffled = data.view(np.uint8).reshape(-1, data.itemsize).T.tobytes()
-    compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 8, zlib.Z_RLE)
+    # q16 codes are small integers whose low bytes an entropy coder packs well: zlib's default
+    # strategy at level 6 gives 14.0 KB per gpaw-v1 tensor (2x32^3, quantum 0.03) in 1.1 ms, where
+    # run-length matches at level 1 give 29.1 KB (float16 with run-length matches: 52.9 KB, 0.9 ms).
+    level, strategy = (max(level, 6), zlib.Z_DEFAULT_STRATEGY) if dtype == "q16" else (level, zlib.Z_RLE)
+    compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 8, strategy)
     return compressor.compress(shuffled) + compressor.flush()
 
 
