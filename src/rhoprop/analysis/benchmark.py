@@ -66,7 +66,18 @@ MODELS = (
 DEFAULT_MODELS = (
     "mean", *GB_MODELS, "cgcnn", "msa3dcnn-density", "msa3dcnn-density+structure",
 )  # fmt: skip
-COLUMNS = ("dataset", "model", "target", "fold", "n_train", "mae", "r2", "accuracy", "f1", "roc_auc")
+COLUMNS = (
+    "dataset",
+    "model",
+    "target",
+    "fold",
+    "n_train",
+    "mae",
+    "r2",
+    "accuracy",
+    "f1",
+    "roc_auc",
+)
 
 
 def _unit_hash(text: str) -> float:
@@ -121,7 +132,12 @@ class BenchmarkSettings(Settings):
     min_labels: int = 30
     val_fraction: float = 0.15
     train_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    curve_models: tuple[str, ...] = ("mean", "composition", "density-invariants", "msa3dcnn-density+structure")
+    curve_models: tuple[str, ...] = (
+        "mean",
+        "composition",
+        "density-invariants",
+        "msa3dcnn-density+structure",
+    )
     baselines: BaselineSettings = dataclasses.field(default_factory=BaselineSettings)
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(model="small", epochs=60, patience=15, batch_size=16, lr=2e-3,
@@ -135,7 +151,9 @@ class BenchmarkSettings(Settings):
         object.__setattr__(self, "curve_models", tuple(self.curve_models))
         unknown = [m for m in (*self.models, *self.curve_models) if m not in MODELS]
         if unknown:
-            raise SettingsError(f"BenchmarkSettings: unknown model(s) {unknown}; valid models are {list(MODELS)}")
+            raise SettingsError(
+                f"BenchmarkSettings: unknown model(s) {unknown}; valid models are {list(MODELS)}"
+            )
         fractions = self.train_fractions
         check_fields(
             "BenchmarkSettings",
@@ -177,7 +195,9 @@ def _gb_features(store: DatasetStore, ids: Sequence[str], model: str) -> np.ndar
 
         return np.stack([composition_features(store.structure(i)) for i in ids])
     # density-invariants: the invariants alone; +composition: also electrons per atom and composition
-    return store_extra_features(store, ids, "density" if model == "density-invariants" else "density+structure")
+    return store_extra_features(
+        store, ids, "density" if model == "density-invariants" else "density+structure"
+    )
 
 
 def _predict(
@@ -201,9 +221,14 @@ def _predict(
     if model == "cgcnn":
         structures = {p: [store.structure(i) for i in parts[k]] for p, k in
                       (("train", "train"), ("val", "val"), ("eval", "test"))}  # fmt: skip
-        labels = {p: label_matrix(store, parts[k], tasks) for p, k in (("train", "train"), ("val", "val"), ("eval", "test"))}
+        labels = {
+            p: label_matrix(store, parts[k], tasks)
+            for p, k in (("train", "train"), ("val", "val"), ("eval", "test"))
+        }
         accelerator = settings.train.accelerator
-        return cgcnn_predictions(tasks, structures, labels, settings.baselines, work / "cgcnn", accelerator)
+        return cgcnn_predictions(
+            tasks, structures, labels, settings.baselines, work / "cgcnn", accelerator
+        )
     return _predict_msa3dcnn(model, store, dataset, tasks, parts, settings, work)
 
 
@@ -222,12 +247,18 @@ def _predict_msa3dcnn(
 
     inputs = model.removeprefix("msa3dcnn-")
     config = dataclasses.replace(
-        settings.train, inputs=inputs, seed=settings.seed, targets=tuple(t.name for t in tasks), progress=False
+        settings.train,
+        inputs=inputs,
+        seed=settings.seed,
+        targets=tuple(t.name for t in tasks),
+        progress=False,
     )
     result = train(dataset, work / "run", config, parts=parts)
     assert result is not None  # a single process is rank zero
     bundle = load_model(result.model_dir)
-    preds = predict_batches(bundle.model, loader(store, parts["test"], tasks, config, shuffle=False), mc_samples=1)
+    preds = predict_batches(
+        bundle.model, loader(store, parts["test"], tasks, config, shuffle=False), mc_samples=1
+    )
     order = np.argsort(preds.indices)
     return {name: values[order] for name, values in preds.mean.items()}
 
@@ -242,13 +273,19 @@ def _subsample(ids: list[str], formulas: dict[str, str], fraction: float, seed: 
 
 
 def fold_parts(
-    folds: dict[str, int], formulas: dict[str, str], fold: int, settings: BenchmarkSettings, fraction: float = 1.0
+    folds: dict[str, int],
+    formulas: dict[str, str],
+    fold: int,
+    settings: BenchmarkSettings,
+    fraction: float = 1.0,
 ) -> dict[str, list[str]]:
     """train / val / test ids of one fold (test: the fold; val: hashed training formulas)."""
     test = [i for i, f in folds.items() if f == fold]
     rest = _subsample([i for i, f in folds.items() if f != fold], formulas, fraction, settings.seed)
     val = [i for i in rest if is_validation(formulas[i], settings.val_fraction, settings.seed)]
-    train = [i for i in rest if not is_validation(formulas[i], settings.val_fraction, settings.seed)]
+    train = [
+        i for i in rest if not is_validation(formulas[i], settings.val_fraction, settings.seed)
+    ]
     return {"train": train, "val": val, "test": test}
 
 
@@ -260,7 +297,9 @@ def score_rows(
     rows = []
     for j, task in enumerate(tasks):
         row: dict[str, Any] = {c: math.nan for c in COLUMNS}
-        row.update(dataset=dataset, model=model, target=task.name, fold=fold, n_train=n_train[task.name])
+        row.update(
+            dataset=dataset, model=model, target=task.name, fold=fold, n_train=n_train[task.name]
+        )
         pred = np.asarray(preds[task.name])
         if task.is_regression:
             m = regression_metrics(truth[:, j], pred)
@@ -285,7 +324,9 @@ def benchmark_tasks(store: DatasetStore, settings: BenchmarkSettings) -> list[Ta
     return select_tasks(store, names, store.ids)
 
 
-def _cache_key(settings: BenchmarkSettings, model: str, parts: dict[str, list[str]], tasks: Sequence[TaskSpec]) -> str:
+def _cache_key(
+    settings: BenchmarkSettings, model: str, parts: dict[str, list[str]], tasks: Sequence[TaskSpec]
+) -> str:
     relevant = {
         "model": model,
         "seed": settings.seed,
@@ -325,26 +366,44 @@ def run_benchmark(
             for fold in range(settings.folds):
                 parts = fold_parts(folds, formulas, fold, settings, fraction)
                 if not parts["test"]:
-                    raise SettingsError(f"fold {fold} of {settings.folds} is empty; use fewer folds")
+                    raise SettingsError(
+                        f"fold {fold} of {settings.folds} is empty; use fewer folds"
+                    )
                 key = _cache_key(settings, model, parts, tasks)
-                cache = work / "cache" / model.replace("+", "_") / f"fold{fold}-f{fraction:g}-{key}.json"
+                cache = (
+                    work
+                    / "cache"
+                    / model.replace("+", "_")
+                    / f"fold{fold}-f{fraction:g}-{key}.json"
+                )
                 if cache.is_file():
                     stored = json.loads(cache.read_text())
-                    preds = {k: np.asarray(v, dtype=float) for k, v in stored["predictions"].items()}
+                    preds = {
+                        k: np.asarray(v, dtype=float) for k, v in stored["predictions"].items()
+                    }
                     elapsed = float(stored["seconds"])
                 else:
                     t0 = time.perf_counter()
-                    run_dir = work / "runs" / model.replace("+", "_") / f"fold{fold}-f{fraction:g}-{key}"
+                    run_dir = (
+                        work / "runs" / model.replace("+", "_") / f"fold{fold}-f{fraction:g}-{key}"
+                    )
                     preds = _predict(model, store, str(dataset), tasks, parts, settings, run_dir)
                     elapsed = time.perf_counter() - t0
-                    payload = {"model": model, "fold": fold, "fraction": fraction, "test_ids": parts["test"],
-                               "seconds": elapsed,
-                               "predictions": {k: np.asarray(v).tolist() for k, v in preds.items()}}
+                    payload = {
+                        "model": model,
+                        "fold": fold,
+                        "fraction": fraction,
+                        "test_ids": parts["test"],
+                        "seconds": elapsed,
+                        "predictions": {k: np.asarray(v).tolist() for k, v in preds.items()},
+                    }
                     atomic_write_text(cache, json.dumps(payload) + "\n")
                 seconds[model] = seconds.get(model, 0.0) + elapsed
                 fit_ids = parts["train"] + parts["val"]
                 train_labels = label_matrix(store, fit_ids, tasks)
-                n_train = {t.name: int(np.isfinite(train_labels[:, j]).sum()) for j, t in enumerate(tasks)}
+                n_train = {
+                    t.name: int(np.isfinite(train_labels[:, j]).sum()) for j, t in enumerate(tasks)
+                }
                 truth = label_matrix(store, parts["test"], tasks)
                 new = score_rows(label, model, fold, tasks, truth, preds, n_train)
                 for row in new:
@@ -390,8 +449,16 @@ def paired_comparison(rows: pd.DataFrame, reference: str, metric: str = "mae") -
             p = math.nan
             if len(pair) >= 3 and float(diff.std()) > 0:
                 p = float(stats.ttest_rel(pair[model], pair[reference]).pvalue)
-            out.append({"target": target, "model": model, "mean_difference": float(diff.mean()),
-                        "reference_wins": int(better.sum()), "folds": len(pair), "p": p})
+            out.append(
+                {
+                    "target": target,
+                    "model": model,
+                    "mean_difference": float(diff.mean()),
+                    "reference_wins": int(better.sum()),
+                    "folds": len(pair),
+                    "p": p,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -409,8 +476,15 @@ def best_models(rows: pd.DataFrame) -> pd.DataFrame:
         best = group.loc[group[col].idxmin() if regression else group[col].idxmax()]
         tol = float(best[spread]) if np.isfinite(best[spread]) else 0.0
         close = group[(group[col] - best[col]).abs() <= tol]
-        out.append({"target": target, "best": best["model"], "value": float(best[col]), "std": tol,
-                    "within_one_std": ",".join(close["model"])})
+        out.append(
+            {
+                "target": target,
+                "best": best["model"],
+                "value": float(best[col]),
+                "std": tol,
+                "within_one_std": ",".join(close["model"]),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -447,7 +521,11 @@ def render_markdown(result: BenchmarkResult, reference: str | None = None) -> st
         close = set(str(info["within_one_std"]).split(",")) if info is not None else set()
         for model in models:
             row = group[group["model"] == model]
-            text = _fmt(float(row[f"{col}_mean"].iloc[0]), float(row[f"{col}_std"].iloc[0])) if len(row) else ""
+            text = (
+                _fmt(float(row[f"{col}_mean"].iloc[0]), float(row[f"{col}_std"].iloc[0]))
+                if len(row)
+                else ""
+            )
             if info is not None and model == info["best"]:
                 text = f"**{text}**"
             elif model in close and text:
@@ -459,15 +537,29 @@ def render_markdown(result: BenchmarkResult, reference: str | None = None) -> st
     if reference and reference in models:
         paired = paired_comparison(result.rows, reference, "mae")
         if not paired.empty:
-            lines += ["", f"Paired over folds, `{reference}` against each model (MAE difference other − "
-                      f"{reference}: positive means {reference} is better; wins out of the folds; p of a "
-                      "two-sided paired t-test):", ""]
-            lines.append(markdown_table(
-                ["target", "model", "difference", "wins", "p"],
-                [[r.target, r.model, f"{r.mean_difference:+.3g}", f"{r.reference_wins}/{r.folds}", f"{r.p:.3g}"]
-                 for r in paired.itertuples()],
-                "llrrr",
-            ))
+            lines += [
+                "",
+                f"Paired over folds, `{reference}` against each model (MAE difference other − "
+                f"{reference}: positive means {reference} is better; wins out of the folds; p of a "
+                "two-sided paired t-test):",
+                "",
+            ]
+            lines.append(
+                markdown_table(
+                    ["target", "model", "difference", "wins", "p"],
+                    [
+                        [
+                            r.target,
+                            r.model,
+                            f"{r.mean_difference:+.3g}",
+                            f"{r.reference_wins}/{r.folds}",
+                            f"{r.p:.3g}",
+                        ]
+                        for r in paired.itertuples()
+                    ],
+                    "llrrr",
+                )
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -480,8 +572,10 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path) -> None:
     data = result.rows[(result.rows["fraction"] == 1.0) & result.rows["mae"].notna()].copy()
     mean_mae = data[data["model"] == "mean"].set_index(["target", "fold"])["mae"]
     if not mean_mae.empty:
-        data["relative"] = data["mae"].to_numpy() / mean_mae.reindex(
-            pd.MultiIndex.from_frame(data[["target", "fold"]])).to_numpy()
+        data["relative"] = (
+            data["mae"].to_numpy()
+            / mean_mae.reindex(pd.MultiIndex.from_frame(data[["target", "fold"]])).to_numpy()
+        )
     else:
         data["relative"] = data["mae"]
     targets = list(dict.fromkeys(data["target"]))
@@ -490,7 +584,12 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path) -> None:
     ax = fig.add_subplot()
     width = 0.8 / max(len(models), 1)
     for k, model in enumerate(models):
-        stats = data[data["model"] == model].groupby("target")["relative"].agg(["mean", "std"]).reindex(targets)
+        stats = (
+            data[data["model"] == model]
+            .groupby("target")["relative"]
+            .agg(["mean", "std"])
+            .reindex(targets)
+        )
         x = np.arange(len(targets)) + (k - (len(models) - 1) / 2) * width
         ax.bar(x, stats["mean"], width, yerr=stats["std"], label=model, capsize=2)
     ax.set_xticks(np.arange(len(targets)), targets, rotation=35, ha="right")
@@ -501,13 +600,17 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def plot_learning_curves(result: BenchmarkResult, path: str | Path, targets: Sequence[str] = PAPER_TARGETS) -> None:
+def plot_learning_curves(
+    result: BenchmarkResult, path: str | Path, targets: Sequence[str] = PAPER_TARGETS
+) -> None:
     """MAE against the number of training materials (mean ± spread over folds), one panel per target."""
     from matplotlib.figure import Figure
 
     from rhoprop.analysis.figures import save_figure
 
-    data = result.rows[result.rows["mae"].notna() & result.rows["model"].isin(result.settings.curve_models)]
+    data = result.rows[
+        result.rows["mae"].notna() & result.rows["model"].isin(result.settings.curve_models)
+    ]
     targets = [t for t in targets if t in set(data["target"])]
     if not targets:
         return
@@ -517,8 +620,12 @@ def plot_learning_curves(result: BenchmarkResult, path: str | Path, targets: Seq
     for k, target in enumerate(targets):
         ax = fig.add_subplot(rows, cols, k + 1)
         for model, group in data[data["target"] == target].groupby("model", sort=False):
-            stats = group.groupby("fraction").agg(n=("n_train", "mean"), mae=("mae", "mean"), sd=("mae", "std"))
-            ax.errorbar(stats["n"], stats["mae"], yerr=stats["sd"], marker="o", ms=3, capsize=2, label=model)
+            stats = group.groupby("fraction").agg(
+                n=("n_train", "mean"), mae=("mae", "mean"), sd=("mae", "std")
+            )
+            ax.errorbar(
+                stats["n"], stats["mae"], yerr=stats["sd"], marker="o", ms=3, capsize=2, label=model
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(target, fontsize=9)
@@ -529,7 +636,9 @@ def plot_learning_curves(result: BenchmarkResult, path: str | Path, targets: Seq
     save_figure(fig, path)
 
 
-def write_benchmark(result: BenchmarkResult, out_dir: str | Path, reference: str | None = None) -> list[Path]:
+def write_benchmark(
+    result: BenchmarkResult, out_dir: str | Path, reference: str | None = None
+) -> list[Path]:
     """Write the rows (``benchmark.csv``), summary, paired comparison, folds, settings, markdown
     table and figures of ``result`` into ``out_dir``; return the paths written."""
     out = Path(out_dir)
@@ -545,13 +654,33 @@ def write_benchmark(result: BenchmarkResult, out_dir: str | Path, reference: str
     written = [paths[k] for k in ("rows", "summary", "best")]
     if reference:
         paths["paired"] = out / "paired.csv"
-        atomic_write_text(paths["paired"], paired_comparison(result.rows, reference).to_csv(index=False))
+        atomic_write_text(
+            paths["paired"], paired_comparison(result.rows, reference).to_csv(index=False)
+        )
         written.append(paths["paired"])
-    atomic_write_text(paths["folds"], json.dumps({"folds": result.settings.folds, "seed": result.settings.seed,
-                                                 "rule": "sha256('<seed>:<formula>') mod folds",
-                                                 "assignment": result.folds}, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(
+        paths["folds"],
+        json.dumps(
+            {
+                "folds": result.settings.folds,
+                "seed": result.settings.seed,
+                "rule": "sha256('<seed>:<formula>') mod folds",
+                "assignment": result.folds,
+            },
+            indent=1,
+            sort_keys=True,
+        )
+        + "\n",
+    )
     result.settings.to_json(paths["settings"])
     atomic_write_text(paths["markdown"], render_markdown(result, reference))
     plot_benchmark(result, paths["figure"])
     plot_learning_curves(result, paths["curves"])
-    return [*written, paths["folds"], paths["settings"], paths["markdown"], paths["figure"], paths["curves"]]
+    return [
+        *written,
+        paths["folds"],
+        paths["settings"],
+        paths["markdown"],
+        paths["figure"],
+        paths["curves"],
+    ]

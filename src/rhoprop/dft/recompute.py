@@ -33,7 +33,9 @@ class DensityMismatchError(DFTError):
     """The recomputed SCF does not reproduce the stored total energy of the material."""
 
 
-def recompute_density(out_dir: str | Path, material_id: str, protocol: DFTProtocol | None = None) -> dict[str, Any]:
+def recompute_density(
+    out_dir: str | Path, material_id: str, protocol: DFTProtocol | None = None
+) -> dict[str, Any]:
     """Run the SCF of a finished crystal again from its result JSON and write its CHGCAR.
 
     Returns ``{"id", "energy", "stored_energy", "delta_ev_per_atom", "seconds"}``. Raises
@@ -43,10 +45,14 @@ def recompute_density(out_dir: str | Path, material_id: str, protocol: DFTProtoc
     out = Path(out_dir)
     path = result_path(out, material_id)
     if not path.is_file():
-        raise RhopropError(f"{path} does not exist: {material_id} has no result to recompute the density of")
+        raise RhopropError(
+            f"{path} does not exist: {material_id} has no result to recompute the density of"
+        )
     record = json.loads(path.read_text())
     if record.get("kind") != "crystal":
-        raise RhopropError(f"{path} is a {record.get('kind')!r} result; only crystals have a density")
+        raise RhopropError(
+            f"{path} is a {record.get('kind')!r} result; only crystals have a density"
+        )
     protocol = protocol or DFTProtocol()
     if not protocol.accepts(record):
         raise RhopropError(
@@ -73,8 +79,13 @@ def recompute_density(out_dir: str | Path, material_id: str, protocol: DFTProtoc
     for prop in list(final.site_properties):
         final.remove_site_property(prop)
     write_chgcar(final, scf.density, scf.magnetization, chgcar_path(out, material_id))
-    return {"id": material_id, "energy": scf.energy, "stored_energy": stored,
-            "delta_ev_per_atom": delta, "seconds": time.perf_counter() - t0}
+    return {
+        "id": material_id,
+        "energy": scf.energy,
+        "stored_energy": stored,
+        "delta_ev_per_atom": delta,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def missing_densities(out_dir: str | Path, ids: Sequence[str] | None = None) -> list[str]:
@@ -111,7 +122,7 @@ def recompute_missing(
             res = recompute_density(out_dir, mid, protocol)
             report["done"][mid] = res
             err = None
-        except Exception as exc:  # noqa: BLE001 - one material's failure never stops the batch
+        except Exception as exc:
             res, err = None, f"{type(exc).__name__}: {exc}"
             report["failed"][mid] = err
         if on_done is not None:

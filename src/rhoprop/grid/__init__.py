@@ -15,7 +15,6 @@ from rhoprop.grid.standardize import StandardizedDensity, standardize
 from rhoprop.grid.transforms import apply_transform, inverse_transform
 
 
-
 def __getattr__(name: str) -> ModuleType:
     """Import ``rhoprop.grid.augment`` (which needs torch) only when it is used."""
     if name == "augment":

@@ -19,6 +19,7 @@ POLE = float(np.sqrt(3.0) - 2.0)
 #: Terms of the periodic initial sums (``|POLE|**24 < 1e-13``).
 INIT_TERMS = 24
 
+
 @jit("void(f8, f8[::1])")
 def _weights(t: float, w: np.ndarray) -> None:  # pragma: no cover - compiled
     """Cubic B-spline weights, times 6, of the 4 points around fractional position ``t`` in [0, 1)."""

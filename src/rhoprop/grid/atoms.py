@@ -100,7 +100,9 @@ def _attribute(element: ET.Element, name: str, path: Path) -> str:
     """Attribute ``name`` of ``element`` of the setup file ``path``, which must have it."""
     value = element.get(name)
     if value is None:
-        raise RhopropError(f"{path}: <{element.tag}> has no {name!r} attribute; not a PAW setup file")
+        raise RhopropError(
+            f"{path}: <{element.tag}> has no {name!r} attribute; not a PAW setup file"
+        )
     return value
 
 
@@ -118,7 +120,7 @@ def _radial(root: ET.Element, element: ET.Element, path: Path) -> tuple[np.ndarr
     return a * i / (n - i) * BOHR, values
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def free_atom(symbol: str, xc: str = "PBE") -> FreeAtom:
     """Load (once per element, cached) the free-atom valence density of ``symbol`` from its setup."""
     path = setup_dir() / f"{symbol}.{xc}.gz"
@@ -145,7 +147,9 @@ def free_atom(symbol: str, xc: str = "PBE") -> FreeAtom:
                 wave_r, phi = _radial(root, wave, path)
                 density = density + f * phi**2 / (4 * np.pi)
         if wave_r is None:
-            raise RhopropError(f"{path}: neither a pseudo valence density nor occupied partial waves")
+            raise RhopropError(
+                f"{path}: neither a pseudo valence density nor occupied partial waves"
+            )
         r = wave_r
     density = np.asarray(density) / BOHR**3
     keep = np.nonzero(np.abs(density) > 1e-10 * np.abs(density).max())[0][-1] + 2
@@ -239,7 +243,9 @@ def atomic_superposition(
 
 def _metric_square(metric: np.ndarray, ms: Sequence[np.ndarray]) -> np.ndarray:
     """``m^T metric m`` on the box ``ms[0] x ms[1] x ms[2]``, shape ``(len(ms[0]), ...)``."""
-    axes = [m.reshape([-1 if k == j else 1 for k in range(3)]).astype(float) for j, m in enumerate(ms)]
+    axes = [
+        m.reshape([-1 if k == j else 1 for k in range(3)]).astype(float) for j, m in enumerate(ms)
+    ]
     total = np.zeros([len(m) for m in ms])
     for i in range(3):
         for j in range(i, 3):

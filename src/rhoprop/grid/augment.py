@@ -63,7 +63,9 @@ class SymmetryOp:
     translation: np.ndarray
 
 
-def _signed_permutation(rotation: np.ndarray | Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def _signed_permutation(
+    rotation: np.ndarray | Sequence[Sequence[int]],
+) -> tuple[np.ndarray, np.ndarray]:
     matrix = np.asarray(rotation)
     rounded = np.rint(matrix).astype(int)
     ok = (
@@ -85,7 +87,9 @@ def _check_mode(mode: str) -> None:
         raise SettingsError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def apply_op(x: ArrayT, rotation: np.ndarray | Sequence[Sequence[int]], mode: str = "cube") -> ArrayT:
+def apply_op(
+    x: ArrayT, rotation: np.ndarray | Sequence[Sequence[int]], mode: str = "cube"
+) -> ArrayT:
     """Rotate the field in ``x`` (..., n, n, n) by the signed permutation ``rotation`` (see module doc)."""
     _check_mode(mode)
     if x.ndim < 3 or len(set(x.shape[-3:])) != 1:
@@ -112,7 +116,9 @@ def apply_op(x: ArrayT, rotation: np.ndarray | Sequence[Sequence[int]], mode: st
 def roll(x: ArrayT, shift: Sequence[int]) -> ArrayT:
     """Move the sampling origin by ``shift`` whole voxels: ``x'[g] = x[(g + shift) mod n]``."""
     if x.ndim < 3 or len(shift) != 3:
-        raise RhopropError(f"roll needs a tensor (..., n, n, n) and 3 shifts, got {tuple(x.shape)}, {shift}")
+        raise RhopropError(
+            f"roll needs a tensor (..., n, n, n) and 3 shifts, got {tuple(x.shape)}, {shift}"
+        )
     dims = (x.ndim - 3, x.ndim - 2, x.ndim - 1)
     minus = tuple(-int(s) for s in shift)
     if isinstance(x, torch.Tensor):
@@ -138,14 +144,18 @@ def symmetry_ops(
         rounded = np.rint(rotation).astype(int)
         if np.abs(rotation - rounded).max() > 1e-3:
             continue
-        if not (np.all(np.abs(rounded).sum(axis=0) == 1) and np.all(np.abs(rounded).sum(axis=1) == 1)):
+        if not (
+            np.all(np.abs(rounded).sum(axis=0) == 1) and np.all(np.abs(rounded).sum(axis=1) == 1)
+        ):
             continue
         key = rounded.tobytes()
         if key not in found:
             translation = np.array(op.translation_vector, dtype=float)
             found[key] = SymmetryOp(rotation=rounded, translation=translation)
     identity = np.eye(3, dtype=int).tobytes()
-    return sorted(found.values(), key=lambda s: (s.rotation.tobytes() != identity, s.rotation.tobytes()))
+    return sorted(
+        found.values(), key=lambda s: (s.rotation.tobytes() != identity, s.rotation.tobytes())
+    )
 
 
 def equivalent_origin_shift(
@@ -199,7 +209,11 @@ class RandomAugment:
 
     @classmethod
     def from_symmetry(
-        cls, structure: Structure, settings: StandardizeSettings, roll: bool = True, seed: int | None = None
+        cls,
+        structure: Structure,
+        settings: StandardizeSettings,
+        roll: bool = True,
+        seed: int | None = None,
     ) -> RandomAugment:
         """Augmentation restricted to ``structure``'s own grid-compatible point-group operations."""
         ops = symmetry_ops(structure, settings.mode)
@@ -209,7 +223,9 @@ class RandomAugment:
         info = torch.utils.data.get_worker_info()
         key = (int(os.environ.get("RANK", 0)), -1 if info is None else info.id)
         if self._rng is None or self._key != key:
-            self._rng = np.random.default_rng(None if self.seed is None else [self.seed, key[0], key[1] + 1])
+            self._rng = np.random.default_rng(
+                None if self.seed is None else [self.seed, key[0], key[1] + 1]
+            )
             self._key = key
         return self._rng
 

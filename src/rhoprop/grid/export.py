@@ -25,7 +25,10 @@ def _npy_path(out: str | os.PathLike[str]) -> Path:
 
 
 def save_standardized(
-    result: StandardizedDensity, out: str | os.PathLike[str], settings: StandardizeSettings, source: str = ""
+    result: StandardizedDensity,
+    out: str | os.PathLike[str],
+    settings: StandardizeSettings,
+    source: str = "",
 ) -> tuple[Path, Path]:
     """Write ``result.x`` to ``out`` (``.npy``) and ``out`` with suffix ``.json`` (settings, side
     features, has_spin, source), both atomically; return the two paths."""
@@ -61,5 +64,7 @@ def standardize_file(
     result = standardize(density, settings)
     written = list(save_standardized(result, out, settings, source=str(path)))
     if picture is not None:
-        written.append(plot_slices(result, picture, channels=list(settings.channels), title=Path(path).name))
+        written.append(
+            plot_slices(result, picture, channels=list(settings.channels), title=Path(path).name)
+        )
     return result, written

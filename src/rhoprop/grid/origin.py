@@ -76,7 +76,9 @@ def canonical_site(structure: Structure) -> int:
     labels = [label for label in labels if counts[label] == fewest]
     if len(labels) > 1:
         first = {label: int(np.flatnonzero(orbits == label)[0]) for label in labels}
-        labels = [min(labels, key=lambda label: (_neighbour_key(structure, first[label]), first[label]))]
+        labels = [
+            min(labels, key=lambda label: (_neighbour_key(structure, first[label]), first[label]))
+        ]
     return int(np.flatnonzero(orbits == labels[0])[0])
 
 

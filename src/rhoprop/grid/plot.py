@@ -22,7 +22,7 @@ _PLANES = ("(1st axis fixed)", "(2nd axis fixed)", "(3rd axis fixed)")
 
 
 def _as_channels(
-    obj: Density | StandardizedDensity | np.ndarray | "torch.Tensor", names: Sequence[str] | None
+    obj: Density | StandardizedDensity | np.ndarray | torch.Tensor, names: Sequence[str] | None
 ) -> tuple[np.ndarray, list[str], str]:
     if isinstance(obj, Density):
         fields, labels = [obj.total], ["total (e/Å³)"]
@@ -30,7 +30,11 @@ def _as_channels(
         if spin is not None:
             fields.append(spin)
             labels.append("spin (μB/Å³)")
-        return np.stack(fields), labels, f"{obj.structure.composition.reduced_formula}: native grid {obj.shape}"
+        return (
+            np.stack(fields),
+            labels,
+            f"{obj.structure.composition.reduced_formula}: native grid {obj.shape}",
+        )
     if isinstance(obj, StandardizedDensity):
         obj = obj.x
     if hasattr(obj, "detach"):  # a torch tensor
@@ -39,7 +43,9 @@ def _as_channels(
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4:
-        raise RhopropError(f"plot_slices needs a Density or a (C, n, n, n) / (n, n, n) tensor, got shape {x.shape}")
+        raise RhopropError(
+            f"plot_slices needs a Density or a (C, n, n, n) / (n, n, n) tensor, got shape {x.shape}"
+        )
     labels = list(names) if names is not None else [f"channel {i}" for i in range(len(x))]
     if len(labels) != len(x):
         raise RhopropError(f"plot_slices got {len(labels)} channel name(s) for {len(x)} channel(s)")
@@ -47,7 +53,7 @@ def _as_channels(
 
 
 def plot_slices(
-    obj: Density | StandardizedDensity | np.ndarray | "torch.Tensor",
+    obj: Density | StandardizedDensity | np.ndarray | torch.Tensor,
     path: str | os.PathLike[str],
     channels: Sequence[str] | None = None,
     title: str | None = None,
@@ -74,7 +80,9 @@ def plot_slices(
         for axis in range(3):
             plane = np.take(field, field.shape[axis] // 2, axis=axis)
             ax = axes[c, axis]
-            kwargs = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit} if signed else {"cmap": "viridis"}
+            kwargs = (
+                {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit} if signed else {"cmap": "viridis"}
+            )
             image = ax.imshow(plane.T, origin="lower", **kwargs)
             ax.set_title(f"{label} {_PLANES[axis]}", fontsize=9)
             ax.set_xticks([])

@@ -79,17 +79,27 @@ class StandardizeSettings(Settings):
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise SettingsError(f"StandardizeSettings.mode must be one of {MODES}, got {self.mode!r}")
+            raise SettingsError(
+                f"StandardizeSettings.mode must be one of {MODES}, got {self.mode!r}"
+            )
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 4:
             raise SettingsError(f"StandardizeSettings.n must be an int >= 4, got {self.n!r}")
         if not _positive_number(self.edge):
-            raise SettingsError(f"StandardizeSettings.edge must be a number > 0 (Å), got {self.edge!r}")
+            raise SettingsError(
+                f"StandardizeSettings.edge must be a number > 0 (Å), got {self.edge!r}"
+            )
         channels = (self.channels,) if isinstance(self.channels, str) else self.channels
         if not isinstance(channels, (tuple, list)):
-            raise SettingsError(f"StandardizeSettings.channels must be a list of names, got {channels!r}")
+            raise SettingsError(
+                f"StandardizeSettings.channels must be a list of names, got {channels!r}"
+            )
         channels = tuple(channels)
         object.__setattr__(self, "channels", channels)
-        if not channels or any(c not in CHANNELS for c in channels) or len(set(channels)) != len(channels):
+        if (
+            not channels
+            or any(c not in CHANNELS for c in channels)
+            or len(set(channels)) != len(channels)
+        ):
             raise SettingsError(
                 f"StandardizeSettings.channels must be distinct names from {CHANNELS}, got {channels!r}"
             )
@@ -98,9 +108,13 @@ class StandardizeSettings(Settings):
                 f"StandardizeSettings.transform must be one of {TRANSFORMS}, got {self.transform!r}"
             )
         if not _positive_number(self.scale):
-            raise SettingsError(f"StandardizeSettings.scale must be a number > 0 (e/Å³), got {self.scale!r}")
+            raise SettingsError(
+                f"StandardizeSettings.scale must be a number > 0 (e/Å³), got {self.scale!r}"
+            )
         if self.origin not in ORIGINS:
-            raise SettingsError(f"StandardizeSettings.origin must be one of {ORIGINS}, got {self.origin!r}")
+            raise SettingsError(
+                f"StandardizeSettings.origin must be one of {ORIGINS}, got {self.origin!r}"
+            )
         if self.interpolation not in INTERPOLATIONS:
             raise SettingsError(
                 f"StandardizeSettings.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"

@@ -80,7 +80,9 @@ def spin_field(density: Density) -> np.ndarray | None:
 
 def deformation_field(density: Density) -> np.ndarray:
     """ρ minus the free-atom valence superposition scaled to ρ's electron count, on the native grid."""
-    atoms = atomic_superposition(density.structure, density.shape, electrons=density.electron_count())
+    atoms = atomic_superposition(
+        density.structure, density.shape, electrons=density.electron_count()
+    )
     return density.total - atoms
 
 
@@ -146,7 +148,9 @@ def sample_cube(
     order = {"cubic": 3, "linear": 1}.get(interpolation)
     if order is None:
         raise SettingsError(f"interpolation must be 'cubic' or 'linear', got {interpolation!r}")
-    to_index = np.linalg.inv(lattice) * np.array(field.shape, dtype=float)  # Cartesian -> grid index
+    to_index = np.linalg.inv(lattice) * np.array(
+        field.shape, dtype=float
+    )  # Cartesian -> grid index
     matrix = (to_index * (edge / n)).T
     offset = np.asarray(origin, dtype=float) @ to_index
     if order == 1:
@@ -213,7 +217,9 @@ def resample_cell(
     Applied as three real ``(n, n_axis)`` matrices (:func:`fourier_resample_matrix`), one per axis.
     """
     n0, n1, n2 = field.shape
-    m0, m1, m2 = (fourier_resample_matrix(m, n, float(s)) for m, s in zip((n0, n1, n2), origin_shift))
+    m0, m1, m2 = (
+        fourier_resample_matrix(m, n, float(s)) for m, s in zip((n0, n1, n2), origin_shift)
+    )
     a = (field.reshape(-1, n2) @ m2.T).reshape(n0, n1, n)
     a = np.matmul(m1, a)
     return (m0 @ a.reshape(n0, -1)).reshape(n, n, n)
@@ -241,10 +247,14 @@ def standardize(
     """
     settings = settings or StandardizeSettings()
     if not isinstance(density, Density):
-        raise SettingsError(f"standardize expects a rhoprop.io.Density, got {type(density).__name__}")
+        raise SettingsError(
+            f"standardize expects a rhoprop.io.Density, got {type(density).__name__}"
+        )
     shift = np.zeros(3) if origin_shift is None else np.asarray(origin_shift, dtype=float)
     if shift.shape != (3,) or not np.all(np.isfinite(shift)):
-        raise SettingsError(f"origin_shift must be 3 finite fractional coordinates, got {origin_shift!r}")
+        raise SettingsError(
+            f"origin_shift must be 3 finite fractional coordinates, got {origin_shift!r}"
+        )
     if min(density.shape) < 2:
         raise DensityFormatError(
             f"density grid of {density.source or 'the input'} is {density.shape}; standardize needs at "
@@ -252,13 +262,17 @@ def standardize(
         )
     lattice = density.structure.lattice.matrix
     if settings.origin == "site":
-        anchor = canonical_origin(density.structure, settings.n, settings.edge if settings.mode == "cube" else None)
+        anchor = canonical_origin(
+            density.structure, settings.n, settings.edge if settings.mode == "cube" else None
+        )
         shift = shift + (np.linalg.solve(lattice.T, anchor) if settings.mode == "cube" else anchor)
     x = np.empty((settings.n_channels, settings.n, settings.n, settings.n), dtype=np.float32)
     for c, name in enumerate(settings.channels):
         field = native_channel(density, name)
         if settings.mode == "cube":
-            values = sample_cube(field, lattice, settings.n, settings.edge, shift @ lattice, settings.interpolation)
+            values = sample_cube(
+                field, lattice, settings.n, settings.edge, shift @ lattice, settings.interpolation
+            )
         else:
             values = resample_cell(field, settings.n, shift)
         x[c] = apply_transform(values, settings)

@@ -40,7 +40,9 @@ def _unpack(settings: StandardizeSettings | str, scale: float | None) -> tuple[s
     return settings, 1.0 if scale is None else scale
 
 
-def apply_transform(x: ArrayT, settings: StandardizeSettings | str, scale: float | None = None) -> ArrayT:
+def apply_transform(
+    x: ArrayT, settings: StandardizeSettings | str, scale: float | None = None
+) -> ArrayT:
     """Map densities ``x`` (numpy or torch) to network inputs with the settings' transform."""
     transform, scale = _unpack(settings, scale)
     _check(transform, scale)
@@ -51,7 +53,9 @@ def apply_transform(x: ArrayT, settings: StandardizeSettings | str, scale: float
     return np.arcsinh(x / scale) if _is_numpy(x) else (x / scale).asinh()
 
 
-def inverse_transform(y: ArrayT, settings: StandardizeSettings | str, scale: float | None = None) -> ArrayT:
+def inverse_transform(
+    y: ArrayT, settings: StandardizeSettings | str, scale: float | None = None
+) -> ArrayT:
     """Undo :func:`apply_transform`: network inputs ``y`` back to densities (e/Å³)."""
     transform, scale = _unpack(settings, scale)
     _check(transform, scale)

@@ -34,7 +34,11 @@ except ImportError:  # pragma: no cover - older pymatgen without the compiled pa
 HEAD_BYTES = 65536
 CHUNK_BYTES = 1 << 20
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
-_OPENERS: dict[str, Callable[..., IO[Any]]] = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
+_OPENERS: dict[str, Callable[..., IO[Any]]] = {
+    "gzip": gzip.open,
+    "bzip2": bz2.open,
+    "xz": lzma.open,
+}
 _SUFFIX_COMPRESSION = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".lzma": "xz"}
 # Extensions on which pymatgen's zopen decides to decompress (it goes by the name only).
 ZOPEN_COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".lzma", ".z"})

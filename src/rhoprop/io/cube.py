@@ -96,7 +96,10 @@ def read_cube(source: _files.Source) -> Density:
             raise DensityFormatError(
                 f"{where}: lines 4-6 mix Bohr (positive) and Å (negative) point counts"
             )
-        check_cell(voxels * np.asarray(shape)[:, None], f"{where} (lines 4-6: point counts and voxel vectors)")
+        check_cell(
+            voxels * np.asarray(shape)[:, None],
+            f"{where} (lines 4-6: point counts and voxel vectors)",
+        )
         to_ang = bohr_to_ang if "bohr" in units else 1.0
         numbers: list[int] = []
         coords = np.empty((n_atoms, 3))
@@ -201,7 +204,11 @@ def _short_line(lines: list[str], first_line: int, count: int) -> tuple[int, int
     at its place, and not the last, lost a value. None when no layout points at such a line.
     """
     grid = _grid_of(lines)
-    data = [(i + 1, len(line.split())) for i, line in enumerate(lines) if i >= first_line - 1 and line.strip()]
+    data = [
+        (i + 1, len(line.split()))
+        for i, line in enumerate(lines)
+        if i >= first_line - 1 and line.strip()
+    ]
     if grid is None or len(data) < 2 or count % (grid[0] * grid[1]):
         return None
     width = max(n for _, n in data)

@@ -22,7 +22,9 @@ def check_cell(matrix: np.ndarray, where: str) -> None:
     """
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape != (3, 3) or not np.all(np.isfinite(m)):
-        raise DensityFormatError(f"{where}: the cell vectors are not three finite 3-vectors: {m.tolist()}")
+        raise DensityFormatError(
+            f"{where}: the cell vectors are not three finite 3-vectors: {m.tolist()}"
+        )
     if np.abs(m).max() > MAX_CELL_LENGTH:
         raise DensityFormatError(
             f"{where}: the cell vectors {m.tolist()} hold a component beyond {MAX_CELL_LENGTH:g} Å, "

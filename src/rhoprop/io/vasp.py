@@ -24,8 +24,8 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from typing import IO, Any
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 from pymatgen.core import Element, Structure
@@ -411,7 +411,12 @@ def _moments_fit(surplus: int, n_blocks: int, n_atoms: int) -> bool:
     """
     if surplus == 0:
         return True
-    return n_blocks > 1 and n_atoms > 0 and surplus % n_atoms == 0 and 0 < surplus <= (n_blocks - 1) * 3 * n_atoms
+    return (
+        n_blocks > 1
+        and n_atoms > 0
+        and surplus % n_atoms == 0
+        and 0 < surplus <= (n_blocks - 1) * 3 * n_atoms
+    )
 
 
 def _to_density(

@@ -1,7 +1,7 @@
 """Models: the MSA-3DCNN, its heads and losses, model files, and the baselines it is compared with."""
 
-from rhoprop.models.base import MultiTaskModel, Standardizer
 from rhoprop.data.labels import KINDS
+from rhoprop.models.base import MultiTaskModel, Standardizer
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.io import ModelBundle, check_standardize_compatible, load_model, save_model
 from rhoprop.models.losses import REGRESSION_LOSSES, WEIGHTINGS, TaskWeighting, masked_loss
@@ -13,8 +13,8 @@ __all__ = [
     "MSA3DCNN",
     "REGRESSION_LOSSES",
     "WEIGHTINGS",
-    "ModelBundle",
     "MSA3DCNNConfig",
+    "ModelBundle",
     "MultiTaskModel",
     "Standardizer",
     "TaskSpec",

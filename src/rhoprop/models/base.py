@@ -66,7 +66,12 @@ class MultiTaskModel(nn.Module):
     """
 
     def __init__(
-        self, tasks: Sequence[TaskSpec], feature_dim: int, embed_dim: int, head_hidden: int, dropout: float
+        self,
+        tasks: Sequence[TaskSpec],
+        feature_dim: int,
+        embed_dim: int,
+        head_hidden: int,
+        dropout: float,
     ) -> None:
         super().__init__()
         tasks = tuple(tasks)
@@ -77,7 +82,9 @@ class MultiTaskModel(nn.Module):
             raise SettingsError(f"target names must be distinct, got {names}")
         self.tasks: tuple[TaskSpec, ...] = tasks
         self.target_norm = Standardizer(len(tasks))
-        self.embedding = nn.Sequential(nn.Linear(feature_dim, embed_dim), nn.SiLU(), nn.Dropout(dropout))
+        self.embedding = nn.Sequential(
+            nn.Linear(feature_dim, embed_dim), nn.SiLU(), nn.Dropout(dropout)
+        )
         self.heads = nn.ModuleDict(
             {t.name: Head(embed_dim, head_hidden, t.n_outputs, dropout) for t in tasks}
         )

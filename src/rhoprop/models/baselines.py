@@ -26,12 +26,23 @@ from rhoprop.models.heads import TaskSpec
 from rhoprop.settings import Settings, check_fields, is_int, is_number
 
 #: Element properties used by the composition model (pymatgen Element attributes).
-ELEMENT_PROPERTIES = ("Z", "X", "atomic_radius", "row", "group", "atomic_mass", "mendeleev_no",
-                      "ionization_energy", "electron_affinity", "molar_volume", "nvalence")
+ELEMENT_PROPERTIES = (
+    "Z",
+    "X",
+    "atomic_radius",
+    "row",
+    "group",
+    "atomic_mass",
+    "mendeleev_no",
+    "ionization_energy",
+    "electron_affinity",
+    "molar_volume",
+    "nvalence",
+)
 STATISTICS = ("mean", "std", "min", "max")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def element_properties(symbol: str) -> np.ndarray:
     """The :data:`ELEMENT_PROPERTIES` of an element as floats (NaN where pymatgen has no value)."""
     el = Element(symbol)
@@ -60,7 +71,9 @@ def composition_features(composition: Composition | Structure) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         mean = np.nansum(props * w, axis=0) / np.sum(np.where(np.isnan(props), 0, w), axis=0)
         std = np.sqrt(np.nansum(w * (props - mean) ** 2, axis=0))
-    return np.concatenate([mean, std, np.nanmin(props, axis=0), np.nanmax(props, axis=0), [len(fractions)]])
+    return np.concatenate(
+        [mean, std, np.nanmin(props, axis=0), np.nanmax(props, axis=0), [len(fractions)]]
+    )
 
 
 def feature_names() -> list[str]:
@@ -92,8 +105,11 @@ class CGCNNConfig(Settings):
             [
                 *((is_int(v) and v >= 1, f"{k} must be an int >= 1", v) for k, v in values.items()),
                 (is_number(self.cutoff) and self.cutoff > 0, "cutoff must be > 0 (Å)", self.cutoff),
-                (is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)",
-                 self.dropout),
+                (
+                    is_number(self.dropout) and 0.0 <= self.dropout < 1.0,
+                    "dropout must be in [0, 1)",
+                    self.dropout,
+                ),
             ],
         )
 
@@ -119,7 +135,9 @@ def crystal_graph(structure: Structure, cutoff: float, max_neighbors: int) -> di
 class GraphDataset(Dataset[dict[str, Any]]):
     """Crystal graphs of structures with an (N, T) label matrix (NaN where missing)."""
 
-    def __init__(self, structures: Sequence[Structure], labels: np.ndarray, config: CGCNNConfig) -> None:
+    def __init__(
+        self, structures: Sequence[Structure], labels: np.ndarray, config: CGCNNConfig
+    ) -> None:
         self.graphs = [crystal_graph(s, config.cutoff, config.max_neighbors) for s in structures]
         self.labels = np.asarray(labels, dtype=np.float32).reshape(len(self.graphs), -1)
 
@@ -135,10 +153,16 @@ def collate_graphs(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     offsets = np.cumsum([0] + [len(it["atoms"]) for it in items[:-1]])
     return {
         "atoms": torch.from_numpy(np.concatenate([it["atoms"] for it in items])),
-        "src": torch.from_numpy(np.concatenate([it["src"] + o for it, o in zip(items, offsets, strict=True)])),
-        "dst": torch.from_numpy(np.concatenate([it["dst"] + o for it, o in zip(items, offsets, strict=True)])),
+        "src": torch.from_numpy(
+            np.concatenate([it["src"] + o for it, o in zip(items, offsets, strict=True)])
+        ),
+        "dst": torch.from_numpy(
+            np.concatenate([it["dst"] + o for it, o in zip(items, offsets, strict=True)])
+        ),
         "dist": torch.from_numpy(np.concatenate([it["dist"] for it in items])),
-        "crystal": torch.from_numpy(np.concatenate([np.full(len(it["atoms"]), k) for k, it in enumerate(items)])),
+        "crystal": torch.from_numpy(
+            np.concatenate([np.full(len(it["atoms"]), k) for k, it in enumerate(items)])
+        ),
         "y": torch.from_numpy(np.stack([it["y"] for it in items])),
         "index": torch.tensor([it["index"] for it in items]),
     }
@@ -153,7 +177,9 @@ class CGConv(nn.Module):
         self.norm_edge = nn.LayerNorm(2 * atom_dim)
         self.norm_out = nn.LayerNorm(atom_dim)
 
-    def forward(self, v: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, v: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, e: torch.Tensor
+    ) -> torch.Tensor:
         """v (N, A), src/dst (E,), e (E, G) -> (N, A)."""
         z = self.norm_edge(self.linear(torch.cat([v[src], v[dst], e], dim=1)))  # (E, 2A)
         gate, core = z.chunk(2, dim=1)
@@ -166,12 +192,16 @@ class CGCNN(MultiTaskModel):
     """Crystal graph CNN: atom embeddings, graph convolutions, mean pooling, one head per target."""
 
     def __init__(self, config: CGCNNConfig, tasks: Sequence[TaskSpec]) -> None:
-        super().__init__(tasks, config.atom_dim, config.embed_dim, config.head_hidden, config.dropout)
+        super().__init__(
+            tasks, config.atom_dim, config.embed_dim, config.head_hidden, config.dropout
+        )
         self.config = config
         self.atom_embedding = nn.Embedding(119, config.atom_dim)
         self.register_buffer("centers", torch.linspace(0.0, config.cutoff, config.n_gaussians))
         self.gamma = (config.n_gaussians / config.cutoff) ** 2
-        self.convs = nn.ModuleList(CGConv(config.atom_dim, config.n_gaussians) for _ in range(config.n_conv))
+        self.convs = nn.ModuleList(
+            CGConv(config.atom_dim, config.n_gaussians) for _ in range(config.n_conv)
+        )
 
     def batch_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """(atoms, src, dst, dist, crystal, n_crystals) from a :func:`collate_graphs` batch."""
@@ -193,6 +223,10 @@ class CGCNN(MultiTaskModel):
         for conv in self.convs:
             v = conv(v, src, dst, e)
         b = int(n_crystals)
-        pooled = torch.zeros(b, v.shape[1], dtype=v.dtype, device=v.device).index_add_(0, crystal, v)
-        count = torch.zeros(b, dtype=v.dtype, device=v.device).index_add_(0, crystal, torch.ones_like(v[:, 0]))
+        pooled = torch.zeros(b, v.shape[1], dtype=v.dtype, device=v.device).index_add_(
+            0, crystal, v
+        )
+        count = torch.zeros(b, dtype=v.dtype, device=v.device).index_add_(
+            0, crystal, torch.ones_like(v[:, 0])
+        )
         return pooled / count.clamp(min=1)[:, None]

@@ -53,18 +53,24 @@ class CircularConv3d(nn.Conv3d):
     ) -> None:
         if kernel_size % 2 != 1:
             raise SettingsError(f"CircularConv3d: kernel_size must be odd, got {kernel_size}")
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, bias=bias)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, bias=bias
+        )
         self.halo = (kernel_size - 1) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, Cin, n1, n2, n3) -> (B, Cout, n1/s, n2/s, n3/s)."""
         d = self.dilation[0]
         if d == 1 or self.stride[0] != 1 or any(n % d for n in x.shape[2:]):
-            return F.conv3d(circular_pad(x, self.halo * d), self.weight, self.bias, self.stride, 0, d)
+            return F.conv3d(
+                circular_pad(x, self.halo * d), self.weight, self.bias, self.stride, 0, d
+            )
         b, c, n1, n2, n3 = x.shape
         m1, m2, m3 = n1 // d, n2 // d, n3 // d
         sub = x.reshape(b, c, m1, d, m2, d, m3, d).permute(0, 3, 5, 7, 1, 2, 4, 6)
-        sub = sub.reshape(b * d**3, c, m1, m2, m3)  # (B·d³, C, n/d, n/d, n/d): the interleaved sub-grids
+        sub = sub.reshape(
+            b * d**3, c, m1, m2, m3
+        )  # (B·d³, C, n/d, n/d, n/d): the interleaved sub-grids
         y = F.conv3d(circular_pad(sub, self.halo), self.weight, self.bias)
         o = y.shape[1]
         y = y.reshape(b, d, d, d, o, m1, m2, m3).permute(0, 4, 5, 1, 6, 2, 7, 3)
@@ -95,7 +101,12 @@ class ConvNormAct(nn.Sequential):
     """Circular conv, normalization (:func:`make_norm`), SiLU."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, norm: str = "group"
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        norm: str = "group",
     ) -> None:
         super().__init__(
             CircularConv3d(in_channels, out_channels, kernel_size, stride=stride),
@@ -112,10 +123,14 @@ class MultiScaleConv(nn.Module):
     (dilations that divide the grid size take the fast path of :class:`CircularConv3d`).
     """
 
-    def __init__(self, channels: int, branches: tuple[tuple[int, int], ...], norm: str = "group") -> None:
+    def __init__(
+        self, channels: int, branches: tuple[tuple[int, int], ...], norm: str = "group"
+    ) -> None:
         super().__init__()
         if not branches:
-            raise SettingsError("MultiScaleConv: branches must name at least one (kernel, dilation)")
+            raise SettingsError(
+                "MultiScaleConv: branches must name at least one (kernel, dilation)"
+            )
         width = max(1, channels // len(branches))
         self.branches = nn.ModuleList(
             CircularConv3d(channels, width, k, dilation=d) for k, d in branches
@@ -153,7 +168,9 @@ class SpatialAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n, n, n) -> (B, C, n, n, n), each voxel scaled by a gate in (0, 1)."""
-        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)  # (B, 2, n, n, n)
+        pooled = torch.cat(
+            [x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1
+        )  # (B, 2, n, n, n)
         return x * torch.sigmoid(self.conv(pooled))
 
 

@@ -42,9 +42,16 @@ class EnsembleConfig(Settings):
         check_fields(
             "EnsembleConfig",
             [
-                (is_int(self.members) and self.members >= 2, "members must be an int >= 2", self.members),
-                (isinstance(self.member, MSA3DCNNConfig), "member must be an MSA3DCNNConfig",
-                 type(self.member).__name__),
+                (
+                    is_int(self.members) and self.members >= 2,
+                    "members must be an int >= 2",
+                    self.members,
+                ),
+                (
+                    isinstance(self.member, MSA3DCNNConfig),
+                    "member must be an MSA3DCNNConfig",
+                    type(self.member).__name__,
+                ),
             ],
         )
 

@@ -51,7 +51,10 @@ class Head(nn.Module):
     def __init__(self, embed_dim: int, hidden: int, n_outputs: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(embed_dim, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, n_outputs)
+            nn.Linear(embed_dim, hidden),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_outputs),
         )
         self.n_outputs = n_outputs
 

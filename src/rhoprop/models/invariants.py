@@ -40,7 +40,9 @@ EPS = 1e-12
 
 def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
     """(B, N) -> (B, len(qs)) quantiles along the last axis."""
-    return torch.quantile(values, torch.tensor(qs, dtype=values.dtype, device=values.device), dim=1).T
+    return torch.quantile(
+        values, torch.tensor(qs, dtype=values.dtype, device=values.device), dim=1
+    ).T
 
 
 def _radial_power(field: torch.Tensor) -> torch.Tensor:
@@ -51,10 +53,14 @@ def _radial_power(field: torch.Tensor) -> torch.Tensor:
     k = torch.fft.fftfreq(n, device=field.device) * n
     kz = torch.fft.rfftfreq(n, device=field.device) * n
     radius = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + kz[None, None, :] ** 2)
-    bins = torch.clamp(((radius - 0.5) / (n / 2) * K_BINS).long(), 0, K_BINS)  # K_BINS: beyond the sphere
+    bins = torch.clamp(
+        ((radius - 0.5) / (n / 2) * K_BINS).long(), 0, K_BINS
+    )  # K_BINS: beyond the sphere
     flat = power.reshape(b, -1)
     index = bins.reshape(-1).expand(b, -1)
-    sums = torch.zeros(b, K_BINS + 1, dtype=field.dtype, device=field.device).scatter_add_(1, index, flat)
+    sums = torch.zeros(b, K_BINS + 1, dtype=field.dtype, device=field.device).scatter_add_(
+        1, index, flat
+    )
     counts = torch.bincount(bins.reshape(-1), minlength=K_BINS + 1).to(field.dtype).clamp(min=1)
     return torch.log10(sums[:, :K_BINS] / counts[:K_BINS] + EPS)
 
@@ -77,9 +83,13 @@ def _gradient_features(rho: torch.Tensor, spacing: float) -> torch.Tensor:
     s = torch.where(mask, s, torch.full_like(s, float("nan"))).reshape(b, -1)
     s_q = torch.nanquantile(s, torch.tensor((0.1, 0.25, 0.5, 0.75, 0.9), dtype=s.dtype), dim=1).T
     count = mask.reshape(b, -1).sum(dim=1).clamp(min=1)
-    below = torch.stack([((s < level) & mask.reshape(b, -1)).sum(dim=1) / count for level in (0.5, 1.0)], 1)
+    below = torch.stack(
+        [((s < level) & mask.reshape(b, -1)).sum(dim=1) / count for level in (0.5, 1.0)], 1
+    )
     concentration = (lap < 0).reshape(b, -1).to(rho.dtype).mean(dim=1, keepdim=True)
-    lap_ratio = (lap.reshape(b, -1).mean(dim=1) / inner.reshape(b, -1).mean(dim=1).clamp(min=EPS))[:, None]
+    lap_ratio = (lap.reshape(b, -1).mean(dim=1) / inner.reshape(b, -1).mean(dim=1).clamp(min=EPS))[
+        :, None
+    ]
     return torch.cat(
         [torch.log10(grad.reshape(b, -1).mean(dim=1, keepdim=True) + EPS), torch.nan_to_num(s_q, nan=0.0),
          below, concentration, torch.asinh(lap_ratio)], dim=1,
@@ -96,7 +106,9 @@ def _local_maxima(x: torch.Tensor, floor: float) -> torch.Tensor:
     count = peaks.reshape(b, -1).sum(dim=1).to(x.dtype)
     heights = torch.where(peaks, inner, torch.zeros_like(inner)).reshape(b, -1)
     mean = heights.sum(dim=1) / count.clamp(min=1)
-    var = (torch.where(peaks, inner - mean[:, None, None, None], torch.zeros_like(inner)) ** 2).reshape(b, -1)
+    var = (
+        torch.where(peaks, inner - mean[:, None, None, None], torch.zeros_like(inner)) ** 2
+    ).reshape(b, -1)
     std = torch.sqrt(var.sum(dim=1) / count.clamp(min=1))
     return torch.stack([count / inner[0].numel() * 1000, mean, std], dim=1)
 
@@ -107,10 +119,14 @@ def _moments(v: torch.Tensor) -> torch.Tensor:
     centred = v - mean[:, None]
     std = centred.pow(2).mean(dim=1).sqrt()
     z = centred / std.clamp(min=EPS)[:, None]
-    return torch.stack([mean, std, torch.asinh(z.pow(3).mean(dim=1)), torch.asinh(z.pow(4).mean(dim=1) - 3)], 1)
+    return torch.stack(
+        [mean, std, torch.asinh(z.pow(3).mean(dim=1)), torch.asinh(z.pow(4).mean(dim=1) - 3)], 1
+    )
 
 
-def _total_features(x: torch.Tensor, rho: torch.Tensor, spacing: float, floor: float) -> torch.Tensor:
+def _total_features(
+    x: torch.Tensor, rho: torch.Tensor, spacing: float, floor: float
+) -> torch.Tensor:
     b = rho.shape[0]
     flat = rho.reshape(b, -1)
     xf = x.reshape(b, -1)
@@ -118,8 +134,12 @@ def _total_features(x: torch.Tensor, rho: torch.Tensor, spacing: float, floor: f
     moments = _moments(flat)
     electrons = flat.clamp(min=0)
     total = electrons.sum(dim=1).clamp(min=EPS)
-    volume_fractions = torch.stack([(flat > level).to(flat.dtype).mean(dim=1) for level in LEVELS], 1)
-    electron_fractions = torch.stack([(electrons * (flat > level)).sum(dim=1) / total for level in LEVELS], 1)
+    volume_fractions = torch.stack(
+        [(flat > level).to(flat.dtype).mean(dim=1) for level in LEVELS], 1
+    )
+    electron_fractions = torch.stack(
+        [(electrons * (flat > level)).sum(dim=1) / total for level in LEVELS], 1
+    )
     return torch.cat(
         [
             torch.log10(mean.clamp(min=EPS))[:, None],  # ≈ log10(valence electrons / cell volume)
@@ -146,8 +166,14 @@ def _total_names() -> list[str]:
         + [f"vol_frac_gt_{level:g}" for level in LEVELS]
         + [f"elec_frac_gt_{level:g}" for level in LEVELS]
         + [f"log10_power_k{i}" for i in range(K_BINS)]
-        + ["log10_mean_grad", *[f"s_q{q}" for q in (10, 25, 50, 75, 90)], "frac_s_lt_0.5", "frac_s_lt_1",
-           "frac_laplacian_neg", "asinh_laplacian_ratio"]
+        + [
+            "log10_mean_grad",
+            *[f"s_q{q}" for q in (10, 25, 50, 75, 90)],
+            "frac_s_lt_0.5",
+            "frac_s_lt_1",
+            "frac_laplacian_neg",
+            "asinh_laplacian_ratio",
+        ]
         + ["maxima_per_1000_voxels", "maxima_mean_x", "maxima_std_x"]
     )
 
@@ -159,11 +185,15 @@ def _spin_features(m: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
     polarization = absm.mean(dim=1) / rho_flat.clamp(min=0).mean(dim=1).clamp(min=EPS)
     net = flat.mean(dim=1) / rho_flat.clamp(min=0).mean(dim=1).clamp(min=EPS)
     cm, cr = flat - flat.mean(dim=1, keepdim=True), rho_flat - rho_flat.mean(dim=1, keepdim=True)
-    corr = (cm * cr).mean(dim=1) / (cm.pow(2).mean(dim=1).sqrt() * cr.pow(2).mean(dim=1).sqrt()).clamp(min=EPS)
+    corr = (cm * cr).mean(dim=1) / (
+        cm.pow(2).mean(dim=1).sqrt() * cr.pow(2).mean(dim=1).sqrt()
+    ).clamp(min=EPS)
     fractions = torch.stack([(absm > level).to(m.dtype).mean(dim=1) for level in SPIN_LEVELS], 1)
     return torch.cat(
         [
-            torch.stack([net, polarization, flat.min(dim=1).values, absm.max(dim=1).values, corr], 1),
+            torch.stack(
+                [net, polarization, flat.min(dim=1).values, absm.max(dim=1).values, corr], 1
+            ),
             torch.asinh(_quantiles(absm, (0.5, 0.9, 0.99)) / 0.01),
             fractions,
         ],
@@ -173,7 +203,13 @@ def _spin_features(m: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
 
 def _spin_names() -> list[str]:
     return (
-        ["net_spin_per_electron", "abs_spin_per_electron", "min_spin", "max_abs_spin", "corr_spin_rho"]
+        [
+            "net_spin_per_electron",
+            "abs_spin_per_electron",
+            "min_spin",
+            "max_abs_spin",
+            "corr_spin_rho",
+        ]
         + [f"asinh_abs_spin_q{q}" for q in (50, 90, 99)]
         + [f"vol_frac_abs_spin_gt_{level:g}" for level in SPIN_LEVELS]
     )

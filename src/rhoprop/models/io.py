@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
+from torch import nn
 
 import rhoprop
 from rhoprop.errors import IncompatibleModelError
@@ -69,7 +69,9 @@ class ModelBundle:
         check_standardize_compatible(self.standardize, settings)
 
 
-def check_standardize_compatible(model_settings: StandardizeSettings, data_settings: StandardizeSettings) -> None:
+def check_standardize_compatible(
+    model_settings: StandardizeSettings, data_settings: StandardizeSettings
+) -> None:
     """Raise IncompatibleModelError naming every field where the data's settings differ from the model's."""
     mine, theirs = model_settings.to_dict(), data_settings.to_dict()
     diff = {k: (mine[k], theirs.get(k)) for k in mine if mine[k] != theirs.get(k)}
@@ -88,7 +90,9 @@ def save_model(path: str | Path, bundle: ModelBundle) -> Path:
     model = bundle.model
     name = type(model).__name__
     if name not in _CLASSES:
-        raise IncompatibleModelError(f"cannot save model class {name}; known classes: {sorted(_CLASSES)}")
+        raise IncompatibleModelError(
+            f"cannot save model class {name}; known classes: {sorted(_CLASSES)}"
+        )
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path / WEIGHTS_FILE, safetensors_save(state))
     norm = model.target_norm
@@ -135,7 +139,9 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
         )
     name = meta.get("class")
     if name not in _CLASSES:
-        raise IncompatibleModelError(f"{meta_path}: unknown model class {name!r}; known: {sorted(_CLASSES)}")
+        raise IncompatibleModelError(
+            f"{meta_path}: unknown model class {name!r}; known: {sorted(_CLASSES)}"
+        )
     if meta.get("model_version") != _CLASSES[name][2]:
         raise IncompatibleModelError(
             f"{meta_path}: {name} version {meta.get('model_version')!r} differs from this rhoprop's "
@@ -156,8 +162,10 @@ def load_model(path: str | Path) -> ModelBundle:
     meta = read_model_meta(path)
     cls, config_cls, _ = _CLASSES[meta["class"]]
     try:
-        tasks = [TaskSpec.from_dict({k: v for k, v in t.items() if k not in ("mean", "std")})
-                 for t in meta["targets"]]
+        tasks = [
+            TaskSpec.from_dict({k: v for k, v in t.items() if k not in ("mean", "std")})
+            for t in meta["targets"]
+        ]
         config = meta["config"]
         if meta["class"] == "MSA3DCNN" and "norm" not in config:  # written before norm existed
             config = {**LEGACY_CONFIG, **config}
@@ -170,7 +178,7 @@ def load_model(path: str | Path) -> ModelBundle:
         ) from exc
     try:
         state = load_file(str(path / WEIGHTS_FILE), device="cpu")
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError and others
+    except Exception as exc:
         raise IncompatibleModelError(
             f"cannot read the weights {path / WEIGHTS_FILE} ({type(exc).__name__}: {exc}): the file is "
             "truncated or damaged; restore it from the training run"
@@ -184,7 +192,9 @@ def load_model(path: str | Path) -> ModelBundle:
             f"{path / WEIGHTS_FILE} does not match model.json: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}, wrong shape {bad_shape[:5]}"
         )
-    non_finite = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    non_finite = sorted(
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    )
     if non_finite:
         raise IncompatibleModelError(
             f"{path / WEIGHTS_FILE} holds NaN or inf in {len(non_finite)} tensor(s) {non_finite[:5]}: the "
@@ -192,8 +202,19 @@ def load_model(path: str | Path) -> ModelBundle:
         )
     model.load_state_dict(state, strict=True)
     model.eval()
-    known = {"format", "format_version", "rhoprop_version", "class", "model_version", "config",
-             "num_parameters", "targets", "standardize", "training", "uncertainty"}
+    known = {
+        "format",
+        "format_version",
+        "rhoprop_version",
+        "class",
+        "model_version",
+        "config",
+        "num_parameters",
+        "targets",
+        "standardize",
+        "training",
+        "uncertainty",
+    }
     return ModelBundle(
         model=model,
         standardize=standardize,
@@ -201,4 +222,3 @@ def load_model(path: str | Path) -> ModelBundle:
         uncertainty=meta.get("uncertainty", {}),
         extra={k: v for k, v in meta.items() if k not in known},
     )
-

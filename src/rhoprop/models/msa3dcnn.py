@@ -95,20 +95,41 @@ class MSA3DCNNConfig(Settings):
         checks = [
             (self.in_channels >= 1, "in_channels must be >= 1", self.in_channels),
             (self.side_features >= 0, "side_features must be >= 0", self.side_features),
-            (len(self.widths) >= 1 and min(self.widths) >= 1, "widths must be >= 1 ints", self.widths),
-            (len(self.depths) == len(self.widths), "depths must have one entry per width", self.depths),
+            (
+                len(self.widths) >= 1 and min(self.widths) >= 1,
+                "widths must be >= 1 ints",
+                self.widths,
+            ),
+            (
+                len(self.depths) == len(self.widths),
+                "depths must have one entry per width",
+                self.depths,
+            ),
             (min(self.depths, default=0) >= 1, "depths must be >= 1", self.depths),
-            (bool(branches) and all(k % 2 == 1 and d >= 1 for k, d in branches),
-             "branches must be (odd kernel_size, dilation >= 1) pairs", branches),
+            (
+                bool(branches) and all(k % 2 == 1 and d >= 1 for k, d in branches),
+                "branches must be (odd kernel_size, dilation >= 1) pairs",
+                branches,
+            ),
             (self.stem_stride in (1, 2, 4), "stem_stride must be 1, 2 or 4", self.stem_stride),
             (self.spatial_kernel % 2 == 1, "spatial_kernel must be odd", self.spatial_kernel),
-            (self.embed_dim >= 1 and self.head_hidden >= 1, "embed_dim and head_hidden must be >= 1",
-             (self.embed_dim, self.head_hidden)),
+            (
+                self.embed_dim >= 1 and self.head_hidden >= 1,
+                "embed_dim and head_hidden must be >= 1",
+                (self.embed_dim, self.head_hidden),
+            ),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)", self.dropout),
             (self.norm in NORMS, f"norm must be one of {NORMS}", self.norm),
-            (isinstance(self.input_norm, bool), "input_norm must be true or false", self.input_norm),
-            (self.extra_features >= 0 and self.extra_hidden >= 1,
-             "extra_features must be >= 0 and extra_hidden >= 1", (self.extra_features, self.extra_hidden)),
+            (
+                isinstance(self.input_norm, bool),
+                "input_norm must be true or false",
+                self.input_norm,
+            ),
+            (
+                self.extra_features >= 0 and self.extra_hidden >= 1,
+                "extra_features must be >= 0 and extra_hidden >= 1",
+                (self.extra_features, self.extra_hidden),
+            ),
         ]
         check_fields("MSA3DCNNConfig", checks)
 
@@ -121,10 +142,16 @@ class MSA3DCNNConfig(Settings):
 #: Model sizes by name: each is only its arguments (timm style). ``tiny`` is for tests;
 #: ``small`` and ``default`` run on a CPU at n = 32; ``large`` wants a GPU.
 MODEL_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(widths=(8, 16), depths=(1, 1), branches=((3, 1), (3, 2)), embed_dim=32, head_hidden=16),
+    "tiny": dict(
+        widths=(8, 16), depths=(1, 1), branches=((3, 1), (3, 2)), embed_dim=32, head_hidden=16
+    ),
     "compact": dict(widths=(24, 48), depths=(1, 1), stem_stride=4, embed_dim=64, head_hidden=32),
-    "small": dict(widths=(12, 24, 48), depths=(1, 1, 1), stem_stride=2, embed_dim=64, head_hidden=32),
-    "default": dict(widths=(24, 48, 96), depths=(1, 1, 2), stem_stride=2, embed_dim=96, head_hidden=48),
+    "small": dict(
+        widths=(12, 24, 48), depths=(1, 1, 1), stem_stride=2, embed_dim=64, head_hidden=32
+    ),
+    "default": dict(
+        widths=(24, 48, 96), depths=(1, 1, 2), stem_stride=2, embed_dim=96, head_hidden=48
+    ),
     "large": dict(
         widths=(32, 64, 128, 256),
         depths=(1, 2, 3, 2),
@@ -152,11 +179,15 @@ class MSA3DCNN(MultiTaskModel):
         self.stem = (
             ConvNormAct(config.in_channels, w[0], 3, stride=config.stem_stride, norm=norm)
             if config.stem_stride < 4
-            else nn.Sequential(nn.Conv3d(config.in_channels, w[0], 4, stride=4), make_norm(norm, w[0]), nn.SiLU())
+            else nn.Sequential(
+                nn.Conv3d(config.in_channels, w[0], 4, stride=4), make_norm(norm, w[0]), nn.SiLU()
+            )
         )
         stages: list[nn.Module] = []
         for i, (width, depth) in enumerate(zip(w, config.depths, strict=True)):
-            layers: list[nn.Module] = [] if i == 0 else [ConvNormAct(w[i - 1], width, 3, stride=2, norm=norm)]
+            layers: list[nn.Module] = (
+                [] if i == 0 else [ConvNormAct(w[i - 1], width, 3, stride=2, norm=norm)]
+            )
             layers += [
                 MSABlock(width, config.branches, config.se_reduction, config.spatial_kernel, norm)
                 for _ in range(depth)
@@ -189,7 +220,9 @@ class MSA3DCNN(MultiTaskModel):
                 f"{cfg.total_stride}; use a larger StandardizeSettings.n or a model with fewer stages"
             )
         if self.input_norm is not None:
-            x = (x - self.input_norm.mean[:, None, None, None]) / self.input_norm.std[:, None, None, None]
+            x = (x - self.input_norm.mean[:, None, None, None]) / self.input_norm.std[
+                :, None, None, None
+            ]
         h = self.stages(self.stem(x))  # (B, W, n', n', n')
         pooled = torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1)  # (B, 2W)
         if cfg.side_features:
@@ -209,7 +242,9 @@ class MSA3DCNN(MultiTaskModel):
             pooled = torch.cat([pooled, self.extra_branch(z)], dim=1)  # (B, 2W + S + H)
         return pooled
 
-    def batch_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def batch_inputs(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(x, side, extra) from a DensityDataset batch (None for what the model does not use)."""
         return (
             batch["x"],

@@ -22,7 +22,13 @@ from torch.utils.data import DataLoader
 
 from rhoprop.data import DatasetStore
 from rhoprop.errors import SettingsError
-from rhoprop.models.baselines import CGCNN, CGCNNConfig, GraphDataset, collate_graphs, composition_features
+from rhoprop.models.baselines import (
+    CGCNN,
+    CGCNNConfig,
+    GraphDataset,
+    collate_graphs,
+    composition_features,
+)
 from rhoprop.models.heads import TaskSpec
 from rhoprop.settings import Settings, atomic_write_text, check_fields, is_int, is_number
 from rhoprop.train.config import TrainConfig
@@ -67,25 +73,49 @@ class BaselineSettings(Settings):
             "BaselineSettings",
             [
                 (not unknown, f"models must be among {MODELS}", unknown),
-                (is_int(self.gb_max_iter) and self.gb_max_iter >= 1, "gb_max_iter must be an int >= 1",
-                 self.gb_max_iter),
-                (is_number(self.gb_learning_rate) and self.gb_learning_rate > 0,
-                 "gb_learning_rate must be > 0", self.gb_learning_rate),
-                (isinstance(self.cgcnn, CGCNNConfig), "cgcnn must be a CGCNNConfig",
-                 type(self.cgcnn).__name__),
-                (is_int(self.cgcnn_epochs) and self.cgcnn_epochs >= 1, "cgcnn_epochs must be an int >= 1",
-                 self.cgcnn_epochs),
-                (is_int(self.cgcnn_patience) and self.cgcnn_patience >= 0,
-                 "cgcnn_patience must be an int >= 0", self.cgcnn_patience),
-                (is_int(self.cgcnn_batch_size) and self.cgcnn_batch_size >= 1,
-                 "cgcnn_batch_size must be an int >= 1", self.cgcnn_batch_size),
-                (is_number(self.cgcnn_lr) and self.cgcnn_lr > 0, "cgcnn_lr must be > 0", self.cgcnn_lr),
+                (
+                    is_int(self.gb_max_iter) and self.gb_max_iter >= 1,
+                    "gb_max_iter must be an int >= 1",
+                    self.gb_max_iter,
+                ),
+                (
+                    is_number(self.gb_learning_rate) and self.gb_learning_rate > 0,
+                    "gb_learning_rate must be > 0",
+                    self.gb_learning_rate,
+                ),
+                (
+                    isinstance(self.cgcnn, CGCNNConfig),
+                    "cgcnn must be a CGCNNConfig",
+                    type(self.cgcnn).__name__,
+                ),
+                (
+                    is_int(self.cgcnn_epochs) and self.cgcnn_epochs >= 1,
+                    "cgcnn_epochs must be an int >= 1",
+                    self.cgcnn_epochs,
+                ),
+                (
+                    is_int(self.cgcnn_patience) and self.cgcnn_patience >= 0,
+                    "cgcnn_patience must be an int >= 0",
+                    self.cgcnn_patience,
+                ),
+                (
+                    is_int(self.cgcnn_batch_size) and self.cgcnn_batch_size >= 1,
+                    "cgcnn_batch_size must be an int >= 1",
+                    self.cgcnn_batch_size,
+                ),
+                (
+                    is_number(self.cgcnn_lr) and self.cgcnn_lr > 0,
+                    "cgcnn_lr must be > 0",
+                    self.cgcnn_lr,
+                ),
                 (is_int(self.seed), "seed must be an int", self.seed),
             ],
         )
 
 
-def mean_predictions(tasks: Sequence[TaskSpec], train_labels: np.ndarray, n: int) -> dict[str, np.ndarray]:
+def mean_predictions(
+    tasks: Sequence[TaskSpec], train_labels: np.ndarray, n: int
+) -> dict[str, np.ndarray]:
     """The training mean (regression) or training class frequencies (classification), for ``n`` samples."""
     out: dict[str, np.ndarray] = {}
     for j, task in enumerate(tasks):
@@ -111,11 +141,17 @@ def composition_predictions(
     for j, task in enumerate(tasks):
         mask = np.isfinite(train_labels[:, j])
         x, y = train_x[mask], train_labels[mask, j]
-        params = dict(max_iter=settings.gb_max_iter, learning_rate=settings.gb_learning_rate,
-                      min_samples_leaf=int(np.clip(len(y) // 10, 2, 20)), random_state=settings.seed)
+        params = dict(
+            max_iter=settings.gb_max_iter,
+            learning_rate=settings.gb_learning_rate,
+            min_samples_leaf=int(np.clip(len(y) // 10, 2, 20)),
+            random_state=settings.seed,
+        )
         if task.is_regression:
             model = HistGradientBoostingRegressor(**params) if len(y) >= 4 else None
-            out[task.name] = model.fit(x, y).predict(eval_x) if model else np.full(len(eval_x), y.mean())
+            out[task.name] = (
+                model.fit(x, y).predict(eval_x) if model else np.full(len(eval_x), y.mean())
+            )
             continue
         codes = np.unique(y.astype(int))
         k = max(task.n_outputs, 2)
@@ -143,13 +179,24 @@ def cgcnn_predictions(
     model = CGCNN(settings.cgcnn, tasks)
     model.target_norm.fit(torch.from_numpy(labels["train"]), [t.is_regression for t in tasks])
     config = TrainConfig(
-        model="tiny", epochs=settings.cgcnn_epochs, batch_size=settings.cgcnn_batch_size, lr=settings.cgcnn_lr,
-        augment=False, seed=settings.seed, patience=settings.cgcnn_patience, accelerator=accelerator,
-        devices="1", progress=False,
+        model="tiny",
+        epochs=settings.cgcnn_epochs,
+        batch_size=settings.cgcnn_batch_size,
+        lr=settings.cgcnn_lr,
+        augment=False,
+        seed=settings.seed,
+        patience=settings.cgcnn_patience,
+        accelerator=accelerator,
+        devices="1",
+        progress=False,
     )
-    data = {part: GraphDataset(structures[part], labels[part], settings.cgcnn) for part in structures}
+    data = {
+        part: GraphDataset(structures[part], labels[part], settings.cgcnn) for part in structures
+    }
     loaders = {
-        part: DataLoader(ds, batch_size=config.batch_size, shuffle=part == "train", collate_fn=collate_graphs)
+        part: DataLoader(
+            ds, batch_size=config.batch_size, shuffle=part == "train", collate_fn=collate_graphs
+        )
         for part, ds in data.items()
     }
     module = RhopropModule(model, config)
@@ -184,11 +231,15 @@ def run_baselines(
     parts = split_ids(store, split)
     eval_ids = parts[part]
     if not eval_ids:
-        raise SettingsError(f"split {split!r} of {store.path} has no {part} samples to evaluate baselines on")
+        raise SettingsError(
+            f"split {split!r} of {store.path} has no {part} samples to evaluate baselines on"
+        )
     labels = {p: label_matrix(store, parts[p], tasks) for p in ("train", "val")}
     labels["eval"] = label_matrix(store, eval_ids, tasks)
-    structures = {p: [store.structure(i) for i in ids] for p, ids in
-                  (("train", parts["train"]), ("val", parts["val"]), ("eval", eval_ids))}
+    structures = {
+        p: [store.structure(i) for i in ids]
+        for p, ids in (("train", parts["train"]), ("val", parts["val"]), ("eval", eval_ids))
+    }
     models: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, float] = {}
     for name in settings.models:
@@ -196,8 +247,13 @@ def run_baselines(
         if name == "mean":
             models[name] = mean_predictions(tasks, labels["train"], len(eval_ids))
         elif name == "composition":
-            feats = {p: np.stack([composition_features(s) for s in structures[p]]) for p in ("train", "eval")}
-            models[name] = composition_predictions(tasks, feats["train"], labels["train"], feats["eval"], settings)
+            feats = {
+                p: np.stack([composition_features(s) for s in structures[p]])
+                for p in ("train", "eval")
+            }
+            models[name] = composition_predictions(
+                tasks, feats["train"], labels["train"], feats["eval"], settings
+            )
         else:
             work = Path(run_dir) / "baselines" / "cgcnn"
             models[name] = cgcnn_predictions(tasks, structures, labels, settings, work, accelerator)
@@ -210,13 +266,17 @@ def run_baselines(
         "targets": [t.name for t in tasks],
         "settings": settings.to_dict(),
         "seconds": seconds,
-        "models": {m: {t: np.asarray(v).tolist() for t, v in preds.items()} for m, preds in models.items()},
+        "models": {
+            m: {t: np.asarray(v).tolist() for t, v in preds.items()} for m, preds in models.items()
+        },
     }
     atomic_write_text(cache_path(run_dir, split, part), json.dumps(result) + "\n")
     return result
 
 
-def load_cached(run_dir: str | os.PathLike[str], split: str, part: str, ids: Sequence[str]) -> dict[str, Any] | None:
+def load_cached(
+    run_dir: str | os.PathLike[str], split: str, part: str, ids: Sequence[str]
+) -> dict[str, Any] | None:
     """Cached baseline predictions for exactly these ``ids`` (None when absent or for other samples)."""
     path = cache_path(run_dir, split, part)
     if not path.is_file():

@@ -19,8 +19,19 @@ TRAIN_INPUTS = (*INPUTS, "image")
 
 #: Fields that may change when a killed or finished run is resumed (the rest must match).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "patience", "devices", "accelerator", "strategy", "num_nodes", "num_workers",
-     "precision", "progress", "mc_samples", "threads"}
+    {
+        "epochs",
+        "patience",
+        "devices",
+        "accelerator",
+        "strategy",
+        "num_nodes",
+        "num_workers",
+        "precision",
+        "progress",
+        "mc_samples",
+        "threads",
+    }
 )
 
 
@@ -94,29 +105,77 @@ class TrainConfig(Settings):
         checks = [
             (self.model in MODEL_SIZES, f"model must be one of {sorted(MODEL_SIZES)}", self.model),
             (self.inputs in TRAIN_INPUTS, f"inputs must be one of {TRAIN_INPUTS}", self.inputs),
-            (is_int(self.ensemble) and self.ensemble >= 1, "ensemble must be an int >= 1", self.ensemble),
-            (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1) or null", self.dropout),
+            (
+                is_int(self.ensemble) and self.ensemble >= 1,
+                "ensemble must be an int >= 1",
+                self.ensemble,
+            ),
+            (
+                self.dropout is None or 0.0 <= self.dropout < 1.0,
+                "dropout must be in [0, 1) or null",
+                self.dropout,
+            ),
             (is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1", self.epochs),
-            (is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1", self.batch_size),
+            (
+                is_int(self.batch_size) and self.batch_size >= 1,
+                "batch_size must be an int >= 1",
+                self.batch_size,
+            ),
             (self.lr > 0, "lr must be > 0", self.lr),
             (self.weight_decay >= 0, "weight_decay must be >= 0", self.weight_decay),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}", self.schedule),
-            (self.weighting in WEIGHTINGS, f"weighting must be one of {WEIGHTINGS}", self.weighting),
-            (self.regression_loss in REGRESSION_LOSSES, f"regression_loss must be one of {REGRESSION_LOSSES}",
-             self.regression_loss),
+            (
+                self.weighting in WEIGHTINGS,
+                f"weighting must be one of {WEIGHTINGS}",
+                self.weighting,
+            ),
+            (
+                self.regression_loss in REGRESSION_LOSSES,
+                f"regression_loss must be one of {REGRESSION_LOSSES}",
+                self.regression_loss,
+            ),
             (isinstance(self.augment, bool), "augment must be true or false", self.augment),
             (is_int(self.seed), "seed must be an int", self.seed),
-            (is_int(self.patience) and self.patience >= 0, "patience must be an int >= 0", self.patience),
-            (self.accelerator in ACCELERATORS, f"accelerator must be one of {ACCELERATORS}", self.accelerator),
-            (_valid_devices(self.devices), "devices must be 'auto', a count like '2' or ids like '0,1'",
-             self.devices),
-            (is_int(self.num_nodes) and self.num_nodes >= 1, "num_nodes must be an int >= 1", self.num_nodes),
-            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}", self.precision),
-            (is_int(self.num_workers) and self.num_workers >= 0, "num_workers must be an int >= 0",
-             self.num_workers),
-            (is_int(self.mc_samples) and self.mc_samples >= 1, "mc_samples must be an int >= 1", self.mc_samples),
-            (self.threads is None or (is_int(self.threads) and self.threads >= 1),
-             "threads must be an int >= 1 or null", self.threads),
+            (
+                is_int(self.patience) and self.patience >= 0,
+                "patience must be an int >= 0",
+                self.patience,
+            ),
+            (
+                self.accelerator in ACCELERATORS,
+                f"accelerator must be one of {ACCELERATORS}",
+                self.accelerator,
+            ),
+            (
+                _valid_devices(self.devices),
+                "devices must be 'auto', a count like '2' or ids like '0,1'",
+                self.devices,
+            ),
+            (
+                is_int(self.num_nodes) and self.num_nodes >= 1,
+                "num_nodes must be an int >= 1",
+                self.num_nodes,
+            ),
+            (
+                self.precision in PRECISIONS,
+                f"precision must be one of {PRECISIONS}",
+                self.precision,
+            ),
+            (
+                is_int(self.num_workers) and self.num_workers >= 0,
+                "num_workers must be an int >= 0",
+                self.num_workers,
+            ),
+            (
+                is_int(self.mc_samples) and self.mc_samples >= 1,
+                "mc_samples must be an int >= 1",
+                self.mc_samples,
+            ),
+            (
+                self.threads is None or (is_int(self.threads) and self.threads >= 1),
+                "threads must be an int >= 1 or null",
+                self.threads,
+            ),
         ]
         check_fields("TrainConfig", checks)
 
@@ -144,7 +203,11 @@ def _valid_devices(devices: str) -> bool:
     if devices == "auto":
         return True
     parts = [p.strip() for p in devices.split(",")] if "," in devices else [devices.strip()]
-    return all(p.isdigit() for p in parts if p) and any(parts) and ("," in devices or int(parts[0]) >= 1)
+    return (
+        all(p.isdigit() for p in parts if p)
+        and any(parts)
+        and ("," in devices or int(parts[0]) >= 1)
+    )
 
 
 def load_train_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> TrainConfig:

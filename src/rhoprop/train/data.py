@@ -31,7 +31,9 @@ def dataset_label(dataset: str | os.PathLike[str]) -> str:
     return str(dataset) if not path.exists() else path.resolve().name
 
 
-def select_tasks(store: DatasetStore, requested: Sequence[str], ids: Sequence[str]) -> list[TaskSpec]:
+def select_tasks(
+    store: DatasetStore, requested: Sequence[str], ids: Sequence[str]
+) -> list[TaskSpec]:
     """TaskSpecs of the requested targets, or of every target with a label among ``ids`` when none requested."""
     known = store.targets
     if not known:
@@ -41,7 +43,9 @@ def select_tasks(store: DatasetStore, requested: Sequence[str], ids: Sequence[st
         )
     unknown = [t for t in requested if t not in known]
     if unknown:
-        raise LabelTableError(f"target(s) {unknown} are not in dataset {store.path}; its targets are {sorted(known)}")
+        raise LabelTableError(
+            f"target(s) {unknown} are not in dataset {store.path}; its targets are {sorted(known)}"
+        )
     labels = store.labels.loc[list(ids)]
     names = list(requested) or [t for t in known if labels[t].notna().any()]
     if not names:
@@ -81,7 +85,9 @@ def side_features(store: DatasetStore, ids: Sequence[str]) -> np.ndarray:
     return every[[store.index_of(i) for i in ids]]
 
 
-def fit_valence(compositions: Sequence[dict[str, float]], electrons: Sequence[float]) -> dict[str, Any]:
+def fit_valence(
+    compositions: Sequence[dict[str, float]], electrons: Sequence[float]
+) -> dict[str, Any]:
     """Per-element electrons per atom fitted to the densities' electron counts (least squares).
 
     Returns ``{"elements", "per_element": {el: e/atom}, "row_space": (r, E) orthonormal rows,
@@ -122,7 +128,11 @@ def expected_electrons(valence: dict[str, Any], composition: dict[str, float]) -
 
 def determined_elements(valence: dict[str, Any]) -> list[str]:
     """Elements whose electrons per atom the valence fit determines on their own."""
-    return [el for el in valence.get("elements", []) if expected_electrons(valence, {el: 1.0}) is not None]
+    return [
+        el
+        for el in valence.get("elements", [])
+        if expected_electrons(valence, {el: 1.0}) is not None
+    ]
 
 
 def gpaw_valence(symbols: Sequence[str]) -> dict[str, float] | None:
@@ -142,7 +152,9 @@ def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> d
     for sid, row in zip(ids, rows, strict=True):
         structure = store.structure(sid)
         compositions.append({str(el): float(n) for el, n in structure.composition.items()})
-        spacings.append(max(a / n for a, n in zip(structure.lattice.abc, row["native_shape"], strict=True)))
+        spacings.append(
+            max(a / n for a, n in zip(structure.lattice.abc, row["native_shape"], strict=True))
+        )
     codes = Counter(str(r["code"]) for r in rows)
     spacing = np.asarray(spacings)
     valence = fit_valence(compositions, [float(r["electrons"]) for r in rows])
@@ -158,7 +170,9 @@ def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> d
         "codes": dict(codes),
         "elements": sorted({el for comp in compositions for el in comp}),
         "valence": valence,
-        "grid_spacing": {"max": float(spacing.max()), "median": float(np.median(spacing))} if len(spacing) else {},
+        "grid_spacing": {"max": float(spacing.max()), "median": float(np.median(spacing))}
+        if len(spacing)
+        else {},
     }
 
 
@@ -166,7 +180,9 @@ def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> d
 _EXTRA_CACHE: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
 
 
-def store_extra_features(store: DatasetStore, ids: Sequence[str], inputs: str, batch: int = 64) -> np.ndarray:
+def store_extra_features(
+    store: DatasetStore, ids: Sequence[str], inputs: str, batch: int = 64
+) -> np.ndarray:
     """(N, X) global features of ``ids`` for a model with ``inputs`` (:mod:`rhoprop.models.features`).
 
     Computed from the stored tensors, structures and electron counts, in batches; rows already

@@ -38,8 +38,21 @@ from rhoprop.train.fit import loader
 from rhoprop.train.inference import interval90, interval_coverage, predict_batches
 from rhoprop.train.runs import model_dirs, read_run, run_dir_of
 
-COLUMNS = ["model", "target", "kind", "unit", "n", "r2", "mae", "rmse", "accuracy", "f1", "roc_auc",
-           "coverage90", "coverage90_uncalibrated"]
+COLUMNS = [
+    "model",
+    "target",
+    "kind",
+    "unit",
+    "n",
+    "r2",
+    "mae",
+    "rmse",
+    "accuracy",
+    "f1",
+    "roc_auc",
+    "coverage90",
+    "coverage90_uncalibrated",
+]
 
 
 @dataclasses.dataclass
@@ -125,7 +138,11 @@ def metric_row(model: str, task: TaskSpec, truth: np.ndarray, pred: np.ndarray) 
     """One metrics row for a model's predictions of one target (NaN for metrics of the other kind)."""
     row: dict[str, Any] = {c: math.nan for c in COLUMNS}
     row.update(model=model, target=task.name, kind=task.kind, unit=task.unit)
-    row.update(regression_metrics(truth, pred) if task.is_regression else classification_metrics(truth, pred))
+    row.update(
+        regression_metrics(truth, pred)
+        if task.is_regression
+        else classification_metrics(truth, pred)
+    )
     return row
 
 
@@ -154,7 +171,11 @@ def evaluate_models(
         bundle = load_model(mdir)
         own_run = run_dir_of(mdir)
         info = read_run(own_run) if own_run else {}
-        ds = dataset if dataset is not None else info.get("dataset_path") or bundle.training.get("dataset")
+        ds = (
+            dataset
+            if dataset is not None
+            else info.get("dataset_path") or bundle.training.get("dataset")
+        )
         if ds is None:
             raise SettingsError(f"{mdir} does not record its dataset; pass --dataset")
         sp = split or bundle.extra.get("split", "default")
@@ -165,10 +186,16 @@ def evaluate_models(
             raise SettingsError(f"split {sp!r} of {store.path} has no {part} samples")
         tasks = [t for t in bundle.tasks if t.name in store.targets]
         labels = label_matrix(store, ids, tasks)
-        config = TrainConfig(batch_size=batch_size, num_workers=0, targets=tuple(t.name for t in tasks),
-                             inputs=bundle.extra.get("inputs", "image"))
+        config = TrainConfig(
+            batch_size=batch_size,
+            num_workers=0,
+            targets=tuple(t.name for t in tasks),
+            inputs=bundle.extra.get("inputs", "image"),
+        )
         mc = mc_samples or int(bundle.uncertainty.get("samples", 30))
-        preds = predict_batches(bundle.model, loader(store, ids, tasks, config, shuffle=False), mc_samples=mc)
+        preds = predict_batches(
+            bundle.model, loader(store, ids, tasks, config, shuffle=False), mc_samples=mc
+        )
         order = np.argsort(preds.indices)
         scales = bundle.uncertainty.get("scale", {})
         rows, frames, outputs, intervals = [], [], {}, {}
@@ -176,7 +203,9 @@ def evaluate_models(
             mean, std = preds.mean[task.name][order], preds.std[task.name][order]
             truth = labels[:, j]
             frame = pd.DataFrame({"id": ids, "target": task.name, "truth": truth})
-            if task.is_regression:  # intervals from the model's own mean, then clipped (as in predict)
+            if (
+                task.is_regression
+            ):  # intervals from the model's own mean, then clipped (as in predict)
                 scale = float(scales.get(task.name, 1.0))
                 coverage = interval_coverage(mean, std, truth, scale, task.minimum)
                 coverage_raw = interval_coverage(mean, std, truth, minimum=task.minimum)
@@ -188,18 +217,34 @@ def evaluate_models(
                 intervals[task.name] = (lo, hi)
             else:
                 row = metric_row("rhoprop", task, truth, mean)
-                frame = frame.assign(pred=predicted_classes(mean),
-                                     prob=mean if mean.ndim == 1 else mean.max(1),
-                                     std=std if std.ndim == 1 else std.max(1))
+                frame = frame.assign(
+                    pred=predicted_classes(mean),
+                    prob=mean if mean.ndim == 1 else mean.max(1),
+                    std=std if std.ndim == 1 else std.max(1),
+                )
             outputs[task.name] = mean
             rows.append(row)
             frames.append(frame)
-        rows.extend(_baseline_rows(own_run or Path(mdir), tasks, store, sp, part, ids, labels, baselines,
-                                   baseline_settings, ds))
+        rows.extend(
+            _baseline_rows(
+                own_run or Path(mdir),
+                tasks,
+                store,
+                sp,
+                part,
+                ids,
+                labels,
+                baselines,
+                baseline_settings,
+                ds,
+            )
+        )
         curves = pd.DataFrame()
         if own_run is not None:
-            csvs = sorted((own_run / "logs" / "csv").glob("version_*/metrics.csv"),
-                          key=lambda p: int(p.parent.name.split("_")[1]))
+            csvs = sorted(
+                (own_run / "logs" / "csv").glob("version_*/metrics.csv"),
+                key=lambda p: int(p.parent.name.split("_")[1]),
+            )
             curves = read_learning_curves(csvs)
         evaluations.append(ModelEvaluation(
             model_dir=mdir, dataset=dataset_label(ds), split=sp, part=part, ids=list(ids), tasks=tasks,
@@ -220,29 +265,49 @@ def write_evaluation(report: EvaluationReport, out_dir: str | os.PathLike[str]) 
     for ev in report.evaluations:
         for j, task in enumerate(ev.tasks):
             truth, pred = ev.truth[:, j], ev.probabilities[task.name]
-            if not np.isfinite(truth).any():  # a target without labels among these samples gets no picture
+            if not np.isfinite(
+                truth
+            ).any():  # a target without labels among these samples gets no picture
                 continue
             if task.is_regression:
                 lo, hi = ev.intervals[task.name]
                 figures.append(out / f"parity_{task.name}.png")
-                parity_plot(figures[-1], truth, pred, task.name, task.unit, interval=(pred - lo, hi - pred),
-                            title=f"{task.name}: rhoprop, {ev.dataset} {ev.split}/{ev.part}")
+                parity_plot(
+                    figures[-1],
+                    truth,
+                    pred,
+                    task.name,
+                    task.unit,
+                    interval=(pred - lo, hi - pred),
+                    title=f"{task.name}: rhoprop, {ev.dataset} {ev.split}/{ev.part}",
+                )
             else:
                 figures.append(out / f"roc_{task.name}.png")
                 roc_plot(figures[-1], truth, pred, task.name, task.class_names)
                 figures.append(out / f"confusion_{task.name}.png")
                 confusion_plot(figures[-1], truth, pred, task.name, task.class_names)
         if not ev.curves.empty:
-            figures.append(out / ("learning_curves.png" if not several else f"learning_curves_{ev.run_name}.png"))
+            figures.append(
+                out
+                / ("learning_curves.png" if not several else f"learning_curves_{ev.run_name}.png")
+            )
             learning_curves_plot(figures[-1], ev.curves, [t.name for t in ev.tasks])
     table = report.table()
     atomic_write_text(out / "metrics.csv", table.to_csv(index=False))
-    meta = {"datasets": {str(ev.model_dir): ev.dataset for ev in report.evaluations},
-            "dataset": report.dataset, "split": report.split, "part": report.part, "n_samples": report.n_samples,
-            "models": [str(ev.model_dir) for ev in report.evaluations],
-            "rows": json.loads(table.to_json(orient="records"))}
+    meta = {
+        "datasets": {str(ev.model_dir): ev.dataset for ev in report.evaluations},
+        "dataset": report.dataset,
+        "split": report.split,
+        "part": report.part,
+        "n_samples": report.n_samples,
+        "models": [str(ev.model_dir) for ev in report.evaluations],
+        "rows": json.loads(table.to_json(orient="records")),
+    }
     atomic_write_text(out / "metrics.json", json.dumps(meta, indent=2) + "\n")
-    frames = [ev.predictions.assign(model=str(ev.model_dir)) if several else ev.predictions for ev in report.evaluations]
+    frames = [
+        ev.predictions.assign(model=str(ev.model_dir)) if several else ev.predictions
+        for ev in report.evaluations
+    ]
     atomic_write_text(out / "predictions.csv", pd.concat(frames).to_csv(index=False))
     return dataclasses.replace(report, out_dir=out, figures=figures)
 
@@ -273,7 +338,9 @@ def evaluate_run(
     batch_size: int = 16,
 ) -> EvaluationReport:
     """:func:`evaluate_models`, then :func:`write_evaluation` into ``out`` (default: :func:`default_out_dir`)."""
-    report = evaluate_models(run, dataset, split, part, baselines, baseline_settings, mc_samples, batch_size)
+    report = evaluate_models(
+        run, dataset, split, part, baselines, baseline_settings, mc_samples, batch_size
+    )
     return write_evaluation(report, Path(out) if out is not None else default_out_dir(run, report))
 
 
@@ -294,7 +361,9 @@ def _baseline_rows(
     if train_baselines and (cached is None or any(t not in cached["targets"] for t in wanted)):
         cached = run_baselines(run_dir, tasks, dataset, split, part, settings)
     if cached is not None:
-        models = {m: {t: np.asarray(v) for t, v in preds.items()} for m, preds in cached["models"].items()}
+        models = {
+            m: {t: np.asarray(v) for t, v in preds.items()} for m, preds in cached["models"].items()
+        }
     else:
         train_labels = label_matrix(store, store.splits(split)["train"], tasks)
         models = {"mean": mean_predictions(tasks, train_labels, len(ids))}

@@ -38,9 +38,9 @@ from rhoprop.data import DatasetStore, DensityDataset
 from rhoprop.errors import SettingsError
 from rhoprop.grid import augment
 from rhoprop.grid.settings import StandardizeSettings
+from rhoprop.models.ensemble import Ensemble
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.io import ModelBundle, save_model
-from rhoprop.models.ensemble import Ensemble
 from rhoprop.models.msa3dcnn import MSA3DCNN, build_model
 from rhoprop.settings import atomic_write_text
 from rhoprop.train.config import TrainConfig
@@ -55,7 +55,12 @@ from rhoprop.train.data import (
     store_extra_features,
     training_profile,
 )
-from rhoprop.train.inference import Predictions, calibration_scales, interval_coverage, predict_batches
+from rhoprop.train.inference import (
+    Predictions,
+    calibration_scales,
+    interval_coverage,
+    predict_batches,
+)
 from rhoprop.train.module import RhopropModule
 from rhoprop.train.predict import magnetic_elements
 from rhoprop.train.runs import GROUPS_FILE, RUN_FILE, finished_run
@@ -139,7 +144,9 @@ class RepeatableAugment:
         if key != self._key:
             self._key, self._rng = key, np.random.default_rng([self.seed, key[0], key[1] + 1])
         if self.mode == "cube":
-            return augment.apply_op(x, augment.CUBIC_OPS[self._rng.integers(len(augment.CUBIC_OPS))], "cube")
+            return augment.apply_op(
+                x, augment.CUBIC_OPS[self._rng.integers(len(augment.CUBIC_OPS))], "cube"
+            )
         return augment.roll(x, [int(s) for s in self._rng.integers(0, x.shape[-1], 3)])
 
 
@@ -162,16 +169,25 @@ def _prepare_run(out: Path, config: TrainConfig) -> bool:
     return (out / "checkpoints" / LAST_CHECKPOINT).is_file()
 
 
-def make_trainer(out: Path, config: TrainConfig, steps_per_epoch: int) -> tuple[L.Trainer, ModelCheckpoint]:
+def make_trainer(
+    out: Path, config: TrainConfig, steps_per_epoch: int
+) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Lightning Trainer writing checkpoints (best val_loss, last) and CSV/TensorBoard logs under ``out``."""
     _quiet_lightning()
     best = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best-{epoch:03d}", monitor="val_loss", mode="min", save_top_k=1,
+        dirpath=out / "checkpoints",
+        filename="best-{epoch:03d}",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
     )
     # Lightning's save_last writes last.ckpt only when a best checkpoint is written: after the last
     # improvement it stopped, so a killed run resumed epochs behind. Its own callback, every epoch:
     last = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename=LAST_CHECKPOINT.removesuffix(".ckpt"), monitor=None, save_top_k=1,
+        dirpath=out / "checkpoints",
+        filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+        monitor=None,
+        save_top_k=1,
         enable_version_counter=False,
     )
     callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="epoch")]
@@ -195,27 +211,41 @@ def make_trainer(out: Path, config: TrainConfig, steps_per_epoch: int) -> tuple[
         sync_batchnorm=_sync_batchnorm(config),
     )
     if isinstance(trainer.accelerator, CPUAccelerator) and config.precision == "16-mixed":
-        raise SettingsError("precision '16-mixed' needs a GPU; on a CPU use '32-true' or 'bf16-mixed'")
+        raise SettingsError(
+            "precision '16-mixed' needs a GPU; on a CPU use '32-true' or 'bf16-mixed'"
+        )
     return trainer, best
 
 
 def _sync_batchnorm(config: TrainConfig) -> bool:
     """BatchNorm statistics synchronized across processes: for distributed runs on GPUs (PyTorch's
     SyncBatchNorm needs CUDA; distributed CPU runs keep per-process statistics)."""
-    gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
+    gpu = config.accelerator in ("gpu", "cuda") or (
+        config.accelerator == "auto" and torch.cuda.is_available()
+    )
     devices = config.lightning_devices()
-    several = isinstance(devices, list) and len(devices) > 1 or isinstance(devices, int) and devices > 1
+    several = (
+        (isinstance(devices, list) and len(devices) > 1) or (isinstance(devices, int) and devices > 1)
+    )
     return gpu and (several or config.num_nodes > 1 or config.strategy.startswith("ddp"))
 
 
 def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                 "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric.utilities.seed",
+        "lightning.fabric.utilities.rank_zero",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
-    for message in (".*does not have many workers.*", ".*The number of training batches.*",
-                    ".*isinstance.treespec, LeafSpec.*", ".*Checkpoint directory .* exists and is not empty.*",
-                    # per-target metrics are already summed across ranks by torchmetrics:
-                    ".*It is recommended to use `self.log.*sync_dist=True.*"):
+    for message in (
+        ".*does not have many workers.*",
+        ".*The number of training batches.*",
+        ".*isinstance.treespec, LeafSpec.*",
+        ".*Checkpoint directory .* exists and is not empty.*",
+        # per-target metrics are already summed across ranks by torchmetrics:
+        ".*It is recommended to use `self.log.*sync_dist=True.*",
+    ):
         warnings.filterwarnings("ignore", message=message)
 
 
@@ -237,7 +267,9 @@ def summarize(preds: Predictions, labels: np.ndarray) -> dict[str, dict[str, flo
         if task.is_regression:
             out[task.name] = {"mae": regression_metrics(labels[:, j], preds.mean[task.name])["mae"]}
         else:
-            out[task.name] = {"acc": classification_metrics(labels[:, j], preds.mean[task.name])["accuracy"]}
+            out[task.name] = {
+                "acc": classification_metrics(labels[:, j], preds.mean[task.name])["accuracy"]
+            }
     return out
 
 
@@ -273,13 +305,26 @@ def _finished_result(out: Path, done: dict[str, Any], t0: float) -> TrainResult 
     """The result of a run that had finished with the same settings (None on DDP ranks > 0)."""
     if int(os.environ.get("RANK", 0)) != 0:
         return None
-    keep = {f.name for f in dataclasses.fields(TrainResult)} - {"run_dir", "model_dir", "seconds", "finished"}
-    return TrainResult(run_dir=out, model_dir=out / MODEL_DIR, seconds=time.perf_counter() - t0, finished=True,
-                       **{k: done[k] for k in keep})
+    keep = {f.name for f in dataclasses.fields(TrainResult)} - {
+        "run_dir",
+        "model_dir",
+        "seconds",
+        "finished",
+    }
+    return TrainResult(
+        run_dir=out,
+        model_dir=out / MODEL_DIR,
+        seconds=time.perf_counter() - t0,
+        finished=True,
+        **{k: done[k] for k in keep},
+    )
 
 
 def _train_ensemble(
-    dataset: str | os.PathLike[str], out: Path, config: TrainConfig, parts: dict[str, list[str]] | None
+    dataset: str | os.PathLike[str],
+    out: Path,
+    config: TrainConfig,
+    parts: dict[str, list[str]] | None,
 ) -> TrainResult | None:
     """Train ``config.ensemble`` members (seeds ``seed + k``) as runs ``out/members/<k>``, then
     export their average as ``out/model``, calibrated on the validation part like a single model."""
@@ -313,12 +358,16 @@ def _train_ensemble(
     return result
 
 
-def build_fitted_model(store: DatasetStore, train_ids: list[str], tasks: list[TaskSpec], config: TrainConfig) -> MSA3DCNN:
+def build_fitted_model(
+    store: DatasetStore, train_ids: list[str], tasks: list[TaskSpec], config: TrainConfig
+) -> MSA3DCNN:
     """The MSA-3DCNN ``config`` describes for ``store``'s tensors, its normalizers fitted on ``train_ids``:
     targets, side features, input channels and global features (training-set statistics in buffers)."""
     settings = store.settings
     overrides: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
-    extra = store_extra_features(store, train_ids, config.inputs) if config.inputs != "image" else None
+    extra = (
+        store_extra_features(store, train_ids, config.inputs) if config.inputs != "image" else None
+    )
     model = build_model(
         config.model, tasks, in_channels=settings.n_channels, side_features=settings.n_side_features,
         extra_features=0 if extra is None else extra.shape[1], **overrides,
@@ -337,7 +386,10 @@ def build_fitted_model(store: DatasetStore, train_ids: list[str], tasks: list[Ta
 
 
 def _train(
-    dataset: str | os.PathLike[str], out: Path, config: TrainConfig, parts: dict[str, list[str]] | None
+    dataset: str | os.PathLike[str],
+    out: Path,
+    config: TrainConfig,
+    parts: dict[str, list[str]] | None,
 ) -> TrainResult | None:
     t0 = time.perf_counter()
     store = open_store(dataset)
@@ -351,18 +403,28 @@ def _train(
     settings = store.settings
     model = build_fitted_model(store, parts["train"], tasks, config)
     module = RhopropModule(model, config)
-    train_loader = loader(store, parts["train"], tasks, config, shuffle=True,
-                          augment=make_augment(settings, config))
+    train_loader = loader(
+        store, parts["train"], tasks, config, shuffle=True, augment=make_augment(settings, config)
+    )
     val_loader = loader(store, parts["val"], tasks, config, shuffle=False)
     trainer, best = make_trainer(out, config, len(train_loader))
     last = out / "checkpoints" / LAST_CHECKPOINT
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None, weights_only=True)
+    trainer.fit(
+        module, train_loader, val_loader, ckpt_path=str(last) if resume else None, weights_only=True
+    )
     if not trainer.is_global_zero:
         return None
     best_path = best.best_model_path or str(out / "checkpoints" / LAST_CHECKPOINT)
     load_checkpoint_weights(module, best_path)
     model_dir, val = export_model(
-        out, model, store, parts, tasks, config, dataset_label(dataset), best_epoch=_epoch_of(best_path)
+        out,
+        model,
+        store,
+        parts,
+        tasks,
+        config,
+        dataset_label(dataset),
+        best_epoch=_epoch_of(best_path),
     )
     result = TrainResult(
         run_dir=out,
@@ -385,7 +447,9 @@ def _write_summary(
 ) -> None:  # fmt: skip
     """Write ``out/run.json``: the result, the dataset and split sizes, the TrainConfig."""
     summary = {
-        **{k: v for k, v in dataclasses.asdict(result).items() if k not in ("run_dir", "model_dir")},
+        **{
+            k: v for k, v in dataclasses.asdict(result).items() if k not in ("run_dir", "model_dir")
+        },
         "dataset": dataset_label(dataset),
         "dataset_path": str(store.path),
         "split": config.split,
@@ -411,8 +475,12 @@ def export_model(
     """Calibrate MC-dropout intervals on the val split and write ``out/model``; returns (path, val metrics)."""
     model = model.cpu().eval()
     val_labels = label_matrix(store, parts["val"], tasks)
-    preds = predict_batches(model, loader(store, parts["val"], tasks, config, shuffle=False),
-                            mc_samples=config.mc_samples, seed=config.seed)
+    preds = predict_batches(
+        model,
+        loader(store, parts["val"], tasks, config, shuffle=False),
+        mc_samples=config.mc_samples,
+        seed=config.seed,
+    )
     per_target, raw_coverage = {}, {}
     for j, task in enumerate(tasks):
         if task.is_regression:
@@ -431,11 +499,17 @@ def export_model(
     bundle = ModelBundle(
         model=model,
         standardize=store.settings,
-        training={**training_profile(store, parts["train"], dataset),
-                  "magnetic_elements": magnetic_elements(store, parts["train"])},
+        training={
+            **training_profile(store, parts["train"], dataset),
+            "magnetic_elements": magnetic_elements(store, parts["train"]),
+        },
         uncertainty=uncertainty,
-        extra={"train_config": config.to_dict(), "best_epoch": best_epoch, "split": config.split,
-               "inputs": config.inputs},
+        extra={
+            "train_config": config.to_dict(),
+            "best_epoch": best_epoch,
+            "split": config.split,
+            "inputs": config.inputs,
+        },
     )
     model_dir = save_model(out / MODEL_DIR, bundle)
     return model_dir, summarize(preds, val_labels)
@@ -452,7 +526,9 @@ def train_groups(
     out = Path(out)
     runs = [f"group_{i}" for i in range(len(groups))]
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / GROUPS_FILE, json.dumps({"groups": groups, "runs": runs}, indent=2) + "\n")
+    atomic_write_text(
+        out / GROUPS_FILE, json.dumps({"groups": groups, "runs": runs}, indent=2) + "\n"
+    )
     return [
         train(dataset, out / run, dataclasses.replace(config, targets=tuple(group)))
         for run, group in zip(runs, groups, strict=True)

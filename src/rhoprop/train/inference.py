@@ -64,7 +64,10 @@ def predict_batches(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for batch in batches:
-            inputs = [t.to(device) if isinstance(t, torch.Tensor) else t for t in model.batch_inputs(batch)]
+            inputs = [
+                t.to(device) if isinstance(t, torch.Tensor) else t
+                for t in model.batch_inputs(batch)
+            ]
             feats = model.features(*inputs)  # (B, F), deterministic
             point = model.decode(model.heads_forward(feats))
             if mc_samples > 1:
@@ -104,11 +107,15 @@ def conformal_quantile(scores: np.ndarray, coverage: float = COVERAGE) -> float:
 def normalized_residuals(mean: np.ndarray, std: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """|mean - truth| / (Z90 * std) over the labelled values: the scale each value's interval would need."""
     mask = np.isfinite(truth)
-    sigma = np.maximum(std[mask], 1e-12 + 1e-6 * np.abs(mean[mask]).mean()) if mask.any() else std[mask]
+    sigma = (
+        np.maximum(std[mask], 1e-12 + 1e-6 * np.abs(mean[mask]).mean()) if mask.any() else std[mask]
+    )
     return np.abs(mean[mask] - truth[mask]) / (Z90 * sigma)
 
 
-def calibration_scale(mean: np.ndarray, std: np.ndarray, truth: np.ndarray, coverage: float = COVERAGE) -> float:
+def calibration_scale(
+    mean: np.ndarray, std: np.ndarray, truth: np.ndarray, coverage: float = COVERAGE
+) -> float:
     """Factor s such that a new value lies within mean ± Z90·s·std with probability ``coverage``
     (split-conformal quantile of the normalized residuals; 1.0 without labels)."""
     scores = normalized_residuals(mean, std, truth)
@@ -126,8 +133,10 @@ def calibration_scales(
     scores = {name: normalized_residuals(*arrays) for name, arrays in per_target.items()}
     pooled_scores = np.concatenate(list(scores.values())) if scores else np.zeros(0)
     pooled = conformal_quantile(pooled_scores, coverage) if pooled_scores.size else 1.0
-    return {name: max(conformal_quantile(s, coverage) if s.size else pooled, pooled, 1e-6)
-            for name, s in scores.items()}
+    return {
+        name: max(conformal_quantile(s, coverage) if s.size else pooled, pooled, 1e-6)
+        for name, s in scores.items()
+    }
 
 
 def interval90(
@@ -142,7 +151,11 @@ def interval90(
 
 
 def interval_coverage(
-    mean: np.ndarray, std: np.ndarray, truth: np.ndarray, scale: float = 1.0, minimum: float | None = None
+    mean: np.ndarray,
+    std: np.ndarray,
+    truth: np.ndarray,
+    scale: float = 1.0,
+    minimum: float | None = None,
 ) -> float:
     """Fraction of labelled values inside the 90% interval (:func:`interval90`; NaN without labels)."""
     mask = np.isfinite(truth)

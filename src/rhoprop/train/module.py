@@ -22,6 +22,7 @@ from rhoprop.models.base import MultiTaskModel
 from rhoprop.models.losses import TaskWeighting, masked_loss
 from rhoprop.train.config import TrainConfig
 
+
 class WeightedMean(Metric):
     """Mean of values with weights, summed across processes; NaN when the total weight is 0."""
 
@@ -29,8 +30,12 @@ class WeightedMean(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("weight", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "weight", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
 
     def update(self, value: torch.Tensor, weight: float) -> None:  # type: ignore[override]
         """Add ``value`` (a mean over ``weight`` items)."""
@@ -40,7 +45,11 @@ class WeightedMean(Metric):
 
     def compute(self) -> torch.Tensor:
         """The weighted mean (NaN without any weight)."""
-        return self.total / self.weight if self.weight > 0 else torch.tensor(math.nan, dtype=torch.float64)
+        return (
+            self.total / self.weight
+            if self.weight > 0
+            else torch.tensor(math.nan, dtype=torch.float64)
+        )
 
 
 class RhopropModule(L.LightningModule):
@@ -80,8 +89,14 @@ class RhopropModule(L.LightningModule):
         stacked = torch.stack(losses)
         total = self.weighting(stacked, torch.tensor(present, device=stacked.device))
         if stage == "train":
-            self.log("train_objective", total, on_step=True, on_epoch=False, prog_bar=True,
-                     batch_size=y.shape[0])
+            self.log(
+                "train_objective",
+                total,
+                on_step=True,
+                on_epoch=False,
+                prog_bar=True,
+                batch_size=y.shape[0],
+            )
         return total
 
     def _score(self, i: int, pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -118,7 +133,9 @@ class RhopropModule(L.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         values: dict[str, torch.Tensor] = {}
         for key, metric in self._metrics(stage).items():
-            values[f"{stage}_{key}"] = metric.compute().float()  # synced across ranks by torchmetrics
+            values[f"{stage}_{key}"] = (
+                metric.compute().float()
+            )  # synced across ranks by torchmetrics
             metric.reset()
         task_losses = [values[f"{stage}_{t.name}_loss"] for t in self.model.tasks]
         finite = [v for v in task_losses if torch.isfinite(v)]
@@ -137,8 +154,10 @@ class RhopropModule(L.LightningModule):
         for name, p in self.named_parameters():
             (no_decay if p.ndim <= 1 or name.startswith("weighting.") else decay).append(p)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.config.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {"params": decay, "weight_decay": self.config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
             lr=self.config.lr,
         )
         if self.config.schedule == "constant":
@@ -146,4 +165,7 @@ class RhopropModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=self.config.epochs, eta_min=self.config.lr * 0.01
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -62,12 +62,16 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         if p.is_dir():
             found = find_density_files(p)
             if not found:
-                raise DensityFormatError(f"folder {p} contains no density files (CHGCAR, .cube, .xsf)")
+                raise DensityFormatError(
+                    f"folder {p} contains no density files (CHGCAR, .cube, .xsf)"
+                )
             files.extend(found)
         elif p.is_file():
             files.append(p)
         else:
-            raise DensityFormatError(f"{p} does not exist; give density files or folders holding them")
+            raise DensityFormatError(
+                f"{p} does not exist; give density files or folders holding them"
+            )
     return files
 
 
@@ -116,7 +120,8 @@ def input_warnings(density: Density, training: dict[str, Any]) -> list[str]:
             delta = found - expected
             model_text = ", ".join(f"{el} {per[el]:g}" for el in sorted(composition))
             candidates = ", ".join(
-                f"{el} {per[el] + delta / n:.3g} instead of {per[el]:.3g}" for el, n in sorted(composition.items())
+                f"{el} {per[el] + delta / n:.3g} instead of {per[el]:.3g}"
+                for el, n in sorted(composition.items())
             )
             notes.append(
                 f"{name}: holds {found:.2f} electrons, but the training's valence model ({model_text} "
@@ -183,7 +188,9 @@ def spin_warning(density: Density, bundle: ModelBundle, magnetic: list[str] | No
     )
 
 
-def _predict_one(bundle: ModelBundle, density: Density, mc_samples: int | None) -> list[dict[str, Any]]:
+def _predict_one(
+    bundle: ModelBundle, density: Density, mc_samples: int | None
+) -> list[dict[str, Any]]:
     std = standardize(density, bundle.standardize)
     batch = {
         "x": torch.from_numpy(np.ascontiguousarray(std.x))[None],
@@ -193,7 +200,13 @@ def _predict_one(bundle: ModelBundle, density: Density, mc_samples: int | None) 
     inputs = bundle.extra.get("inputs", "image")
     if inputs != "image":
         batch["extra"] = torch.from_numpy(
-            extra_features(std.x[None], bundle.standardize, inputs, [density.structure], [density.electron_count()])
+            extra_features(
+                std.x[None],
+                bundle.standardize,
+                inputs,
+                [density.structure],
+                [density.electron_count()],
+            )
         )
     samples = mc_samples or int(bundle.uncertainty.get("samples", 30))
     preds = predict_batches(bundle.model, [batch], mc_samples=samples)
@@ -205,14 +218,24 @@ def _predict_one(bundle: ModelBundle, density: Density, mc_samples: int | None) 
         if task.is_regression:
             sigma = float(scales.get(task.name, 1.0)) * float(spread)
             lo, hi = interval90(mean, sigma, minimum=task.minimum)
-            row.update(value=float(task.clip(mean)), uncertainty=sigma, lo90=float(lo), hi90=float(hi),
-                       probability=None)
+            row.update(
+                value=float(task.clip(mean)),
+                uncertainty=sigma,
+                lo90=float(lo),
+                hi90=float(hi),
+                probability=None,
+            )
         else:
             proba = np.array([1.0 - mean, mean]) if task.kind == "binary" else np.asarray(mean)
             spreads = np.array([spread, spread]) if task.kind == "binary" else np.asarray(spread)
             k = int(proba.argmax())
-            row.update(value=task.class_names[k], uncertainty=float(spreads[k]), lo90=None, hi90=None,
-                       probability=float(proba[k]))
+            row.update(
+                value=task.class_names[k],
+                uncertainty=float(spreads[k]),
+                lo90=None,
+                hi90=None,
+                probability=float(proba[k]),
+            )
         rows.append(row)
     return rows
 
@@ -231,7 +254,9 @@ def predict_paths(
     are refused before any model is loaded.
     """
     if mc_samples is not None and mc_samples < 1:
-        raise SettingsError(f"--mc-samples must be at least 1 (MC-dropout passes), got {mc_samples}")
+        raise SettingsError(
+            f"--mc-samples must be at least 1 (MC-dropout passes), got {mc_samples}"
+        )
     files = expand_paths(paths)
     dirs = model_dirs(model)
     bundles = [load_model(d) for d in dirs]
@@ -239,8 +264,13 @@ def predict_paths(
     rows: list[dict[str, Any]] = []
     warnings: dict[str, list[str]] = {}
     errors: dict[str, str] = {}
-    for path in track(files, description="predicting", disable=not progress or len(files) < 2, transient=True,
-                      console=Console(stderr=True)):
+    for path in track(
+        files,
+        description="predicting",
+        disable=not progress or len(files) < 2,
+        transient=True,
+        console=Console(stderr=True),
+    ):
         try:
             density = read_density(path, species)
         except DensityFormatError as exc:
@@ -250,8 +280,14 @@ def predict_paths(
         for mdir, bundle in zip(dirs, bundles, strict=True):
             notes += [n for n in input_warnings(density, bundle.training) if n not in notes]
             for row in _predict_one(bundle, density, mc_samples):
-                rows.append({"file": str(path), "formula": density.structure.composition.reduced_formula,
-                             **row, "model": str(mdir)})
+                rows.append(
+                    {
+                        "file": str(path),
+                        "formula": density.structure.composition.reduced_formula,
+                        **row,
+                        "model": str(mdir),
+                    }
+                )
         spin = spin_warning(density, bundles[0], magnetic)
         if spin is not None:
             notes.append(spin)

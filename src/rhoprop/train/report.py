@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rhoprop.models.msa3dcnn import MODEL_SIZES, build_model
 from rhoprop.models.heads import TaskSpec
+from rhoprop.models.msa3dcnn import MODEL_SIZES, build_model
 from rhoprop.settings import atomic_write_text
 from rhoprop.train.evaluate import EvaluationReport
 from rhoprop.train.fit import TrainResult
@@ -32,13 +32,26 @@ def _num(value: Any, digits: int = 3) -> str:
 def print_sizes(console: Console) -> None:
     """Table of the model sizes with their parameter counts (one regression target, one channel)."""
     table = Table(title="MSA-3DCNN sizes")
-    for col in ("size", "widths", "depths", "branches (kernel, dilation)", "total stride", "parameters"):
+    for col in (
+        "size",
+        "widths",
+        "depths",
+        "branches (kernel, dilation)",
+        "total stride",
+        "parameters",
+    ):
         table.add_column(col)
     for name in MODEL_SIZES:
         model = build_model(name, [TaskSpec("y")])
         cfg = model.config
-        table.add_row(name, str(cfg.widths), str(cfg.depths), str(cfg.branches), str(cfg.total_stride),
-                      f"{model.num_parameters:,}")
+        table.add_row(
+            name,
+            str(cfg.widths),
+            str(cfg.depths),
+            str(cfg.branches),
+            str(cfg.total_stride),
+            f"{model.num_parameters:,}",
+        )
     console.print(table)
 
 
@@ -71,10 +84,16 @@ def print_evaluation(report: EvaluationReport, console: Console) -> None:
     frame = report.table()
     title = f"{report.dataset} {report.split}/{report.part} ({report.n_samples} samples)"
     kinds = [
-        ("regression", frame[frame.kind == "regression"],
-         [("R²", "r2"), ("MAE", "mae"), ("RMSE", "rmse"), ("in 90%", "coverage90")]),
-        ("classification", frame[frame.kind != "regression"],
-         [("accuracy", "accuracy"), ("F1", "f1"), ("ROC-AUC", "roc_auc")]),
+        (
+            "regression",
+            frame[frame.kind == "regression"],
+            [("R²", "r2"), ("MAE", "mae"), ("RMSE", "rmse"), ("in 90%", "coverage90")],
+        ),
+        (
+            "classification",
+            frame[frame.kind != "regression"],
+            [("accuracy", "accuracy"), ("F1", "f1"), ("ROC-AUC", "roc_auc")],
+        ),
     ]
     for kind, rows_of_kind, columns in kinds:
         if rows_of_kind.empty:
@@ -89,14 +108,23 @@ def print_evaluation(report: EvaluationReport, console: Console) -> None:
             for i, (_, row) in enumerate(rows.iterrows()):
                 unit = row["unit"] if isinstance(row["unit"], str) and row["unit"] else ""
                 label = {0: str(target), 1: f"({unit})" if unit else ""}.get(i, "")
-                table.add_row(label, row["model"], _num(row["n"]),
-                              *(_num(row[key]) for _, key in columns), end_section=i == len(rows) - 1)
+                table.add_row(
+                    label,
+                    row["model"],
+                    _num(row["n"]),
+                    *(_num(row[key]) for _, key in columns),
+                    end_section=i == len(rows) - 1,
+                )
         console.print(table)
-    console.print(f"written to {escape(str(report.out_dir))} (metrics.csv, metrics.json, predictions.csv, "
-                  f"{len(report.figures)} figures)")
+    console.print(
+        f"written to {escape(str(report.out_dir))} (metrics.csv, metrics.json, predictions.csv, "
+        f"{len(report.figures)} figures)"
+    )
 
 
-def write_predictions(result: PredictionResult, out: str | os.PathLike[str]) -> tuple[Path, Path] | None:
+def write_predictions(
+    result: PredictionResult, out: str | os.PathLike[str]
+) -> tuple[Path, Path] | None:
     """Write ``out.csv`` (one row per file and target) and ``out.json`` (rows, warnings, errors), each
     atomically; an ``out`` ending in ``.csv`` or ``.json`` names the same pair. Without any prediction
     nothing is written (earlier results are not replaced by empty ones) and None is returned."""
@@ -107,13 +135,19 @@ def write_predictions(result: PredictionResult, out: str | os.PathLike[str]) -> 
         out = out.with_suffix("")
     csv_path, json_path = out.with_name(out.name + ".csv"), out.with_name(out.name + ".json")
     atomic_write_text(csv_path, pd.DataFrame(result.rows).to_csv(index=False))
-    data = {"models": [str(m) for m in result.models], "predictions": result.rows,
-            "warnings": result.warnings, "errors": result.errors}
+    data = {
+        "models": [str(m) for m in result.models],
+        "predictions": result.rows,
+        "warnings": result.warnings,
+        "errors": result.errors,
+    }
     atomic_write_text(json_path, json.dumps(data, indent=2) + "\n")
     return csv_path, json_path
 
 
-def print_predictions(result: PredictionResult, console: Console, err_console: Console | None = None) -> None:
+def print_predictions(
+    result: PredictionResult, console: Console, err_console: Console | None = None
+) -> None:
     """A table per file (target, value ± uncertainty, 90% interval or probability) on ``console``;
     the warnings and the files that could not be read as ``warning:``/``error:`` lines on
     ``err_console`` (default: ``console``)."""
@@ -128,10 +162,21 @@ def print_predictions(result: PredictionResult, console: Console, err_console: C
         for row in rows:
             if row["kind"] == "regression":
                 interval = f"[{_num(row['lo90'])}, {_num(row['hi90'])}]"
-                table.add_row(row["target"], _num(row["value"]), _num(row["uncertainty"]), interval, row["unit"])
+                table.add_row(
+                    row["target"],
+                    _num(row["value"]),
+                    _num(row["uncertainty"]),
+                    interval,
+                    row["unit"],
+                )
             else:
-                table.add_row(row["target"], str(row["value"]), _num(row["uncertainty"]),
-                              f"p = {row['probability']:.2f}", "")
+                table.add_row(
+                    row["target"],
+                    str(row["value"]),
+                    _num(row["uncertainty"]),
+                    f"p = {row['probability']:.2f}",
+                    "",
+                )
         console.print(table)
         for note in result.warnings.get(file, []):
             err_console.print(f"[bold yellow]warning:[/] {escape(note)}", soft_wrap=True)

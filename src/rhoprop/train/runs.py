@@ -16,7 +16,16 @@ GROUPS_FILE = "groups.json"
 RUN_FILE = "run.json"
 #: TrainConfig fields that say where and how a run ran, not what it trained.
 HOW_IT_RAN = frozenset(
-    {"accelerator", "devices", "strategy", "num_nodes", "num_workers", "precision", "progress", "threads"}
+    {
+        "accelerator",
+        "devices",
+        "strategy",
+        "num_nodes",
+        "num_workers",
+        "precision",
+        "progress",
+        "threads",
+    }
 )
 
 
@@ -33,8 +42,11 @@ def model_dirs(path: str | os.PathLike[str]) -> list[Path]:
     if not path.exists():
         from rhoprop.datasets import available
 
-        hint = (f"; {path} is a built-in dataset, its pretrained model is 'builtin'"
-                if str(path) in available() else "; pass a run or model directory, or 'builtin'")
+        hint = (
+            f"; {path} is a built-in dataset, its pretrained model is 'builtin'"
+            if str(path) in available()
+            else "; pass a run or model directory, or 'builtin'"
+        )
         raise IncompatibleModelError(f"no model at {path}: no such file or directory{hint}")
     if (path / META_FILE).is_file():
         return [path]
@@ -63,7 +75,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def finished_run(run_dir: Path, config: dict[str, Any], dataset_path: Path) -> dict[str, Any] | None:
+def finished_run(
+    run_dir: Path, config: dict[str, Any], dataset_path: Path
+) -> dict[str, Any] | None:
     """The ``run.json`` of ``run_dir`` when it finished training ``config`` (a TrainConfig as a dict)
     on the store at ``dataset_path`` and exported its model: rerunning would train nothing new.
 
