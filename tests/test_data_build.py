@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from rhoprop.cli import app
 from rhoprop.data import EXIT_SKIPPED, DatasetError, DatasetStore, build_dataset
-from rhoprop.data.build import _init_worker, _Options
+from rhoprop.data.records import reuse_freed_memory
 from rhoprop.data.store import StoreSettings, shard_paths, store_lock
 from rhoprop.errors import FolderLockedError
 from rhoprop.grid import standardize
@@ -300,8 +300,8 @@ def test_a_second_writer_is_refused_while_a_build_holds_the_store(tmp_path: Path
 
 
 def _lingering_pool_worker(ready: Any, stop: Any) -> None:
-    """What a build's pool worker does at start, then stays alive until told to stop."""
-    _init_worker(_Options(StoreSettings(), None, 1), in_pool=True)
+    """A forked reader (a build's local Dask worker is forked) starts, then stays alive until told to stop."""
+    reuse_freed_memory()
     ready.set()
     stop.wait(60)
 
@@ -392,29 +392,6 @@ def test_gzip_and_plain_inputs_give_identical_tensors(tmp_path: Path) -> None:
     assert store.provenance("p")["xxh3_128"] != store.provenance("z")["xxh3_128"]
 
 
-def test_a_file_that_kills_its_worker_is_reported_and_the_rest_built(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import rhoprop.data.build as build_module
-
-    ids, _ = write_dataset_folder(tmp_path / "in", 6)
-    real = build_module.make_record
-
-    def dies_on_gen_0003(sample_id, *args):  # the OOM killer, simulated
-        if sample_id == "gen-0003":
-            os._exit(137)
-        return real(sample_id, *args)
-
-    # Forked workers inherit the patched module attribute.
-    monkeypatch.setattr(build_module, "make_record", dies_on_gen_0003)
-    report = build_dataset(
-        tmp_path / "in", None, tmp_path / "ds", StandardizeSettings(n=8), workers=2, progress=False
-    )
-    assert [(e.category, e.id) for e in report.skipped] == [("bad_file", "gen-0003")]
-    assert "process died" in report.skipped[0].detail
-    assert sorted(DatasetStore(tmp_path / "ds").ids) == [i for i in ids if i != "gen-0003"]
-
-
 def test_schema_units_are_kept_by_a_rebuild_without_schema(tmp_path: Path) -> None:
     ids, rows = write_dataset_folder(tmp_path / "in", 4)
     labels = write_labels_csv(tmp_path / "labels.csv", rows)
@@ -460,7 +437,7 @@ def test_values_beyond_float16_are_skipped_with_a_reason(tmp_path: Path) -> None
 _FAULTS_PER_ALLOCATION = """
 import resource, sys
 import numpy as np
-from rhoprop.data.build import reuse_freed_memory
+from rhoprop.data.records import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

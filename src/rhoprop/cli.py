@@ -208,7 +208,12 @@ def dataset_build_command(
     input_dir: Path = typer.Argument(..., help="Folder of density files (searched recursively)."),
     labels: Path | None = typer.Option(None, "--labels", help="labels.csv: id column + property columns; blanks = missing."),
     out: Path = typer.Option(..., "--out", help="Dataset store directory (created, resumed or extended)."),
-    workers: int = typer.Option(1, "--workers", help="Reader processes."),
+    workers: int = typer.Option(
+        1, "--workers", help="1: read in this process; more: a local Dask cluster of that many worker processes."
+    ),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Read on the workers of this running Dask scheduler (tcp://HOST:PORT) instead."
+    ),
     mode: str | None = typer.Option(None, "--mode", help="cube or cell (default cube, or the store's)."),
     n: int | None = typer.Option(None, "--n", help="Points per tensor edge (default 32, or the store's)."),
     edge: float | None = typer.Option(None, "--edge", help="Cube edge in Å (default 10, or the store's)."),
@@ -242,7 +247,7 @@ def dataset_build_command(
     report = build_dataset(
         input_dir, labels, out, settings, workers, _csv_list(species), id_column=id_column,
         schema=schema, dtype=dtype, quantum=quantum, content_hash=content_hash, shard_size=shard_size, glob=glob,
-        progress=progress,
+        progress=progress, scheduler=scheduler,
     )  # fmt: skip
     console.print(report.summary(), soft_wrap=True)
     raise typer.Exit(EXIT_OK if report.clean else EXIT_SKIPPED)
@@ -361,7 +366,10 @@ def generate(
     ),
     only: str = typer.Option(None, "--only", help="Comma-separated material ids: compute only these, in "
                              "this order (e.g. Fe-hcp,FeC-rocksalt)."),
-    workers: int = typer.Option(1, "--workers", help="Parallel GPAW processes (one serial GPAW each)."),
+    workers: int = typer.Option(1, "--workers", help="Parallel GPAW processes (one serial GPAW each): "
+                                "a local Dask cluster of that many worker processes."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Compute on the workers of this running Dask "
+                                  "scheduler (tcp://HOST:PORT) instead; --out must be on a filesystem they share."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry materials recorded as failed."),
     max_minutes: float = typer.Option(90.0, "--max-minutes", help="CPU-time limit per material (a failure beyond); time while the batch is suspended does not count."),
     labels_only: bool = typer.Option(False, "--labels", help="Only (re)assemble DIR/labels.csv from results."),
@@ -376,7 +384,7 @@ def generate(
                                "material in DIR/phonons/plots."),
 ) -> None:
     """Compute charge densities (CHGCAR) and property labels with GPAW, then assemble labels.csv."""
-    from rhoprop import datasets, dft
+    from rhoprop import dft
     from rhoprop.errors import RhopropError
 
     if phonons:
@@ -387,31 +395,17 @@ def generate(
         return
     try:
         _writable(out)
-        stored: set[str] = set()
-        if densities_in:
-            store = datasets.load(densities_in)
-            stored = set(store.ids)
-            store.close()
         if not labels_only:
-            if prototypes == bool(structures):
-                raise RhopropError("give structure files/folders or --prototypes (exactly one of them)")
-            protocol = dft.protocol_by_name(protocol_name)
-            screen = None
-            if prototypes and isinstance(protocol, dft.SCFProtocol):
-                screen = dft.ScreenSettings(max_chgnet_formation_energy_ev=max_chgnet_ef)
-            if prototypes:
-                candidates = dft.prototype_candidates(
-                    out, limit, protocol, stored, max_atoms or 8, screen
-                )
-            else:
-                candidates = dft.read_structures(structures)
-            if only:
-                candidates = dft.select_ids(candidates, _csv_list(only) or [])
-            report = dft.generate(candidates, out, workers=workers, protocol=protocol,
-                                  retry_failed=retry_failed, max_minutes=max_minutes, stored=stored,
-                                  screen=screen)
+            plan = dft.plan_generation(
+                out, structures, prototypes, limit=limit, protocol_name=protocol_name,
+                max_chgnet_ef=max_chgnet_ef, max_atoms=max_atoms, only=_csv_list(only),
+                densities_in=densities_in,
+            )  # fmt: skip
+            report = dft.generate(plan.candidates, out, workers=workers, protocol=plan.protocol,
+                                  retry_failed=retry_failed, max_minutes=max_minutes, stored=plan.stored,
+                                  screen=plan.screen, scheduler=scheduler)
             failures = f"; failures in {out / 'failures.json'}" if (out / "failures.json").is_file() else ""
-            screened = f", screened out {len(report.screened)} (skipped.json)" if screen else ""
+            screened = f", screened out {len(report.screened)} (skipped.json)" if plan.screen else ""
             console.print(f"computed {len(report.computed)}, skipped {len(report.skipped)} (done or failed "
                           f"before), failed {len(report.failed)}{screened}{failures}")
         frame = dft.assemble_labels(out)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rhoprop.data.build import EXIT_SKIPPED, BuildReport, ReportEntry, build_dataset
+from rhoprop.data.build import build_dataset
 from rhoprop.data.info import dataset_info
 from rhoprop.data.inputs import find_density_files, id_from_path
 from rhoprop.data.labels import TargetSpec, read_targets, write_targets
+from rhoprop.data.report import EXIT_SKIPPED, BuildReport, ReportEntry
 from rhoprop.data.split import available_splits, make_split, read_split
 from rhoprop.data.store import DatasetStore, Sample, StoreSettings
 from rhoprop.errors import DatasetError

@@ -1,4 +1,4 @@
-"""Resumable, parallel batch generation: one GPAW process per material, failures recorded, never fatal.
+"""Resumable, parallel batch generation on Dask: a task per material, failures recorded, not fatal.
 
 A material is done when ``DIR/results/<id>.json`` exists with the current protocol hash (it is
 written atomically after every other output), so a killed run leaves nothing half-finished marked
@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import functools
 import itertools
 import json
-import multiprocessing
 import os
 import re
 import signal
 import time
 import traceback
+import uuid
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,11 @@ from rhoprop.dft.material import Candidate, chgcar_path, compute, result_path
 from rhoprop.dft.protocol import DFTProtocol, GPAWProtocol, SCFProtocol, load_protocol
 from rhoprop.dft.prototypes import enumerate_prototypes, ready_first
 from rhoprop.errors import RhopropError
+from rhoprop.isolate import THREAD_VARIABLES
 from rhoprop.settings import atomic_write_text
 
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
 STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclasses.dataclass
@@ -56,30 +55,41 @@ def _safe_id(text: str) -> str:
 
 
 def read_structures(paths: Sequence[str | os.PathLike[str]]) -> list[Candidate]:
-    """Candidates from CIF/POSCAR files or folders of them (ids = file stems; folders not recursed)."""
+    """Candidates from CIF/POSCAR files or folders of them (ids: file stems; not recursive)."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and (
-                f.suffix.lower() in STRUCTURE_SUFFIXES or f.name in STRUCTURE_NAMES))
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file()
+                and (f.suffix.lower() in STRUCTURE_SUFFIXES or f.name in STRUCTURE_NAMES)
+            )
             if not found:
                 raise RhopropError(
-                    f"folder {p} has no structure files; expected *.cif, *.vasp, *.poscar, POSCAR or CONTCAR"
+                    f"folder {p} has no structure files; expected *.cif, *.vasp, *.poscar, "
+                    "POSCAR or CONTCAR"
                 )
             files.extend(found)
         elif p.is_file():
             files.append(p)
         else:
-            raise RhopropError(f"structure path {p} does not exist; give CIF/POSCAR files or folders of them")
+            raise RhopropError(
+                f"structure path {p} does not exist; give CIF/POSCAR files or folders of them"
+            )
     candidates, ids = [], set()
     for f in files:
         try:
             structure = Structure.from_file(f)
-        except Exception as exc:  # noqa: BLE001 - pymatgen raises many types on bad files
-            raise RhopropError(f"cannot read a structure from {f}: {exc}; expected a CIF or POSCAR file") from exc
+        except Exception as exc:  # pymatgen raises many types on bad files
+            raise RhopropError(
+                f"cannot read a structure from {f}: {exc}; expected a CIF or POSCAR file"
+            ) from exc
         mid = _safe_id(f.stem if f.name not in STRUCTURE_NAMES else f"{f.parent.name}_{f.name}")
         if mid in ids:
-            raise RhopropError(f"two input structures map to the same id {mid!r} ({f}); rename one of them")
+            raise RhopropError(
+                f"two input structures map to the same id {mid!r} ({f}); rename one of them"
+            )
         ids.add(mid)
         candidates.append(Candidate(mid, structure, "user", str(f)))
     return candidates
@@ -88,11 +98,12 @@ def read_structures(paths: Sequence[str | os.PathLike[str]]) -> list[Candidate]:
 def is_done(
     out_dir: str | Path, material_id: str, protocol: GPAWProtocol, stored: Collection[str] = ()
 ) -> bool:
-    """True when the material's result JSON exists and ``protocol`` accepts it (see :meth:`DFTProtocol.accepts`).
+    """True when the material's result JSON exists and ``protocol`` accepts it (see
+    :meth:`DFTProtocol.accepts`).
 
-    A crystal also needs its CHGCAR, unless its id is in ``stored`` (ids whose density a dataset store
-    already holds, e.g. on a fresh clone where the committed results have no CHGCARs): a result whose
-    density is nowhere is computed again.
+    A crystal also needs its CHGCAR, unless its id is in ``stored`` (ids whose density a dataset
+    store already holds, e.g. on a fresh clone where the committed results have no CHGCARs): a
+    result whose density is nowhere is computed again.
     """
     out = Path(out_dir)
     path = result_path(out, material_id)
@@ -102,7 +113,11 @@ def is_done(
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    if record.get("kind") == "crystal" and material_id not in stored and not chgcar_path(out, material_id).exists():
+    if (
+        record.get("kind") == "crystal"
+        and material_id not in stored
+        and not chgcar_path(out, material_id).exists()
+    ):
         return False
     return protocol.accepts(record)
 
@@ -186,7 +201,7 @@ def prototype_candidates(
 
 
 def select_ids(candidates: Iterable[Candidate], ids: Sequence[str]) -> list[Candidate]:
-    """The candidates named in ``ids``, in that order (e.g. to retry a few materials before the rest).
+    """The candidates named in ``ids``, in that order (e.g. to retry a few materials first).
 
     Raises RhopropError naming every id that is not among the candidates, with the closest ids.
     """
@@ -199,8 +214,10 @@ def select_ids(candidates: Iterable[Candidate], ids: Sequence[str]) -> list[Cand
         for i in unknown:
             close = difflib.get_close_matches(i, list(by_id), n=3)
             hints.append(f"{i!r} (closest: {', '.join(close)})" if close else repr(i))
-        raise RhopropError(f"{len(unknown)} of the ids given are not among the {len(by_id)} candidates: "
-                           + "; ".join(hints))
+        raise RhopropError(
+            f"{len(unknown)} of the ids given are not among the {len(by_id)} candidates: "
+            + "; ".join(hints)
+        )
     return [by_id[i] for i in dict.fromkeys(ids)]
 
 
@@ -213,7 +230,7 @@ def load_failures(out_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 
 class _Timeout(Exception):
-    """Raised inside a worker when a material exceeds its CPU-time limit."""
+    """Raised inside a material's process when it exceeds its CPU-time limit."""
 
 
 def _alarm(signum: int, frame: Any) -> None:
@@ -227,12 +244,13 @@ def _work(
     max_seconds: int,
     screen: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Worker: compute one candidate with the protocol of that dict (its ``name`` picks the tier)
-    and, for the fast tier, these screen settings; never raises, returns status, reason, timing."""
+    """Compute one candidate in this process's main thread with the protocol of that dict (its
+    ``name`` picks the tier) and, for the fast tier, these screen settings, under a CPU-time limit
+    of ``max_seconds``; never raises, returns status, reason, timing."""
     for var in THREAD_VARIABLES:
         os.environ[var] = "1"
     t = time.perf_counter()
-    # The limit counts the worker's CPU time (ITIMER_PROF), not the clock: a batch that is
+    # The limit counts the process's CPU time (ITIMER_PROF), not the clock: a batch that is
     # suspended (Ctrl-Z, SIGSTOP, a sleeping laptop) must not fail the materials it was running.
     signal.signal(signal.SIGPROF, _alarm)
     signal.setitimer(signal.ITIMER_PROF, max(1.0, float(max_seconds)))
@@ -248,7 +266,7 @@ def _work(
         }
     except ScreenedOut as exc:
         status = {"status": "screened", "reason": str(exc), "record": exc.record}
-    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, never fatal
+    except BaseException as exc:  # every failure is recorded, never fatal
         reason = (
             f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, _Timeout)
@@ -266,12 +284,63 @@ def _work(
 
 
 def _warm_up(protocol: dict[str, Any]) -> None:
-    """Pool initializer of the fast tier: one thread per library, CHGNet loaded once per worker."""
+    """Helper-process warm-up of the fast tier: one thread per library, CHGNet loaded once, so
+    that every material's process starts with it (see :mod:`rhoprop.isolate`)."""
     for var in THREAD_VARIABLES:
         os.environ[var] = "1"
     from rhoprop.dft.scf import chgnet_calculator
 
     chgnet_calculator(load_protocol(protocol).chgnet_model)  # type: ignore[attr-defined]
+
+
+#: Modules every material's process starts with (imported once per worker's helper process).
+PRELOAD = ("rhoprop.dft.material", "rhoprop.dft.scf", "gpaw", "gpaw.setup", "gpaw.xc")
+#: CPU seconds granted beyond ``--max-minutes`` before the kernel stops a material that did not
+#: stop itself (SIGXCPU: e.g. stuck in native code, where Python's timer cannot interrupt it).
+HARD_LIMIT_GRACE_S = 60
+
+
+class MaterialProcessDied(RhopropError):
+    """A material's process died without a result (killed, crashed, out of memory): retried."""
+
+
+def _material_task(
+    candidate: Candidate,
+    out_dir: str,
+    protocol: dict[str, Any],
+    max_seconds: int,
+    screen: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Dask task: one material in a fresh child process of the worker
+    (:func:`rhoprop.isolate.run_isolated`),
+    under its CPU-time limit; a status dict like :func:`_work`'s. Raises
+    :class:`MaterialProcessDied` when the process died another way (Dask retries the task once)."""
+    from rhoprop.isolate import ChildDied, run_isolated
+
+    warm = (
+        ("rhoprop.dft.generate:_warm_up", (protocol,))
+        if protocol.get("name") == SCFProtocol.name
+        else None
+    )
+    try:
+        status: dict[str, Any] = run_isolated(
+            "rhoprop.dft.generate:_work",
+            (candidate, out_dir, protocol, max_seconds, screen),
+            cpu_limit_s=max_seconds + HARD_LIMIT_GRACE_S,
+            preload=PRELOAD,
+            warm=warm,
+        )
+    except ChildDied as exc:
+        if exc.cpu_limit:
+            return {
+                "id": candidate.id,
+                "status": "failed",
+                "seconds": 0.0,
+                "reason": f"Timeout: exceeded {max_seconds} s of CPU time (stopped by the kernel "
+                f"{HARD_LIMIT_GRACE_S} s later, in native code)",
+            }
+        raise MaterialProcessDied(f"{exc} (crash, out of memory, or killed)") from None
+    return status
 
 
 def check_folder_protocol(out_dir: Path, protocol: GPAWProtocol) -> None:
@@ -291,14 +360,67 @@ def check_folder_protocol(out_dir: Path, protocol: GPAWProtocol) -> None:
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    """SIGTERM in the main process: stop like Ctrl-C (workers are killed, nothing half-done is marked done)."""
+    """SIGTERM in the main process: stop like Ctrl-C (nothing half-done is marked done)."""
     raise KeyboardInterrupt("terminated")
 
 
 def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
-    """Terminate the pool's worker processes (their materials stay not-done and are redone on rerun)."""
+    """Terminate a process pool's worker processes (the phonon runner's pool)."""
     for proc in list((getattr(pool, "_processes", None) or {}).values()):
         proc.terminate()
+
+
+@dataclasses.dataclass
+class GenerationPlan:
+    """What one ``rhoprop generate`` run computes: the candidates in order, the protocol, the fast
+    tier's screen settings (None: no screening) and the ids a dataset store already holds."""
+
+    candidates: list[Candidate]
+    protocol: GPAWProtocol
+    screen: Any = None
+    stored: set[str] = dataclasses.field(default_factory=set)
+
+
+def plan_generation(
+    out_dir: str | Path,
+    structures: Sequence[str | os.PathLike[str]] | None = None,
+    prototypes: bool = False,
+    *,
+    limit: int = 0,
+    protocol_name: str = "gpaw-v1",
+    max_chgnet_ef: float = 1.0,
+    max_atoms: int | None = None,
+    only: Sequence[str] | None = None,
+    densities_in: str | None = None,
+) -> GenerationPlan:
+    """The candidates of a ``generate`` run: the structure files given, or the protocol's prototype
+    enumeration (exactly one of them), filtered to ``only`` (in that order); the protocol by name;
+    the fast tier's CHGNet screening (prototypes only, compounds above ``max_chgnet_ef`` eV/atom);
+    and the ids of the dataset ``densities_in`` (path or built-in name), done without a CHGCAR."""
+    from rhoprop.dft.protocol import protocol_by_name
+
+    if prototypes == bool(structures):
+        raise RhopropError("give structure files/folders or --prototypes (exactly one of them)")
+    stored: set[str] = set()
+    if densities_in:
+        from rhoprop.datasets import load
+
+        store = load(densities_in)
+        stored = set(store.ids)
+        store.close()
+    protocol = protocol_by_name(protocol_name)
+    screen = None
+    if prototypes and isinstance(protocol, SCFProtocol):
+        from rhoprop.dft.scf import ScreenSettings
+
+        screen = ScreenSettings(max_chgnet_formation_energy_ev=max_chgnet_ef)
+    if prototypes:
+        candidates = prototype_candidates(out_dir, limit, protocol, stored, max_atoms or 8, screen)
+    else:
+        candidates = read_structures(structures or [])
+    if only:
+        candidates = select_ids(candidates, only)
+    return GenerationPlan(candidates, protocol, screen, stored)
 
 
 def generate(
@@ -311,8 +433,15 @@ def generate(
     progress: bool = True,
     stored: Collection[str] = (),
     screen: Any = None,
+    scheduler: str | None = None,
 ) -> GenerateReport:
-    """Compute every candidate not yet done with this protocol, ``workers`` GPAW processes at a time.
+    """Compute every candidate not yet done with this protocol, one Dask task per material.
+
+    The tasks run on a local cluster of ``workers`` single-threaded processes (started and closed
+    here), or on the workers of the running Dask scheduler at ``scheduler`` (``tcp://HOST:PORT``;
+    ``out_dir`` must then be on a filesystem they share). Each material runs in a fresh child
+    process of its worker under a CPU-time limit of ``max_minutes``; a material whose process or
+    worker dies is retried once by Dask, then recorded as failed.
 
     Writes ``DIR/protocol.json`` (a folder holds one tier: RhopropError if it was generated with a
     protocol of another name); skips done materials (and recorded failures unless ``retry_failed``);
@@ -322,6 +451,8 @@ def generate(
     skipped candidates go to ``DIR/skipped.json``.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rhoprop.cluster import dask_client, killed_reason, run_bounded
 
     if workers < 1:
         raise RhopropError(f"workers must be at least 1, got {workers}")
@@ -345,11 +476,19 @@ def generate(
     )
     report.skipped.extend(c.id for c in candidates if c.id in skip)
     todo = [c for c in candidates if c.id not in skip]
-    for var in THREAD_VARIABLES:
-        os.environ[var] = "1"
-    context = multiprocessing.get_context("spawn")
-    columns = (TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[last]}"))
+    if not todo:
+        return report
+    columns = (
+        TextColumn("[bold]generate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+    )
+
+    def write_failures() -> None:
+        atomic_write_text(out / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
+
     def record(res: dict[str, Any]) -> str:
         mid = res["id"]
         report.seconds[mid] = res["seconds"]
@@ -365,70 +504,57 @@ def generate(
             }
             atomic_write_text(out / "skipped.json", json.dumps(skipped, indent=1, sort_keys=True))
             if failures.pop(mid, None) is not None:
-                atomic_write_text(
-                    out / "failures.json", json.dumps(failures, indent=1, sort_keys=True)
-                )
+                write_failures()
             return f"{mid} screened out: {res['reason']}"
         if res["status"] == "done":
             report.computed.append(mid)
             if failures.pop(mid, None) is not None:
-                atomic_write_text(out / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
+                write_failures()
             return f"{mid} {res['seconds']:.0f} s ({res.get('natoms', '?')} atoms)"
         report.failed[mid] = res["reason"]
-        failures[mid] = {"reason": res["reason"], "protocol_hash": phash,
-                         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": res["seconds"],
-                         "traceback": res.get("traceback", "")}
-        atomic_write_text(out / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
+        failures[mid] = {
+            "reason": res["reason"],
+            "protocol_hash": phash,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "seconds": res["seconds"],
+            "traceback": res.get("traceback", ""),
+        }
+        write_failures()
         return f"[red]{mid} failed[/red]: {res['reason'][:120]}"
 
-    pending = list(reversed(todo))
     screen_dict = None if screen is None else screen.to_dict()
-    work_args = (str(out), protocol.to_dict(), int(max_minutes * 60), screen_dict)
-
-    def new_pool() -> cf.ProcessPoolExecutor:
-        warm = isinstance(protocol, SCFProtocol)  # load CHGNet once per worker, outside the timing
-        return cf.ProcessPoolExecutor(
-            max_workers=workers, mp_context=context,
-            max_tasks_per_child=type(protocol).tasks_per_worker,
-            initializer=functools.partial(_warm_up, protocol.to_dict()) if warm else None,
-        )
-
-    pool = new_pool()
-    running: dict[cf.Future, Candidate] = {}
-    crashes: dict[str, int] = {}
+    args = (str(out.resolve()), protocol.to_dict(), int(max_minutes * 60), screen_dict)
+    batch = uuid.uuid4().hex[:8]
     previous_term = signal.signal(signal.SIGTERM, _terminate)
     try:
-        with Progress(*columns, disable=not progress) as bar:
+        with (
+            dask_client(workers, scheduler) as client,
+            Progress(*columns, disable=not progress) as bar,
+        ):
             task = bar.add_task("generate", total=len(todo), last="")
-            while pending or running:
-                while pending and len(running) < workers:
-                    c = pending.pop()
-                    running[pool.submit(_work, c, *work_args)] = c
-                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for fut in finished:
-                    c = running.pop(fut)
-                    try:
-                        res = fut.result()
-                    except cf.process.BrokenProcessPool:
-                        crashes[c.id] = crashes.get(c.id, 0) + 1
-                        if crashes[c.id] < 2:  # maybe a bystander of another worker's crash: once more
-                            pending.append(c)
-                            continue
-                        res = {"id": c.id, "status": "failed", "seconds": 0.0,
-                               "reason": "worker process died twice (crash or out of memory) while computing it"}
-                    line = record(res)
-                    bar.update(task, advance=1, last=line.split(" ")[0])
-                    bar.console.print(f"{time.strftime('%H:%M:%S')} {line}")
-                if any(isinstance(f.exception(), cf.process.BrokenProcessPool) for f in finished):
-                    for fut, c in list(running.items()):
-                        pending.append(c)
-                        running.pop(fut)
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = new_pool()
-    except BaseException:
-        _kill_workers(pool)
-        raise
+
+            def submit(c: Candidate) -> Any:
+                return client.submit(
+                    _material_task,
+                    c,
+                    *args,
+                    key=f"rhoprop-material-{c.id}-{batch}",
+                    retries=1,
+                    pure=False,
+                )
+
+            # One material per worker thread at a time: a dying worker takes no bystander along.
+            for c, res, exc in run_bounded(client, submit, todo, per_thread=1):
+                if exc is not None:
+                    reason = killed_reason(exc, "material") or (
+                        f"{exc} twice (Dask retried it once)"
+                        if isinstance(exc, MaterialProcessDied)
+                        else f"{type(exc).__name__}: {exc}"
+                    )
+                    res = {"id": c.id, "status": "failed", "seconds": 0.0, "reason": reason[:2000]}
+                line = record(res)
+                bar.update(task, advance=1, last=line.split(" ")[0])
+                bar.console.print(f"{time.strftime('%H:%M:%S')} {line}")
     finally:
         signal.signal(signal.SIGTERM, previous_term)
-        pool.shutdown(wait=False, cancel_futures=True)
     return report
