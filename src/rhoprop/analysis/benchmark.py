@@ -56,8 +56,8 @@ from rhoprop.train.data import label_matrix, open_store, select_tasks, store_ext
 
 #: The eight targets of the paper's non-magnetic set, in its order.
 PAPER_TARGETS = (
-    "bulk_modulus", "volume_per_atom", "density", "total_energy", "formation_energy", "fermi_energy",
-    "band_gap", "bandwidth",
+    "bulk_modulus", "volume_per_atom", "density", "total_energy", "formation_energy",
+    "fermi_energy", "band_gap", "bandwidth",
 )  # fmt: skip
 GB_MODELS = ("composition", "density-invariants", "density-invariants+composition")
 MODELS = (
@@ -86,7 +86,8 @@ def _unit_hash(text: str) -> float:
 
 
 def fold_of(formula: str, folds: int, seed: int = 0) -> int:
-    """The cross-validation fold of a reduced formula: SHA-256 of ``"<seed>:<formula>"`` mod ``folds``."""
+    """The cross-validation fold of a reduced formula: SHA-256 of ``"<seed>:<formula>"`` mod
+    ``folds``."""
     return int(hashlib.sha256(f"{seed}:{formula}".encode()).hexdigest(), 16) % folds
 
 
@@ -140,8 +141,8 @@ class BenchmarkSettings(Settings):
     )
     baselines: BaselineSettings = dataclasses.field(default_factory=BaselineSettings)
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(model="small", epochs=60, patience=15, batch_size=16, lr=2e-3,
-                                            mc_samples=1, progress=False, threads=1)
+        default_factory=lambda: TrainConfig(model="small", epochs=60, patience=15, batch_size=16,
+                                            lr=2e-3, mc_samples=1, progress=False, threads=1)
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -194,7 +195,8 @@ def _gb_features(store: DatasetStore, ids: Sequence[str], model: str) -> np.ndar
         from rhoprop.models.baselines import composition_features
 
         return np.stack([composition_features(store.structure(i)) for i in ids])
-    # density-invariants: the invariants alone; +composition: also electrons per atom and composition
+    # density-invariants: the invariants alone; +composition: also electrons per atom and
+    # composition
     return store_extra_features(
         store, ids, "density" if model == "density-invariants" else "density+structure"
     )
@@ -264,7 +266,8 @@ def _predict_msa3dcnn(
 
 
 def _subsample(ids: list[str], formulas: dict[str, str], fraction: float, seed: int) -> list[str]:
-    """The ids whose formulas come first in a seeded hash order, ``fraction`` of the formulas (nested)."""
+    """The ids whose formulas come first in a seeded hash order, ``fraction`` of the formulas
+    (nested)."""
     if fraction >= 1.0:
         return list(ids)
     groups = sorted({formulas[i] for i in ids}, key=lambda f: _unit_hash(f"curve:{seed}:{f}"))
@@ -319,7 +322,8 @@ def benchmark_tasks(store: DatasetStore, settings: BenchmarkSettings) -> list[Ta
     names = [t for t in store.targets if counts.get(t, 0) >= settings.min_labels]
     if not names:
         raise SettingsError(
-            f"no target of {store.path} has {settings.min_labels} labels; lower min_labels or name --targets"
+            f"no target of {store.path} has {settings.min_labels} labels; lower min_labels or name "
+            "--targets"
         )
     return select_tasks(store, names, store.ids)
 
@@ -463,8 +467,8 @@ def paired_comparison(rows: pd.DataFrame, reference: str, metric: str = "mae") -
 
 
 def best_models(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per target, the lowest mean MAE (or highest ROC-AUC) and every model within one fold-standard-
-    deviation of it (the criterion of the model issue)."""
+    """Per target, the lowest mean MAE (or highest ROC-AUC) and every model within one
+    fold-standard-deviation of it (the criterion of the model issue)."""
     summary = summarize(rows)
     out = []
     for target, group in summary.groupby("target", sort=False):
@@ -506,10 +510,10 @@ def render_markdown(result: BenchmarkResult, reference: str | None = None) -> st
     models = [m for m in result.settings.models if m in set(summary["model"])]
     best = best_models(result.rows).set_index("target")
     lines = [
-        f"Dataset `{result.dataset}`, {result.settings.folds}-fold cross-validation grouped by formula "
-        f"(seed {result.settings.seed}), {len(result.folds)} materials. Regression: MAE, classification: "
-        "ROC-AUC; mean ± standard deviation over folds; **bold**: the best, *italic*: within one "
-        "fold-standard-deviation of it.",
+        f"Dataset `{result.dataset}`, {result.settings.folds}-fold cross-validation grouped by "
+        f"formula (seed {result.settings.seed}), {len(result.folds)} materials. Regression: MAE, "
+        "classification: ROC-AUC; mean ± standard deviation over folds; **bold**: the best, "
+        "*italic*: within one fold-standard-deviation of it.",
         "",
     ]
     rows = []
@@ -603,7 +607,8 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path) -> None:
 def plot_learning_curves(
     result: BenchmarkResult, path: str | Path, targets: Sequence[str] = PAPER_TARGETS
 ) -> None:
-    """MAE against the number of training materials (mean ± spread over folds), one panel per target."""
+    """MAE against the number of training materials (mean ± spread over folds), one panel per
+    target."""
     from matplotlib.figure import Figure
 
     from rhoprop.analysis.figures import save_figure
@@ -645,8 +650,9 @@ def write_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "rows": out / "benchmark.csv", "summary": out / "summary.csv", "best": out / "best.csv",
-        "folds": out / "folds.json", "settings": out / "settings.json", "markdown": out / "benchmark.md",
-        "figure": out / "benchmark.png", "curves": out / "learning_curves.png",
+        "folds": out / "folds.json", "settings": out / "settings.json",
+        "markdown": out / "benchmark.md", "figure": out / "benchmark.png",
+        "curves": out / "learning_curves.png",
     }  # fmt: skip
     atomic_write_text(paths["rows"], result.rows.to_csv(index=False))
     atomic_write_text(paths["summary"], result.summary().to_csv(index=False))

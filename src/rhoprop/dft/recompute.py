@@ -56,8 +56,9 @@ def recompute_density(
     protocol = protocol or DFTProtocol()
     if not protocol.accepts(record):
         raise RhopropError(
-            f"{path} was computed with protocol hash {record.get('protocol_hash')}, which the protocol "
-            f"{protocol.name} (hash {protocol.hash()}) does not accept; recompute the material instead"
+            f"{path} was computed with protocol hash {record.get('protocol_hash')}, which the "
+            f"protocol {protocol.name} (hash {protocol.hash()}) does not accept; recompute the "
+            "material instead"
         )
     structure = Structure.from_dict(record["structure"])
     atoms = AseAtomsAdaptor.get_atoms(structure)
@@ -67,13 +68,14 @@ def recompute_density(
     with open(log, "w") as txt, material_scope() as scfs:
         # A material whose SCFs needed the fallback mixer starts with it again (same ground state).
         scfs.fallbacks = int(record.get("scf_fallbacks", 0) or 0)
-        scf = run_scf(atoms, structure.volume, tuple(record["kpts"]), protocol, txt)  # type: ignore[arg-type]
+        scf = run_scf(atoms, structure.volume, tuple(record["kpts"]), protocol, txt)
     stored = float(record["scf"]["energy"])
     delta = (scf.energy - stored) / len(structure)
     if not math.isfinite(delta) or abs(delta) > ENERGY_TOLERANCE_EV_PER_ATOM:
         raise DensityMismatchError(
-            f"{material_id}: recomputed energy {scf.energy:.5f} eV differs from the stored {stored:.5f} eV by "
-            f"{delta * 1000:.2f} meV/atom (tolerance {ENERGY_TOLERANCE_EV_PER_ATOM * 1000:.1f}); not written"
+            f"{material_id}: recomputed energy {scf.energy:.5f} eV differs from the stored "
+            f"{stored:.5f} eV by {delta * 1000:.2f} meV/atom (tolerance "
+            f"{ENERGY_TOLERANCE_EV_PER_ATOM * 1000:.1f}); not written"
         )
     final = AseAtomsAdaptor.get_structure(scf.atoms)
     for prop in list(final.site_properties):

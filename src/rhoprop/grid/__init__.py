@@ -1,7 +1,8 @@
 """Standardization of densities into fixed tensors, value transforms, augmentation and pictures.
 
-``standardize(density, settings) -> StandardizedDensity(x (C, n, n, n) float32, side (S,), has_spin)``;
-``rhoprop.grid.augment`` holds the tensor-level augmentations (periodic rolls, point-group ops).
+``standardize(density, settings) -> StandardizedDensity(x (C, n, n, n) float32, side (S,),
+has_spin)``; ``rhoprop.grid.augment`` holds the tensor-level augmentations (periodic rolls,
+point-group ops).
 """
 
 from types import ModuleType

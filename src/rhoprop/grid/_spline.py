@@ -22,7 +22,8 @@ INIT_TERMS = 24
 
 @jit("void(f8, f8[::1])")
 def _weights(t: float, w: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Cubic B-spline weights, times 6, of the 4 points around fractional position ``t`` in [0, 1)."""
+    """Cubic B-spline weights, times 6, of the 4 points around fractional position ``t``
+    in [0, 1)."""
     u = 1.0 - t
     w[0] = u * u * u
     w[1] = 4.0 - 6.0 * t * t + 3.0 * t * t * t
@@ -66,9 +67,9 @@ _BLOCK_ROWS = 64
 
 @jit("void(f8[:, ::1])")
 def _filter_trailing(c: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Prefilter a C-contiguous ``(m, n)`` array along axis 1 in place: blocks of rows are transposed
-    into a scratch array and filtered along its leading axis, vectorized over the rows (3x faster
-    than one latency-bound recursion per row)."""
+    """Prefilter a C-contiguous ``(m, n)`` array along axis 1 in place: blocks of rows are
+    transposed into a scratch array and filtered along its leading axis, vectorized over the rows
+    (3x faster than one latency-bound recursion per row)."""
     m, n = c.shape
     for start in range(0, m, _BLOCK_ROWS):
         width = min(_BLOCK_ROWS, m - start)

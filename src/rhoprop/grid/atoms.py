@@ -8,9 +8,9 @@ both exist). Each atom's density is normalised to integrate to the setup's valen
 
 The superposition over a periodic cell is evaluated in reciprocal space: the radial Fourier
 transform of each element times the structure factor, summed over all reciprocal vectors up to a
-cutoff where the dropped shells change the density by < 1e-4 of the atom's peak, folded onto the grid's
-frequencies (so the result is the field's point values at the grid points, aliasing included) and
-transformed back with one FFT. No real-space image sums, no dependence on cell shape.
+cutoff where the dropped shells change the density by < 1e-4 of the atom's peak, folded onto the
+grid's frequencies (so the result is the field's point values at the grid points, aliasing included)
+and transformed back with one FFT. No real-space image sums, no dependence on cell shape.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class FreeAtom:
         r: uniform radial grid in Å (spacing 0.004 Å), shape ``(m,)``.
         density: electrons/Å³ on ``r``, shape ``(m,)``.
         g: reciprocal-space grid in 1/Å, shape ``(k,)``.
-        transform: radial Fourier transform ``4 pi int r^2 n(r) sin(gr)/(gr) dr`` on ``g`` (electrons).
+        transform: radial Fourier transform ``4 pi int r^2 n(r) sin(gr)/(gr) dr`` on ``g``
+            (electrons).
         g_cut: |G| (1/Å) beyond which the dropped reciprocal shells change the real-space density
             by less than ``G_TOLERANCE`` times its peak.
         source: the setup file it was read from.
@@ -68,7 +69,8 @@ class FreeAtom:
         return np.interp(radius, self.r, self.density, right=0.0)
 
     def fourier(self, g: np.ndarray) -> np.ndarray:
-        """Radial Fourier transform (electrons) at reciprocal lengths ``g`` (1/Å); zero beyond the table."""
+        """Radial Fourier transform (electrons) at reciprocal lengths ``g`` (1/Å); zero beyond the
+        table."""
         position = np.asarray(g, dtype=float) / (self.g[1] - self.g[0])
         index = np.minimum(position.astype(np.intp), self.g.size - 2)
         weight = position - index
@@ -91,7 +93,8 @@ def setup_dir() -> Path:
     except ImportError as exc:
         raise RhopropError(
             "the 'deformation' channel needs free-atom densities from the gpaw-data package, which "
-            "is not installed; install it with `pip install gpaw-data` (or `pip install rhoprop[dft]`)"
+            "is not installed; install it with `pip install gpaw-data` (or `pip install "
+            "rhoprop[dft]`)"
         ) from exc
     return Path(gpaw_data.datapath())
 
@@ -122,12 +125,13 @@ def _radial(root: ET.Element, element: ET.Element, path: Path) -> tuple[np.ndarr
 
 @functools.cache
 def free_atom(symbol: str, xc: str = "PBE") -> FreeAtom:
-    """Load (once per element, cached) the free-atom valence density of ``symbol`` from its setup."""
+    """Load (once per element, cached) the free-atom valence density of ``symbol`` from its
+    setup."""
     path = setup_dir() / f"{symbol}.{xc}.gz"
     if not path.is_file():
         raise RhopropError(
-            f"no GPAW {xc} setup for element {symbol!r} in {path.parent}; the 'deformation' channel "
-            "needs one per element (drop that channel for structures containing it)"
+            f"no GPAW {xc} setup for element {symbol!r} in {path.parent}; the 'deformation' "
+            "channel needs one per element (drop that channel for structures containing it)"
         )
     root = ET.fromstring(gzip.decompress(path.read_bytes()))
     atom = root.find("atom")
@@ -188,9 +192,9 @@ def atomic_superposition(
     """Periodic sum of free-atom valence densities (electrons/Å³) at the points of a cell grid.
 
     Grid point ``(i, j, k)`` sits at fractional coordinates ``(i/nx, j/ny, k/nz)`` of
-    ``structure``'s lattice. Each atom integrates to its valence count (``valence[element]`` if given,
-    else the GPAW setup's ``Z_val``); with ``electrons`` the whole superposition is then scaled to
-    integrate to ``electrons`` over the cell (codes count valence electrons differently).
+    ``structure``'s lattice. Each atom integrates to its valence count (``valence[element]`` if
+    given, else the GPAW setup's ``Z_val``); with ``electrons`` the whole superposition is then
+    scaled to integrate to ``electrons`` over the cell (codes count valence electrons differently).
     Reciprocal vectors with ``|G| <= g_cut`` (1/Å) are kept; the default is the smaller of the
     atoms' own cutoffs and the grid's Nyquist radius ``pi / spacing`` (the field band-limited like a
     DFT density on that grid). An explicit ``g_cut`` gives the same smooth field on any cell of the

@@ -45,7 +45,8 @@ def _cubic_ops() -> np.ndarray:
     return np.stack(ops)
 
 
-#: The 48 signed permutation matrices (the cube's point group m-3m); ``CUBIC_OPS[0]`` is the identity.
+#: The 48 signed permutation matrices (the cube's point group m-3m); ``CUBIC_OPS[0]`` is the
+#: identity.
 CUBIC_OPS: np.ndarray = _cubic_ops()
 
 
@@ -76,7 +77,8 @@ def _signed_permutation(
     )
     if not ok:
         raise RhopropError(
-            f"rotation must be a 3x3 signed permutation matrix (one of the 48 cubic ops), got {matrix.tolist()}"
+            "rotation must be a 3x3 signed permutation matrix (one of the 48 cubic ops), got "
+            f"{matrix.tolist()}"
         )
     perm = np.argmax(np.abs(rounded), axis=1)
     return perm, rounded[np.arange(3), perm]
@@ -90,7 +92,8 @@ def _check_mode(mode: str) -> None:
 def apply_op(
     x: ArrayT, rotation: np.ndarray | Sequence[Sequence[int]], mode: str = "cube"
 ) -> ArrayT:
-    """Rotate the field in ``x`` (..., n, n, n) by the signed permutation ``rotation`` (see module doc)."""
+    """Rotate the field in ``x`` (..., n, n, n) by the signed permutation ``rotation`` (see module
+    doc)."""
     _check_mode(mode)
     if x.ndim < 3 or len(set(x.shape[-3:])) != 1:
         raise RhopropError(f"apply_op needs a tensor (..., n, n, n), got shape {tuple(x.shape)}")
@@ -164,11 +167,13 @@ def equivalent_origin_shift(
     settings: StandardizeSettings,
     origin_shift: Sequence[float] = (0.0, 0.0, 0.0),
 ) -> np.ndarray:
-    """Fractional origin shift ``s`` with ``apply_op(standardize(d, st, origin_shift=o).x, op.rotation)``
-    equal to ``standardize(d, st, origin_shift=s).x`` for a symmetry ``op`` of ``d``'s crystal.
+    """Fractional origin shift ``s`` with
+    ``apply_op(standardize(d, st, origin_shift=o).x, op.rotation)`` equal to
+    ``standardize(d, st, origin_shift=s).x`` for a symmetry ``op`` of ``d``'s crystal.
 
     With ``c`` the rotation centre (the cube's centre point, or the cell grid's first point) and the
-    symmetry ``rho(R r + t) = rho(r)``, the rotated tensor samples ``rho`` at ``x_g + t + (R - 1) c``.
+    symmetry ``rho(R r + t) = rho(r)``, the rotated tensor samples ``rho`` at
+    ``x_g + t + (R - 1) c``.
     """
     lattice = structure.lattice.matrix
     shift = np.asarray(origin_shift, dtype=float)
@@ -182,7 +187,8 @@ def equivalent_origin_shift(
 
 @dataclasses.dataclass
 class RandomAugment:
-    """Random label-preserving augmentation ``x (C, n, n, n) -> x'`` for ``DensityDataset(augment=...)``.
+    """Random label-preserving augmentation ``x (C, n, n, n) -> x'`` for
+    ``DensityDataset(augment=...)``.
 
     Each call applies one rotation drawn from ``rotations`` (default: all 48 cubic ops in mode
     ``cube``, i.e. the crystal rotated about the cube centre; none in mode ``cell``, where axis

@@ -1,4 +1,5 @@
-"""A canonical site of a crystal, so that the standardized tensor does not depend on the cell's origin.
+"""A canonical site of a crystal, so that the standardized tensor does not depend on the cell's
+origin.
 
 A charge density file places its atoms relative to an arbitrary origin: the same Si crystal may
 have an atom at (0, 0, 0) or at (½, ½, ½). With ``StandardizeSettings.origin = "site"`` the
@@ -50,7 +51,8 @@ def _equivalent_atoms(structure: Structure) -> np.ndarray:
 
 
 def _neighbour_key(structure: Structure, index: int) -> tuple[float, ...]:
-    """Sorted distances (0.01 Å) from site ``index`` to its :data:`NEIGHBOURS` nearest neighbours."""
+    """Sorted distances (0.01 Å) from site ``index`` to its :data:`NEIGHBOURS` nearest
+    neighbours."""
     radius = 4.0
     while True:
         found = structure.get_neighbors(structure[index], radius)

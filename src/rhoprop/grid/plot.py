@@ -73,7 +73,7 @@ def plot_slices(
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
     fig, axes = plt.subplots(len(x), 3, figsize=(10, 3.2 * len(x)), squeeze=False)
-    for c, (field, label) in enumerate(zip(x, labels)):
+    for c, (field, label) in enumerate(zip(x, labels, strict=True)):
         lo, hi = float(field.min()), float(field.max())
         signed = lo < 0 < hi and abs(lo) > 0.05 * abs(hi)
         limit = max(abs(lo), abs(hi)) or 1.0

@@ -1,4 +1,5 @@
-"""Settings of the standardization Density -> fixed tensor, recorded with every dataset and model."""
+"""Settings of the standardization Density -> fixed tensor, recorded with every dataset and
+model."""
 
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ class StandardizeSettings(Settings):
             or len(set(channels)) != len(channels)
         ):
             raise SettingsError(
-                f"StandardizeSettings.channels must be distinct names from {CHANNELS}, got {channels!r}"
+                f"StandardizeSettings.channels must be distinct names from {CHANNELS}, got "
+                f"{channels!r}"
             )
         if self.transform not in TRANSFORMS:
             raise SettingsError(
@@ -117,7 +119,8 @@ class StandardizeSettings(Settings):
             )
         if self.interpolation not in INTERPOLATIONS:
             raise SettingsError(
-                f"StandardizeSettings.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
+                f"StandardizeSettings.interpolation must be one of {INTERPOLATIONS}, got "
+                f"{self.interpolation!r}"
             )
 
     @property
@@ -127,5 +130,6 @@ class StandardizeSettings(Settings):
 
     @property
     def n_side_features(self) -> int:
-        """Number of side features (lattice a, b, c in Å and α, β, γ in degrees in mode ``cell``)."""
+        """Number of side features (lattice a, b, c in Å and α, β, γ in degrees in mode
+        ``cell``)."""
         return 6 if self.mode == "cell" else 0

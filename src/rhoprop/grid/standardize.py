@@ -15,8 +15,8 @@ compiled kernels of :mod:`rhoprop.grid._spline`; the values of ``scipy.ndimage``
 
 Mode ``cell`` resamples the unit cell to ``n³`` points at fractional coordinates ``(i, j, k) / n``
 by Fourier truncation or zero padding (the band-limited interpolant, sampled exactly; the electron
-count is kept exactly); lattice parameters ``a, b, c`` (Å) and ``alpha, beta, gamma`` (degrees) become
-the side features.
+count is kept exactly); lattice parameters ``a, b, c`` (Å) and ``alpha, beta, gamma`` (degrees)
+become the side features.
 
 Channels: ``total`` (e/Å³); ``spin``: the magnetization as a scalar field (μB/Å³) -- the collinear
 ρ↑ − ρ↓, or for non-collinear densities the signed component of m(r) along the principal
@@ -79,7 +79,8 @@ def spin_field(density: Density) -> np.ndarray | None:
 
 
 def deformation_field(density: Density) -> np.ndarray:
-    """ρ minus the free-atom valence superposition scaled to ρ's electron count, on the native grid."""
+    """ρ minus the free-atom valence superposition scaled to ρ's electron count, on the native
+    grid."""
     atoms = atomic_superposition(
         density.structure, density.shape, electrons=density.electron_count()
     )
@@ -87,7 +88,8 @@ def deformation_field(density: Density) -> np.ndarray:
 
 
 def native_channel(density: Density, name: str) -> np.ndarray:
-    """One channel (``total``, ``spin`` or ``deformation``) on the density's native grid, float64."""
+    """One channel (``total``, ``spin`` or ``deformation``) on the density's native grid,
+    float64."""
     if name == "total":
         return density.total
     if name == "spin":
@@ -167,13 +169,14 @@ def sample_cube(
 def _spline_block(
     field: np.ndarray, matrix: np.ndarray, offset: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The part of a periodic ``field`` a cubic spline needs at the points ``matrix @ ijk + offset``.
+    """The part of a periodic ``field`` a cubic spline needs at the points
+    ``matrix @ ijk + offset``.
 
     Along an axis where the points, their 4-point stencils and
     :data:`rhoprop.grid._spline.INIT_TERMS` points of margin on each side span fewer points than the
     cell, only that periodic stretch is kept (the prefilter's response decays as ``|pole|^d``, below
-    1e-13 beyond the margin, so the values do not change); elsewhere the whole axis. Returns the block
-    and the offset in its indices.
+    1e-13 beyond the margin, so the values do not change); elsewhere the whole axis. Returns the
+    block and the offset in its indices.
     """
     corners = matrix @ np.array(np.meshgrid(*[[0, n - 1]] * 3, indexing="ij")).reshape(3, -1)
     margin = _kernels().INIT_TERMS
@@ -218,7 +221,8 @@ def resample_cell(
     """
     n0, n1, n2 = field.shape
     m0, m1, m2 = (
-        fourier_resample_matrix(m, n, float(s)) for m, s in zip((n0, n1, n2), origin_shift)
+        fourier_resample_matrix(m, n, float(s))
+        for m, s in zip((n0, n1, n2), origin_shift, strict=True)
     )
     a = (field.reshape(-1, n2) @ m2.T).reshape(n0, n1, n)
     a = np.matmul(m1, a)
@@ -226,7 +230,8 @@ def resample_cell(
 
 
 def lattice_features(density: Density) -> np.ndarray:
-    """Side features of mode ``cell``: ``a, b, c`` (Å), ``alpha, beta, gamma`` (degrees), float32."""
+    """Side features of mode ``cell``: ``a, b, c`` (Å), ``alpha, beta, gamma`` (degrees),
+    float32."""
     lattice = density.structure.lattice
     return np.array([*lattice.abc, *lattice.angles], dtype=np.float32)
 
@@ -237,7 +242,8 @@ def standardize(
     *,
     origin_shift: Sequence[float] | None = None,
 ) -> StandardizedDensity:
-    """Turn ``density`` into the ``(C, n, n, n)`` float32 tensor and side features ``settings`` define.
+    """Turn ``density`` into the ``(C, n, n, n)`` float32 tensor and side features ``settings``
+    define.
 
     The sampling starts at the canonical site's anchor (``settings.origin == "site"``, see
     :mod:`rhoprop.grid.origin`) or at the file's origin (``"corner"``). ``origin_shift`` (fractional
@@ -257,8 +263,8 @@ def standardize(
         )
     if min(density.shape) < 2:
         raise DensityFormatError(
-            f"density grid of {density.source or 'the input'} is {density.shape}; standardize needs at "
-            "least 2 points along each lattice vector"
+            f"density grid of {density.source or 'the input'} is {density.shape}; standardize "
+            "needs at least 2 points along each lattice vector"
         )
     lattice = density.structure.lattice.matrix
     if settings.origin == "site":

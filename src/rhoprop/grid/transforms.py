@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import torch
     from typing_extensions import TypeIs
 
-ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor", float)
 
 
 def _is_numpy(x: object) -> TypeIs[np.ndarray | np.generic | float | int]:

@@ -72,8 +72,8 @@ class Source:
 def decompression_errors(source: Source) -> Iterator[None]:
     """Turn errors of a corrupt or truncated compressed stream into a :class:`DensityFormatError`.
 
-    Operating-system errors (those with an errno: disk full, permission, I/O) pass through unchanged:
-    they are not a problem of the file's content.
+    Operating-system errors (those with an errno: disk full, permission, I/O) pass through
+    unchanged: they are not a problem of the file's content.
     """
     try:
         yield
@@ -81,18 +81,20 @@ def decompression_errors(source: Source) -> Iterator[None]:
         if source.compression is None or (isinstance(exc, OSError) and exc.errno is not None):
             raise
         raise DensityFormatError(
-            f"{source.path} is {source.compression}-compressed but its compressed stream is corrupt "
-            f"or truncated ({exc}); re-copy or re-compress the file"
+            f"{source.path} is {source.compression}-compressed but its compressed stream is "
+            f"corrupt or truncated ({exc}); re-copy or re-compress the file"
         ) from exc
 
 
 def open_source(path: str | os.PathLike[str]) -> Source:
-    """Check that ``path`` is a readable, non-empty file and sniff its compression and first bytes."""
+    """Check that ``path`` is a readable, non-empty file and sniff its compression and first
+    bytes."""
     path = Path(path)
     if not path.exists():
         if path.is_symlink():
             raise DensityFormatError(
-                f"density file {path} is a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+                f"density file {path} is a broken symbolic link (to {os.readlink(path)}, which "
+                "does not exist)"
             )
         raise DensityFormatError(f"density file {path} does not exist")
     if path.is_dir():
@@ -199,9 +201,11 @@ def iter_chunks(fh: IO[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
 
 @contextlib.contextmanager
 def scratch_file() -> Iterator[tuple[BinaryIO, str]]:
-    """A writable temporary file and its path (for pymatgen, which opens files by name); removed after.
+    """A writable temporary file and its path (for pymatgen, which opens files by name); removed
+    after.
 
-    Uses the system temporary folder (``TMPDIR``); short-lived, so it usually never leaves the page cache.
+    Uses the system temporary folder (``TMPDIR``); short-lived, so it usually never leaves the page
+    cache.
     """
     tmp = tempfile.NamedTemporaryFile(prefix="rhoprop-", suffix=".vasp", delete=False)  # noqa: SIM115
     try:
@@ -213,7 +217,8 @@ def scratch_file() -> Iterator[tuple[BinaryIO, str]]:
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); on success fsync it and move it over ``path``.
+    """Yield a temporary path beside ``path`` (same suffix); on success fsync it and move it over
+    ``path``.
 
     Readers of ``path`` see either the old file or the complete new one, never a partial write.
     """

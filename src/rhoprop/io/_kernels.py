@@ -15,7 +15,8 @@ from rhoprop._jit import jit
     )
 )
 def count_tokens_in(data: np.ndarray, after_space: bool) -> tuple[int, bool]:  # pragma: no cover
-    """Tokens starting in ``data`` (bytes <= 32 separate them) and whether it ends in a separator."""
+    """Tokens starting in ``data`` (bytes <= 32 separate them) and whether it ends in a
+    separator."""
     n = data.size
     if n == 0:
         return 0, after_space

@@ -3,8 +3,8 @@
 Convention (Gaussian, VESTA, ASE, pymatgen): line 3 holds the atom count and the grid origin (and,
 optionally, the number of values per point); lines 4-6 hold ``N_i`` and the voxel vector ``v_i``.
 A positive ``N_i`` means lengths in Bohr, a negative one lengths in Å. The grid has ``N_i`` points
-along axis ``i`` at ``origin + i·v_1 + j·v_2 + k·v_3`` for ``i = 0 .. N_1 - 1``: the periodic cell is
-``a_i = N_i·v_i`` and the grid does **not** repeat its first plane at the far end (files written
+along axis ``i`` at ``origin + i·v_1 + j·v_2 + k·v_3`` for ``i = 0 .. N_1 - 1``: the periodic cell
+is ``a_i = N_i·v_i`` and the grid does **not** repeat its first plane at the far end (files written
 with the endpoint repeated, such as CASTEP's castep2cube output, are refused). Values run with the
 last axis fastest (x outer, z inner) and are densities in electrons/Bohr³ (atomic units), which the
 reader converts to electrons/Å³. A non-zero origin is removed by shifting the atoms, so grid point
@@ -55,8 +55,8 @@ def read_cube(source: _files.Source) -> Density:
         comment2 = raw.readline().decode("latin-1").strip()
         if "castep2cube" in comment1 + comment2:
             raise DensityFormatError(
-                f"{where} was written by castep2cube, whose grids repeat the first plane at the far end; "
-                "convert it with a writer that omits the periodic endpoint"
+                f"{where} was written by castep2cube, whose grids repeat the first plane at the "
+                "far end; convert it with a writer that omits the periodic endpoint"
             )
         if (
             "LOOP" in comment2.upper()
@@ -70,7 +70,8 @@ def read_cube(source: _files.Source) -> Density:
         n_val = int(head[4]) if len(head) > 4 else 1
         if n_atoms < 0:
             raise DensityFormatError(
-                f"{where} is a molecular-orbital cube (negative atom count on line 3), not a density"
+                f"{where} is a molecular-orbital cube (negative atom count on line 3), not a "
+                "density"
             )
         if n_val not in _SPIN_FOR_NVAL:
             raise DensityFormatError(
@@ -165,25 +166,26 @@ def _located(
     if extra:
         n_values = sum(len(line.split()) for line in lines[first_line - 1 :])
         return DensityFormatError(
-            f"{source.path}: expected {count} values after the header (grid and values per point of lines "
-            f"3-6), found {n_values}; the header's grid does not match the data"
+            f"{source.path}: expected {count} values after the header (grid and values per point "
+            f"of lines 3-6), found {n_values}; the header's grid does not match the data"
         )
     if bad is not None:
         lineno, token = bad
         return DensityFormatError(
-            f"{source.path}: {_files.describe_line(lines, lineno)}: {token!r} is not a finite number "
-            f"(value {got + 1} of {count})"
+            f"{source.path}: {_files.describe_line(lines, lineno)}: {token!r} is not a finite "
+            f"number (value {got + 1} of {count})"
         )
     short = _short_line(lines, first_line, count)
     if short is not None:
         lineno, found, expected = short
         return DensityFormatError(
             f"{source.path}: line {lineno} holds {found} value(s) where the lines around it hold "
-            f"{expected}: a value is missing there (expected {count} values after the header, got {got})"
+            f"{expected}: a value is missing there (expected {count} values after the header, got "
+            f"{got})"
         )
     return DensityFormatError(
-        f"{source.path}: expected {count} values after the header (grid of lines 4-6), got {got}; the file "
-        f"ends at line {len(lines)} (truncated?)"
+        f"{source.path}: expected {count} values after the header (grid of lines 4-6), got {got}; "
+        f"the file ends at line {len(lines)} (truncated?)"
     )
 
 
@@ -196,8 +198,8 @@ def _grid_of(lines: list[str]) -> tuple[int, int, int] | None:
 
 
 def _short_line(lines: list[str], first_line: int, count: int) -> tuple[int, int, int] | None:
-    """(line number, values on it, values expected) of a data line short of values before the last one,
-    in a cube whose data from ``first_line`` on should hold ``count`` values.
+    """(line number, values on it, values expected) of a data line short of values before the last
+    one, in a cube whose data from ``first_line`` on should hold ``count`` values.
 
     Writers put a fixed number of values per line (6 for Gaussian, VESTA, ASE and rhoprop), either
     restarting a line for each z-row or running on; a line with fewer values than that layout has
@@ -225,7 +227,8 @@ def _short_line(lines: list[str], first_line: int, count: int) -> tuple[int, int
 
 
 def write_cube(density: Density, path: str | os.PathLike[str]) -> Path:
-    """Write ``density`` as a cube file (Bohr, e/Bohr³, 11 significant digits; spin as extra values).
+    """Write ``density`` as a cube file (Bohr, e/Bohr³, 11 significant digits; spin as extra
+    values).
 
     The name decides compression (``.gz``, ``.bz2``, ``.xz``). Spin-polarized densities are written
     with 2 (collinear) or 4 (non-collinear) values per grid point, see the module docstring.

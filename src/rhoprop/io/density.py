@@ -16,7 +16,8 @@ MAX_CELL_LENGTH = 1e4
 
 
 def check_cell(matrix: np.ndarray, where: str) -> None:
-    """Raise DensityFormatError unless the rows of ``matrix`` (Å) are three finite vectors spanning a volume.
+    """Raise DensityFormatError unless the rows of ``matrix`` (Å) are three finite vectors spanning
+    a volume.
 
     ``where`` names the file and the lines that hold the cell, for the message.
     """
@@ -27,15 +28,15 @@ def check_cell(matrix: np.ndarray, where: str) -> None:
         )
     if np.abs(m).max() > MAX_CELL_LENGTH:
         raise DensityFormatError(
-            f"{where}: the cell vectors {m.tolist()} hold a component beyond {MAX_CELL_LENGTH:g} Å, "
-            "no periodic cell of a density grid; the file is corrupt"
+            f"{where}: the cell vectors {m.tolist()} hold a component beyond {MAX_CELL_LENGTH:g} "
+            "Å, no periodic cell of a density grid; the file is corrupt"
         )
     lengths = np.linalg.norm(m, axis=1)
     volume = abs(float(np.linalg.det(m)))
     if lengths.min() <= 0.0 or volume <= 1e-6 * float(lengths.prod()):
         raise DensityFormatError(
-            f"{where}: the cell vectors {np.round(m, 6).tolist()} Å span no volume ({volume:.3g} Å³: "
-            "a zero vector or vectors in one plane); the file is corrupt"
+            f"{where}: the cell vectors {np.round(m, 6).tolist()} Å span no volume ({volume:.3g} "
+            "Å³: a zero vector or vectors in one plane); the file is corrupt"
         )
 
 
@@ -54,9 +55,8 @@ def check_positions(structure: Structure, where: str, first_line: int | None = N
         for i in bad[:5]
     ]
     raise DensityFormatError(
-        f"{where}: {bad.size} atom position(s) are not finite numbers (NaN or inf): {', '.join(named)}"
-        + (" ..." if bad.size > 5 else "")
-        + "; the file is corrupt"
+        f"{where}: {bad.size} atom position(s) are not finite numbers (NaN or inf): "
+        f"{', '.join(named)}" + (" ..." if bad.size > 5 else "") + "; the file is corrupt"
     )
 
 
@@ -92,7 +92,8 @@ class Density:
         check_positions(self.structure, f"structure{where}")
         if self.total.ndim != 3 or min(self.total.shape) < 1:
             raise DensityFormatError(
-                f"density grid{where} must be 3-dimensional (nx, ny, nz), got shape {self.total.shape}"
+                f"density grid{where} must be 3-dimensional (nx, ny, nz), got shape "
+                f"{self.total.shape}"
             )
         if not np.all(np.isfinite(self.total)):
             bad = int(np.count_nonzero(~np.isfinite(self.total)))
@@ -154,7 +155,8 @@ class Density:
         return float(self.spin.mean() * self.volume)
 
     def summary(self) -> dict[str, str]:
-        """Human-readable facts about the density (label -> text), as shown by ``rhoprop inspect``."""
+        """Human-readable facts about the density (label -> text), as shown by
+        ``rhoprop inspect``."""
         lattice = self.lattice
         structure = self.structure
         spacing = ", ".join(f"{lattice.abc[i] / self.shape[i]:.4f}" for i in range(3))
@@ -176,7 +178,10 @@ class Density:
             "file": self.source or "-",
             "format": self.fmt or "-",
             "code": self.code,
-            "formula": f"{structure.composition.reduced_formula} ({structure.composition.formula}, {len(structure)} atoms)",
+            "formula": (
+                f"{structure.composition.reduced_formula} ({structure.composition.formula}, "
+                f"{len(structure)} atoms)"
+            ),
             "lattice a, b, c": ", ".join(f"{x:.4f}" for x in lattice.abc) + " Å",
             "angles α, β, γ": ", ".join(f"{x:.3f}" for x in lattice.angles) + "°",
             "volume": f"{self.volume:.4f} Å³",

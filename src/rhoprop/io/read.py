@@ -71,7 +71,8 @@ def _looks_like_xsf(lines: list[str]) -> bool:
 
 
 def detect_format(head: bytes) -> str | None:
-    """Name the format (``"chgcar"``, ``"cube"``, ``"xsf"``) from the first decompressed bytes, or None."""
+    """Name the format (``"chgcar"``, ``"cube"``, ``"xsf"``) from the first decompressed bytes, or
+    None."""
     if b"\x00" in head[:4096]:
         return None
     lines = _files.text_lines(head[:16384])[:40]
@@ -85,7 +86,8 @@ def detect_format(head: bytes) -> str | None:
 
 
 def normalize_format(fmt: str) -> str:
-    """Map a format name or alias (``"CHGCAR"``, ``"parchg"``, ``"cube"``...) to one of :data:`FORMATS`."""
+    """Map a format name or alias (``"CHGCAR"``, ``"parchg"``, ``"cube"``...) to one of
+    :data:`FORMATS`."""
     key = str(fmt).strip().lower()
     if key not in _ALIASES:
         raise DensityFormatError(f"unknown density format {fmt!r}; use one of {sorted(_ALIASES)}")
@@ -98,7 +100,8 @@ def read_density(
     fmt: str | None = None,
     digest: str | None = None,
 ) -> Density:
-    """Read a charge density file (format from content unless ``fmt`` is given) into a :class:`Density`.
+    """Read a charge density file (format from content unless ``fmt`` is given) into a
+    :class:`Density`.
 
     ``species`` (element symbols, one per species group in file order, or ``"Li,Co,O"``) is needed
     only by VASP 4 files without a POSCAR/CONTCAR/OUTCAR/POTCAR beside them; files that name their
@@ -121,15 +124,15 @@ def read_density(
             )
             raise DensityFormatError(
                 f"cannot tell the format of {source.path} from its content (first line: "
-                f"{(first or [''])[0].strip()[:60]!r}); supported are {_SUPPORTED}. If it is one of "
-                f"these, pass fmt= (CLI: --format) with one of {list(FORMATS)}"
+                f"{(first or [''])[0].strip()[:60]!r}); supported are {_SUPPORTED}. If it is one "
+                f"of these, pass fmt= (CLI: --format) with one of {list(FORMATS)}"
             )
         fmt = detected
         name = Path(source.path).name.upper()
         if fmt == "chgcar" and name.startswith(_NOT_DENSITIES):
             raise DensityFormatError(
-                f"{source.path} is named like a VASP {name[:6]} (a potential or ELF, not a charge density); "
-                "pass fmt='chgcar' to read it anyway"
+                f"{source.path} is named like a VASP {name[:6]} (a potential or ELF, not a charge "
+                "density); pass fmt='chgcar' to read it anyway"
             )
     else:
         fmt = normalize_format(fmt)

@@ -1,7 +1,8 @@
-"""VASP volumetric files (CHGCAR, CHG, AECCAR0/1/2, PARCHG): read through pymatgen, write through pymatgen.
+"""VASP volumetric files (CHGCAR, CHG, AECCAR0/1/2, PARCHG): read through pymatgen, write through
+pymatgen.
 
-Reading hands the file to :meth:`pymatgen.io.vasp.outputs.VolumetricData.parse_file` (pymatgen's grid
-parser); this module only adds what pymatgen does not do:
+Reading hands the file to :meth:`pymatgen.io.vasp.outputs.VolumetricData.parse_file` (pymatgen's
+grid parser); this module only adds what pymatgen does not do:
 
 * VASP 4 headers have no element line and pymatgen then silently names the atoms H, He, Li...
   Here the species come from the caller or from a POSCAR/CONTCAR/OUTCAR/POTCAR beside the file
@@ -44,7 +45,8 @@ _KINDS = ("AECCAR0", "AECCAR1", "AECCAR2", "CHGCAR", "PARCHG", "CHG")
 
 @dataclasses.dataclass
 class VaspHeader:
-    """The POSCAR part of a VASP volumetric file, as raw lines plus what the reader needs from it."""
+    """The POSCAR part of a VASP volumetric file, as raw lines plus what the reader needs from
+    it."""
 
     lines: list[bytes]
     symbols: list[str] | None
@@ -63,7 +65,8 @@ class VaspHeader:
 
 
 def vasp_kind(path: str | os.PathLike[str]) -> str:
-    """The VASP file kind from its name (``CHGCAR``, ``CHG``, ``AECCAR0``..., ``PARCHG``) or ``unknown``."""
+    """The VASP file kind from its name (``CHGCAR``, ``CHG``, ``AECCAR0``..., ``PARCHG``) or
+    ``unknown``."""
     name = Path(path).name.upper()
     return next((kind for kind in _KINDS if kind in name), "unknown")
 
@@ -93,8 +96,9 @@ def read_header(fh: IO[bytes], where: str, poscar: bool = False) -> VaspHeader:
             break
         if not raw:
             raise DensityFormatError(
-                f"{where}: the file ends at line {len(lines)} inside the VASP header (no blank line and "
-                "grid follow the coordinates); the file is truncated or not a VASP volumetric file"
+                f"{where}: the file ends at line {len(lines)} inside the VASP header (no blank "
+                "line and grid follow the coordinates); the file is truncated or not a VASP "
+                "volumetric file"
             )
         if raw.strip() or not lines:
             lines.append(raw if raw.endswith(b"\n") else raw + b"\n")
@@ -102,8 +106,8 @@ def read_header(fh: IO[bytes], where: str, poscar: bool = False) -> VaspHeader:
             break
     if len(lines) < 7:
         raise DensityFormatError(
-            f"{where}: the VASP header is incomplete ({len(lines)} line(s) before the first blank line, "
-            "expected a title, scale, three lattice vectors, atom counts and coordinates)"
+            f"{where}: the VASP header is incomplete ({len(lines)} line(s) before the first blank "
+            "line, expected a title, scale, three lattice vectors, atom counts and coordinates)"
         )
     tokens = [line.split() for line in lines]
     for index in range(1, 5):
@@ -127,8 +131,8 @@ def read_header(fh: IO[bytes], where: str, poscar: bool = False) -> VaspHeader:
         index += 1
     if not counts or len(counts) != len(symbols):
         raise DensityFormatError(
-            f"{where}: the VASP header lists element(s) {symbols} but atom counts {counts} (line 6-7); "
-            "they must have the same length"
+            f"{where}: the VASP header lists element(s) {symbols} but atom counts {counts} (line "
+            "6-7); they must have the same length"
         )
     return VaspHeader(lines, symbols, counts, 5)
 
@@ -220,9 +224,9 @@ def _resolve_species(
         given = list(species) if species is not None else []
         if len(given) == len(header.symbols or []) and given != list(header.symbols or []):
             raise DensityFormatError(
-                f"{source.path} names its species {','.join(header.symbols or [])} (line 6), but the "
-                f"species given (--species) are {','.join(given)}; a file that names its species keeps "
-                "them: drop --species for it, or give the ones it names"
+                f"{source.path} names its species {','.join(header.symbols or [])} (line 6), but "
+                f"the species given (--species) are {','.join(given)}; a file that names its "
+                "species keeps them: drop --species for it, or give the ones it names"
             )
         return header.symbols, "file"  # type: ignore[return-value]
     if species is not None:
@@ -239,11 +243,11 @@ def _resolve_species(
     seen = f" Files found beside it that did not fit: {'; '.join(notes)}." if notes else ""
     example = ",".join(["X"] * len(header.counts))
     raise SpeciesRequiredError(
-        f"{source.path} is a VASP 4 file: its header gives atom counts {header.counts} (line 6) but no "
-        f"element symbols, and no POSCAR, CONTCAR, OUTCAR or POTCAR with matching species is beside "
-        f"it.{seen} The species cannot be guessed (the title line is free text). Pass them in the "
-        f"order of the counts: read_density(path, species=[...]) or on the command line "
-        f"--species {example} (e.g. --species Li,Co,O)."
+        f"{source.path} is a VASP 4 file: its header gives atom counts {header.counts} (line 6) "
+        "but no element symbols, and no POSCAR, CONTCAR, OUTCAR or POTCAR with matching species "
+        f"is beside it.{seen} The species cannot be guessed (the title line is free text). Pass "
+        "them in the order of the counts: read_density(path, species=[...]) or on the command "
+        f"line --species {example} (e.g. --species Li,Co,O)."
     )
 
 
@@ -271,9 +275,15 @@ def _locate_problem(lines: list[str], first: int, n_atoms: int) -> str | None:
                     value = float(token)
                 except ValueError:
                     where = what if remaining > 0 else "between blocks"
-                    return f"{_files.describe_line(lines, lineno)}: {token!r} is not a number ({where})"
+                    return (
+                        f"{_files.describe_line(lines, lineno)}: {token!r} is not a number "
+                        f"({where})"
+                    )
                 if not np.isfinite(value):
-                    return f"{_files.describe_line(lines, lineno)}: value {token} is not finite ({what})"
+                    return (
+                        f"{_files.describe_line(lines, lineno)}: value {token} is not finite "
+                        f"({what})"
+                    )
             if remaining > 0:
                 remaining -= len(tokens)
                 got += len(tokens)
@@ -282,15 +292,15 @@ def _locate_problem(lines: list[str], first: int, n_atoms: int) -> str | None:
                 loose += len(tokens)
                 if loose > 3 * n_atoms:
                     return (
-                        f"the numbers from line {loose_start} on belong to no block (after {what}): the "
-                        "block has more values than its grid line says"
+                        f"the numbers from line {loose_start} on belong to no block (after "
+                        f"{what}): the block has more values than its grid line says"
                     )
             continue
         if loose and (is_aug or loose % max(n_atoms, 1)):
             return (
                 f"the {loose} numbers from line {loose_start} on belong to no block (after {what}; "
-                f"VASP writes one moment per atom, {n_atoms} here, only before a grid line): the block "
-                "has more values than its grid line says"
+                f"VASP writes one moment per atom, {n_atoms} here, only before a grid line): the "
+                "block has more values than its grid line says"
             )
         loose = loose_start = 0
         if is_aug:
@@ -304,13 +314,13 @@ def _locate_problem(lines: list[str], first: int, n_atoms: int) -> str | None:
         got = 0
     if remaining > 0:
         return (
-            f"the file ends at line {len(lines)} inside {what}: expected {expected} values, got {got} "
-            "(truncated file?)"
+            f"the file ends at line {len(lines)} inside {what}: expected {expected} values, got "
+            f"{got} (truncated file?)"
         )
     if loose:
         return (
-            f"the {loose} numbers from line {loose_start} to the end belong to no block (after {what}): "
-            "the block has more values than its grid line says"
+            f"the {loose} numbers from line {loose_start} to the end belong to no block (after "
+            f"{what}): the block has more values than its grid line says"
         )
     return None
 
@@ -389,7 +399,8 @@ def read_chgcar(
 def _parse(
     source: _files.Source, parse_path: str, header: VaspHeader
 ) -> tuple[Poscar, dict[str, Any], dict[str, Any]]:
-    """Run pymatgen's parser on ``parse_path``, turning its errors into located DensityFormatErrors."""
+    """Run pymatgen's parser on ``parse_path``, turning its errors into located
+    DensityFormatErrors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -486,8 +497,8 @@ def write_chgcar(density: Density, path: str | os.PathLike[str]) -> Path:
     """Write ``density`` as a VASP 5 CHGCAR (magnetization block(s) when spin is present).
 
     The name decides compression (``.gz``, ``.bz2``, ``.xz``). Values have 11 significant digits;
-    the lattice and fractional coordinates 6 decimals (VASP's own precision). Values are scaled by the
-    volume of the lattice as written, so reading the file back returns the same densities.
+    the lattice and fractional coordinates 6 decimals (VASP's own precision). Values are scaled by
+    the volume of the lattice as written, so reading the file back returns the same densities.
     """
     path = Path(path)
     volume = abs(float(np.linalg.det(written_lattice(density.structure))))

@@ -66,7 +66,8 @@ class _Lines:
             values = []
         if len(values) < count or not all(math.isfinite(v) for v in values):
             raise DensityFormatError(
-                f"{self.where}: line {self.lineno} should hold {expecting} (finite numbers), found {text!r}"
+                f"{self.where}: line {self.lineno} should hold {expecting} (finite numbers), found "
+                f"{text!r}"
             )
         return values
 
@@ -107,8 +108,9 @@ def read_xsf(source: _files.Source) -> Density:
             key = text.split()[0].upper()
             if _is_number(key):
                 raise DensityFormatError(
-                    f"{where}: line {lines.lineno}: numbers {text!r} where a keyword was expected (after "
-                    f"{last_key}): a line too many, or a count line that does not match its lines"
+                    f"{where}: line {lines.lineno}: numbers {text!r} where a keyword was expected "
+                    f"(after {last_key}): a line too many, or a count line that does not match its "
+                    "lines"
                 )
             last_key = f"{key} on line {lines.lineno}"
             if key.startswith(("BEGIN_INFO", "BEGIN_BLOCK_")) and not (
@@ -119,8 +121,8 @@ def read_xsf(source: _files.Source) -> Density:
                 periodic = True
             elif key in ("SLAB", "POLYMER", "MOLECULE", "ATOMS", "ANIMSTEPS"):
                 raise DensityFormatError(
-                    f"{where}: line {lines.lineno}: {key} files are not supported; a density needs a "
-                    "single 3D-periodic CRYSTAL structure"
+                    f"{where}: line {lines.lineno}: {key} files are not supported; a density needs "
+                    "a single 3D-periodic CRYSTAL structure"
                 )
             elif key == "PRIMVEC":
                 cell = np.array(
@@ -133,8 +135,8 @@ def read_xsf(source: _files.Source) -> Density:
                 count_line = lines.numbers(1, "the atom count and 1")
                 if len(count_line) > 2 or count_line[0] != int(count_line[0]) or count_line[0] < 1:
                     raise DensityFormatError(
-                        f"{where}: line {lines.lineno}: expected the atom count and 1 after PRIMCOORD, "
-                        f"found {count_line}"
+                        f"{where}: line {lines.lineno}: expected the atom count and 1 after "
+                        f"PRIMCOORD, found {count_line}"
                     )
                 n_atoms = int(count_line[0])
                 for _ in range(n_atoms):
@@ -154,7 +156,8 @@ def read_xsf(source: _files.Source) -> Density:
                 break
         if not periodic or cell is None or not species:
             raise DensityFormatError(
-                f"{where}: a CRYSTAL keyword, a PRIMVEC cell and PRIMCOORD atoms must precede the data grid"
+                f"{where}: a CRYSTAL keyword, a PRIMVEC cell and PRIMCOORD atoms must precede the "
+                "data grid"
             )
         check_cell(cell, f"{where} (PRIMVEC)")
         lines.next("the name of the data block")
@@ -203,8 +206,8 @@ def read_xsf(source: _files.Source) -> Density:
         meta.update(grid_layout="ase (no endpoint)")
     else:
         raise DensityFormatError(
-            f"{where}: the grid's spanning vectors {span.round(6).tolist()} are not the cell vectors "
-            f"{cell.round(6).tolist()}: the grid does not cover exactly one periodic cell"
+            f"{where}: the grid's spanning vectors {span.round(6).tolist()} are not the cell "
+            f"vectors {cell.round(6).tolist()}: the grid does not cover exactly one periodic cell"
         )
     structure = Structure(
         Lattice(cell), species, np.array(coords) - origin, coords_are_cartesian=True
@@ -234,16 +237,16 @@ def _located(source: _files.Source, first_line: int, count: int, got: int) -> De
     if bad is not None:
         lineno, token = bad
         return DensityFormatError(
-            f"{source.path}: {_files.describe_line(lines, lineno)}: {token!r} is not a finite number "
-            f"(grid of {count} values from line {first_line})"
+            f"{source.path}: {_files.describe_line(lines, lineno)}: {token!r} is not a finite "
+            f"number (grid of {count} values from line {first_line})"
         )
     if end is None:
         return DensityFormatError(
-            f"{source.path}: the data grid from line {first_line} has no END_DATAGRID_3D; the file ends at "
-            f"line {len(lines)} after {got} of {count} values (truncated?)"
+            f"{source.path}: the data grid from line {first_line} has no END_DATAGRID_3D; the file "
+            f"ends at line {len(lines)} after {got} of {count} values (truncated?)"
         )
     n_values = sum(len(line.split()) for line in lines[first_line - 1 : end - 1])
     return DensityFormatError(
-        f"{source.path}: the data grid from line {first_line} to line {end} holds {n_values} values; its "
-        f"size line says {count}"
+        f"{source.path}: the data grid from line {first_line} to line {end} holds {n_values} "
+        f"values; its size line says {count}"
     )

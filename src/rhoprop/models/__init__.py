@@ -1,4 +1,5 @@
-"""Models: the MSA-3DCNN, its heads and losses, model files, and the baselines it is compared with."""
+"""Models: the MSA-3DCNN, its heads and losses, model files, and the baselines it is compared
+with."""
 
 from rhoprop.data.labels import KINDS
 from rhoprop.models.base import MultiTaskModel, Standardizer

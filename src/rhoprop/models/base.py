@@ -9,7 +9,7 @@ with the weights in ``model.safetensors``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, Self
 
 import torch
 from torch import nn
@@ -31,7 +31,8 @@ class Standardizer(nn.Module):
 
     @torch.no_grad()
     def fit(self, values: torch.Tensor, columns: Sequence[bool] | None = None) -> None:
-        """Set mean and std from ``values`` (N, D) ignoring NaN; columns where ``columns`` is False keep 0/1."""
+        """Set mean and std from ``values`` (N, D) ignoring NaN; columns where ``columns`` is False
+        keep 0/1."""
         values = values.to(torch.float64)
         finite = torch.isfinite(values)
         count = finite.sum(dim=0).clamp(min=1)
@@ -57,8 +58,53 @@ class Standardizer(nn.Module):
         return z * self.std + self.mean
 
 
+class Predictor(Protocol):
+    """What inference needs from a model: a :class:`MultiTaskModel`, or an
+    :class:`~rhoprop.models.ensemble.Ensemble`, which speaks that interface without subclassing it.
+    """
+
+    @property
+    def tasks(self) -> tuple[TaskSpec, ...]:
+        """The targets, in output order."""
+        ...
+
+    @property
+    def target_norm(self) -> Standardizer:
+        """The target normalization statistics."""
+        ...
+
+    def batch_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor | None, ...]:
+        """The positional inputs of :meth:`features` taken from a collated batch dict."""
+        ...
+
+    def features(self, *inputs: Any) -> torch.Tensor:
+        """Inputs (as :meth:`batch_inputs` gives them) -> deterministic features."""
+        ...
+
+    def heads_forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features -> raw outputs per target (see :meth:`decode`)."""
+        ...
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw outputs -> natural units and probabilities."""
+        ...
+
+    def mc_dropout(self, enabled: bool) -> None:
+        """Switch sampling (MC dropout) on or off."""
+        ...
+
+    def to(self, device: str | torch.device) -> Self:
+        """The model on ``device`` (as :meth:`torch.nn.Module.to`)."""
+        ...
+
+    def eval(self) -> Self:
+        """The model in evaluation mode (as :meth:`torch.nn.Module.eval`)."""
+        ...
+
+
 class MultiTaskModel(nn.Module):
-    """Base class: a deterministic feature extractor, a shared embedding, one :class:`Head` per target.
+    """Base class: a deterministic feature extractor, a shared embedding, one :class:`Head` per
+    target.
 
     Subclasses implement :meth:`features` (inputs -> (B, F)) and call
     ``super().__init__(tasks, feature_dim, embed_dim, head_hidden, dropout)``. Dropout sits only
@@ -98,7 +144,8 @@ class MultiTaskModel(nn.Module):
         raise NotImplementedError
 
     def heads_forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, F) -> {target: (B,) value/logit or (B, K) logits}, regression in standardized units."""
+        """(B, F) -> {target: (B,) value/logit or (B, K) logits}, regression in standardized
+        units."""
         z = self.embedding(features)  # (B, E)
         return {name: head(z) for name, head in self.heads.items()}
 
@@ -107,7 +154,8 @@ class MultiTaskModel(nn.Module):
         return self.heads_forward(self.features(*inputs))
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw outputs -> natural units: regression (B,) values, binary (B,) P(class 1), multiclass (B, K) probabilities."""
+        """Raw outputs -> natural units: regression (B,) values, binary (B,) P(class 1), multiclass
+        (B, K) probabilities."""
         decoded: dict[str, torch.Tensor] = {}
         for i, task in enumerate(self.tasks):
             out = outputs[task.name]

@@ -62,7 +62,8 @@ def element_properties(symbol: str) -> np.ndarray:
 
 
 def composition_features(composition: Composition | Structure) -> np.ndarray:
-    """Fraction-weighted mean, std, min and max of each element property, plus the number of elements."""
+    """Fraction-weighted mean, std, min and max of each element property, plus the number of
+    elements."""
     if isinstance(composition, Structure):
         composition = composition.composition
     fractions = composition.fractional_composition
@@ -86,7 +87,8 @@ def feature_names() -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class CGCNNConfig(Settings):
-    """Architecture of a :class:`CGCNN`: atom embedding size, conv layers, Gaussian distance basis."""
+    """Architecture of a :class:`CGCNN`: atom embedding size, conv layers, Gaussian distance
+    basis."""
 
     atom_dim: int = 64
     n_conv: int = 3
@@ -115,7 +117,8 @@ class CGCNNConfig(Settings):
 
 
 def crystal_graph(structure: Structure, cutoff: float, max_neighbors: int) -> dict[str, np.ndarray]:
-    """Atoms (N,) atomic numbers and directed edges (src, dst, distance Å) to the nearest neighbours."""
+    """Atoms (N,) atomic numbers and directed edges (src, dst, distance Å) to the nearest
+    neighbours."""
     centers, neighbors, _, distances = structure.get_neighbor_list(r=cutoff)
     src, dst, dist = [], [], []
     for i in range(len(structure)):
@@ -149,7 +152,8 @@ class GraphDataset(Dataset[dict[str, Any]]):
 
 
 def collate_graphs(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Batch graphs into one disjoint graph: atoms, edges offset per crystal, ``crystal`` index per atom."""
+    """Batch graphs into one disjoint graph: atoms, edges offset per crystal, ``crystal`` index per
+    atom."""
     offsets = np.cumsum([0] + [len(it["atoms"]) for it in items[:-1]])
     return {
         "atoms": torch.from_numpy(np.concatenate([it["atoms"] for it in items])),
@@ -191,6 +195,8 @@ class CGConv(nn.Module):
 class CGCNN(MultiTaskModel):
     """Crystal graph CNN: atom embeddings, graph convolutions, mean pooling, one head per target."""
 
+    centers: torch.Tensor
+
     def __init__(self, config: CGCNNConfig, tasks: Sequence[TaskSpec]) -> None:
         super().__init__(
             tasks, config.atom_dim, config.embed_dim, config.head_hidden, config.dropout
@@ -217,7 +223,8 @@ class CGCNN(MultiTaskModel):
         crystal: torch.Tensor,
         n_crystals: torch.Tensor,
     ) -> torch.Tensor:
-        """atoms (N,), edges (E,), dist (E,) Å, crystal (N,) -> (B, A) mean atom features per crystal."""
+        """atoms (N,), edges (E,), dist (E,) Å, crystal (N,) -> (B, A) mean atom features per
+        crystal."""
         v = self.atom_embedding(atoms)  # (N, A)
         e = torch.exp(-self.gamma * (dist[:, None] - self.centers[None, :]) ** 2)  # (E, G)
         for conv in self.convs:

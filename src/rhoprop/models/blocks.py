@@ -34,7 +34,8 @@ def circular_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 class CircularConv3d(nn.Conv3d):
-    """A 3D convolution with periodic ("same") padding; keeps ``n`` (stride 1) or halves it (stride 2).
+    """A 3D convolution with periodic ("same") padding; keeps ``n`` (stride 1) or halves it (stride
+    2).
 
     A dilated convolution on a periodic grid whose size is a multiple of the dilation d equals a
     plain convolution applied to each of the d³ interleaved sub-grids; it is computed that way,
@@ -87,9 +88,10 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
-    """``"batch"``: BatchNorm3d (statistics of the training set at inference, so a density's absolute
-    level survives; SyncBatchNorm under DDP); ``"group"``: :func:`group_norm`, which normalizes each
-    sample on its own and so makes what follows blind to a global scale of its input."""
+    """``"batch"``: BatchNorm3d (statistics of the training set at inference, so a density's
+    absolute level survives; SyncBatchNorm under DDP); ``"group"``: :func:`group_norm`, which
+    normalizes each sample on its own and so makes what follows blind to a global scale of its
+    input."""
     if kind == "batch":
         return nn.BatchNorm3d(channels)
     if kind == "group":
@@ -175,7 +177,8 @@ class SpatialAttention(nn.Module):
 
 
 class MSABlock(nn.Module):
-    """Multi-scale attention block: multi-scale conv, GroupNorm, channel then spatial attention, residual."""
+    """Multi-scale attention block: multi-scale conv, GroupNorm, channel then spatial attention,
+    residual."""
 
     def __init__(
         self,

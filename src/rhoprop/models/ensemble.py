@@ -1,4 +1,5 @@
-"""A deep ensemble: several MSA-3DCNNs trained from different seeds on the same data, used as one model.
+"""A deep ensemble: several MSA-3DCNNs trained from different seeds on the same data, used as one
+model.
 
 Averaging independently trained networks lowers the variance that dominates on small datasets
 (Lakshminarayanan et al. 2017), and their disagreement is an uncertainty that sees more than
@@ -16,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from rhoprop.errors import SettingsError
-from rhoprop.models.base import Standardizer
+from rhoprop.models.base import MultiTaskModel, Standardizer
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.msa3dcnn import MSA3DCNN, MSA3DCNNConfig
 from rhoprop.settings import Settings, check_fields, is_int
@@ -63,7 +64,7 @@ class Ensemble(nn.Module):
         super().__init__()
         self.config = config
         self.members = nn.ModuleList(MSA3DCNN(config.member, tasks) for _ in range(config.members))
-        self.tasks: tuple[TaskSpec, ...] = self.members[0].tasks
+        self.tasks: tuple[TaskSpec, ...] = self._models[0].tasks
         self._sampling = False
         self._turn = 0
 
@@ -79,25 +80,30 @@ class Ensemble(nn.Module):
         return ensemble
 
     @property
+    def _models(self) -> Sequence[MultiTaskModel]:
+        """``members`` as the models they are (nn.ModuleList types its items as plain Modules)."""
+        return cast("Sequence[MultiTaskModel]", self.members)
+
+    @property
     def target_norm(self) -> Standardizer:
         """The members' shared target statistics."""
-        return self.members[0].target_norm
+        return self._models[0].target_norm
 
     def batch_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor | None, ...]:
         """The members' inputs from a collated batch."""
-        return self.members[0].batch_inputs(batch)
+        return self._models[0].batch_inputs(batch)
 
     def features(self, *inputs: torch.Tensor | None) -> torch.Tensor:
         """Inputs -> (K, B, F): every member's deterministic features."""
-        return torch.stack([member.features(*inputs) for member in self.members])
+        return torch.stack([member.features(*inputs) for member in self._models])
 
     def heads_forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """(K, B, F) -> raw outputs: the members' mean, or one member in turn while sampling."""
         if self._sampling:
             k = self._turn % len(self.members)
             self._turn += 1
-            return self.members[k].heads_forward(features[k])
-        outs = [member.heads_forward(f) for member, f in zip(self.members, features, strict=True)]
+            return self._models[k].heads_forward(features[k])
+        outs = [member.heads_forward(f) for member, f in zip(self._models, features, strict=True)]
         return {name: torch.stack([o[name] for o in outs]).mean(dim=0) for name in outs[0]}
 
     def forward(self, *inputs: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -106,11 +112,12 @@ class Ensemble(nn.Module):
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw outputs -> natural units and probabilities (the members share the statistics)."""
-        return self.members[0].decode(outputs)
+        return self._models[0].decode(outputs)
 
     def mc_dropout(self, enabled: bool) -> None:
-        """Sampling mode: dropout on and one member per draw (True), or the deterministic mean (False)."""
-        for member in self.members:
+        """Sampling mode: dropout on and one member per draw (True), or the deterministic mean
+        (False)."""
+        for member in self._models:
             member.mc_dropout(enabled)
         self._sampling, self._turn = enabled, 0
 

@@ -38,7 +38,8 @@ def check_inputs(inputs: str) -> None:
 
 
 def structure_features(structure: Structure, electrons: float) -> np.ndarray:
-    """Valence electrons per atom, its log10, and the composition features, float64 ``(2 + 45,)``."""
+    """Valence electrons per atom, its log10, and the composition features, float64
+    ``(2 + 45,)``."""
     per_atom = float(electrons) / len(structure)
     return np.concatenate(
         [[per_atom, np.log10(max(per_atom, 1e-3))], composition_features(structure)]
@@ -73,7 +74,8 @@ def extra_features(
         if len(structures) != len(out) or len(electrons) != len(out):
             raise SettingsError(
                 f"inputs 'density+structure' need one structure and one electron count per tensor: "
-                f"{len(out)} tensors, {len(structures)} structures, {len(electrons)} electron counts"
+                f"{len(out)} tensors, {len(structures)} structures, {len(electrons)} electron "
+                "counts"
             )
         side = np.stack(
             [structure_features(s, e) for s, e in zip(structures, electrons, strict=True)]

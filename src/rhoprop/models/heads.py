@@ -13,13 +13,15 @@ from rhoprop.errors import SettingsError
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec(TargetSpec):
-    """A dataset :class:`~rhoprop.data.TargetSpec` (validated there) with what a head needs from it."""
+    """A dataset :class:`~rhoprop.data.TargetSpec` (validated there) with what a head needs from
+    it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.kind == "multiclass" and len(self.classes) < 2:
             raise SettingsError(
-                f"target {self.name!r}: a multiclass head needs the class names (at least 2), got {self.classes}"
+                f"target {self.name!r}: a multiclass head needs the class names (at least 2), got "
+                f"{self.classes}"
             )
 
     @property
@@ -46,7 +48,8 @@ class TaskSpec(TargetSpec):
 
 
 class Head(nn.Module):
-    """A two-layer MLP from the embedding to one target's outputs, with dropout (used for MC dropout)."""
+    """A two-layer MLP from the embedding to one target's outputs, with dropout (used for MC
+    dropout)."""
 
     def __init__(self, embed_dim: int, hidden: int, n_outputs: int, dropout: float) -> None:
         super().__init__()

@@ -1,4 +1,5 @@
-"""Physically meaningful invariants of a standardized density, computed from the tensor a model reads.
+"""Physically meaningful invariants of a standardized density, computed from the tensor a model
+reads.
 
 :func:`density_invariants` undoes the value transform (back to ρ in e/Å³ and the magnetization in
 μB/Å³) and summarizes each channel by numbers that do not change under the cubic rotations of
@@ -74,7 +75,8 @@ def _gradient_features(rho: torch.Tensor, spacing: float) -> torch.Tensor:
     gz = (rho[:, 1:-1, 1:-1, 2:] - rho[:, 1:-1, 1:-1, :-2]) / (2 * spacing)
     grad = torch.sqrt(gx**2 + gy**2 + gz**2)
     lap = (
-        rho[:, 2:, 1:-1, 1:-1] + rho[:, :-2, 1:-1, 1:-1] + rho[:, 1:-1, 2:, 1:-1] + rho[:, 1:-1, :-2, 1:-1]
+        rho[:, 2:, 1:-1, 1:-1] + rho[:, :-2, 1:-1, 1:-1]
+        + rho[:, 1:-1, 2:, 1:-1] + rho[:, 1:-1, :-2, 1:-1]
         + rho[:, 1:-1, 1:-1, 2:] + rho[:, 1:-1, 1:-1, :-2] - 6 * inner
     ) / spacing**2  # fmt: skip
     b = rho.shape[0]
@@ -91,8 +93,8 @@ def _gradient_features(rho: torch.Tensor, spacing: float) -> torch.Tensor:
         :, None
     ]
     return torch.cat(
-        [torch.log10(grad.reshape(b, -1).mean(dim=1, keepdim=True) + EPS), torch.nan_to_num(s_q, nan=0.0),
-         below, concentration, torch.asinh(lap_ratio)], dim=1,
+        [torch.log10(grad.reshape(b, -1).mean(dim=1, keepdim=True) + EPS),
+         torch.nan_to_num(s_q, nan=0.0), below, concentration, torch.asinh(lap_ratio)], dim=1,
     )  # fmt: skip
 
 
@@ -251,11 +253,13 @@ def density_invariants(x: torch.Tensor, settings: StandardizeSettings) -> torch.
     """
     if "total" not in settings.channels:
         raise SettingsError(
-            f"density invariants need the 'total' channel; the tensors have channels {settings.channels}"
+            "density invariants need the 'total' channel; the tensors have channels "
+            f"{settings.channels}"
         )
     if x.ndim != 5 or x.shape[1] != settings.n_channels:
         raise SettingsError(
-            f"density_invariants expects (B, {settings.n_channels}, n, n, n) tensors, got {tuple(x.shape)}"
+            f"density_invariants expects (B, {settings.n_channels}, n, n, n) tensors, got "
+            f"{tuple(x.shape)}"
         )
     with torch.no_grad():
         x64 = x.to(torch.float64)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
-from torch import nn
 
 import rhoprop
 from rhoprop.errors import IncompatibleModelError
@@ -33,7 +33,11 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
-_CLASSES: dict[str, tuple[type[nn.Module], type[Settings], int]] = {
+#: Model classes a file may hold: name -> (class, called with its config and the targets;
+#: config class; version).
+_CLASSES: dict[
+    str, tuple[Callable[[Any, Sequence[TaskSpec]], MSA3DCNN | Ensemble], type[Settings], int]
+] = {
     "MSA3DCNN": (MSA3DCNN, MSA3DCNNConfig, MODEL_VERSION),
     "Ensemble": (Ensemble, EnsembleConfig, ENSEMBLE_VERSION),
 }
@@ -65,14 +69,16 @@ class ModelBundle:
         return self.model.tasks
 
     def check_standardize(self, settings: StandardizeSettings) -> None:
-        """Raise IncompatibleModelError unless data standardized with ``settings`` fits this model."""
+        """Raise IncompatibleModelError unless data standardized with ``settings`` fits this
+        model."""
         check_standardize_compatible(self.standardize, settings)
 
 
 def check_standardize_compatible(
     model_settings: StandardizeSettings, data_settings: StandardizeSettings
 ) -> None:
-    """Raise IncompatibleModelError naming every field where the data's settings differ from the model's."""
+    """Raise IncompatibleModelError naming every field where the data's settings differ from the
+    model's."""
     mine, theirs = model_settings.to_dict(), data_settings.to_dict()
     diff = {k: (mine[k], theirs.get(k)) for k in mine if mine[k] != theirs.get(k)}
     if diff:
@@ -84,7 +90,8 @@ def check_standardize_compatible(
 
 
 def save_model(path: str | Path, bundle: ModelBundle) -> Path:
-    """Write ``bundle`` to directory ``path`` (model.safetensors + model.json), atomically per file."""
+    """Write ``bundle`` to directory ``path`` (model.safetensors + model.json), atomically per
+    file."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model = bundle.model
@@ -106,7 +113,8 @@ def save_model(path: str | Path, bundle: ModelBundle) -> Path:
         "rhoprop_version": rhoprop.__version__,
         "class": name,
         "model_version": _CLASSES[name][2],
-        "config": model.config.to_dict(),  # type: ignore[attr-defined]
+        # Both classes of _CLASSES (the name check above) keep their Settings as ``config``.
+        "config": cast(Settings, model.config).to_dict(),
         "num_parameters": model.num_parameters,
         "targets": targets,
         "standardize": bundle.standardize.to_dict(),
@@ -124,8 +132,8 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
     meta_path = path / META_FILE
     if not meta_path.is_file() or not (path / WEIGHTS_FILE).is_file():
         raise IncompatibleModelError(
-            f"{path} is not a rhoprop model directory: expected {META_FILE} and {WEIGHTS_FILE} in it "
-            "(a training run writes them to RUN_DIR/model)"
+            f"{path} is not a rhoprop model directory: expected {META_FILE} and {WEIGHTS_FILE} in "
+            "it (a training run writes them to RUN_DIR/model)"
         )
     try:
         meta = json.loads(meta_path.read_text())
@@ -144,8 +152,8 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
         )
     if meta.get("model_version") != _CLASSES[name][2]:
         raise IncompatibleModelError(
-            f"{meta_path}: {name} version {meta.get('model_version')!r} differs from this rhoprop's "
-            f"version {_CLASSES[name][2]}; retrain the model with this rhoprop"
+            f"{meta_path}: {name} version {meta.get('model_version')!r} differs from this "
+            f"rhoprop's version {_CLASSES[name][2]}; retrain the model with this rhoprop"
         )
     std_version = meta.get("standardize", {}).get("version")
     if std_version != STANDARDIZE_VERSION:
@@ -157,7 +165,8 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path) -> ModelBundle:
-    """Load a model directory written by :func:`save_model`, checking versions and weights strictly."""
+    """Load a model directory written by :func:`save_model`, checking versions and weights
+    strictly."""
     path = Path(path)
     meta = read_model_meta(path)
     cls, config_cls, _ = _CLASSES[meta["class"]]
@@ -169,19 +178,20 @@ def load_model(path: str | Path) -> ModelBundle:
         config = meta["config"]
         if meta["class"] == "MSA3DCNN" and "norm" not in config:  # written before norm existed
             config = {**LEGACY_CONFIG, **config}
-        model = cls(config_cls.from_dict(config), tasks)  # type: ignore[call-arg]
+        model = cls(config_cls.from_dict(config), tasks)
         standardize = StandardizeSettings.from_dict(meta["standardize"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise IncompatibleModelError(
             f"{path / META_FILE}: its targets, config or standardize entry is missing or malformed "
-            f"({type(exc).__name__}: {exc}); the file was edited or damaged: restore it from the run"
+            f"({type(exc).__name__}: {exc}); the file was edited or damaged: restore it from the "
+            "run"
         ) from exc
     try:
         state = load_file(str(path / WEIGHTS_FILE), device="cpu")
     except Exception as exc:
         raise IncompatibleModelError(
-            f"cannot read the weights {path / WEIGHTS_FILE} ({type(exc).__name__}: {exc}): the file is "
-            "truncated or damaged; restore it from the training run"
+            f"cannot read the weights {path / WEIGHTS_FILE} ({type(exc).__name__}: {exc}): the "
+            "file is truncated or damaged; restore it from the training run"
         ) from exc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -197,8 +207,9 @@ def load_model(path: str | Path) -> ModelBundle:
     )
     if non_finite:
         raise IncompatibleModelError(
-            f"{path / WEIGHTS_FILE} holds NaN or inf in {len(non_finite)} tensor(s) {non_finite[:5]}: the "
-            "training diverged or the file is damaged; use an earlier checkpoint"
+            f"{path / WEIGHTS_FILE} holds NaN or inf in {len(non_finite)} tensor(s) "
+            f"{non_finite[:5]}: the training diverged or the file is damaged; use an earlier "
+            "checkpoint"
         )
     model.load_state_dict(state, strict=True)
     model.eval()

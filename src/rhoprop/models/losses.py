@@ -1,4 +1,5 @@
-"""Masked per-target losses and task weighting (equal, or learned uncertainty after Kendall et al. 2018).
+"""Masked per-target losses and task weighting (equal, or learned uncertainty after Kendall et al.
+2018).
 
 A missing label is NaN in the target tensor. It contributes nothing to its head's loss; a batch
 with no label for a head gives that head a loss of exactly zero that is still connected to the
@@ -53,6 +54,8 @@ def masked_loss(
 
 class TaskWeighting(nn.Module):
     """Combines per-target losses into one; only targets with labels in the batch take part."""
+
+    factor: torch.Tensor
 
     def __init__(self, tasks: Sequence[TaskSpec], method: str = "equal") -> None:
         super().__init__()

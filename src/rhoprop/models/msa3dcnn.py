@@ -47,7 +47,8 @@ class MSA3DCNNConfig(Settings):
 
     Attributes:
         in_channels: input channels C (StandardizeSettings.n_channels).
-        side_features: side features S joining at the embedding (StandardizeSettings.n_side_features).
+        side_features: side features S joining at the embedding
+            (StandardizeSettings.n_side_features).
         widths: channels of each stage; stage i > 0 starts with a stride-2 conv.
         depths: MSA blocks per stage.
         branches: ``(kernel_size, dilation)`` of the parallel branches of each multi-scale conv.
@@ -89,7 +90,8 @@ class MSA3DCNNConfig(Settings):
             branches = tuple((int(k), int(d)) for k, d in self.branches)
         except (TypeError, ValueError) as exc:
             raise SettingsError(
-                f"MSA3DCNNConfig.branches must be (kernel_size, dilation) pairs, got {self.branches!r}"
+                "MSA3DCNNConfig.branches must be (kernel_size, dilation) pairs, got "
+                f"{self.branches!r}"
             ) from exc
         object.__setattr__(self, "branches", branches)
         checks = [
@@ -135,7 +137,8 @@ class MSA3DCNNConfig(Settings):
 
     @property
     def total_stride(self) -> int:
-        """Downsampling factor of the trunk; rolls by multiples of it leave predictions unchanged."""
+        """Downsampling factor of the trunk; rolls by multiples of it leave predictions
+        unchanged."""
         return self.stem_stride * 2 ** (len(self.widths) - 1)
 
 
@@ -164,7 +167,8 @@ MODEL_SIZES: dict[str, dict[str, Any]] = {
 
 
 class MSA3DCNN(MultiTaskModel):
-    """Multi-scale attention 3D CNN: standardized density (+ side features) -> every target at once."""
+    """Multi-scale attention 3D CNN: standardized density (+ side features) -> every target at
+    once."""
 
     def __init__(self, config: MSA3DCNNConfig, tasks: Sequence[TaskSpec]) -> None:
         extra = config.extra_hidden if config.extra_features else 0
@@ -212,12 +216,14 @@ class MSA3DCNN(MultiTaskModel):
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != cfg.in_channels:
             raise SettingsError(
-                f"MSA3DCNN input must have shape (B, {cfg.in_channels}, n, n, n), got {tuple(x.shape)}"
+                f"MSA3DCNN input must have shape (B, {cfg.in_channels}, n, n, n), got "
+                f"{tuple(x.shape)}"
             )
         if min(x.shape[2:]) < cfg.total_stride:
             raise SettingsError(
-                f"MSA3DCNN input grid {tuple(x.shape[2:])} is smaller than the model's total stride "
-                f"{cfg.total_stride}; use a larger StandardizeSettings.n or a model with fewer stages"
+                f"MSA3DCNN input grid {tuple(x.shape[2:])} is smaller than the model's total "
+                f"stride {cfg.total_stride}; use a larger StandardizeSettings.n or a model with "
+                "fewer stages"
             )
         if self.input_norm is not None:
             x = (x - self.input_norm.mean[:, None, None, None]) / self.input_norm.std[
@@ -229,14 +235,16 @@ class MSA3DCNN(MultiTaskModel):
             if side is None or side.shape != (x.shape[0], cfg.side_features):
                 got = None if side is None else tuple(side.shape)
                 raise SettingsError(
-                    f"MSA3DCNN needs side features of shape ({x.shape[0]}, {cfg.side_features}), got {got}"
+                    f"MSA3DCNN needs side features of shape ({x.shape[0]}, {cfg.side_features}), "
+                    f"got {got}"
                 )
             pooled = torch.cat([pooled, self.side_norm(side)], dim=1)  # (B, 2W + S)
         if self.extra_norm is not None and self.extra_branch is not None:
             if extra is None or extra.shape != (x.shape[0], cfg.extra_features):
                 got = None if extra is None else tuple(extra.shape)
                 raise SettingsError(
-                    f"MSA3DCNN needs extra features of shape ({x.shape[0]}, {cfg.extra_features}), got {got}"
+                    f"MSA3DCNN needs extra features of shape ({x.shape[0]}, {cfg.extra_features}), "
+                    f"got {got}"
                 )
             z = torch.nan_to_num(self.extra_norm(extra), nan=0.0).clamp(-EXTRA_CLIP, EXTRA_CLIP)
             pooled = torch.cat([pooled, self.extra_branch(z)], dim=1)  # (B, 2W + S + H)
@@ -267,7 +275,8 @@ def build_model(
     side_features: int = 0,
     **overrides: Any,
 ) -> MSA3DCNN:
-    """Build an MSA-3DCNN of a named size (``tiny``, ``small``, ``default``, ``large``) for ``tasks``."""
+    """Build an MSA-3DCNN of a named size (``tiny``, ``small``, ``default``, ``large``) for
+    ``tasks``."""
     config = model_config(size, in_channels=in_channels, side_features=side_features, **overrides)
     return MSA3DCNN(config, tasks)
 

@@ -116,7 +116,8 @@ class BaselineSettings(Settings):
 def mean_predictions(
     tasks: Sequence[TaskSpec], train_labels: np.ndarray, n: int
 ) -> dict[str, np.ndarray]:
-    """The training mean (regression) or training class frequencies (classification), for ``n`` samples."""
+    """The training mean (regression) or training class frequencies (classification), for ``n``
+    samples."""
     out: dict[str, np.ndarray] = {}
     for j, task in enumerate(tasks):
         y = train_labels[:, j][np.isfinite(train_labels[:, j])]
@@ -136,7 +137,8 @@ def composition_predictions(
     eval_x: np.ndarray,
     settings: BaselineSettings,
 ) -> dict[str, np.ndarray]:
-    """Gradient boosting on composition features, one model per target, fitted on the labelled training rows."""
+    """Gradient boosting on composition features, one model per target, fitted on the labelled
+    training rows."""
     out: dict[str, np.ndarray] = {}
     for j, task in enumerate(tasks):
         mask = np.isfinite(train_labels[:, j])
@@ -173,7 +175,8 @@ def cgcnn_predictions(
     work_dir: Path,
     accelerator: str = "auto",
 ) -> dict[str, np.ndarray]:
-    """Train a CGCNN on the ``train`` structures (early stopping on ``val``) and predict ``eval``."""
+    """Train a CGCNN on the ``train`` structures (early stopping on ``val``) and predict
+    ``eval``."""
     shutil.rmtree(work_dir, ignore_errors=True)
     torch.manual_seed(settings.seed)
     model = CGCNN(settings.cgcnn, tasks)
@@ -222,7 +225,8 @@ def run_baselines(
     settings: BaselineSettings | None = None,
     accelerator: str = "auto",
 ) -> dict[str, Any]:
-    """Train the baselines on ``split``'s train part of ``dataset`` and predict its ``part``; cache and return.
+    """Train the baselines on ``split``'s train part of ``dataset`` and predict its ``part``; cache
+    and return.
 
     Returns ``{"ids": [...], "models": {model: {target: list}}, "seconds": {model: s}, ...}``.
     """
@@ -277,7 +281,8 @@ def run_baselines(
 def load_cached(
     run_dir: str | os.PathLike[str], split: str, part: str, ids: Sequence[str]
 ) -> dict[str, Any] | None:
-    """Cached baseline predictions for exactly these ``ids`` (None when absent or for other samples)."""
+    """Cached baseline predictions for exactly these ``ids`` (None when absent or for other
+    samples)."""
     path = cache_path(run_dir, split, part)
     if not path.is_file():
         return None

@@ -188,7 +188,8 @@ class TrainConfig(Settings):
         return int(self.devices)
 
     def check_resumable_from(self, old: TrainConfig) -> None:
-        """Raise SettingsError when resuming a run made with ``old`` would change what is trained."""
+        """Raise SettingsError when resuming a run made with ``old`` would change what is
+        trained."""
         mine, theirs = self.to_dict(), old.to_dict()
         diff = sorted(k for k in mine if mine[k] != theirs[k] and k not in RESUMABLE_CHANGES)
         if diff:

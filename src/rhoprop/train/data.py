@@ -34,7 +34,8 @@ def dataset_label(dataset: str | os.PathLike[str]) -> str:
 def select_tasks(
     store: DatasetStore, requested: Sequence[str], ids: Sequence[str]
 ) -> list[TaskSpec]:
-    """TaskSpecs of the requested targets, or of every target with a label among ``ids`` when none requested."""
+    """TaskSpecs of the requested targets, or of every target with a label among ``ids`` when none
+    requested."""
     known = store.targets
     if not known:
         raise LabelTableError(
@@ -50,9 +51,10 @@ def select_tasks(
     names = list(requested) or [t for t in known if labels[t].notna().any()]
     if not names:
         raise LabelTableError(
-            f"none of the {len(ids)} training samples of {store.path} has a label (labels.csv holds "
-            f"{int(store.labels.notna().any(axis=1).sum())} labelled ids of the store's {len(store)}); "
-            "rebuild the store with the label table whose ids match its density files"
+            f"none of the {len(ids)} training samples of {store.path} has a label (labels.csv "
+            f"holds {int(store.labels.notna().any(axis=1).sum())} labelled ids of the store's "
+            f"{len(store)}); rebuild the store with the label table whose ids match its density "
+            "files"
         )
     empty = [t for t in names if not labels[t].notna().any()]
     if empty:
@@ -80,7 +82,8 @@ def split_ids(store: DatasetStore, name: str) -> dict[str, list[str]]:
 
 
 def side_features(store: DatasetStore, ids: Sequence[str]) -> np.ndarray:
-    """(N, S) side features of ``ids`` (lattice parameters in cell mode), without reading the tensors."""
+    """(N, S) side features of ``ids`` (lattice parameters in cell mode), without reading the
+    tensors."""
     every = np.asarray(store.column("side"), dtype=np.float32).reshape(len(store), -1)
     return every[[store.index_of(i) for i in ids]]
 
@@ -146,7 +149,8 @@ def gpaw_valence(symbols: Sequence[str]) -> dict[str, float] | None:
 
 
 def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> dict[str, Any]:
-    """What the training samples were: dataset, code(s), elements, valence model, native grid spacing."""
+    """What the training samples were: dataset, code(s), elements, valence model, native grid
+    spacing."""
     rows = [store.provenance(i) for i in ids]
     compositions, spacings = [], []
     for sid, row in zip(ids, rows, strict=True):
@@ -176,14 +180,16 @@ def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> d
     }
 
 
-#: Extra features already computed in this process: (store path, number of samples, inputs) -> {id: row}.
+#: Extra features already computed in this process:
+#: (store path, number of samples, inputs) -> {id: row}.
 _EXTRA_CACHE: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
 
 
 def store_extra_features(
     store: DatasetStore, ids: Sequence[str], inputs: str, batch: int = 64
 ) -> np.ndarray:
-    """(N, X) global features of ``ids`` for a model with ``inputs`` (:mod:`rhoprop.models.features`).
+    """(N, X) global features of ``ids`` for a model with ``inputs``
+    (:mod:`rhoprop.models.features`).
 
     Computed from the stored tensors, structures and electron counts, in batches; rows already
     computed in this process for the same store are reused (a benchmark trains many models on one
@@ -206,7 +212,8 @@ def store_extra_features(
 
 
 def channel_statistics(store: DatasetStore, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation ``(C,)`` of the stored tensors of ``ids`` (float64)."""
+    """Per-channel mean and standard deviation ``(C,)`` of the stored tensors of ``ids``
+    (float64)."""
     total = np.zeros(store.settings.n_channels)
     squares = np.zeros(store.settings.n_channels)
     count = 0

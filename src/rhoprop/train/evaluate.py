@@ -1,10 +1,10 @@
 """Evaluate a trained run on a split part: metrics per target, baselines beside them, pictures.
 
 :func:`evaluate_models` computes (nothing written but the baselines' cache) and returns an
-:class:`EvaluationReport`; :func:`write_evaluation` writes into ``RUN_DIR/eval/<split>_<part>/`` (or ``--out``): ``metrics.csv`` and ``metrics.json``
-(one row per model and target), ``predictions.csv`` (per sample: truth, prediction, uncertainty,
-90% interval), ``parity_<target>.png``, ``roc_<target>.png``, ``confusion_<target>.png`` and
-``learning_curves.png``.
+:class:`EvaluationReport`; :func:`write_evaluation` writes into ``RUN_DIR/eval/<split>_<part>/`` (or
+``--out``): ``metrics.csv`` and ``metrics.json`` (one row per model and target), ``predictions.csv``
+(per sample: truth, prediction, uncertainty, 90% interval), ``parity_<target>.png``,
+``roc_<target>.png``, ``confusion_<target>.png`` and ``learning_curves.png``.
 """
 
 from __future__ import annotations
@@ -64,11 +64,12 @@ class ModelEvaluation:
         dataset: the dataset evaluated on (its label); split, part: which samples.
         ids: the samples, in order.
         tasks: the targets evaluated (the model's targets the dataset has).
-        rows: one metrics dict per (model, target), rhoprop first, then the baselines (:data:`COLUMNS`).
-        predictions: per sample and target: truth, prediction, uncertainty, 90 % interval (regression)
-            or class, probability (classification).
-        probabilities: per target, rhoprop's raw outputs aligned with ``ids`` (regression: the clipped
-            prediction; classification: (N,) or (N, K) probabilities), for the figures.
+        rows: one metrics dict per (model, target), rhoprop first, then the baselines
+            (:data:`COLUMNS`).
+        predictions: per sample and target: truth, prediction, uncertainty, 90 % interval
+            (regression) or class, probability (classification).
+        probabilities: per target, rhoprop's raw outputs aligned with ``ids`` (regression: the
+            clipped prediction; classification: (N,) or (N, K) probabilities), for the figures.
         truth: (N, T) labels aligned with ``ids`` and ``tasks``.
         intervals: per regression target, the (lower, upper) 90 % bounds.
         curves: the training curves of the model's own run (empty when it has none).
@@ -135,7 +136,8 @@ class EvaluationReport:
 
 
 def metric_row(model: str, task: TaskSpec, truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """One metrics row for a model's predictions of one target (NaN for metrics of the other kind)."""
+    """One metrics row for a model's predictions of one target (NaN for metrics of the other
+    kind)."""
     row: dict[str, Any] = {c: math.nan for c in COLUMNS}
     row.update(model=model, target=task.name, kind=task.kind, unit=task.unit)
     row.update(
@@ -247,9 +249,10 @@ def evaluate_models(
             )
             curves = read_learning_curves(csvs)
         evaluations.append(ModelEvaluation(
-            model_dir=mdir, dataset=dataset_label(ds), split=sp, part=part, ids=list(ids), tasks=tasks,
-            rows=rows, predictions=pd.concat(frames), probabilities=outputs, truth=labels,
-            intervals=intervals, curves=curves, run_name=own_run.name if own_run else "",
+            model_dir=mdir, dataset=dataset_label(ds), split=sp, part=part, ids=list(ids),
+            tasks=tasks, rows=rows, predictions=pd.concat(frames), probabilities=outputs,
+            truth=labels, intervals=intervals, curves=curves,
+            run_name=own_run.name if own_run else "",
         ))  # fmt: skip
     return EvaluationReport(evaluations)
 
@@ -337,7 +340,8 @@ def evaluate_run(
     mc_samples: int | None = None,
     batch_size: int = 16,
 ) -> EvaluationReport:
-    """:func:`evaluate_models`, then :func:`write_evaluation` into ``out`` (default: :func:`default_out_dir`)."""
+    """:func:`evaluate_models`, then :func:`write_evaluation` into ``out`` (default:
+    :func:`default_out_dir`)."""
     report = evaluate_models(
         run, dataset, split, part, baselines, baseline_settings, mc_samples, batch_size
     )

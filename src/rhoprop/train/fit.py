@@ -124,7 +124,8 @@ def loader(
 
 
 class RepeatableAugment:
-    """Random cubic rotation (mode ``cube``) or periodic roll (mode ``cell``) of a (C, n, n, n) tensor.
+    """Random cubic rotation (mode ``cube``) or periodic roll (mode ``cell``) of a (C, n, n, n)
+    tensor.
 
     The same operations as :class:`rhoprop.grid.augment.RandomAugment`, with the random stream
     seeded from (seed, DDP rank, DataLoader worker id) instead of the process id, so that a run
@@ -156,13 +157,15 @@ def make_augment(settings: StandardizeSettings, config: TrainConfig) -> Repeatab
 
 
 def _prepare_run(out: Path, config: TrainConfig) -> bool:
-    """Write or check ``train_config.json``; True when ``checkpoints/last.ckpt`` exists to resume from."""
+    """Write or check ``train_config.json``; True when ``checkpoints/last.ckpt`` exists to resume
+    from."""
     cfg_path = out / CONFIG_FILE
     if cfg_path.is_file():
         config.check_resumable_from(TrainConfig.from_json(cfg_path))
     elif out.exists() and any(out.iterdir()):
         raise SettingsError(
-            f"--out {out} exists and is not a rhoprop run (no {CONFIG_FILE}); choose an empty or new folder"
+            f"--out {out} exists and is not a rhoprop run (no {CONFIG_FILE}); choose an empty or "
+            "new folder"
         )
     out.mkdir(parents=True, exist_ok=True)
     config.to_json(cfg_path)
@@ -172,7 +175,8 @@ def _prepare_run(out: Path, config: TrainConfig) -> bool:
 def make_trainer(
     out: Path, config: TrainConfig, steps_per_epoch: int
 ) -> tuple[L.Trainer, ModelCheckpoint]:
-    """A Lightning Trainer writing checkpoints (best val_loss, last) and CSV/TensorBoard logs under ``out``."""
+    """A Lightning Trainer writing checkpoints (best val_loss, last) and CSV/TensorBoard logs under
+    ``out``."""
     _quiet_lightning()
     best = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -224,8 +228,8 @@ def _sync_batchnorm(config: TrainConfig) -> bool:
         config.accelerator == "auto" and torch.cuda.is_available()
     )
     devices = config.lightning_devices()
-    several = (
-        (isinstance(devices, list) and len(devices) > 1) or (isinstance(devices, int) and devices > 1)
+    several = (isinstance(devices, list) and len(devices) > 1) or (
+        isinstance(devices, int) and devices > 1
     )
     return gpu and (several or config.num_nodes > 1 or config.strategy.startswith("ddp"))
 
@@ -250,7 +254,8 @@ def _quiet_lightning() -> None:
 
 
 def load_checkpoint_weights(module: RhopropModule, path: str | os.PathLike[str]) -> None:
-    """Load the weights of a Lightning checkpoint into ``module`` (``weights_only=True``, strict)."""
+    """Load the weights of a Lightning checkpoint into ``module`` (``weights_only=True``,
+    strict)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     module.load_state_dict(checkpoint["state_dict"], strict=True)
 
@@ -350,9 +355,10 @@ def _train_ensemble(
         out, ensemble, store, parts, tasks, config, dataset_label(dataset), best_epoch=-1
     )
     result = TrainResult(
-        run_dir=out, model_dir=model_dir, targets=[t.name for t in tasks], num_parameters=ensemble.num_parameters,
-        epochs=max(r.epochs for r in results if r is not None), best_epoch=-1, val=val, resumed=resume,
-        seconds=time.perf_counter() - t0,
+        run_dir=out, model_dir=model_dir, targets=[t.name for t in tasks],
+        num_parameters=ensemble.num_parameters,
+        epochs=max(r.epochs for r in results if r is not None), best_epoch=-1, val=val,
+        resumed=resume, seconds=time.perf_counter() - t0,
     )  # fmt: skip
     _write_summary(out, result, dataset, store, parts, config)
     return result
@@ -361,15 +367,17 @@ def _train_ensemble(
 def build_fitted_model(
     store: DatasetStore, train_ids: list[str], tasks: list[TaskSpec], config: TrainConfig
 ) -> MSA3DCNN:
-    """The MSA-3DCNN ``config`` describes for ``store``'s tensors, its normalizers fitted on ``train_ids``:
-    targets, side features, input channels and global features (training-set statistics in buffers)."""
+    """The MSA-3DCNN ``config`` describes for ``store``'s tensors, its normalizers fitted on
+    ``train_ids``: targets, side features, input channels and global features (training-set
+    statistics in buffers)."""
     settings = store.settings
     overrides: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
     extra = (
         store_extra_features(store, train_ids, config.inputs) if config.inputs != "image" else None
     )
     model = build_model(
-        config.model, tasks, in_channels=settings.n_channels, side_features=settings.n_side_features,
+        config.model, tasks, in_channels=settings.n_channels,
+        side_features=settings.n_side_features,
         extra_features=0 if extra is None else extra.shape[1], **overrides,
     )  # fmt: skip
     labels = label_matrix(store, train_ids, tasks)
@@ -472,7 +480,8 @@ def export_model(
     dataset: str,
     best_epoch: int,
 ) -> tuple[Path, dict[str, dict[str, float]]]:
-    """Calibrate MC-dropout intervals on the val split and write ``out/model``; returns (path, val metrics)."""
+    """Calibrate MC-dropout intervals on the val split and write ``out/model``; returns (path, val
+    metrics)."""
     model = model.cpu().eval()
     val_labels = label_matrix(store, parts["val"], tasks)
     preds = predict_batches(
@@ -489,7 +498,9 @@ def export_model(
     scales = calibration_scales(per_target)
     uncertainty = {
         "method": "mc_dropout",
-        "calibration": "split-conformal quantile per target, at least the quantile of all targets pooled",
+        "calibration": (
+            "split-conformal quantile per target, at least the quantile of all targets pooled"
+        ),
         "samples": config.mc_samples,
         "interval": 0.9,
         "scale": scales,

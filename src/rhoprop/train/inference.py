@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rhoprop.models.base import MultiTaskModel
+from rhoprop.models.base import Predictor
 from rhoprop.models.heads import TaskSpec
 
 #: Two-sided 90% interval of a normal distribution: mean ± Z90 · std.
@@ -46,13 +46,14 @@ class Predictions:
 
 @torch.no_grad()
 def predict_batches(
-    model: MultiTaskModel,
+    model: Predictor,
     batches: Iterable[dict[str, Any]],
     mc_samples: int = 30,
     device: str | torch.device | None = None,
     seed: int = 0,
 ) -> Predictions:
-    """Run ``model`` over collated batches (with ``"index"``); MC dropout with ``mc_samples`` passes.
+    """Run ``model`` over collated batches (with ``"index"``); MC dropout with ``mc_samples``
+    passes.
 
     ``device`` defaults to the first GPU when there is one, else the CPU.
     """
@@ -95,8 +96,9 @@ def _cat(parts: list[torch.Tensor]) -> np.ndarray:
 
 
 def conformal_quantile(scores: np.ndarray, coverage: float = COVERAGE) -> float:
-    """Split-conformal quantile: the ``ceil((n + 1) * coverage)``-th smallest score (the largest when
-    n is too small), so that a new exchangeable score falls below it with probability >= coverage."""
+    """Split-conformal quantile: the ``ceil((n + 1) * coverage)``-th smallest score (the largest
+    when n is too small), so that a new exchangeable score falls below it with probability >=
+    coverage."""
     scores = np.sort(np.asarray(scores, dtype=float))
     if scores.size == 0:
         return float("nan")
@@ -105,7 +107,8 @@ def conformal_quantile(scores: np.ndarray, coverage: float = COVERAGE) -> float:
 
 
 def normalized_residuals(mean: np.ndarray, std: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """|mean - truth| / (Z90 * std) over the labelled values: the scale each value's interval would need."""
+    """|mean - truth| / (Z90 * std) over the labelled values: the scale each value's interval would
+    need."""
     mask = np.isfinite(truth)
     sigma = (
         np.maximum(std[mask], 1e-12 + 1e-6 * np.abs(mean[mask]).mean()) if mask.any() else std[mask]
@@ -140,9 +143,13 @@ def calibration_scales(
 
 
 def interval90(
-    mean: np.ndarray, std: np.ndarray, scale: float = 1.0, minimum: float | None = None
+    mean: np.ndarray | float,
+    std: np.ndarray | float,
+    scale: float = 1.0,
+    minimum: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds of the 90% interval mean ± Z90·scale·std, both raised to a target's physical ``minimum``."""
+    """Bounds of the 90% interval mean ± Z90·scale·std, both raised to a target's physical
+    ``minimum``."""
     mean, half = np.asarray(mean, dtype=float), Z90 * scale * np.asarray(std, dtype=float)
     lo, hi = mean - half, mean + half
     if minimum is not None:
@@ -157,7 +164,8 @@ def interval_coverage(
     scale: float = 1.0,
     minimum: float | None = None,
 ) -> float:
-    """Fraction of labelled values inside the 90% interval (:func:`interval90`; NaN without labels)."""
+    """Fraction of labelled values inside the 90% interval (:func:`interval90`; NaN without
+    labels)."""
     mask = np.isfinite(truth)
     if not mask.any():
         return float("nan")

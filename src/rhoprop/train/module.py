@@ -1,4 +1,5 @@
-"""The LightningModule: an injected multi-task model, masked losses, task weighting, per-target metrics.
+"""The LightningModule: an injected multi-task model, masked losses, task weighting, per-target
+metrics.
 
 One shared :meth:`RhopropModule.step` serves training and validation. Per-target metrics are
 accumulated as (sum, count) pairs that Lightning/torchmetrics reduce across DDP ranks, so a
@@ -11,7 +12,8 @@ target with no label in some batch (or on some rank) still gets the exact epoch 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -27,6 +29,8 @@ class WeightedMean(Metric):
     """Mean of values with weights, summed across processes; NaN when the total weight is 0."""
 
     full_state_update = False
+    total: torch.Tensor
+    weight: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,7 +41,7 @@ class WeightedMean(Metric):
             "weight", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
         )
 
-    def update(self, value: torch.Tensor, weight: float) -> None:  # type: ignore[override]
+    def update(self, value: torch.Tensor, weight: float) -> None:
         """Add ``value`` (a mean over ``weight`` items)."""
         if weight > 0:
             self.total += value.detach().to(torch.float64) * weight
@@ -100,7 +104,8 @@ class RhopropModule(L.LightningModule):
         return total
 
     def _score(self, i: int, pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-        """Mean absolute error (regression) or accuracy (classification) over the labelled samples."""
+        """Mean absolute error (regression) or accuracy (classification) over the labelled
+        samples."""
         mask = torch.isfinite(truth)
         if not mask.any():
             return torch.zeros((), device=truth.device)
@@ -124,11 +129,13 @@ class RhopropModule(L.LightningModule):
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
-        """Log the epoch's validation metrics (``val_loss`` is what checkpoints and early stopping watch)."""
+        """Log the epoch's validation metrics (``val_loss`` is what checkpoints and early stopping
+        watch)."""
         self._log_epoch("val")
 
-    def _metrics(self, stage: str) -> nn.ModuleDict:
-        return self.train_metrics if stage == "train" else self.val_metrics
+    def _metrics(self, stage: str) -> Mapping[str, WeightedMean]:
+        metrics = self.train_metrics if stage == "train" else self.val_metrics
+        return cast("Mapping[str, WeightedMean]", metrics)  # a ModuleDict of WeightedMean
 
     def _log_epoch(self, stage: str) -> None:
         values: dict[str, torch.Tensor] = {}
@@ -144,13 +151,16 @@ class RhopropModule(L.LightningModule):
             for task, w in zip(self.model.tasks, self.weighting.weights(), strict=True):
                 values[f"weight_{task.name}"] = w.float()
         loss = values.pop(f"{stage}_loss")
-        # A target without labels in this stage's data has NaN metrics: not logged (same on every rank).
+        # A target without labels in this stage's data has NaN metrics: not logged (same on every
+        # rank).
         self.log_dict({k: v for k, v in values.items() if torch.isfinite(v)}, sync_dist=False)
         self.log(f"{stage}_loss", loss, prog_bar=stage == "val", sync_dist=False)
 
     def configure_optimizers(self) -> Any:
-        """AdamW (no weight decay on norms, biases and task log-variances), optional cosine decay."""
-        decay, no_decay = [], []
+        """AdamW (no weight decay on norms, biases and task log-variances), optional cosine
+        decay."""
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             (no_decay if p.ndim <= 1 or name.startswith("weighting.") else decay).append(p)
         optimizer = torch.optim.AdamW(

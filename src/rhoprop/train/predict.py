@@ -1,4 +1,5 @@
-"""Predict every target of a model for density files, with uncertainties and out-of-distribution warnings.
+"""Predict every target of a model for density files, with uncertainties and out-of-distribution
+warnings.
 
 Each value comes with an uncertainty: for regression the calibrated MC-dropout standard deviation
 and the 90% interval (see :mod:`rhoprop.train.inference`); for classification the predicted class,
@@ -88,13 +89,14 @@ def input_warnings(density: Density, training: dict[str, Any]) -> list[str]:
         if density.code == "unknown":
             notes.append(
                 f"{name}: the code that produced this density is unknown; the model was trained on "
-                f"{train_code.upper()} densities, and codes differ in pseudopotentials and core regions"
+                f"{train_code.upper()} densities, and codes differ in pseudopotentials and core "
+                "regions"
             )
         else:
             notes.append(
-                f"{name}: a {density.code.upper()} density, but the model was trained on {train_code.upper()} "
-                "densities; pseudo-densities differ between codes (PAW setups, core and augmentation "
-                "regions), so predictions may be biased"
+                f"{name}: a {density.code.upper()} density, but the model was trained on "
+                f"{train_code.upper()} densities; pseudo-densities differ between codes (PAW "
+                "setups, core and augmentation regions), so predictions may be biased"
             )
     composition = _composition(density)
     seen = set(training.get("elements", []))
@@ -124,8 +126,8 @@ def input_warnings(density: Density, training: dict[str, Any]) -> list[str]:
                 for el, n in sorted(composition.items())
             )
             notes.append(
-                f"{name}: holds {found:.2f} electrons, but the training's valence model ({model_text} "
-                f"electrons per atom, {source}) gives {expected:.2f} for "
+                f"{name}: holds {found:.2f} electrons, but the training's valence model "
+                f"({model_text} electrons per atom, {source}) gives {expected:.2f} for "
                 f"{density.structure.composition.formula}; some element has a different number of "
                 f"valence electrons (consistent with: {candidates}; e.g. VASP's Li_sv has 3 where "
                 "GPAW's Li has 1); the density is not comparable and predictions are unreliable"
@@ -133,8 +135,8 @@ def input_warnings(density: Density, training: dict[str, Any]) -> list[str]:
     spacing = training.get("grid_spacing", {}).get("max")
     if spacing and density.grid_spacing > COARSE_FACTOR * spacing:
         notes.append(
-            f"{name}: grid too coarse: {density.grid_spacing:.3f} Å between points, the training data "
-            f"had at most {spacing:.3f} Å; features finer than the grid are missing"
+            f"{name}: grid too coarse: {density.grid_spacing:.3f} Å between points, the training "
+            f"data had at most {spacing:.3f} Å; features finer than the grid are missing"
         )
     return notes
 
@@ -154,8 +156,8 @@ def magnetic_elements(store: DatasetStore, ids: Sequence[str]) -> list[str]:
 
 
 def _magnetic_in_training(training: dict[str, Any]) -> list[str] | None:
-    """The training profile's magnetic elements; for models saved before profiles recorded them, those
-    of their built-in training dataset (None when unknown)."""
+    """The training profile's magnetic elements; for models saved before profiles recorded them,
+    those of their built-in training dataset (None when unknown)."""
     if "magnetic_elements" in training:
         return list(training["magnetic_elements"])
     from rhoprop.datasets import available, load
@@ -171,8 +173,8 @@ def _magnetic_in_training(training: dict[str, Any]) -> list[str] | None:
 
 
 def spin_warning(density: Density, bundle: ModelBundle, magnetic: list[str] | None) -> str | None:
-    """A warning when a model reads a spin channel, the file has none and it can matter: the file holds
-    an element the training data held magnetic (any file when that is unknown)."""
+    """A warning when a model reads a spin channel, the file has none and it can matter: the file
+    holds an element the training data held magnetic (any file when that is unknown)."""
     if "spin" not in bundle.standardize.channels or density.spin is not None:
         return None
     name = Path(density.source).name if density.source else "the input"
@@ -182,9 +184,10 @@ def spin_warning(density: Density, bundle: ModelBundle, magnetic: list[str] | No
     if not held:
         return None
     return (
-        f"{name}: no spin density in the file, but {', '.join(held)} carried a magnetic moment in most "
-        "training materials holding it; the model reads a zero spin channel (a non-magnetic state), "
-        "so give the spin-polarized density (CHGCAR with magnetization) if the material is magnetic"
+        f"{name}: no spin density in the file, but {', '.join(held)} carried a magnetic moment in "
+        "most training materials holding it; the model reads a zero spin channel (a non-magnetic "
+        "state), so give the spin-polarized density (CHGCAR with magnetization) if the material "
+        "is magnetic"
     )
 
 
@@ -247,7 +250,8 @@ def predict_paths(
     mc_samples: int | None = None,
     progress: bool = False,
 ) -> PredictionResult:
-    """Predict every target of ``model`` (a model/run directory or ``builtin``) for density files or folders.
+    """Predict every target of ``model`` (a model/run directory or ``builtin``) for density files or
+    folders.
 
     A file that cannot be read is reported in ``errors`` and the others are still predicted;
     ``progress`` shows a progress bar over the files. Missing paths and ``mc_samples`` below 1

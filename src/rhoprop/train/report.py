@@ -56,17 +56,20 @@ def print_sizes(console: Console) -> None:
 
 
 def print_train_result(result: TrainResult, console: Console) -> None:
-    """Summary of a finished run: model size, parameters, epochs, validation metrics of the exported model."""
+    """Summary of a finished run: model size, parameters, epochs, validation metrics of the exported
+    model."""
     if result.finished:
         console.print(
-            f"run {escape(str(result.run_dir))} already finished with these settings ({result.epochs} "
-            f"epoch(s), best epoch {result.best_epoch}): nothing trained; raise --epochs to train longer"
+            f"run {escape(str(result.run_dir))} already finished with these settings "
+            f"({result.epochs} epoch(s), best epoch {result.best_epoch}): nothing trained; raise "
+            "--epochs to train longer"
         )
     else:
         how = "resumed from checkpoints/last.ckpt" if result.resumed else "new run"
         console.print(
             f"trained {len(result.targets)} target(s), {result.num_parameters:,} parameters, "
-            f"{result.epochs} epoch(s) ({how}), best epoch {result.best_epoch}, {result.seconds:.0f} s"
+            f"{result.epochs} epoch(s) ({how}), best epoch {result.best_epoch}, "
+            f"{result.seconds:.0f} s"
         )
     table = Table(title="validation (exported model)")
     table.add_column("target")
@@ -80,7 +83,8 @@ def print_train_result(result: TrainResult, console: Console) -> None:
 
 
 def print_evaluation(report: EvaluationReport, console: Console) -> None:
-    """Two tables (regression, classification): a row per target and model, baselines under rhoprop."""
+    """Two tables (regression, classification): a row per target and model, baselines under
+    rhoprop."""
     frame = report.table()
     title = f"{report.dataset} {report.split}/{report.part} ({report.n_samples} samples)"
     kinds = [
@@ -125,9 +129,10 @@ def print_evaluation(report: EvaluationReport, console: Console) -> None:
 def write_predictions(
     result: PredictionResult, out: str | os.PathLike[str]
 ) -> tuple[Path, Path] | None:
-    """Write ``out.csv`` (one row per file and target) and ``out.json`` (rows, warnings, errors), each
-    atomically; an ``out`` ending in ``.csv`` or ``.json`` names the same pair. Without any prediction
-    nothing is written (earlier results are not replaced by empty ones) and None is returned."""
+    """Write ``out.csv`` (one row per file and target) and ``out.json`` (rows, warnings, errors),
+    each atomically; an ``out`` ending in ``.csv`` or ``.json`` names the same pair. Without any
+    prediction nothing is written (earlier results are not replaced by empty ones) and None is
+    returned."""
     if not result.rows:
         return None
     out = Path(out)

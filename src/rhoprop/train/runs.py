@@ -1,4 +1,5 @@
-"""Where models live: run directories, group runs, model directories, and the built-in pretrained model."""
+"""Where models live: run directories, group runs, model directories, and the built-in pretrained
+model."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ HOW_IT_RAN = frozenset(
 
 
 def model_dirs(path: str | os.PathLike[str]) -> list[Path]:
-    """Model directories behind ``path``: a model dir, a run dir (its ``model/``), a group run, or ``builtin``."""
+    """Model directories behind ``path``: a model dir, a run dir (its ``model/``), a group run, or
+    ``builtin``."""
     if str(path) == "builtin":
         if not (BUILTIN_MODEL / META_FILE).is_file():
             raise IncompatibleModelError(
@@ -78,8 +80,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 def finished_run(
     run_dir: Path, config: dict[str, Any], dataset_path: Path
 ) -> dict[str, Any] | None:
-    """The ``run.json`` of ``run_dir`` when it finished training ``config`` (a TrainConfig as a dict)
-    on the store at ``dataset_path`` and exported its model: rerunning would train nothing new.
+    """The ``run.json`` of ``run_dir`` when it finished training ``config`` (a TrainConfig as a
+    dict) on the store at ``dataset_path`` and exported its model: rerunning would train nothing
+    new.
 
     Fields of :data:`HOW_IT_RAN` may differ; any other difference (more ``epochs``, another
     ``patience``) returns None, and so does a run whose ``run.json`` predates this record.
