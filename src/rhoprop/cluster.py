@@ -19,7 +19,6 @@ processes exit when their parent's pipe closes).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import importlib
 import logging
@@ -117,7 +116,8 @@ def dask_client(
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
-            scheduler_kwargs={"dashboard": False},
+            # No dashboard; the scheduler's small HTTP server (health, metrics) on a free port.
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.ERROR,
         )
         try:
@@ -141,15 +141,13 @@ def run_bounded(
     items: Iterable[T],
     per_thread: int = 2,
     recount_s: float = 10.0,
-    requeue: collections.deque[T] | None = None,
 ) -> Iterator[tuple[T, Any, BaseException | None]]:
     """Submit ``submit(item)`` for each item, at most ``per_thread`` tasks per worker thread in
     flight, and yield ``(item, result, None)`` or ``(item, None, exception)`` as each finishes.
 
     Memory stays bounded whatever the number of items: results are gathered as they come and
     released. The worker count is read again every ``recount_s`` seconds (an adaptive cluster
-    grows). ``exception`` is what the task raised, ``KilledWorker`` or ``CancelledError``. Items
-    the caller appends to ``requeue`` (e.g. to run again) go before the next of ``items``.
+    grows). ``exception`` is what the task raised, ``KilledWorker`` or ``CancelledError``.
     """
     from distributed import as_completed
 
@@ -161,10 +159,9 @@ def run_bounded(
 
     def top_up() -> None:
         nonlocal exhausted
-        while len(owners) < limit:
-            if requeue:
-                item = requeue.popleft()
-            elif exhausted or (item := next(pending, _END)) is _END:
+        while not exhausted and len(owners) < limit:
+            item = next(pending, _END)
+            if item is _END:
                 exhausted = True
                 return
             future = submit(item)  # type: ignore[arg-type]

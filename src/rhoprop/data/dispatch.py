@@ -9,19 +9,20 @@ near the end of a build batches shrink (at most the remaining files / (:data:`TA
 threads)), so that no worker is left alone with a long last batch. At most two batches per worker
 thread are in flight, so memory stays bounded whatever the number of files.
 
-A worker that dies has its batches rescheduled by Dask. A batch that was running on two dying
-workers (``KilledWorker``) is split into one task per file, so that only the file that kills its
-worker is reported (``bad_file``, with the reason), and the others are read.
+A worker that dies has its batches rescheduled by Dask. A batch that was on two dying workers
+(``KilledWorker``: Dask gave up on it) may hold bystanders, queued behind the culprit: once the
+other batches are done, each of its files runs alone, so that only a file that kills its worker
+again is reported (``bad_file``, with the reason) and the others are read, as before.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import os
 import uuid
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from rhoprop.data.records import ReadOptions, read_batch, reason
 from rhoprop.data.report import ReportEntry
@@ -72,18 +73,29 @@ def read_files(
     with dask_client(workers, scheduler, warm) as client:
         run = uuid.uuid4().hex[:8]
         numbers = itertools.count()
-        split: collections.deque[list[Task]] = collections.deque()
+        suspects: list[Task] = []
 
-        def submit(batch: list[Task]) -> object:
+        def submit(batch: list[Task]) -> Any:
             key = f"rhoprop-read-{run}-{next(numbers)}"
             return client.submit(read_batch, batch, options, key=key, pure=False)
 
         batches = plan_batches(tasks, total_threads(client))
-        for batch, result, exc in run_bounded(client, submit, batches, requeue=split):
+        for batch, result, exc in run_bounded(client, submit, batches):
             if exc is None:
                 yield from result
-            elif isinstance(exc, KilledWorker) and len(batch) > 1:
-                split.extend([task] for task in batch)
+            elif isinstance(exc, KilledWorker):
+                suspects.extend(batch)
             else:
-                detail = killed_reason(exc, "file") or f"the task reading it failed: {reason(exc)}"
+                detail = f"the task reading it failed: {reason(exc)}"
                 yield from (ReportEntry("bad_file", sid, path, detail) for sid, path in batch)
+        # Files of tasks that were on dying workers, the culprit and its bystanders: each alone now.
+        for sid, path in suspects:
+            future = submit([(sid, path)])
+            try:
+                yield from future.result()
+            except KilledWorker as exc:
+                yield ReportEntry("bad_file", sid, path, killed_reason(exc, "file") or str(exc))
+            except Exception as exc:  # the task itself failed: reported, never fatal
+                yield ReportEntry(
+                    "bad_file", sid, path, f"the task reading it failed: {reason(exc)}"
+                )
