@@ -75,15 +75,9 @@ def load_label_table(source: str | Path) -> LabelTable:
     """
     if is_label_csv(source):
         return read_label_csv(source)
-    try:
-        from rhoprop.data import DatasetStore
-        from rhoprop.datasets import resolve
-    except ImportError as exc:  # the store lands in another module; say so plainly
-        raise LabelTableError(
-            f"{source!r} is not a labels CSV file and the dataset store (rhoprop.data) is not "
-            f"available in this installation ({exc}); pass a labels CSV path instead"
-        ) from exc
-    store = DatasetStore(resolve(str(source)))
+    from rhoprop.data.composite import open_dataset
+
+    store = open_dataset(source)
     specs = store.targets
     labels = store.labels.astype(float)
     kinds = {name: spec.kind for name, spec in specs.items() if name in labels.columns}

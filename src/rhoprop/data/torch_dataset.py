@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rhoprop.data.composite import CompositeStore, open_dataset
 from rhoprop.data.store import DatasetStore
 from rhoprop.errors import LabelTableError
 
@@ -28,16 +29,14 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
 
     def __init__(
         self,
-        store: DatasetStore | str | os.PathLike[str],
+        store: DatasetStore | CompositeStore | str | os.PathLike[str],
         ids: Sequence[str] | None = None,
         targets: Sequence[str] = (),
         augment: Callable[[np.ndarray], np.ndarray] | None = None,
         extra: np.ndarray | None = None,
     ) -> None:
-        if not isinstance(store, DatasetStore):
-            from rhoprop.datasets import resolve
-
-            store = DatasetStore(resolve(store))
+        if isinstance(store, (str, os.PathLike)):
+            store = open_dataset(store)
         self.store = store
         self.ids = list(store.ids if ids is None else ids)
         self.targets = list(targets)

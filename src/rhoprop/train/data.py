@@ -15,14 +15,16 @@ from typing import Any
 import numpy as np
 
 from rhoprop.data import DatasetStore
+from rhoprop.data.composite import CompositeStore, open_dataset
 from rhoprop.datasets import resolve
 from rhoprop.errors import LabelTableError, RhopropError, SettingsError
 from rhoprop.models.heads import TaskSpec
 
 
-def open_store(dataset: str | os.PathLike[str]) -> DatasetStore:
-    """Open a dataset store from a path or a built-in name (``gpaw-v1``)."""
-    return DatasetStore(resolve(dataset))
+def open_store(dataset: str | os.PathLike[str]) -> DatasetStore | CompositeStore:
+    """Open a dataset store from a path or a built-in name (``gpaw-v1``), or several as one from a
+    comma-separated list (``gpaw-v1,gpaw-scf-v1``: :class:`~rhoprop.data.composite.CompositeStore`)."""
+    return open_dataset(dataset)
 
 
 def dataset_label(dataset: str | os.PathLike[str]) -> str:
