@@ -41,7 +41,7 @@ import pandas as pd
 import rhoprop
 from rhoprop.analysis.markdown import markdown_table
 from rhoprop.analysis.metrics import classification_metrics, regression_metrics
-from rhoprop.data import DatasetStore
+from rhoprop.data.composite import AnyStore
 from rhoprop.errors import SettingsError
 from rhoprop.models.heads import TaskSpec
 from rhoprop.settings import Settings, atomic_write_text, check_fields, is_int, is_number
@@ -96,12 +96,12 @@ def is_validation(formula: str, fraction: float, seed: int = 0) -> bool:
     return _unit_hash(f"val:{seed}:{formula}") < fraction
 
 
-def formulas_of(store: DatasetStore) -> dict[str, str]:
+def formulas_of(store: AnyStore) -> dict[str, str]:
     """Reduced formula of every sample of ``store`` (from the stored structures)."""
     return {i: str(f) for i, f in zip(store.ids, store.column("formula"), strict=True)}
 
 
-def composition_folds(store: DatasetStore, folds: int = 5, seed: int = 0) -> dict[str, int]:
+def composition_folds(store: AnyStore, folds: int = 5, seed: int = 0) -> dict[str, int]:
     """Fold of every sample of ``store``: all samples of one reduced formula share a fold."""
     if folds < 2:
         raise SettingsError(f"cross-validation needs at least 2 folds, got {folds}")
@@ -189,7 +189,7 @@ class BenchmarkResult:
         return summarize(self.rows, full_only)
 
 
-def _gb_features(store: DatasetStore, ids: Sequence[str], model: str) -> np.ndarray:
+def _gb_features(store: AnyStore, ids: Sequence[str], model: str) -> np.ndarray:
     """Features of a gradient-boosting baseline for ``ids``."""
     if model == "composition":
         from rhoprop.models.baselines import composition_features
@@ -204,7 +204,7 @@ def _gb_features(store: DatasetStore, ids: Sequence[str], model: str) -> np.ndar
 
 def _predict(
     model: str,
-    store: DatasetStore,
+    store: AnyStore,
     dataset: str,
     tasks: list[TaskSpec],
     parts: dict[str, list[str]],
@@ -236,7 +236,7 @@ def _predict(
 
 def _predict_msa3dcnn(
     model: str,
-    store: DatasetStore,
+    store: AnyStore,
     dataset: str,
     tasks: list[TaskSpec],
     parts: dict[str, list[str]],
@@ -314,7 +314,7 @@ def score_rows(
     return rows
 
 
-def benchmark_tasks(store: DatasetStore, settings: BenchmarkSettings) -> list[TaskSpec]:
+def benchmark_tasks(store: AnyStore, settings: BenchmarkSettings) -> list[TaskSpec]:
     """The targets a benchmark scores: ``settings.targets``, or those with enough labels."""
     if settings.targets:
         return select_tasks(store, settings.targets, store.ids)

@@ -1,4 +1,4 @@
-"""Several dataset stores read as one: train, evaluate and analyse on ``gpaw-v1,gpaw-scf-v1`` at once.
+"""Several dataset stores read as one: train, evaluate, analyse on ``gpaw-v1,gpaw-scf-v1`` at once.
 
 Tiers of data differ in what they label (the EOS tier has bulk moduli and elastic constants, the
 fast single-SCF tier thousands more densities without them); a model trained on both learns every
@@ -62,14 +62,17 @@ class CompositeStore:
         for name, store in members[1:]:
             if store.settings != first:
                 mine, theirs = first.to_dict(), store.settings.to_dict()
-                diff = ", ".join(f"{k}: {names[0]} {mine[k]!r} vs {name} {theirs[k]!r}" for k in mine
-                                 if mine[k] != theirs.get(k))  # fmt: skip
+                diff = ", ".join(
+                    f"{k}: {names[0]} {mine[k]!r} vs {name} {theirs[k]!r}"
+                    for k in mine
+                    if mine[k] != theirs.get(k)
+                )
                 raise DatasetError(
                     f"stores {names[0]} and {name} hold tensors standardized differently ({diff}); "
                     "rebuild one with the other's settings to train on both"
                 )
         self.members = list(members)
-        # The members' paths, comma-separated: what open_dataset reopens it from (run records keep it).
+        # The members' paths, comma-separated: open_dataset reopens the composite from them.
         self.path = Path(",".join(str(store.path.resolve()) for _, store in members))
         self._ids: list[str] = []
         self._where: list[tuple[int, int]] = []
@@ -127,8 +130,9 @@ class CompositeStore:
                 for tname, spec in store.targets.items():
                     if tname in targets and targets[tname] != spec:
                         raise DatasetError(
-                            f"target {tname!r} means different things in {origin[tname]} ({targets[tname]}) "
-                            f"and {name} ({spec}); rename one or give both the same schema"
+                            f"target {tname!r} means different things in {origin[tname]} "
+                            f"({targets[tname]}) and {name} ({spec}); rename one or give both the "
+                            "same schema"
                         )
                     targets.setdefault(tname, spec)
                     origin.setdefault(tname, name)
@@ -189,6 +193,10 @@ class CompositeStore:
         """Close every store's HDF5 handles."""
         for _, store in self.members:
             store.close()
+
+
+#: A store as training, evaluation and the benchmark read it: one store, or several as one.
+AnyStore = DatasetStore | CompositeStore
 
 
 def open_dataset(spec: str | os.PathLike[str]) -> DatasetStore | CompositeStore:

@@ -19,7 +19,7 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
 
     Each item is ``{"x": FloatTensor (C, n, n, n), "side": FloatTensor (S,), "y": FloatTensor (T,)
     (NaN where a label is missing; class codes for classification targets), "index": int}`` where
-    ``index`` is the item's position in ``ids``; with ``extra`` (an ``(N, X)`` array, one row per id:
+    ``index`` is the item's position in ``ids``; with ``extra`` (an ``(N, X)`` array, a row per id:
     global features such as :func:`rhoprop.models.features.extra_features`) also ``"extra":
     FloatTensor (X,)``. ``augment``, when given, maps the tensor
     ``x`` (C, n, n, n) numpy float32 to an augmented one of the same shape. Only ids, row offsets
@@ -58,7 +58,9 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
         if extra is not None:
             extra = np.asarray(extra, dtype=np.float32)
             if extra.ndim != 2 or len(extra) != len(self.ids):
-                raise ValueError(f"extra must have one row per id ({len(self.ids)}), got shape {extra.shape}")
+                raise ValueError(
+                    f"extra must have one row per id ({len(self.ids)}), got shape {extra.shape}"
+                )
         self.extra = extra
 
     def __len__(self) -> int:

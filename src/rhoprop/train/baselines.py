@@ -20,7 +20,7 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from torch.utils.data import DataLoader
 
-from rhoprop.data import DatasetStore
+from rhoprop.data.composite import AnyStore
 from rhoprop.errors import SettingsError
 from rhoprop.models.baselines import (
     CGCNN,
@@ -231,7 +231,7 @@ def run_baselines(
     Returns ``{"ids": [...], "models": {model: {target: list}}, "seconds": {model: s}, ...}``.
     """
     settings = settings or BaselineSettings()
-    store: DatasetStore = open_store(dataset)
+    store: AnyStore = open_store(dataset)
     parts = split_ids(store, split)
     eval_ids = parts[part]
     if not eval_ids:

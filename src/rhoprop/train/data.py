@@ -14,16 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from rhoprop.data import DatasetStore
-from rhoprop.data.composite import CompositeStore, open_dataset
-from rhoprop.datasets import resolve
+from rhoprop.data.composite import AnyStore, open_dataset
 from rhoprop.errors import LabelTableError, RhopropError, SettingsError
 from rhoprop.models.heads import TaskSpec
 
 
-def open_store(dataset: str | os.PathLike[str]) -> DatasetStore | CompositeStore:
-    """Open a dataset store from a path or a built-in name (``gpaw-v1``), or several as one from a
-    comma-separated list (``gpaw-v1,gpaw-scf-v1``: :class:`~rhoprop.data.composite.CompositeStore`)."""
+def open_store(dataset: str | os.PathLike[str]) -> AnyStore:
+    """Open a dataset store from a path or a built-in name (``gpaw-v1``), or several as one from
+    a comma-separated list (``gpaw-v1,gpaw-scf-v1``: a
+    :class:`~rhoprop.data.composite.CompositeStore`)."""
     return open_dataset(dataset)
 
 
@@ -33,9 +32,7 @@ def dataset_label(dataset: str | os.PathLike[str]) -> str:
     return str(dataset) if not path.exists() else path.resolve().name
 
 
-def select_tasks(
-    store: DatasetStore, requested: Sequence[str], ids: Sequence[str]
-) -> list[TaskSpec]:
+def select_tasks(store: AnyStore, requested: Sequence[str], ids: Sequence[str]) -> list[TaskSpec]:
     """TaskSpecs of the requested targets, or of every target with a label among ``ids`` when none
     requested."""
     known = store.targets
@@ -66,12 +63,12 @@ def select_tasks(
     return [TaskSpec.from_target(known[name]) for name in names]
 
 
-def label_matrix(store: DatasetStore, ids: Sequence[str], tasks: Sequence[TaskSpec]) -> np.ndarray:
+def label_matrix(store: AnyStore, ids: Sequence[str], tasks: Sequence[TaskSpec]) -> np.ndarray:
     """(N, T) float64 labels of ``ids`` (NaN where missing; class codes for classification)."""
     return np.array(store.labels.loc[list(ids), [t.name for t in tasks]], dtype=np.float64)
 
 
-def split_ids(store: DatasetStore, name: str) -> dict[str, list[str]]:
+def split_ids(store: AnyStore, name: str) -> dict[str, list[str]]:
     """Train/val/test ids of split ``name``, refusing an empty train or val part."""
     parts = store.splits(name)
     for part in ("train", "val"):
@@ -83,7 +80,7 @@ def split_ids(store: DatasetStore, name: str) -> dict[str, list[str]]:
     return parts
 
 
-def side_features(store: DatasetStore, ids: Sequence[str]) -> np.ndarray:
+def side_features(store: AnyStore, ids: Sequence[str]) -> np.ndarray:
     """(N, S) side features of ``ids`` (lattice parameters in cell mode), without reading the
     tensors."""
     every = np.asarray(store.column("side"), dtype=np.float32).reshape(len(store), -1)
@@ -150,7 +147,7 @@ def gpaw_valence(symbols: Sequence[str]) -> dict[str, float] | None:
         return None
 
 
-def training_profile(store: DatasetStore, ids: Sequence[str], dataset: str) -> dict[str, Any]:
+def training_profile(store: AnyStore, ids: Sequence[str], dataset: str) -> dict[str, Any]:
     """What the training samples were: dataset, code(s), elements, valence model, native grid
     spacing."""
     rows = [store.provenance(i) for i in ids]
@@ -188,7 +185,7 @@ _EXTRA_CACHE: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
 
 
 def store_extra_features(
-    store: DatasetStore, ids: Sequence[str], inputs: str, batch: int = 64
+    store: AnyStore, ids: Sequence[str], inputs: str, batch: int = 64
 ) -> np.ndarray:
     """(N, X) global features of ``ids`` for a model with ``inputs``
     (:mod:`rhoprop.models.features`).
@@ -213,7 +210,7 @@ def store_extra_features(
     return np.stack([cache[i] for i in ids]) if ids else np.zeros((0, 0), dtype=np.float32)
 
 
-def channel_statistics(store: DatasetStore, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def channel_statistics(store: AnyStore, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation ``(C,)`` of the stored tensors of ``ids``
     (float64)."""
     total = np.zeros(store.settings.n_channels)

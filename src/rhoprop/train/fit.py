@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader
 
 import rhoprop
 from rhoprop.analysis.metrics import classification_metrics, regression_metrics
-from rhoprop.data import DatasetStore, DensityDataset
+from rhoprop.data import DensityDataset
+from rhoprop.data.composite import AnyStore
 from rhoprop.errors import SettingsError
 from rhoprop.grid import augment
 from rhoprop.grid.settings import StandardizeSettings
@@ -101,7 +102,7 @@ class TrainResult:
 
 
 def loader(
-    store: DatasetStore,
+    store: AnyStore,
     ids: list[str],
     tasks: list[TaskSpec],
     config: TrainConfig,
@@ -365,7 +366,7 @@ def _train_ensemble(
 
 
 def build_fitted_model(
-    store: DatasetStore, train_ids: list[str], tasks: list[TaskSpec], config: TrainConfig
+    store: AnyStore, train_ids: list[str], tasks: list[TaskSpec], config: TrainConfig
 ) -> MSA3DCNN:
     """The MSA-3DCNN ``config`` describes for ``store``'s tensors, its normalizers fitted on
     ``train_ids``: targets, side features, input channels and global features (training-set
@@ -450,7 +451,7 @@ def _train(
 
 
 def _write_summary(
-    out: Path, result: TrainResult, dataset: str | os.PathLike[str], store: DatasetStore,
+    out: Path, result: TrainResult, dataset: str | os.PathLike[str], store: AnyStore,
     parts: dict[str, list[str]], config: TrainConfig,
 ) -> None:  # fmt: skip
     """Write ``out/run.json``: the result, the dataset and split sizes, the TrainConfig."""
@@ -473,7 +474,7 @@ def _write_summary(
 def export_model(
     out: Path,
     model: MSA3DCNN | Ensemble,
-    store: DatasetStore,
+    store: AnyStore,
     parts: dict[str, list[str]],
     tasks: list[TaskSpec],
     config: TrainConfig,

@@ -21,7 +21,8 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from rhoprop.data import DatasetStore, find_density_files
+from rhoprop.data import find_density_files
+from rhoprop.data.composite import AnyStore
 from rhoprop.errors import DensityFormatError, SettingsError
 from rhoprop.grid import standardize
 from rhoprop.io import Density, read_density
@@ -141,7 +142,7 @@ def input_warnings(density: Density, training: dict[str, Any]) -> list[str]:
     return notes
 
 
-def magnetic_elements(store: DatasetStore, ids: Sequence[str]) -> list[str]:
+def magnetic_elements(store: AnyStore, ids: Sequence[str]) -> list[str]:
     """Elements that the samples ``ids`` of ``store`` hold magnetic: in the majority of the samples
     containing an element, the cell carries a magnetic moment (above :data:`MAGNETIC_MOMENT`)."""
     from pymatgen.core import Composition
