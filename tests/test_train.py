@@ -296,3 +296,10 @@ def test_predictions_do_not_move_when_a_real_density_is_seen_from_another_origin
             moved = prob.where(same, 1.0 - prob)
         change = (moved - moved[str(files[0])]).abs().max()
         assert change <= 0.02 * spread, (target, change, spread)
+
+
+def test_evaluate_reports_a_line_per_stage_when_not_on_a_terminal(trained_run: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(_cli("evaluate", str(trained_run), "--out", str(tmp_path / "ev")),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "evaluate" in proc.stderr and "1/2" in proc.stderr and "2/2" in proc.stderr

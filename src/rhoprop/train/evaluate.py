@@ -30,6 +30,7 @@ from rhoprop.analysis.plots import (
 from rhoprop.errors import SettingsError
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.io import load_model
+from rhoprop.progress import Steps, progress
 from rhoprop.settings import atomic_write_text
 from rhoprop.train.baselines import BaselineSettings, load_cached, mean_predictions, run_baselines
 from rhoprop.train.config import TrainConfig
@@ -157,104 +158,134 @@ def evaluate_models(
     baseline_settings: BaselineSettings | None = None,
     mc_samples: int | None = None,
     batch_size: int = 16,
+    show_progress: bool = True,
 ) -> EvaluationReport:
     """Evaluate every model of a run (one, or one per target group) on ``part`` of a split; returns
     the results without writing them (trained baselines are cached in ``RUN_DIR/baselines``).
 
     ``dataset`` and ``split`` default to each model's own. With ``baselines`` the mean, composition
     and CGCNN baselines are trained on the same split; cached baselines for the same samples are
-    always included; the mean predictor always is.
+    always included; the mean predictor always is. ``show_progress``: a bar on a terminal, a line
+    per model and stage (predictions, baselines) on standard error otherwise.
     """
     if part not in ("train", "val", "test"):
         raise SettingsError(f"part must be 'train', 'val' or 'test', got {part!r}")
     dirs = model_dirs(run)
     evaluations = []
-    for mdir in dirs:
-        bundle = load_model(mdir)
-        own_run = run_dir_of(mdir)
-        info = read_run(own_run) if own_run else {}
-        ds = (
-            dataset
-            if dataset is not None
-            else info.get("dataset_path") or bundle.training.get("dataset")
-        )
-        if ds is None:
-            raise SettingsError(f"{mdir} does not record its dataset; pass --dataset")
-        sp = split or bundle.extra.get("split", "default")
-        store = open_store(ds)
-        bundle.check_standardize(store.settings)
-        ids = store.splits(sp)[part]
-        if not ids:
-            raise SettingsError(f"split {sp!r} of {store.path} has no {part} samples")
-        tasks = [t for t in bundle.tasks if t.name in store.targets]
-        labels = label_matrix(store, ids, tasks)
-        config = TrainConfig(
-            batch_size=batch_size,
-            num_workers=0,
-            targets=tuple(t.name for t in tasks),
-            inputs=bundle.extra.get("inputs", "image"),
-        )
-        mc = mc_samples or int(bundle.uncertainty.get("samples", 30))
-        preds = predict_batches(
-            bundle.model, loader(store, ids, tasks, config, shuffle=False), mc_samples=mc
-        )
-        order = np.argsort(preds.indices)
-        scales = bundle.uncertainty.get("scale", {})
-        rows, frames, outputs, intervals = [], [], {}, {}
-        for j, task in enumerate(tasks):
-            mean, std = preds.mean[task.name][order], preds.std[task.name][order]
-            truth = labels[:, j]
-            frame = pd.DataFrame({"id": ids, "target": task.name, "truth": truth})
-            if (
-                task.is_regression
-            ):  # intervals from the model's own mean, then clipped (as in predict)
-                scale = float(scales.get(task.name, 1.0))
-                coverage = interval_coverage(mean, std, truth, scale, task.minimum)
-                coverage_raw = interval_coverage(mean, std, truth, minimum=task.minimum)
-                lo, hi = interval90(mean, std, scale, task.minimum)
-                mean = task.clip(mean)
-                row = metric_row("rhoprop", task, truth, mean)
-                row["coverage90"], row["coverage90_uncalibrated"] = coverage, coverage_raw
-                frame = frame.assign(pred=mean, std=scale * std, lo90=lo, hi90=hi)
-                intervals[task.name] = (lo, hi)
-            else:
-                row = metric_row("rhoprop", task, truth, mean)
-                frame = frame.assign(
-                    pred=predicted_classes(mean),
-                    prob=mean if mean.ndim == 1 else mean.max(1),
-                    std=std if std.ndim == 1 else std.max(1),
+    with progress("evaluate", total=2 * len(dirs), enabled=show_progress) as steps:
+        for mdir in dirs:
+            evaluations.append(
+                _evaluate_model(
+                    mdir,
+                    dataset,
+                    split,
+                    part,
+                    baselines,
+                    baseline_settings,
+                    mc_samples,
+                    batch_size,
+                    steps,
                 )
-            outputs[task.name] = mean
-            rows.append(row)
-            frames.append(frame)
-        rows.extend(
-            _baseline_rows(
-                own_run or Path(mdir),
-                tasks,
-                store,
-                sp,
-                part,
-                ids,
-                labels,
-                baselines,
-                baseline_settings,
-                ds,
             )
-        )
-        curves = pd.DataFrame()
-        if own_run is not None:
-            csvs = sorted(
-                (own_run / "logs" / "csv").glob("version_*/metrics.csv"),
-                key=lambda p: int(p.parent.name.split("_")[1]),
-            )
-            curves = read_learning_curves(csvs)
-        evaluations.append(ModelEvaluation(
-            model_dir=mdir, dataset=dataset_label(ds), split=sp, part=part, ids=list(ids),
-            tasks=tasks, rows=rows, predictions=pd.concat(frames), probabilities=outputs,
-            truth=labels, intervals=intervals, curves=curves,
-            run_name=own_run.name if own_run else "",
-        ))  # fmt: skip
     return EvaluationReport(evaluations)
+
+
+def _evaluate_model(
+    mdir: Path,
+    dataset: str | os.PathLike[str] | None,
+    split: str | None,
+    part: str,
+    baselines: bool,
+    baseline_settings: BaselineSettings | None,
+    mc_samples: int | None,
+    batch_size: int,
+    steps: Steps,
+) -> ModelEvaluation:
+    """One model of :func:`evaluate_models`; advances ``steps`` after predictions and baselines."""
+    bundle = load_model(mdir)
+    own_run = run_dir_of(mdir)
+    info = read_run(own_run) if own_run else {}
+    ds = (
+        dataset
+        if dataset is not None
+        else info.get("dataset_path") or bundle.training.get("dataset")
+    )
+    if ds is None:
+        raise SettingsError(f"{mdir} does not record its dataset; pass --dataset")
+    sp = split or bundle.extra.get("split", "default")
+    store = open_store(ds)
+    bundle.check_standardize(store.settings)
+    ids = store.splits(sp)[part]
+    if not ids:
+        raise SettingsError(f"split {sp!r} of {store.path} has no {part} samples")
+    tasks = [t for t in bundle.tasks if t.name in store.targets]
+    labels = label_matrix(store, ids, tasks)
+    config = TrainConfig(
+        batch_size=batch_size,
+        num_workers=0,
+        targets=tuple(t.name for t in tasks),
+        inputs=bundle.extra.get("inputs", "image"),
+    )
+    mc = mc_samples or int(bundle.uncertainty.get("samples", 30))
+    preds = predict_batches(
+        bundle.model, loader(store, ids, tasks, config, shuffle=False), mc_samples=mc
+    )
+    order = np.argsort(preds.indices)
+    scales = bundle.uncertainty.get("scale", {})
+    rows, frames, outputs, intervals = [], [], {}, {}
+    for j, task in enumerate(tasks):
+        mean, std = preds.mean[task.name][order], preds.std[task.name][order]
+        truth = labels[:, j]
+        frame = pd.DataFrame({"id": ids, "target": task.name, "truth": truth})
+        if task.is_regression:  # intervals from the model's own mean, then clipped (as in predict)
+            scale = float(scales.get(task.name, 1.0))
+            coverage = interval_coverage(mean, std, truth, scale, task.minimum)
+            coverage_raw = interval_coverage(mean, std, truth, minimum=task.minimum)
+            lo, hi = interval90(mean, std, scale, task.minimum)
+            mean = task.clip(mean)
+            row = metric_row("rhoprop", task, truth, mean)
+            row["coverage90"], row["coverage90_uncalibrated"] = coverage, coverage_raw
+            frame = frame.assign(pred=mean, std=scale * std, lo90=lo, hi90=hi)
+            intervals[task.name] = (lo, hi)
+        else:
+            row = metric_row("rhoprop", task, truth, mean)
+            frame = frame.assign(
+                pred=predicted_classes(mean),
+                prob=mean if mean.ndim == 1 else mean.max(1),
+                std=std if std.ndim == 1 else std.max(1),
+            )
+        outputs[task.name] = mean
+        rows.append(row)
+        frames.append(frame)
+    steps.advance(description=f"evaluate {mdir.name}: predictions")
+    rows.extend(
+        _baseline_rows(
+            own_run or Path(mdir),
+            tasks,
+            store,
+            sp,
+            part,
+            ids,
+            labels,
+            baselines,
+            baseline_settings,
+            ds,
+        )
+    )
+    curves = pd.DataFrame()
+    if own_run is not None:
+        csvs = sorted(
+            (own_run / "logs" / "csv").glob("version_*/metrics.csv"),
+            key=lambda p: int(p.parent.name.split("_")[1]),
+        )
+        curves = read_learning_curves(csvs)
+    steps.advance(description=f"evaluate {mdir.name}: baselines")
+    return ModelEvaluation(
+        model_dir=mdir, dataset=dataset_label(ds), split=sp, part=part, ids=list(ids),
+        tasks=tasks, rows=rows, predictions=pd.concat(frames), probabilities=outputs,
+        truth=labels, intervals=intervals, curves=curves,
+        run_name=own_run.name if own_run else "",
+    )  # fmt: skip
 
 
 def write_evaluation(report: EvaluationReport, out_dir: str | os.PathLike[str]) -> EvaluationReport:
