@@ -13,13 +13,23 @@ is reported as a ratio to the plain loop.
 Files: ``--files DIR`` (any folder of density files), or CHGCARs generated into a temporary
 folder: periodic two-shell valence densities on real crystal prototypes (some spin-polarized) on
 grids of about ``--spacing`` Å, plus copies of the real VASP fixture CHGCAR.LiCoO2_spin.gz
-(0.088 Å) when it is present. Two presets: ``--preset small`` (400 files at 0.1 Å, 0.3-1.3 MB each: per-file
-overheads dominate) and ``--preset realistic`` (120 files at 0.05 Å, 10^5-10^6 values and 2-20 MB
-each, like VASP's fine FFT grids: the parse dominates). Every fourth generated file is gzipped
-unless ``--plain``.
+(0.088 Å) when it is present. Presets: ``--preset small`` (400 files at 0.1 Å, 0.3-1.3 MB
+each: per-file overheads dominate) and ``--preset realistic`` (120 files at 0.05 Å, 10^5-10^6
+values and 2-20 MB each, like VASP's fine FFT grids: the parse dominates). Every fourth generated
+file is gzipped unless ``--plain``.
 
 Besides wall time, each variant's CPU time (its process and its pool workers) is reported: on a
 shared machine the wall time of a 2-worker run depends on what else holds the cores.
+
+``--baseline-src DIR`` adds the same calls run from an older source tree (``pool-cubic-w1/w2``), in
+the same rounds: how the Dask local cluster (2 workers) compares with the process pool it replaced.
+``--preset large`` (the small set, each file hard-linked under 4 ids: 1600 files) makes a 2-worker
+build last several seconds (a real one lasts minutes to days), so that the cluster's start and
+close weigh less than on the small sets.
+
+    git archive e30b9c4 src | tar -x -C /tmp/pool
+    .venv/bin/python bench/preprocess.py --preset large --plain --baseline-src /tmp/pool/src \
+        --variants plain-loop,plain-loop-p2,pool-cubic-w2,rhoprop-cubic-w2 --repeat 5
 
     .venv/bin/python bench/preprocess.py --preset small --plain        # 3 rounds
     .venv/bin/python bench/preprocess.py --preset realistic --repeat 5
@@ -29,6 +39,7 @@ shared machine the wall time of a 2-worker run depends on what else holds the co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import multiprocessing
@@ -46,9 +57,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "vasp" / "CHGCAR.LiCoO2_spin.gz"
 #: rhoprop-<interpolation>-w<workers>: rhoprop's default cubic B-spline sampling, or the trilinear
-#: sampling pyrho's get_data_in_cube does (same accuracy class as the plain loop). plain-loop-p2: the
-#: plain loop spread over a pool of 2 processes, which is what a user parallelizing it would write and
-#: the most two processes gain on the machine for this work (its ceiling for rhoprop's 2 workers).
+#: sampling pyrho's get_data_in_cube does (same accuracy class as the plain loop). plain-loop-p2:
+#: the plain loop spread over a pool of 2 processes, which is what a user parallelizing it writes
+#: and the most two processes gain on the machine for this work (the ceiling for 2 workers).
 VARIANTS = (
     "plain-loop",
     "plain-loop-p2",
@@ -57,10 +68,15 @@ VARIANTS = (
     "rhoprop-linear-w1",
     "rhoprop-linear-w2",
 )
+#: pool-<interpolation>-w<workers>: the same call run from an older rhoprop source tree
+#: (``--baseline-src``), e.g. the process pool the Dask local cluster replaced (commit e30b9c4).
+BASELINE_VARIANTS = ("pool-cubic-w2", "pool-cubic-w1")
+#: rhoprop-cubic-w2-single: the Dask local cluster with one file per task (no batching).
+EXTRA_VARIANTS = ("rhoprop-cubic-w2-single",)
 
 #: Generated file sets: (number of files, grid spacing in Å). Each variant runs 1.5-5 s on them, so
 #: that pool start-up and the last shard's write weigh what they do in a real build.
-PRESETS = {"small": (400, 0.1), "realistic": (120, 0.05)}
+PRESETS = {"small": (400, 0.1, 1), "realistic": (120, 0.05, 1), "large": (400, 0.1, 4)}
 
 
 def generate(folder: Path, count: int, spacing: float, plain: bool = False) -> None:
@@ -90,10 +106,14 @@ def run_variant(variant: str, files: Path, out: Path, n: int, edge: float) -> di
     import pymatgen.io.vasp  # noqa: F401
     import pyrho.charge_density  # noqa: F401
 
+    import rhoprop
     import rhoprop.grid
     import rhoprop.grid._spline
     import rhoprop.io
-    import rhoprop.io._kernels  # noqa: F401 - imports (and numba's kernels) are not timed, any variant
+    import rhoprop.io._kernels  # imports (and numba's kernels) are not timed, in any variant
+
+    with contextlib.suppress(ImportError):
+        import distributed  # noqa: F401 - Dask's import (1.4 s here) is not timed either
     from rhoprop.data import build_dataset, find_density_files
     from rhoprop.grid.settings import StandardizeSettings
 
@@ -111,7 +131,11 @@ def run_variant(variant: str, files: Path, out: Path, n: int, edge: float) -> di
         with multiprocessing.get_context("fork").Pool(2) as pool:
             n_ok = sum(pool.imap_unordered(_plain_one, jobs))
     else:
-        _, interpolation, w = variant.split("-")
+        _, interpolation, w, *single = variant.split("-")  # rhoprop-... or pool-... (baseline)
+        if single:
+            import rhoprop.data.dispatch
+
+            rhoprop.data.dispatch.BATCH_FILES = 1
         settings = StandardizeSettings(n=n, edge=edge, interpolation=interpolation)
         workers = int(w[1:])
         report = build_dataset(files, None, out, settings, workers=workers, progress=False)
@@ -126,12 +150,13 @@ def run_variant(variant: str, files: Path, out: Path, n: int, edge: float) -> di
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"seconds": seconds, "cpu_s": cpu, "n_ok": n_ok, "n_files": len(paths),
             "rss_start_mb": rss_start,
-            "peak_rss_mb": own, "peak_worker_rss_mb": children if variant.endswith(("w2", "p2")) else 0.0,
-            "output_mb": size / 1e6}  # fmt: skip
+            "peak_rss_mb": own,
+            "peak_worker_rss_mb": children if variant.endswith(("w2", "p2")) else 0.0,
+            "output_mb": size / 1e6, "rhoprop": str(Path(rhoprop.__file__).parent)}  # fmt: skip
 
 
 #: The plain loop's last CHGCAR and cube, kept until the next file as a loop's variables are: freed
-#: on return, glibc trims its heap and faults it back in for the next file (measured on the small set:
+#: on return, glibc trims its heap and faults it back in for the next file (measured, small set:
 #: 4.7x the page faults and 1.6-2x the time of the same loop written inline).
 _LAST: list[object] = []
 
@@ -146,7 +171,7 @@ def _plain_one(job: tuple[int, Path, Path, float, int]) -> int:
     try:
         chgcar = Chgcar.from_file(path)
         cube = ChargeDensity.from_pmg(chgcar).get_data_in_cube(edge, n)
-    except Exception as exc:  # noqa: BLE001 - a plain loop that survives a bad file
+    except Exception as exc:  # a plain loop that survives a bad file
         print(f"plain loop: {path}: {exc}", file=sys.stderr)
         return 0
     np.save(out / f"{k:05d}.npy", cube.astype(np.float32))
@@ -183,15 +208,30 @@ def main() -> None:
         "--spacing", type=float, help="grid spacing of generated files, Å (default: the preset's)"
     )
     parser.add_argument("--plain", action="store_true", help="generate no gzipped files")
+    parser.add_argument(
+        "--copies", type=int, help="hard links of each generated file under other ids (default: 1)"
+    )
     parser.add_argument("--n", type=int, default=32, help="points per cube edge")
     parser.add_argument("--edge", type=float, default=10.0, help="cube edge, Å")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variants", help="comma-separated subset of the variants, in this order (default: all)"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="an older rhoprop's src/ folder: adds its variants (pool-cubic-w1, pool-cubic-w2), "
+        "run "
+        "with it first on PYTHONPATH, e.g. `git archive e30b9c4 src | tar -x -C /tmp/pool`",
+    )
+    choices = VARIANTS + BASELINE_VARIANTS + EXTRA_VARIANTS
+    parser.add_argument("--child", choices=choices, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.count = args.count or PRESETS[args.preset][0]
     args.spacing = args.spacing or PRESETS[args.preset][1]
+    args.copies = args.copies or PRESETS[args.preset][2]
     if args.child:
         print(json.dumps(run_variant(args.child, args.files, args.out, args.n, args.edge)))
         return
@@ -204,6 +244,10 @@ def main() -> None:
             files.mkdir()
             t = time.perf_counter()
             generate(files, args.count, args.spacing, args.plain)
+            for k in range(1, args.copies):
+                for p in sorted(files.glob("*CHGCAR*")):
+                    if not p.name.startswith("copy"):
+                        os.link(p, files / f"copy{k}-{p.name}")
             print(
                 f"generated {args.count} files in {time.perf_counter() - t:.1f} s", file=sys.stderr
             )
@@ -213,13 +257,28 @@ def main() -> None:
             if p.is_file():
                 p.read_bytes()
         load_before = os.getloadavg()
-        results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+        variants = VARIANTS + (BASELINE_VARIANTS if args.baseline_src else ())
+        if args.variants:
+            variants = tuple(v.strip() for v in args.variants.split(","))
+            unknown = set(variants) - set(choices)
+            if unknown or ("plain-loop" not in variants):
+                parser.error(
+                    f"--variants: unknown {sorted(unknown)} or no plain-loop (the baseline)"
+                )
+        results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
         for r in range(args.repeat):
-            for variant in VARIANTS:
+            for variant in variants:
                 out = work / f"out-{variant}-{r}"
                 cmd = [sys.executable, __file__, "--child", variant, "--files", str(files),
                        "--out", str(out), "--n", str(args.n), "--edge", str(args.edge)]  # fmt: skip
-                done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                env = dict(os.environ)
+                if variant.startswith("pool-"):
+                    if args.baseline_src is None:
+                        parser.error(f"{variant} needs --baseline-src")
+                    env["PYTHONPATH"] = os.pathsep.join(
+                        [str(args.baseline_src.resolve()), env.get("PYTHONPATH", "")]
+                    )
+                done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
                 results[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
                 shutil.rmtree(out)
                 print(
@@ -230,8 +289,9 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    median = {v: statistics.median(x["seconds"] for x in results[v]) for v in VARIANTS}
+    median = {v: statistics.median(x["seconds"] for x in results[v]) for v in variants}
     base = median["plain-loop"]
+    p2 = median.get("plain-loop-p2", float("nan"))
     n_files = results["plain-loop"][0]["n_files"]
     summary = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
@@ -246,7 +306,7 @@ def main() -> None:
             "repeat": args.repeat,
             "plain": args.plain,
             "spacing": args.spacing if args.files is None else None,
-        },  # fmt: skip
+        },
         "n_gzipped": n_gzipped,
         "variants": {
             v: {
@@ -255,29 +315,39 @@ def main() -> None:
                 "all_s": [round(x["seconds"], 3) for x in results[v]],
                 "files_per_s": round(n_files / median[v], 2),
                 "throughput_vs_plain": round(base / median[v], 3),
-                "throughput_vs_plain_p2": round(median["plain-loop-p2"] / median[v], 3),
+                "throughput_vs_plain_p2": round(p2 / median[v], 3),
                 "time_vs_plain": round(median[v] / base, 3),
                 "rss_after_imports_mb": round(max(x["rss_start_mb"] for x in results[v]), 1),
                 "peak_rss_mb": round(max(x["peak_rss_mb"] for x in results[v]), 1),
                 "peak_worker_rss_mb": round(max(x["peak_worker_rss_mb"] for x in results[v]), 1),
                 "output_mb": round(results[v][0]["output_mb"], 2),
                 "n_ok": results[v][0]["n_ok"],
+                "rhoprop": results[v][0]["rhoprop"],
             }
-            for v in VARIANTS
+            for v in variants
         },
     }
     v = summary["variants"]
-    summary["targets"] = {
-        f"{name}: w2 throughput >= 1.6x plain and w1 time <= 1.2x plain": (
-            v[f"rhoprop-{name}-w2"]["throughput_vs_plain"] >= 1.6
-            and v[f"rhoprop-{name}-w1"]["time_vs_plain"] <= 1.2
-        )
-        for name in ("cubic", "linear")
-    }
+    summary["targets"] = {}
     for name in ("cubic", "linear"):
-        summary["targets"][f"{name}: w2 at least as fast as the plain loop in 2 processes"] = (
-            v[f"rhoprop-{name}-w2"]["throughput_vs_plain_p2"] >= 1.0
-        )
+        w1, w2 = v.get(f"rhoprop-{name}-w1"), v.get(f"rhoprop-{name}-w2")
+        if w1 and w2:
+            summary["targets"][f"{name}: w2 throughput >= 1.6x plain and w1 time <= 1.2x plain"] = (
+                w2["throughput_vs_plain"] >= 1.6 and w1["time_vs_plain"] <= 1.2
+            )
+        if w2 and "plain-loop-p2" in v:
+            summary["targets"][f"{name}: w2 at least as fast as the plain loop in 2 processes"] = (
+                w2["throughput_vs_plain_p2"] >= 1.0
+            )
+    for w in ("w1", "w2"):
+        new, old = v.get(f"rhoprop-cubic-{w}"), v.get(f"pool-cubic-{w}")
+        if new and old:
+            summary[f"cubic-{w}: time vs the baseline tree"] = round(
+                new["median_s"] / old["median_s"], 3
+            )
+            summary["targets"][f"cubic {w}: within 10 % of the baseline tree's time"] = (
+                new["median_s"] <= 1.1 * old["median_s"]
+            )
     print(json.dumps(summary, indent=2))
     print("\n| variant | median s | CPU s | files/s | vs plain loop | vs plain loop, 2 processes "
           "| RSS after imports / peak MB | worker peak MB | output MB |")  # fmt: skip

@@ -153,7 +153,7 @@ def run_bounded(
 
     pending = iter(items)
     done = as_completed(loop=client.loop, with_results=True, raise_errors=False)
-    owners: dict[str, T] = {}
+    owners: dict[Any, T] = {}
     limit, counted = per_thread * total_threads(client), time.monotonic()
     exhausted = False
 
@@ -164,8 +164,8 @@ def run_bounded(
             if item is _END:
                 exhausted = True
                 return
-            future = submit(item)  # type: ignore[arg-type]
-            owners[future.key] = item  # type: ignore[assignment]
+            future = submit(item)
+            owners[future.key] = item
             done.add(future)
 
     top_up()
