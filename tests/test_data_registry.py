@@ -46,7 +46,7 @@ def test_unknown_name_lists_the_valid_ones(builtin_root: Path, tmp_path: Path) -
 def test_shipped_builtin_datasets_open() -> None:
     for name in registry.available():
         store = registry.load(name)
-        assert len(store) > 0 and store.store_settings.dtype in ("float16", "float32")
+        assert len(store) > 0 and store.store_settings.dtype in ("float16", "float32", "q16")
 
 
 def test_shipped_store_shards_match_their_recorded_checksums_and_read_back_whole() -> None:

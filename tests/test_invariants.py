@@ -62,6 +62,25 @@ def test_structure_inputs_add_electrons_per_atom_and_composition(gpaw) -> None:
     assert extra_features(x, gpaw.settings, "density").shape[1] == len(invariant_names(gpaw.settings))
 
 
+def test_derived_features_give_the_volume_per_atom_and_mass_density_the_labels_hold(gpaw) -> None:
+    """V/N = (electrons/atom) / mean rho and its mass density, against the DFT labels of all 310
+    materials: median error 10 % (the 32-voxel cube under-samples the sharp semicore peaks, so the
+    estimate runs high for Na, K and the transition metals), correlation 0.90 / 0.95."""
+    from rhoprop.train.data import store_extra_features
+
+    ids = list(gpaw.ids)
+    names = extra_feature_names("density+structure", gpaw.settings)
+    f = store_extra_features(gpaw, ids, "density+structure")
+    labels = gpaw.labels.loc[ids]
+    for column, label in (("volume_per_atom_from_density", "volume_per_atom"),
+                          ("mass_density_from_density", "density")):
+        estimate, truth = f[:, names.index(column)], labels[label].to_numpy()
+        assert np.median(np.abs(estimate / truth - 1)) < 0.15
+        assert np.corrcoef(estimate, truth)[0, 1] > 0.85
+    volume = f[:, names.index("volume_per_atom_from_density")]
+    assert np.allclose(f[:, names.index("log10_volume_per_atom_from_density")], np.log10(volume))
+
+
 @pytest.mark.parametrize(("norm", "input_norm", "blind"), [("group", False, True), ("batch", True, False)])
 def test_the_v2_trunk_sees_the_absolute_density_level_and_the_v1_trunk_did_not(gpaw, norm, input_norm, blind) -> None:
     """The network input x -> 1.5 x: GroupNorm after the (bias-free) stem conv made v1 exactly blind

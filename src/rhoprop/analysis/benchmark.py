@@ -328,6 +328,17 @@ def benchmark_tasks(store: AnyStore, settings: BenchmarkSettings) -> list[TaskSp
     return select_tasks(store, names, store.ids)
 
 
+def _derived_features(model: str) -> list[str]:
+    """The derived global features (:data:`~rhoprop.models.features.DERIVED_NAMES`) ``model``
+    reads; empty for models that read none."""
+    from rhoprop.models.features import DERIVED_NAMES
+
+    reads = model == "density-invariants+composition" or (
+        model.startswith("msa3dcnn") and "structure" in model
+    )
+    return list(DERIVED_NAMES) if reads else []
+
+
 def _cache_key(
     settings: BenchmarkSettings, model: str, parts: dict[str, list[str]], tasks: Sequence[TaskSpec]
 ) -> str:
@@ -340,6 +351,13 @@ def _cache_key(
         "train": settings.train.to_dict() if model.startswith("msa3dcnn") else None,
         "rhoprop": rhoprop.__version__,
     }
+    if model.startswith("msa3dcnn"):  # the architecture a size stands for may change
+        from rhoprop.models.msa3dcnn import model_config
+
+        relevant["architecture"] = model_config(settings.train.model).to_dict()
+    derived = _derived_features(model)
+    if derived:  # results computed before these columns existed must not be reused
+        relevant["derived_features"] = derived
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

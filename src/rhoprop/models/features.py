@@ -7,8 +7,13 @@ number of valence electrons. The model option ``inputs`` says what is used:
   (:func:`rhoprop.models.invariants.density_invariants`), nothing from the structure;
 * ``density+structure``: also the valence electrons per atom (with the mean density it fixes the
   volume per atom: V/N = (N_e/N) / mean ρ) and the composition features of the composition
-  baseline (:func:`rhoprop.models.baselines.composition_features`). The atom count of the cell is
-  not used: a supercell of the same crystal has another, and the tensor is cell-invariant.
+  baseline (:func:`rhoprop.models.baselines.composition_features`), and four quantities derived
+  from them that a network would otherwise have to learn as products and quotients: the volume per
+  atom the density implies, ``V/N = (N_e/N) / mean ρ`` (Å³), its log10, the mass density it implies
+  (mean atomic mass / (V/N), g/cm³) and log10 of the mean atomic mass. They are exact for the cell
+  the density came from, up to the sampling of the mean density by the standardized cube. The
+  atom count of the cell is not used: a supercell of the same crystal has another, and the tensor
+  is cell-invariant.
 
 :func:`extra_features` builds the ``(B, E)`` matrix in natural units; the model standardizes it
 with statistics fitted on its training set.
@@ -29,6 +34,14 @@ from rhoprop.models.baselines import feature_names as composition_names
 from rhoprop.models.invariants import density_invariants, invariant_names
 
 INPUTS = ("density", "density+structure")
+DERIVED_NAMES = (
+    "volume_per_atom_from_density",
+    "log10_volume_per_atom_from_density",
+    "mass_density_from_density",
+    "log10_mean_atomic_mass",
+)
+"""Columns :func:`derived_features` appends for ``density+structure``."""
+AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 
 
 def check_inputs(inputs: str) -> None:
@@ -46,12 +59,31 @@ def structure_features(structure: Structure, electrons: float) -> np.ndarray:
     )
 
 
+def derived_features(log10_mean_rho: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """(B,) log10 mean density in e/Å³ and (B, 47) :func:`structure_features` -> (B, 4)
+    :data:`DERIVED_NAMES`: the volume per atom and mass density that the density's mean and the
+    structure's electrons and composition imply."""
+    electrons_per_atom = side[:, 0]
+    mean_mass = side[:, 2 + composition_names().index("mean_atomic_mass")]
+    volume = electrons_per_atom / np.power(10.0, log10_mean_rho)
+    volume = np.clip(volume, 1e-3, None)
+    mass_density = mean_mass / volume * AMU_PER_A3_TO_G_PER_CM3
+    return np.stack(
+        [volume, np.log10(volume), mass_density, np.log10(np.clip(mean_mass, 1e-3, None))], axis=1
+    )
+
+
 def extra_feature_names(inputs: str, settings: StandardizeSettings) -> list[str]:
     """Names of the columns of :func:`extra_features`."""
     check_inputs(inputs)
     names = invariant_names(settings)
     if inputs == "density+structure":
-        names += ["electrons_per_atom", "log10_electrons_per_atom", *composition_names()]
+        names += [
+            "electrons_per_atom",
+            "log10_electrons_per_atom",
+            *composition_names(),
+            *DERIVED_NAMES,
+        ]
     return names
 
 
@@ -80,5 +112,6 @@ def extra_features(
         side = np.stack(
             [structure_features(s, e) for s, e in zip(structures, electrons, strict=True)]
         )
-        out = np.concatenate([out, side], axis=1)
+        log10_mean_rho = out[:, invariant_names(settings).index("log10_mean_rho")]
+        out = np.concatenate([out, side, derived_features(log10_mean_rho, side)], axis=1)
     return out.astype(np.float32)

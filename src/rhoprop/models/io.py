@@ -178,6 +178,10 @@ def load_model(path: str | Path) -> ModelBundle:
         config = meta["config"]
         if meta["class"] == "MSA3DCNN" and "norm" not in config:  # written before norm existed
             config = {**LEGACY_CONFIG, **config}
+        if meta["class"] == "MSA3DCNN" and "extra_linear" not in config:  # written before it
+            config = {**config, "extra_linear": False}
+        if meta["class"] == "Ensemble" and "extra_linear" not in config.get("member", {}):
+            config = {**config, "member": {**config.get("member", {}), "extra_linear": False}}
         model = cls(config_cls.from_dict(config), tasks)
         standardize = StandardizeSettings.from_dict(meta["standardize"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:

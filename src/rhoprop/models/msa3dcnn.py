@@ -65,6 +65,10 @@ class MSA3DCNNConfig(Settings):
         input_norm: standardize each input channel with fixed training-set statistics.
         extra_features: size of the global feature vector (0: no global branch).
         extra_hidden: width of the global branch's MLP.
+        extra_linear: also a linear path from the standardized global features straight to every
+            target's output (wide and deep: quantities that are nearly linear in a feature, such
+            as the mass density in the density's mass-density estimate, need not be learned
+            through the embedding). Starts at zero, so the network begins as without it.
     """
 
     in_channels: int = 1
@@ -82,6 +86,7 @@ class MSA3DCNNConfig(Settings):
     input_norm: bool = True
     extra_features: int = 0
     extra_hidden: int = 64
+    extra_linear: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -131,6 +136,11 @@ class MSA3DCNNConfig(Settings):
                 self.extra_features >= 0 and self.extra_hidden >= 1,
                 "extra_features must be >= 0 and extra_hidden >= 1",
                 (self.extra_features, self.extra_hidden),
+            ),
+            (
+                isinstance(self.extra_linear, bool),
+                "extra_linear must be true or false",
+                self.extra_linear,
             ),
         ]
         check_fields("MSA3DCNNConfig", checks)
@@ -207,12 +217,24 @@ class MSA3DCNN(MultiTaskModel):
             )
             if config.extra_features else None
         )  # fmt: skip
+        self.extra_linear = (
+            nn.ModuleDict({t.name: nn.Linear(config.extra_features, t.n_outputs) for t in tasks})
+            if config.extra_features and config.extra_linear
+            else None
+        )
+        if self.extra_linear is not None:
+            for layer in self.extra_linear.values():
+                assert isinstance(layer, nn.Linear)
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def features(  # type: ignore[override]
         self, x: torch.Tensor, side: torch.Tensor | None = None, extra: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x (B, C, n, n, n), side (B, S) and extra (B, X) in natural units (None when S or X is 0)
-        -> features (B, 2W + S + H), H the global branch's width (0 without one)."""
+        -> features (B, 2W + S + H [+ X]), H the global branch's width (0 without one), X the
+        standardized global features themselves where the config has ``extra_linear``
+        (:meth:`heads_forward` takes them off again)."""
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != cfg.in_channels:
             raise SettingsError(
@@ -248,7 +270,22 @@ class MSA3DCNN(MultiTaskModel):
                 )
             z = torch.nan_to_num(self.extra_norm(extra), nan=0.0).clamp(-EXTRA_CLIP, EXTRA_CLIP)
             pooled = torch.cat([pooled, self.extra_branch(z)], dim=1)  # (B, 2W + S + H)
+            if self.extra_linear is not None:
+                pooled = torch.cat([pooled, z], dim=1)  # (B, 2W + S + H + X)
         return pooled
+
+    def heads_forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, F) features of :meth:`features` -> raw outputs; with ``extra_linear`` each target
+        adds a linear function of the standardized global features to its head's output."""
+        if self.extra_linear is None:
+            return super().heads_forward(features)
+        n = self.config.extra_features
+        out = super().heads_forward(features[:, :-n])
+        z = features[:, -n:]
+        for name, layer in self.extra_linear.items():
+            wide = layer(z)
+            out[name] = out[name] + (wide.squeeze(-1) if wide.shape[-1] == 1 else wide)
+        return out
 
     def batch_inputs(
         self, batch: dict[str, Any]
