@@ -1,4 +1,5 @@
-"""GPAW generation of charge densities and property labels: protocol, prototypes, batch runner, labels.
+"""GPAW generation of charge densities and property labels: protocol, prototypes, batch runner,
+labels.
 
 ``rhoprop.dft`` imports GPAW only inside the functions that run it, so the package imports without
 the optional ``dft`` extra.

@@ -1,7 +1,8 @@
-"""GPAW calculations of one material: equation of state, SCF at V0, band analysis, elastic constants.
+"""GPAW calculations of one material: equation of state, SCF at V0, band analysis, elastic
+constants.
 
-Every function runs GPAW serially in the calling process (set ``OMP_NUM_THREADS=1``); GPAW text output
-goes to a log file. Energies are in eV, volumes in Å³, pressures and moduli in GPa.
+Every function runs GPAW serially in the calling process (set ``OMP_NUM_THREADS=1``); GPAW text
+output goes to a log file. Energies are in eV, volumes in Å³, pressures and moduli in GPa.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def kpoint_mesh(atoms: Atoms, protocol: GPAWProtocol) -> tuple[int, int, int]:
     """Γ-centred mesh size from the protocol's k-point density (ASE ``kptdensity`` convention)."""
     from ase.calculators.calculator import kpts2sizeandoffsets
 
-    size, _ = kpts2sizeandoffsets(density=protocol.kpoint_density, gamma=protocol.kpoint_gamma, atoms=atoms)
+    size, _ = kpts2sizeandoffsets(
+        density=protocol.kpoint_density, gamma=protocol.kpoint_gamma, atoms=atoms
+    )
     return tuple(int(n) for n in size)  # type: ignore[return-value]
 
 
@@ -44,8 +47,9 @@ def make_calculator(
     symbols: list[str],
     mixer: dict[str, Any] | None = None,
 ) -> Any:
-    """Return a GPAW plane-wave calculator for atoms of these ``symbols``, set up exactly as the protocol says
-    (GPAW's default density mixer, or ``mixer``: keyword arguments of GPAW's ``mixer`` parameter)."""
+    """Return a GPAW plane-wave calculator for atoms of these ``symbols``, set up exactly as the
+    protocol says (GPAW's default density mixer, or ``mixer``: keyword arguments of GPAW's ``mixer``
+    parameter)."""
     from gpaw import GPAW, PW, FermiDirac
 
     try:
@@ -69,17 +73,22 @@ def make_calculator(
 
 
 def prepare_atoms(atoms: Atoms, protocol: GPAWProtocol) -> tuple[Atoms, bool]:
-    """Copy ``atoms`` with ferromagnetic starting moments where the protocol asks for spin; return (atoms, spinpol)."""
+    """Copy ``atoms`` with ferromagnetic starting moments where the protocol asks for spin; return
+    (atoms, spinpol)."""
     atoms = atoms.copy()
     atoms.calc = None
     spinpol = protocol.is_magnetic(atoms.get_chemical_symbols())
-    moms = [protocol.initial_magmom if s in protocol.magnetic_elements else 0.0 for s in atoms.get_chemical_symbols()]
+    moms = [
+        protocol.initial_magmom if s in protocol.magnetic_elements else 0.0
+        for s in atoms.get_chemical_symbols()
+    ]
     atoms.set_initial_magnetic_moments(moms if spinpol else None)
     return atoms, spinpol
 
 
 def run_energy(atoms: Atoms) -> float:
-    """Energy of ``atoms`` with its calculator, translating GPAW failures into DFTError subclasses."""
+    """Energy of ``atoms`` with its calculator, translating GPAW failures into DFTError
+    subclasses."""
     from gpaw import KohnShamConvergenceError
 
     try:
@@ -103,7 +112,9 @@ class MaterialSCFs:
     fallbacks: int = 0
 
 
-_MATERIAL: contextvars.ContextVar[MaterialSCFs | None] = contextvars.ContextVar("rhoprop_material", default=None)
+_MATERIAL: contextvars.ContextVar[MaterialSCFs | None] = contextvars.ContextVar(
+    "rhoprop_material", default=None
+)
 
 
 @contextlib.contextmanager
@@ -133,7 +144,8 @@ def converge(
     symbols = atoms.get_chemical_symbols()
     fallback = protocol.scf_fallback_mixer
     scfs = _MATERIAL.get()
-    sticky = fallback is not None and scfs is not None and scfs.fallbacks > 0
+    earlier = scfs.fallbacks if scfs is not None else 0
+    sticky = fallback is not None and earlier > 0
     if not sticky:
         atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols)
         try:
@@ -147,10 +159,15 @@ def converge(
     try:
         energy = run_energy(atoms)
     except SCFNotConvergedError as exc:
-        tried = (f"with the fallback mixer {fallback}, which this material's SCFs start with since "
-                 f"{scfs.fallbacks} earlier one(s) needed it" if sticky else
-                 f"with GPAW's default mixer nor with the fallback mixer {fallback}")
-        raise SCFNotConvergedError(f"SCF not converged in {protocol.scf_maxiter} iterations {tried}") from exc
+        tried = (
+            f"with the fallback mixer {fallback}, which this material's SCFs start with since "
+            f"{earlier} earlier one(s) needed it"
+            if sticky
+            else f"with GPAW's default mixer nor with the fallback mixer {fallback}"
+        )
+        raise SCFNotConvergedError(
+            f"SCF not converged in {protocol.scf_maxiter} iterations {tried}"
+        ) from exc
     if scfs is not None:
         scfs.fallbacks += 1
     return energy
@@ -183,7 +200,8 @@ def fit_eos(volumes: np.ndarray, energies: np.ndarray, eos: str) -> tuple[float,
 
 
 def parabola_minimum(volumes: list[float], energies: list[float]) -> float | None:
-    """Volume at the vertex of a parabola fitted to E against ln V, or None when it opens downwards."""
+    """Volume at the vertex of a parabola fitted to E against ln V, or None when it opens
+    downwards."""
     x = np.log(np.asarray(volumes, dtype=float))
     c2, c1, _ = np.polyfit(x, np.asarray(energies, dtype=float), 2)
     if c2 <= 0:
@@ -192,8 +210,9 @@ def parabola_minimum(volumes: list[float], energies: list[float]) -> float | Non
 
 
 def _recentre(volumes: np.ndarray, energies: np.ndarray) -> float:
-    """New scan centre after a scan that missed the minimum: the E(ln V) parabola's vertex, kept within
-    ×/÷1.25 of the scan's ends; a shift of 10 % past the lowest end when the parabola opens downwards."""
+    """New scan centre after a scan that missed the minimum: the E(ln V) parabola's vertex, kept
+    within ×/÷1.25 of the scan's ends; a shift of 10 % past the lowest end when the parabola opens
+    downwards."""
     lowest = float(volumes[int(np.argmin(energies))])
     vertex = parabola_minimum(list(volumes), list(energies))
     if vertex is None:
@@ -201,21 +220,27 @@ def _recentre(volumes: np.ndarray, energies: np.ndarray) -> float:
     return float(np.clip(vertex, volumes.min() / 1.25, volumes.max() * 1.25))
 
 
-def _pressure_at(base: Atoms, volume: float, protocol: DFTProtocol, txt: TextIO, spinpol: bool) -> tuple[float, float]:
-    """(energy eV, pressure GPa) of ``base`` scaled isotropically to ``volume``, k-mesh from that cell."""
+def _pressure_at(
+    base: Atoms, volume: float, protocol: DFTProtocol, txt: TextIO, spinpol: bool
+) -> tuple[float, float]:
+    """(energy eV, pressure GPa) of ``base`` scaled isotropically to ``volume``, k-mesh from that
+    cell."""
     a = base.copy()
     a.set_cell(base.cell * (volume / base.get_volume()) ** (1 / 3), scale_atoms=True)
     energy = converge(a, protocol, kpoint_mesh(a, protocol), txt, spinpol)
     return energy, pressure_gpa(a.get_stress())
 
 
-def precentre(base: Atoms, protocol: DFTProtocol, txt: TextIO, spinpol: bool) -> tuple[float, list[list[float]]]:
-    """Bracket the energy minimum by single SCFs at volumes stepped ×/÷ ``eos_precentre_factor`` from the
-    start (at most ``eos_precentre_steps`` SCFs) and return the vertex of the E(ln V) parabola through
-    the bracketing triple, with the points computed ([V, E, P]).
+def precentre(
+    base: Atoms, protocol: DFTProtocol, txt: TextIO, spinpol: bool
+) -> tuple[float, list[list[float]]]:
+    """Bracket the energy minimum by single SCFs at volumes stepped ×/÷ ``eos_precentre_factor``
+    from the start (at most ``eos_precentre_steps`` SCFs) and return the vertex of the E(ln V)
+    parabola through the bracketing triple, with the points computed ([V, E, P]).
 
-    Energies, not pressures, are used: with a fixed plane-wave cutoff the stress carries an isotropic
-    Pulay offset (about −20 GPa for MgO at 500 eV) while the energies are consistent with the EOS fit.
+    Energies, not pressures, are used: with a fixed plane-wave cutoff the stress carries an
+    isotropic Pulay offset (about −20 GPa for MgO at 500 eV) while the energies are consistent with
+    the EOS fit.
     """
     f = protocol.eos_precentre_factor
     points: dict[float, tuple[float, float]] = {}
@@ -233,7 +258,11 @@ def precentre(base: Atoms, protocol: DFTProtocol, txt: TextIO, spinpol: bool) ->
             chain = chain[::-1]
     bracket = None
     while len(points) <= protocol.eos_precentre_steps:
-        if len(chain) >= 3 and energy(chain[-1]) > energy(chain[-2]) and energy(chain[-3]) > energy(chain[-2]):
+        if (
+            len(chain) >= 3
+            and energy(chain[-1]) > energy(chain[-2])
+            and energy(chain[-3]) > energy(chain[-2])
+        ):
             bracket = chain[-3:]
             break
         if len(points) == protocol.eos_precentre_steps:
@@ -250,10 +279,13 @@ def precentre(base: Atoms, protocol: DFTProtocol, txt: TextIO, spinpol: bool) ->
 
 
 def run_eos(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> EOSResult:
-    """Pre-centre on zero pressure, scan volumes (isotropic scaling), re-centre once if needed, fit BM."""
+    """Pre-centre on zero pressure, scan volumes (isotropic scaling), re-centre once if needed, fit
+    BM."""
     base, spinpol = prepare_atoms(atoms, protocol)
     v_start = base.get_volume()
-    centre, pre = precentre(base, protocol, txt, spinpol) if protocol.eos_precentre_steps else (v_start, [])
+    centre, pre = (
+        precentre(base, protocol, txt, spinpol) if protocol.eos_precentre_steps else (v_start, [])
+    )
     scans: list[dict[str, list[float]]] = []
     for attempt in range(protocol.eos_max_recentre + 1):
         probe = base.copy()
@@ -272,7 +304,7 @@ def run_eos(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> EOSResult:
         if 0 < i_min < len(e) - 1:
             try:
                 v0, e0, b = fit_eos(v, e, protocol.eos)
-            except Exception:  # noqa: BLE001 - ase raises bare exceptions on bad fits
+            except Exception:  # ase raises bare exceptions on bad fits
                 v0, e0, b = math.nan, math.nan, math.nan
             if v.min() < v0 < v.max() and b > 0:
                 return EOSResult(v0, e0, b, scans, attempt, kpts, pre)
@@ -280,7 +312,8 @@ def run_eos(atoms: Atoms, protocol: DFTProtocol, txt: TextIO) -> EOSResult:
     last = scans[-1]
     raise EOSNotBracketedError(
         f"EOS scan did not bracket a minimum after {protocol.eos_max_recentre} re-centring(s): "
-        f"volumes {np.round(last['volumes'], 3).tolist()} Å³, energies {np.round(last['energies'], 4).tolist()} eV"
+        f"volumes {np.round(last['volumes'], 3).tolist()} Å³, "
+        f"energies {np.round(last['energies'], 4).tolist()} eV"
     )
 
 
@@ -297,8 +330,11 @@ class BandAnalysis:
     valence_bottom: float
 
 
-def analyse_bands(eigenvalues: np.ndarray, fermi_energy: float, gap_threshold: float) -> BandAnalysis:
-    """Classify metal/insulator and measure gap and bandwidth from eigenvalues ``(nspin, nk, nbands)``.
+def analyse_bands(
+    eigenvalues: np.ndarray, fermi_energy: float, gap_threshold: float
+) -> BandAnalysis:
+    """Classify metal/insulator and measure gap and bandwidth from eigenvalues
+    ``(nspin, nk, nbands)``.
 
     A material is a metal when some band of some spin has eigenvalues on both sides of E_F over the
     k-mesh. Gap = CBM − VBM (0 for metals). Bandwidth = top of the occupied states (E_F for metals,
@@ -343,7 +379,8 @@ def relax_positions(atoms: Atoms, protocol: GPAWProtocol, txt: TextIO) -> tuple[
 
 @dataclasses.dataclass
 class SCFResult:
-    """Everything measured at V0 (the equilibrium structure, positions relaxed where forces demanded)."""
+    """Everything measured at V0 (the equilibrium structure, positions relaxed where forces
+    demanded)."""
 
     atoms: Atoms
     energy: float
@@ -402,7 +439,8 @@ def analyse_scf(
 def run_scf(
     atoms: Atoms, v0: float, kpts: tuple[int, int, int], protocol: DFTProtocol, txt: TextIO
 ) -> SCFResult:
-    """SCF at volume ``v0`` (isotropic scaling of ``atoms``), relax positions if forced, analyse it."""
+    """SCF at volume ``v0`` (isotropic scaling of ``atoms``), relax positions if forced, analyse
+    it."""
     a, spinpol = prepare_atoms(atoms, protocol)
     a.set_cell(a.cell * (v0 / a.get_volume()) ** (1 / 3), scale_atoms=True)
     converge(a, protocol, kpts, txt, spinpol)
@@ -412,7 +450,8 @@ def run_scf(
 
 @dataclasses.dataclass
 class ElasticResult:
-    """Cubic elastic constants (GPa): shear moduli from ± strain stresses, bulk part from the EOS."""
+    """Cubic elastic constants (GPa): shear moduli from ± strain stresses, bulk part from the
+    EOS."""
 
     c11: float
     c12: float
@@ -431,7 +470,11 @@ def born_stable_cubic(c11: float, c12: float, c44: float) -> bool:
 
 
 def run_elastic_cubic(
-    atoms: Atoms, kpts: tuple[int, int, int], protocol: DFTProtocol, txt: TextIO, bulk_modulus: float
+    atoms: Atoms,
+    kpts: tuple[int, int, int],
+    protocol: DFTProtocol,
+    txt: TextIO,
+    bulk_modulus: float,
 ) -> ElasticResult:
     """c11, c12, c44 of a cubic crystal whose cubic axes are the Cartesian axes.
 
@@ -439,8 +482,8 @@ def run_elastic_cubic(
     γ_yz = ±δ (ε_yz = ε_zy = ±δ/2), internal coordinates relaxed. Linear elasticity gives
     c11 = Δσ_xx/(2δ), c12 = Δ(σ_yy + σ_zz)/2/(2δ), c44 = Δσ_yz/(2δ) (the central difference cancels
     every second-order term). The isotropic part of a fixed-cutoff plane-wave stress carries a
-    volume-dependent Pulay error, which would shift c11 and c12 alike; so only the shear combinations
-    are taken from the stress, c11 − c12 and c44, and the bulk part from the EOS:
+    volume-dependent Pulay error, which would shift c11 and c12 alike; so only the shear
+    combinations are taken from the stress, c11 − c12 and c44, and the bulk part from the EOS:
     c11 = B + 2(c11 − c12)/3, c12 = B − (c11 − c12)/3.
     """
     d = protocol.elastic_strain
@@ -459,4 +502,6 @@ def run_elastic_cubic(
     c44 = float((sp[3] - sm[3]) / (2 * d))
     shear = c11_s - c12_s
     c11, c12 = bulk_modulus + 2 * shear / 3, bulk_modulus - shear / 3
-    return ElasticResult(c11, c12, c44, born_stable_cubic(c11, c12, c44), d, bulk_modulus, c11_s, c12_s, stresses)
+    return ElasticResult(
+        c11, c12, c44, born_stable_cubic(c11, c12, c44), d, bulk_modulus, c11_s, c12_s, stresses
+    )

@@ -1,4 +1,5 @@
-"""Assemble ``labels.csv`` (and its unit schema) from the per-material result JSONs of a generation folder.
+"""Assemble ``labels.csv`` (and its unit schema) from the per-material result JSONs of a generation
+folder.
 
 Run after (or during) a batch: formation energies use the elemental references present at the
 time, so re-assembling as references arrive updates them. Only results computed with one protocol
@@ -29,63 +30,154 @@ from rhoprop.dft.protocol import (
 from rhoprop.errors import RhopropError
 from rhoprop.settings import atomic_write_text
 
-CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
+CRYSTAL_SYSTEMS = (
+    "triclinic",
+    "monoclinic",
+    "orthorhombic",
+    "tetragonal",
+    "trigonal",
+    "hexagonal",
+    "cubic",
+)
 
 LABEL_SCHEMA: dict[str, dict[str, Any]] = {
-    "volume_per_atom": {"kind": "regression", "minimum": 0.0, "unit": "Å^3/atom",
-                        "definition": "V0 of the Birch-Murnaghan fit divided by the number of atoms"},
-    "bulk_modulus": {"kind": "regression", "minimum": 0.0, "unit": "GPa",
-                     "definition": "B0 of the Birch-Murnaghan fit; blank when the scan's energies do not lie "
-                                   "on one smooth curve (RMS about the fit above EOS_MAX_RMS_MEV_PER_ATOM, "
-                                   "2 meV/atom: SCFs that reached different magnetic states)"},
-    "density": {"kind": "regression", "minimum": 0.0, "unit": "g/cm^3", "definition": "mass density at V0"},
-    "total_energy": {"kind": "regression", "unit": "eV/atom",
-                     "definition": "GPAW total energy at V0 per atom (GPAW's reference: isolated "
-                                   "non-spin-polarized atoms of the PAW setups)"},
-    "formation_energy": {"kind": "regression", "unit": "eV/atom",
-                         "definition": "(E - sum_i n_i mu_i)/N, mu_i = lowest energy per atom of element i "
-                                       "over its computed elemental solids and dimer molecule (same protocol); "
-                                       "blank while a reference is missing"},
-    "fermi_energy": {"kind": "regression", "unit": "eV", "definition": "GPAW Fermi level of the SCF at V0"},
-    "band_gap": {"kind": "regression", "minimum": 0.0, "unit": "eV",
-                 "definition": "CBM - VBM over the Γ-centred k-mesh of the SCF at V0 (both spins); 0 for metals"},
-    "bandwidth": {"kind": "regression", "minimum": 0.0, "unit": "eV",
-                  "definition": "top of the occupied states (E_F for metals, VBM otherwise) minus the bottom "
-                                "of the highest contiguous block of occupied eigenvalues; blocks are separated "
-                                "by gaps > bandwidth_gap_ev (2 eV), which drops semicore states"},
-    "magnetic_moment": {"kind": "regression", "minimum": 0.0, "unit": "μB/atom",
-                        "definition": "|total cell magnetic moment| / number of atoms (0 if not spin-polarized)"},
-    "is_metal": {"kind": "binary", "unit": "", "classes": [0, 1],
-                 "definition": "1 when a band of some spin has eigenvalues on both sides of E_F on the k-mesh"},
-    "crystal_system": {"kind": "multiclass", "unit": "", "classes": list(CRYSTAL_SYSTEMS),
-                       "definition": "spglib crystal system of the structure at V0 (symprec 0.01 Å)"},
-    "c11": {"kind": "regression", "unit": "GPa", "definition": "cubic elastic constant from ± strain stresses; "
-                                                                 "blank for non-cubic"},
-    "c12": {"kind": "regression", "unit": "GPa", "definition": "cubic elastic constant; blank for non-cubic"},
-    "c44": {"kind": "regression", "unit": "GPa",
-            "definition": "cubic elastic constant, internal coordinates relaxed; blank for non-cubic"},
-    "mechanically_stable": {"kind": "binary", "unit": "", "classes": [0, 1],
-                            "definition": "Born criteria c11-c12>0, c11+2c12>0, c44>0; blank for non-cubic"},
+    "volume_per_atom": {
+        "kind": "regression",
+        "minimum": 0.0,
+        "unit": "Å^3/atom",
+        "definition": "V0 of the Birch-Murnaghan fit divided by the number of atoms",
+    },
+    "bulk_modulus": {
+        "kind": "regression",
+        "minimum": 0.0,
+        "unit": "GPa",
+        "definition": (
+            "B0 of the Birch-Murnaghan fit; blank when the scan's energies do not lie "
+            "on one smooth curve (RMS about the fit above EOS_MAX_RMS_MEV_PER_ATOM, "
+            "2 meV/atom: SCFs that reached different magnetic states)"
+        ),
+    },
+    "density": {
+        "kind": "regression",
+        "minimum": 0.0,
+        "unit": "g/cm^3",
+        "definition": "mass density at V0",
+    },
+    "total_energy": {
+        "kind": "regression",
+        "unit": "eV/atom",
+        "definition": (
+            "GPAW total energy at V0 per atom (GPAW's reference: isolated "
+            "non-spin-polarized atoms of the PAW setups)"
+        ),
+    },
+    "formation_energy": {
+        "kind": "regression",
+        "unit": "eV/atom",
+        "definition": (
+            "(E - sum_i n_i mu_i)/N, mu_i = lowest energy per atom of element i "
+            "over its computed elemental solids and dimer molecule (same protocol); "
+            "blank while a reference is missing"
+        ),
+    },
+    "fermi_energy": {
+        "kind": "regression",
+        "unit": "eV",
+        "definition": "GPAW Fermi level of the SCF at V0",
+    },
+    "band_gap": {
+        "kind": "regression",
+        "minimum": 0.0,
+        "unit": "eV",
+        "definition": (
+            "CBM - VBM over the Γ-centred k-mesh of the SCF at V0 (both spins); 0 for metals"
+        ),
+    },
+    "bandwidth": {
+        "kind": "regression",
+        "minimum": 0.0,
+        "unit": "eV",
+        "definition": (
+            "top of the occupied states (E_F for metals, VBM otherwise) minus the bottom "
+            "of the highest contiguous block of occupied eigenvalues; blocks are separated "
+            "by gaps > bandwidth_gap_ev (2 eV), which drops semicore states"
+        ),
+    },
+    "magnetic_moment": {
+        "kind": "regression",
+        "minimum": 0.0,
+        "unit": "μB/atom",
+        "definition": "|total cell magnetic moment| / number of atoms (0 if not spin-polarized)",
+    },
+    "is_metal": {
+        "kind": "binary",
+        "unit": "",
+        "classes": [0, 1],
+        "definition": (
+            "1 when a band of some spin has eigenvalues on both sides of E_F on the k-mesh"
+        ),
+    },
+    "crystal_system": {
+        "kind": "multiclass",
+        "unit": "",
+        "classes": list(CRYSTAL_SYSTEMS),
+        "definition": "spglib crystal system of the structure at V0 (symprec 0.01 Å)",
+    },
+    "c11": {
+        "kind": "regression",
+        "unit": "GPa",
+        "definition": "cubic elastic constant from ± strain stresses; blank for non-cubic",
+    },
+    "c12": {
+        "kind": "regression",
+        "unit": "GPa",
+        "definition": "cubic elastic constant; blank for non-cubic",
+    },
+    "c44": {
+        "kind": "regression",
+        "unit": "GPa",
+        "definition": "cubic elastic constant, internal coordinates relaxed; blank for non-cubic",
+    },
+    "mechanically_stable": {
+        "kind": "binary",
+        "unit": "",
+        "classes": [0, 1],
+        "definition": "Born criteria c11-c12>0, c11+2c12>0, c44>0; blank for non-cubic",
+    },
 }
 """Every label column of ``labels.csv``: kind, unit and exact definition."""
 
-INFO_COLUMNS = ("formula", "prototype", "natoms", "spin_polarized", "spacegroup_number", "eos_fit_rms_mev_per_atom")
+INFO_COLUMNS = (
+    "formula",
+    "prototype",
+    "natoms",
+    "spin_polarized",
+    "spacegroup_number",
+    "eos_fit_rms_mev_per_atom",
+)
 
 EOS_LABELS = ("bulk_modulus", "c11", "c12", "c44", "mechanically_stable")
 """Labels that need the equation of state or strained cells: ``gpaw-v1`` only."""
 
 SCF_DEFINITIONS: dict[str, str] = {
-    "volume_per_atom": "volume of the CHGNet-relaxed cell (symmetry kept) divided by the number "
-    "of atoms",
+    "volume_per_atom": (
+        "volume of the CHGNet-relaxed cell (symmetry kept) divided by the number of atoms"
+    ),
     "density": "mass density of the CHGNet-relaxed cell",
-    "total_energy": "GPAW total energy of the SCF at the CHGNet-relaxed structure per atom "
-    "(GPAW's reference: isolated non-spin-polarized atoms of the PAW setups)",
-    "formation_energy": "(E - sum_i n_i mu_i)/N, mu_i = lowest energy per atom of element i over "
-    "its computed elemental solids and dimer molecule (same tier: CHGNet-relaxed, one SCF); blank "
-    "while a reference is missing",
+    "total_energy": (
+        "GPAW total energy of the SCF at the CHGNet-relaxed structure per atom "
+        "(GPAW's reference: isolated non-spin-polarized atoms of the PAW setups)"
+    ),
+    "formation_energy": (
+        "(E - sum_i n_i mu_i)/N, mu_i = lowest energy per atom of element i over "
+        "its computed elemental solids and dimer molecule (same tier: CHGNet-relaxed, one SCF); "
+        "blank while a reference is missing"
+    ),
     "fermi_energy": "GPAW Fermi level of the SCF at the CHGNet-relaxed structure",
-    "band_gap": "CBM - VBM over the Γ-centred k-mesh of the SCF at the CHGNet-relaxed structure "
-    "(both spins); 0 for metals",
+    "band_gap": (
+        "CBM - VBM over the Γ-centred k-mesh of the SCF at the CHGNet-relaxed structure "
+        "(both spins); 0 for metals"
+    ),
     "crystal_system": "spglib crystal system of the CHGNet-relaxed structure (symprec 0.01 Å)",
 }
 """Definitions of the fast tier's labels where they differ from ``gpaw-v1``'s (CHGNet geometry)."""
@@ -126,8 +218,9 @@ def info_columns(protocol: GPAWProtocol | None = None) -> tuple[str, ...]:
 
 EOS_MAX_RMS_MEV_PER_ATOM = 2.0
 """meV/atom: above this RMS about the Birch-Murnaghan fit, a scan's B0 is not a label. The other 266
-materials of gpaw-v1 after five sessions scatter by at most 1.4 meV/atom (median 0.015); Fe hcp, whose
-largest volume converged to a magnetic state 0.29 eV above the curve, by 7.1 (its fit gave B0 = 935 GPa)."""
+materials of gpaw-v1 after five sessions scatter by at most 1.4 meV/atom (median 0.015); Fe hcp,
+whose largest volume converged to a magnetic state 0.29 eV above the curve, by 7.1 (its fit gave B0
+= 935 GPa)."""
 
 
 def eos_fit_rms(volumes: Sequence[float], energies: Sequence[float], natoms: int) -> float:
@@ -143,7 +236,8 @@ def eos_fit_rms(volumes: Sequence[float], energies: Sequence[float], natoms: int
 
 
 def folder_protocol_hash(out_dir: str | Path) -> str:
-    """Hash of the protocol a generation folder was last run with (``DIR/protocol.json``), else the current one."""
+    """Hash of the protocol a generation folder was last run with (``DIR/protocol.json``), else the
+    current one."""
     path = Path(out_dir) / "protocol.json"
     if path.exists():
         return protocol_hash_of(json.loads(path.read_text()))
@@ -155,7 +249,9 @@ def load_results(out_dir: str | Path, protocol_hash: str | None = None) -> list[
     folder's protocol (``DIR/protocol.json``) accepts (see :meth:`DFTProtocol.accepts`)."""
     results_dir = Path(out_dir) / "results"
     if not results_dir.is_dir():
-        raise RhopropError(f"{out_dir} has no results/ folder; run `rhoprop generate --out {out_dir}` first")
+        raise RhopropError(
+            f"{out_dir} has no results/ folder; run `rhoprop generate --out {out_dir}` first"
+        )
     wanted = protocol_hash or folder_protocol_hash(out_dir)
     protocol = None if protocol_hash else _folder_protocol(out_dir)
     records = []
@@ -167,7 +263,8 @@ def load_results(out_dir: str | Path, protocol_hash: str | None = None) -> list[
 
 
 def _folder_protocol(out_dir: str | Path) -> GPAWProtocol | None:
-    """The folder's protocol as an object (the current default when there is none), None if it no longer parses."""
+    """The folder's protocol as an object (the current default when there is none), None if it no
+    longer parses."""
     path = Path(out_dir) / "protocol.json"
     if not path.exists():
         return DFTProtocol()
@@ -193,7 +290,8 @@ def folder_protocol(out_dir: str | Path) -> GPAWProtocol:
 
 
 def elemental_references(records: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
-    """Element → (lowest energy per atom, id) over elemental crystals and molecules of the records."""
+    """Element → (lowest energy per atom, id) over elemental crystals and molecules of the
+    records."""
     refs: dict[str, tuple[float, str]] = {}
     for rec in records:
         if len(rec["composition"]) != 1:
@@ -299,13 +397,15 @@ def targets_schema(labels: dict[str, dict[str, Any]] | None = None) -> dict[str,
 
 
 def assemble_labels(out_dir: str | Path, protocol_hash: str | None = None) -> pd.DataFrame:
-    """Write the label files of a generation folder and return the full table (labels + info columns).
+    """Write the label files of a generation folder and return the full table (labels + info
+    columns).
 
     Files: ``labels.csv`` (id + label columns only), ``targets.json`` (kinds/units/classes for
     ``rhoprop dataset build --schema``), ``labels.schema.json`` (units and exact definitions),
     ``materials.csv`` (formula, prototype, natoms, spin, space group) and ``references.json``.
-    Once ``DIR/phonons`` holds phonon results (``rhoprop generate --phonons``), ``dynamically_stable``
-    and ``min_frequency`` (:data:`~rhoprop.dft.phonons.PHONON_LABEL_SCHEMA`) are label columns too.
+    Once ``DIR/phonons`` holds phonon results (``rhoprop generate --phonons``),
+    ``dynamically_stable`` and ``min_frequency`` (:data:`~rhoprop.dft.phonons.PHONON_LABEL_SCHEMA`)
+    are label columns too.
     """
     from rhoprop.dft.phonons import PHONON_LABEL_SCHEMA, phonon_labels
 
@@ -315,26 +415,39 @@ def assemble_labels(out_dir: str | Path, protocol_hash: str | None = None) -> pd
     frame = labels_frame(records, protocol)
     columns = dict(label_schema(protocol))
     phonons = phonon_labels(out, records)
-    if len(phonons):  # DIR/phonons has results: their labels become columns (blank where not computed)
+    if len(
+        phonons
+    ):  # DIR/phonons has results: their labels become columns (blank where not computed)
         frame = frame.join(phonons)
         columns.update(PHONON_LABEL_SCHEMA)
     atomic_write_text(out / "labels.csv", frame[list(columns)].to_csv(float_format="%.6g"))
     atomic_write_text(out / "materials.csv", frame[list(info_columns(protocol))].to_csv())
-    atomic_write_text(out / "targets.json",
-                      json.dumps(targets_schema(columns), indent=1, ensure_ascii=False) + "\n")
-    schema = {"protocol_hash": protocol_hash or folder_protocol_hash(out),
-              "protocol_name": protocol.name, "labels": columns,
-              "info_columns_in_materials_csv": list(info_columns(protocol))}
-    atomic_write_text(out / "labels.schema.json", json.dumps(schema, indent=1, ensure_ascii=False) + "\n")
-    refs = {el: {"energy_per_atom": e, "id": mid} for el, (e, mid) in sorted(elemental_references(records).items())}
+    atomic_write_text(
+        out / "targets.json",
+        json.dumps(targets_schema(columns), indent=1, ensure_ascii=False) + "\n",
+    )
+    schema = {
+        "protocol_hash": protocol_hash or folder_protocol_hash(out),
+        "protocol_name": protocol.name,
+        "labels": columns,
+        "info_columns_in_materials_csv": list(info_columns(protocol)),
+    }
+    atomic_write_text(
+        out / "labels.schema.json", json.dumps(schema, indent=1, ensure_ascii=False) + "\n"
+    )
+    refs = {
+        el: {"energy_per_atom": e, "id": mid}
+        for el, (e, mid) in sorted(elemental_references(records).items())
+    }
     atomic_write_text(out / "references.json", json.dumps(refs, indent=1) + "\n")
     return frame
 
 
 def summary(frame: pd.DataFrame) -> dict[str, Any]:
-    """Counts of a label table: materials, spin-polarized, metals, per prototype and crystal system."""
+    """Counts of a label table: materials, spin-polarized, metals, per prototype and crystal
+    system."""
     return {
-        "materials": int(len(frame)),
+        "materials": len(frame),
         "spin_polarized": int(frame["spin_polarized"].sum()) if len(frame) else 0,
         "metals": int(frame["is_metal"].sum()) if len(frame) else 0,
         "with_formation_energy": int(frame["formation_energy"].notna().sum()) if len(frame) else 0,

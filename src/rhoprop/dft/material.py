@@ -2,10 +2,11 @@
 
 Outputs of material ``<id>`` under the output folder ``DIR``::
 
-    DIR/chgcar/<id>.CHGCAR        valence (pseudo + compensation) density, VASP convention ρ·V, spin block
-    DIR/structures/<id>.cif, .vasp   equilibrium structure
-    DIR/logs/<id>.txt              GPAW text output of every calculation of the material
-    DIR/results/<id>.json          raw results and the protocol (written last: its presence = done)
+    DIR/chgcar/<id>.CHGCAR          valence (pseudo + compensation) density, VASP convention ρ·V,
+                                    spin block
+    DIR/structures/<id>.cif, .vasp  equilibrium structure
+    DIR/logs/<id>.txt               GPAW text output of every calculation of the material
+    DIR/results/<id>.json           raw results and the protocol (written last: its presence = done)
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ SYMPREC = 0.01
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """A structure to compute: ``id`` names its output files; ``prototype`` says where it came from."""
+    """A structure to compute: ``id`` names its output files; ``prototype`` says where it came
+    from."""
 
     id: str
     structure: Structure
@@ -51,7 +53,8 @@ class Candidate:
 
 
 def result_path(out_dir: Path, material_id: str) -> Path:
-    """Where the result JSON of ``material_id`` lives (it marks the material done, with its CHGCAR for a crystal)."""
+    """Where the result JSON of ``material_id`` lives (it marks the material done, with its CHGCAR
+    for a crystal)."""
     return Path(out_dir) / "results" / f"{material_id}.json"
 
 
@@ -75,15 +78,19 @@ def calculation_structure(structure: Structure) -> tuple[Structure, bool]:
     return prim, aligned
 
 
-def write_chgcar(structure: Structure, density: np.ndarray, magnetization: np.ndarray | None, path: Path) -> None:
+def write_chgcar(
+    structure: Structure, density: np.ndarray, magnetization: np.ndarray | None, path: Path
+) -> None:
     """Write a density (e/Å³) and magnetization (μB/Å³) as a CHGCAR, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        from rhoprop.io import write_chgcar as io_write_chgcar  # type: ignore[attr-defined]
         from rhoprop.io import Density
+        from rhoprop.io import write_chgcar as io_write_chgcar
 
-        io_write_chgcar(Density(total=density, structure=structure, spin=magnetization, code="gpaw"), tmp)
+        io_write_chgcar(
+            Density(total=density, structure=structure, spin=magnetization, code="gpaw"), tmp
+        )
     except ImportError:
         from pymatgen.io.vasp import Chgcar, Poscar
 
@@ -266,8 +273,11 @@ def compute_material(
         timing["scf_s"] = time.perf_counter() - t
         elastic, elastic_note = None, "not cubic" if not cubic_aligned else ""
         if cubic_aligned and scf.bands.is_metal and not protocol.elastic_for_metals:
-            elastic_note = ("metal: with this k-mesh and 0.01 eV smearing the stress of strained metallic cells "
-                            "is dominated by Fermi-surface sampling noise (Al: c11 from -2 to 143 GPa), not computed")
+            elastic_note = (
+                "metal: with this k-mesh and 0.01 eV smearing the stress of strained metallic "
+                "cells is dominated by Fermi-surface sampling noise (Al: c11 from -2 to 143 GPa), "
+                "not computed"
+            )
         elif cubic_aligned:
             t = time.perf_counter()
             elastic = run_elastic_cubic(scf.atoms, eos.kpts, protocol, txt, eos.bulk_modulus)

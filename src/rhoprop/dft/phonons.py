@@ -1,13 +1,14 @@
 """Finite-displacement phonons (phonopy + GPAW forces) of materials that already have a DFT result.
 
-Protocol ``gpaw-phonon-v1`` (:class:`PhononProtocol`). For a material ``<id>`` of a generation folder
-``DIR`` (``gpaw-v1`` or ``gpaw-scf-v1``: the structure, the electronic settings and their hash are read
-from ``DIR/results/<id>.json``), outputs go under ``DIR/phonons/``::
+Protocol ``gpaw-phonon-v1`` (:class:`PhononProtocol`). For a material ``<id>`` of a generation
+folder ``DIR`` (``gpaw-v1`` or ``gpaw-scf-v1``: the structure, the electronic settings and their
+hash are read from ``DIR/results/<id>.json``), outputs go under ``DIR/phonons/``::
 
     displacements/<id>/disp-003.json  forces of one displaced supercell (written as it finishes)
     logs/<id>.txt                     GPAW text output (appended across resumed runs)
     plots/<id>.png                    band structure and DOS (only with ``plots=True``)
-    results/<id>.json                 labels, DOS, band structure, force sets (written last: presence = done)
+    results/<id>.json                 labels, DOS, band structure, force sets (written last:
+                                      presence = done)
     failures.json, protocol.json
 
 A killed run keeps every finished displacement; the rerun computes only the missing ones (a
@@ -20,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import multiprocessing
@@ -55,16 +57,23 @@ PHONON_DIR = "phonons"
 
 PHONON_LABEL_SCHEMA: dict[str, dict[str, Any]] = {
     "dynamically_stable": {
-        "kind": "binary", "unit": "", "classes": [0, 1],
-        "definition": "1 when no phonon frequency (finite displacements, acoustic sum rule imposed) on "
-                      "the q-mesh or along the standard band path lies below the protocol's "
-                      "imaginary_threshold_thz (-0.2 THz); imaginary frequencies count as negative",
+        "kind": "binary",
+        "unit": "",
+        "classes": [0, 1],
+        "definition": (
+            "1 when no phonon frequency (finite displacements, acoustic sum rule imposed) on "
+            "the q-mesh or along the standard band path lies below the protocol's "
+            "imaginary_threshold_thz (-0.2 THz); imaginary frequencies count as negative"
+        ),
     },
     "min_frequency": {
-        "kind": "regression", "unit": "THz",
-        "definition": "lowest phonon frequency over the q-mesh and the band path (the three acoustic "
-                      "modes at Γ excluded), capped at 0 from above: negative = imaginary (minus |ν| of "
-                      "the most unstable mode), 0 when every sampled frequency is real",
+        "kind": "regression",
+        "unit": "THz",
+        "definition": (
+            "lowest phonon frequency over the q-mesh and the band path (the three acoustic "
+            "modes at Γ excluded), capped at 0 from above: negative = imaginary (minus |ν| of "
+            "the most unstable mode), 0 when every sampled frequency is real"
+        ),
     },
 }
 """The phonon label columns ``rhoprop generate --labels`` adds once a folder has phonon results."""
@@ -95,21 +104,24 @@ class PhononProtocol(Settings):
             such as X, L, M, R, N, is commensurate with the supercell, so its frequencies are exact
             rather than interpolated, whatever the size of the cell) ...
         max_atoms: ... unless that has more atoms than this; then the multiple whose reduction keeps
-            the shortest edge longest is reduced until it fits (the result says ``supercell_capped``).
+            the shortest edge longest is reduced until it fits (the result says
+            ``supercell_capped``).
         displacement_a: atomic displacement (Å) of the finite differences.
         plus_minus: ``"auto"`` (phonopy: ±u only where symmetry does not map +u onto −u) or
             ``"both"`` (always ±u).
-        symprec: phonopy's symmetry tolerance (Å) for the displacements and force-constant symmetrization.
-        imaginary_threshold_thz: a material is dynamically unstable when some frequency (imaginary
-            ones negative) lies below this (THz); the margin absorbs the finite-difference noise.
-        qmesh_length_a: phonopy's mesh length (Å): a Γ-centred q-mesh of n_i = max(1, round(l·|b_i|))
-            points (|b_i| without 2π) for the DOS and the stability test.
-        band_points: q-points per segment of the band path (ASE's standard path of the primitive cell).
-        dos_pitch_thz: frequency step of the stored DOS (tetrahedron method).
+        symprec: phonopy's symmetry tolerance (Å) for the displacements and force-constant
+        symmetrization. imaginary_threshold_thz: a material is dynamically unstable when some
+            frequency (imaginary ones negative) lies below this (THz); the margin absorbs the
+            finite-difference noise.
+        qmesh_length_a: phonopy's mesh length (Å): a Γ-centred q-mesh of n_i = max(1,
+            round(l·|b_i|)) points (|b_i| without 2π) for the DOS and the stability test.
+        band_points: q-points per segment of the band path (ASE's standard path of the primitive
+        cell). dos_pitch_thz: frequency step of the stored DOS (tetrahedron method).
         smearing_width_ev: Fermi-Dirac width (eV) of the supercell force calculations, replacing the
-            DFT protocol's (None: keep it). Every other electronic setting is the DFT protocol's. With
-            gpaw-v1's 0.01 eV and its k-point density the forces of metals are Fermi-surface sampling
-            noise (Al fcc: X-point TA mode at -1.95 THz instead of 5.8); insulators do not notice.
+            DFT protocol's (None: keep it). Every other electronic setting is the DFT protocol's.
+            With gpaw-v1's 0.01 eV and its k-point density the forces of metals are Fermi-surface
+            sampling noise (Al fcc: X-point TA mode at -1.95 THz instead of 5.8); insulators do not
+            notice.
         phonopy_version: phonopy version the protocol was fixed with.
     """
 
@@ -131,34 +143,46 @@ class PhononProtocol(Settings):
     def __post_init__(self) -> None:
         if not 0.001 <= self.displacement_a <= 0.1:
             raise SettingsError(
-                f"PhononProtocol.displacement_a must be in [0.001, 0.1] Å, got {self.displacement_a}")
+                "PhononProtocol.displacement_a must be in [0.001, 0.1] Å, got "
+                f"{self.displacement_a}"
+            )
         if self.min_supercell_multiple < 1:
             raise SettingsError(
-                f"PhononProtocol.min_supercell_multiple must be >= 1, got {self.min_supercell_multiple}")
+                "PhononProtocol.min_supercell_multiple must be >= 1, got "
+                f"{self.min_supercell_multiple}"
+            )
         if self.min_supercell_edge_a < 0 or self.max_atoms < 1:
             raise SettingsError(
                 "PhononProtocol: min_supercell_edge_a must be >= 0 and max_atoms >= 1, got "
-                f"{self.min_supercell_edge_a} and {self.max_atoms}")
+                f"{self.min_supercell_edge_a} and {self.max_atoms}"
+            )
         if self.plus_minus not in ("auto", "both"):
-            raise SettingsError(f"PhononProtocol.plus_minus must be 'auto' or 'both', got {self.plus_minus!r}")
+            raise SettingsError(
+                f"PhononProtocol.plus_minus must be 'auto' or 'both', got {self.plus_minus!r}"
+            )
         if self.imaginary_threshold_thz > 0:
             raise SettingsError(
                 "PhononProtocol.imaginary_threshold_thz must be <= 0 (a frequency below it means "
-                f"unstable), got {self.imaginary_threshold_thz}")
+                f"unstable), got {self.imaginary_threshold_thz}"
+            )
         if self.smearing_width_ev is not None and not 0 < self.smearing_width_ev <= 1.0:
             raise SettingsError(
-                f"PhononProtocol.smearing_width_ev must be None or in (0, 1] eV, got {self.smearing_width_ev}")
+                "PhononProtocol.smearing_width_ev must be None or in (0, 1] eV, got "
+                f"{self.smearing_width_ev}"
+            )
         if self.qmesh_length_a <= 0 or self.band_points < 2 or self.dos_pitch_thz <= 0:
             raise SettingsError(
-                "PhononProtocol: qmesh_length_a and dos_pitch_thz must be positive and band_points >= 2, "
-                f"got {self.qmesh_length_a}, {self.dos_pitch_thz}, {self.band_points}")
+                "PhononProtocol: qmesh_length_a and dos_pitch_thz must be positive and band_points "
+                f">= 2, got {self.qmesh_length_a}, {self.dos_pitch_thz}, {self.band_points}"
+            )
 
     def hash(self) -> str:
         """Short, stable hash of every field (a phonon result is reused only when it matches)."""
         return protocol_hash_of(self.to_dict())
 
     def electronic(self, dft: Any) -> Any:
-        """The DFT protocol the force calculations run with: ``dft`` with this protocol's smearing."""
+        """The DFT protocol the force calculations run with: ``dft`` with this protocol's
+        smearing."""
         if self.smearing_width_ev is None or self.smearing_width_ev == dft.smearing_width_ev:
             return dft
         return dataclasses.replace(dft, smearing_width_ev=self.smearing_width_ev)
@@ -183,26 +207,31 @@ def displacement_path(out_dir: str | Path, material_id: str, index: int) -> Path
 
 
 def load_source(out_dir: str | Path, material_id: str) -> dict[str, Any]:
-    """The DFT result record of ``material_id`` (structure, protocol, hash), checked for what phonons need."""
+    """The DFT result record of ``material_id`` (structure, protocol, hash), checked for what
+    phonons need."""
     path = result_path(Path(out_dir), material_id)
     if not path.exists():
-        raise PhononError(f"{path} does not exist: compute the material first "
-                          f"(`rhoprop generate ... --out {out_dir}`), then its phonons")
+        raise PhononError(
+            f"{path} does not exist: compute the material first "
+            f"(`rhoprop generate ... --out {out_dir}`), then its phonons"
+        )
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise PhononError(f"cannot read the DFT result {path}: {exc}") from exc
     missing = [k for k in ("structure", "protocol", "protocol_hash") if k not in record]
     if missing or record.get("kind", "crystal") != "crystal":
-        raise PhononError(f"{path} is not a crystal result with structure, protocol and protocol_hash "
-                          f"(missing {missing}, kind {record.get('kind')!r}); phonons need one")
+        raise PhononError(
+            f"{path} is not a crystal result with structure, protocol and protocol_hash "
+            f"(missing {missing}, kind {record.get('kind')!r}); phonons need one"
+        )
     return record
 
 
 def source_protocol(record: dict[str, Any]) -> Any:
-    """The DFT protocol a result was computed with, as an object (its electronic settings are reused):
-    the class its ``name`` says (``gpaw-v1``, ``gpaw-scf-v1``) where :mod:`rhoprop.dft.protocol`
-    has tiers (``load_protocol``), else :class:`DFTProtocol`."""
+    """The DFT protocol a result was computed with, as an object (its electronic settings are
+    reused): the class its ``name`` says (``gpaw-v1``, ``gpaw-scf-v1``) where
+    :mod:`rhoprop.dft.protocol` has tiers (``load_protocol``), else :class:`DFTProtocol`."""
     from rhoprop.dft import protocol as protocols
 
     loader = getattr(protocols, "load_protocol", DFTProtocol.from_dict)
@@ -210,33 +239,37 @@ def source_protocol(record: dict[str, Any]) -> Any:
         return loader(record["protocol"])
     except SettingsError as exc:
         raise PhononError(
-            f"{record.get('id')}: the result's protocol does not parse with this rhoprop's DFTProtocol "
-            f"({exc}); update rhoprop to the version that wrote it") from exc
+            f"{record.get('id')}: the result's protocol does not parse with this rhoprop's "
+            f"DFTProtocol ({exc}); update rhoprop to the version that wrote it"
+        ) from exc
 
 
 # --- supercell and displacements ----------------------------------------------------------------
 
 
-def supercell_multiples(cell: np.ndarray, natoms: int, min_edge: float, max_atoms: int,
-                        min_multiple: int = 1) -> tuple[list[int], bool]:
+def supercell_multiples(
+    cell: np.ndarray, natoms: int, min_edge: float, max_atoms: int, min_multiple: int = 1
+) -> tuple[list[int], bool]:
     """Diagonal multiples (n1, n2, n3), each at least ``min_multiple``, with every edge n_i·|a_i| ≥
-    ``min_edge`` Å, reduced to at most ``max_atoms`` atoms (each step reduces the multiples that keep
-    the shortest edge longest); returns (multiples, capped). PhononError when even the cell itself
-    exceeds ``max_atoms``."""
+    ``min_edge`` Å, reduced to at most ``max_atoms`` atoms (each step reduces the multiples that
+    keep the shortest edge longest); returns (multiples, capped). PhononError when even the cell
+    itself exceeds ``max_atoms``."""
     if natoms > max_atoms:
-        raise PhononError(f"the cell has {natoms} atoms, more than max_atoms={max_atoms}; "
-                          "raise --max-atoms to compute its phonons")
+        raise PhononError(
+            f"the cell has {natoms} atoms, more than max_atoms={max_atoms}; "
+            "raise --max-atoms to compute its phonons"
+        )
     lengths = np.linalg.norm(np.asarray(cell, dtype=float), axis=1)
     n = [max(1, min_multiple, math.ceil(min_edge / float(length) - 1e-9)) for length in lengths]
     capped = False
     while natoms * math.prod(n) > max_atoms:
-        # axes of equal length and multiple are reduced together (a cubic or hexagonal supercell keeps
-        # its shape and symmetry); the group whose reduced edge is longest goes first
+        # axes of equal length and multiple are reduced together (a cubic or hexagonal supercell
+        # keeps its shape and symmetry); the group whose reduced edge is longest goes first
         groups: dict[tuple[int, float], list[int]] = {}
         for j in range(3):
             if n[j] > 1:
                 groups.setdefault((n[j], round(float(lengths[j]), 2)), []).append(j)
-        (mult, length), axes = max(groups.items(), key=lambda g: ((g[0][0] - 1) * g[0][1], len(g[1])))
+        _, axes = max(groups.items(), key=lambda g: ((g[0][0] - 1) * g[0][1], len(g[1])))
         for j in axes:
             n[j] -= 1
         capped = True
@@ -244,7 +277,8 @@ def supercell_multiples(cell: np.ndarray, natoms: int, min_edge: float, max_atom
 
 
 def make_phonopy(atoms: Any, protocol: PhononProtocol) -> tuple[Any, list[int], bool]:
-    """A phonopy object for ``atoms`` (ASE) with the protocol's supercell and displacements generated.
+    """A phonopy object for ``atoms`` (ASE) with the protocol's supercell and displacements
+    generated.
 
     The stored cell is the unit cell; where it is not primitive, phonopy finds the primitive cell
     (``primitive_matrix='auto'``) for the band path. Returns (phonopy, multiples, capped).
@@ -252,17 +286,32 @@ def make_phonopy(atoms: Any, protocol: PhononProtocol) -> tuple[Any, list[int], 
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
 
-    unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=np.asarray(atoms.cell),
-                        scaled_positions=atoms.get_scaled_positions(), masses=atoms.get_masses())
-    n, capped = supercell_multiples(np.asarray(atoms.cell), len(atoms), protocol.min_supercell_edge_a,
-                                    protocol.max_atoms, protocol.min_supercell_multiple)
+    unit = PhonopyAtoms(
+        symbols=atoms.get_chemical_symbols(),
+        cell=np.asarray(atoms.cell),
+        scaled_positions=atoms.get_scaled_positions(),
+        masses=atoms.get_masses(),
+    )
+    n, capped = supercell_multiples(
+        np.asarray(atoms.cell),
+        len(atoms),
+        protocol.min_supercell_edge_a,
+        protocol.max_atoms,
+        protocol.min_supercell_multiple,
+    )
     with warnings.catch_warnings():  # phonopy warns whenever 'auto' is not the identity
         warnings.simplefilter("ignore")
-        ph = Phonopy(unit, supercell_matrix=np.diag(n), primitive_matrix="auto", symprec=protocol.symprec)
+        ph = Phonopy(
+            unit, supercell_matrix=np.diag(n), primitive_matrix="auto", symprec=protocol.symprec
+        )
     if len(ph.primitive) == len(unit):  # already primitive: keep its own basis for the q-points
-        ph = Phonopy(unit, supercell_matrix=np.diag(n), primitive_matrix="P", symprec=protocol.symprec)
-    ph.generate_displacements(distance=protocol.displacement_a,
-                              is_plusminus=True if protocol.plus_minus == "both" else "auto")
+        ph = Phonopy(
+            unit, supercell_matrix=np.diag(n), primitive_matrix="P", symprec=protocol.symprec
+        )
+    ph.generate_displacements(
+        distance=protocol.displacement_a,
+        is_plusminus=True if protocol.plus_minus == "both" else "auto",
+    )
     return ph, n, capped
 
 
@@ -270,13 +319,17 @@ def _ase(cell: Any) -> Any:
     """ASE Atoms of a PhonopyAtoms."""
     from ase import Atoms
 
-    return Atoms(symbols=list(cell.symbols), cell=np.asarray(cell.cell),
-                 scaled_positions=np.asarray(cell.scaled_positions), pbc=True)
+    return Atoms(
+        symbols=list(cell.symbols),
+        cell=np.asarray(cell.cell),
+        scaled_positions=np.asarray(cell.scaled_positions),
+        pbc=True,
+    )
 
 
 def forces_can_be_nonzero(ph: Any) -> bool:
-    """True when some atom's site symmetry allows a force (a free internal coordinate, e.g. wurtzite u):
-    then the undisplaced supercell's residual forces are computed and subtracted."""
+    """True when some atom's site symmetry allows a force (a free internal coordinate, e.g. wurtzite
+    u): then the undisplaced supercell's residual forces are computed and subtracted."""
     symmetry = ph.primitive_symmetry
     for i in range(len(ph.primitive)):
         rotations = np.asarray(symmetry.get_site_symmetry(i), dtype=float)
@@ -286,7 +339,8 @@ def forces_can_be_nonzero(ph: Any) -> bool:
 
 
 def calculation_key(atoms: Any, kpts: Sequence[int], dft_hash: str) -> str:
-    """Identity of one force calculation: the supercell geometry, its k-mesh and the DFT protocol hash."""
+    """Identity of one force calculation: the supercell geometry, its k-mesh and the DFT protocol
+    hash."""
     data = {
         "symbols": atoms.get_chemical_symbols(),
         "cell": np.round(np.asarray(atoms.cell), 8).tolist(),
@@ -311,7 +365,9 @@ def _cached_forces(path: Path, key: str) -> dict[str, Any] | None:
 # --- analysis -----------------------------------------------------------------------------------
 
 
-def band_path(primitive_cell: np.ndarray, npoints: int) -> tuple[list[np.ndarray], list[str], list[bool]]:
+def band_path(
+    primitive_cell: np.ndarray, npoints: int
+) -> tuple[list[np.ndarray], list[str], list[bool]]:
     """ASE's standard band path (Setyawan-Curtarolo) of a primitive cell as phonopy segments.
 
     Returns (segments of q-points in the primitive reciprocal basis, labels, connections).
@@ -320,10 +376,12 @@ def band_path(primitive_cell: np.ndarray, npoints: int) -> tuple[list[np.ndarray
 
     bp = Cell(np.asarray(primitive_cell)).bandpath(npoints=0)
     special = bp.special_points
-    segments, labels, connections = [], [], []
+    segments: list[np.ndarray] = []
+    labels: list[str] = []
+    connections: list[bool] = []
     for part in bp.path.split(","):
         names = _split_labels(part)
-        for a, b in zip(names[:-1], names[1:], strict=True):
+        for a, b in itertools.pairwise(names):
             qa, qb = np.asarray(special[a], dtype=float), np.asarray(special[b], dtype=float)
             segments.append(np.linspace(qa, qb, npoints))
             if not labels or not connections or not connections[-1]:
@@ -360,8 +418,12 @@ def analyse(ph: Any, protocol: PhononProtocol) -> dict[str, Any]:
     segments, labels, connections = band_path(np.asarray(ph.primitive.cell), protocol.band_points)
     ph.run_band_structure(segments, labels=labels, path_connections=connections)
     bands = ph.get_band_structure_dict()
-    path_min, path_q = _lowest(np.concatenate(bands["qpoints"]), np.concatenate(bands["frequencies"]))
-    where, minimum, q_min = ("mesh", mesh_min, mesh_q) if mesh_min <= path_min else ("path", path_min, path_q)
+    path_min, path_q = _lowest(
+        np.concatenate(bands["qpoints"]), np.concatenate(bands["frequencies"])
+    )
+    where, minimum, q_min = (
+        ("mesh", mesh_min, mesh_q) if mesh_min <= path_min else ("path", path_min, path_q)
+    )
     ph.run_total_dos(freq_pitch=protocol.dos_pitch_thz)
     dos = ph.get_total_dos_dict()
     return {
@@ -388,7 +450,9 @@ def analyse(ph: Any, protocol: PhononProtocol) -> dict[str, Any]:
 def _lowest(qpoints: Any, frequencies: Any) -> tuple[float, list[float] | None]:
     """(lowest frequency, its q-point) over q-points, without the three acoustic modes at Γ."""
     best, where = math.inf, None
-    for q, f in zip(np.asarray(qpoints, dtype=float), np.asarray(frequencies, dtype=float), strict=True):
+    for q, f in zip(
+        np.asarray(qpoints, dtype=float), np.asarray(frequencies, dtype=float), strict=True
+    ):
         if np.all(np.abs(q - np.round(q)) < 1e-9):
             f = np.delete(f, np.argsort(np.abs(f))[:3])
         if f.size and float(f.min()) < best:
@@ -404,7 +468,9 @@ def _r(values: Any, digits: int = 4) -> list:
 def special_point_frequencies(record: dict[str, Any]) -> dict[str, list[float]]:
     """Frequencies (THz, sorted) at the labelled special points of a phonon result's band path."""
     bands = record["band_structure"]
-    labels, out, at = bands["labels"], {}, 0
+    labels = bands["labels"]
+    out: dict[str, list[float]] = {}
+    at = 0
     for freqs, connected in zip(bands["frequencies_thz"], bands["connections"], strict=True):
         out.setdefault(labels[at], sorted(float(x) for x in freqs[0]))
         out.setdefault(labels[at + 1], sorted(float(x) for x in freqs[-1]))
@@ -415,8 +481,12 @@ def special_point_frequencies(record: dict[str, Any]) -> dict[str, list[float]]:
 # --- one material -------------------------------------------------------------------------------
 
 
-def compute_phonons(material_id: str, out_dir: str | Path, protocol: PhononProtocol | None = None,
-                    plots: bool = False) -> dict[str, Any]:
+def compute_phonons(
+    material_id: str,
+    out_dir: str | Path,
+    protocol: PhononProtocol | None = None,
+    plots: bool = False,
+) -> dict[str, Any]:
     """Compute (or finish) the phonons of one material of ``out_dir`` and write its phonon result.
 
     Each displaced supercell's forces are saved as soon as they are computed; saved ones are reused.
@@ -428,8 +498,11 @@ def compute_phonons(material_id: str, out_dir: str | Path, protocol: PhononProto
     t_start, cpu_start = time.perf_counter(), time.process_time()
     source = load_source(out, material_id)
     dft = protocol.electronic(source_protocol(source))
-    forces_hash = dft.hash() if dft.smearing_width_ev != source["protocol"].get("smearing_width_ev") \
+    forces_hash = (
+        dft.hash()
+        if dft.smearing_width_ev != source["protocol"].get("smearing_width_ev")
         else source["protocol_hash"]
+    )
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -449,17 +522,27 @@ def compute_phonons(material_id: str, out_dir: str | Path, protocol: PhononProto
             key = calculation_key(cell, kpts, forces_hash)
             cached = _cached_forces(path, key)
             if cached is None:
-                txt.write(f"\n=== rhoprop phonons {material_id} disp-{index:03d} ({len(cell)} atoms, "
-                          f"k-mesh {kpts}) {time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
+                txt.write(
+                    f"\n=== rhoprop phonons {material_id} disp-{index:03d} ({len(cell)} atoms, "
+                    f"k-mesh {kpts}) {time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n"
+                )
                 txt.flush()
                 t, cpu = time.perf_counter(), time.process_time()
                 a, spinpol = prepare_atoms(cell, dft)
                 energy = converge(a, dft, kpts, txt, spinpol)
                 forces = np.asarray(a.get_forces(), dtype=float)
-                cached = {"id": material_id, "index": index, "key": key, "natoms": len(cell),
-                          "kpts": list(kpts), "energy": energy, "forces": forces.tolist(),
-                          "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - t,
-                          "electronic_protocol_hash": forces_hash}
+                cached = {
+                    "id": material_id,
+                    "index": index,
+                    "key": key,
+                    "natoms": len(cell),
+                    "kpts": list(kpts),
+                    "energy": energy,
+                    "forces": forces.tolist(),
+                    "cpu_s": time.process_time() - cpu,
+                    "wall_s": time.perf_counter() - t,
+                    "electronic_protocol_hash": forces_hash,
+                }
                 atomic_write_text(path, json.dumps(cached) + "\n")
                 computed.append(index)
             else:
@@ -467,8 +550,12 @@ def compute_phonons(material_id: str, out_dir: str | Path, protocol: PhononProto
             forces_by_index[index] = np.asarray(cached["forces"], dtype=float)
             disp_cpu += float(cached.get("cpu_s", 0.0))
     reference = forces_by_index.get(0)
-    sets = np.array([forces_by_index[i + 1] - (reference if reference is not None else 0.0)
-                     for i in range(len(displaced))])
+    sets = np.array(
+        [
+            forces_by_index[i + 1] - (reference if reference is not None else 0.0)
+            for i in range(len(displaced))
+        ]
+    )
     drift = float(np.abs(sets.sum(axis=1)).max())
     ph.forces = sets
     ph.produce_force_constants(show_drift=False)
@@ -483,8 +570,11 @@ def compute_phonons(material_id: str, out_dir: str | Path, protocol: PhononProto
         "prototype": source.get("prototype"),
         "protocol": protocol.to_dict(),
         "protocol_hash": protocol.hash(),
-        "source": {"protocol_name": source["protocol"].get("name"), "protocol_hash": source["protocol_hash"],
-                   "result": f"results/{material_id}.json"},
+        "source": {
+            "protocol_name": source["protocol"].get("name"),
+            "protocol_hash": source["protocol_hash"],
+            "result": f"results/{material_id}.json",
+        },
         "electronic_protocol": dft.to_dict(),
         "electronic_protocol_hash": forces_hash,
         "dynamically_stable": analysis.pop("dynamically_stable"),
@@ -501,14 +591,27 @@ def compute_phonons(material_id: str, out_dir: str | Path, protocol: PhononProto
         "residual_forces_subtracted": residual,
         "max_residual_force": None if reference is None else float(np.abs(reference).max()),
         "max_force_drift": drift,
-        "displacements": [{"atom": int(d["number"]), "vector": [float(x) for x in d["displacement"]],
-                           "forces": _r(f, 6)} for d, f in zip(dataset["first_atoms"], sets, strict=True)],
+        "displacements": [
+            {
+                "atom": int(d["number"]),
+                "vector": [float(x) for x in d["displacement"]],
+                "forces": _r(f, 6),
+            }
+            for d, f in zip(dataset["first_atoms"], sets, strict=True)
+        ],
         **analysis,
-        "timing": {"total_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start,
-                   "displacements_cpu_s": disp_cpu, "computed": computed, "reused": reused},
+        "timing": {
+            "total_s": time.perf_counter() - t_start,
+            "cpu_s": time.process_time() - cpu_start,
+            "displacements_cpu_s": disp_cpu,
+            "computed": computed,
+            "reused": reused,
+        },
         "scf_fallbacks": scfs.fallbacks,
-        "files": {"log": f"{PHONON_DIR}/logs/{material_id}.txt",
-                  "displacements": f"{PHONON_DIR}/displacements/{material_id}/"},
+        "files": {
+            "log": f"{PHONON_DIR}/logs/{material_id}.txt",
+            "displacements": f"{PHONON_DIR}/displacements/{material_id}/",
+        },
     }
     if plots:
         record["files"]["plot"] = f"{PHONON_DIR}/plots/{material_id}.png"
@@ -529,10 +632,15 @@ def plot_phonons(record: dict[str, Any], path: str | Path) -> None:
     from rhoprop.settings import atomic_write_bytes
 
     bands = record["band_structure"]
-    fig, (ax, ax_dos) = plt.subplots(1, 2, figsize=(8, 4), sharey=True,
-                                     gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05})
-    ticks, tick_labels, labels = [], [], list(bands["labels"])
-    for d, f, connected in zip(bands["distances"], bands["frequencies_thz"], bands["connections"], strict=True):
+    fig, (ax, ax_dos) = plt.subplots(
+        1, 2, figsize=(8, 4), sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05}
+    )
+    ticks: list[float] = []
+    tick_labels: list[str] = []
+    labels = list(bands["labels"])
+    for d, f, connected in zip(
+        bands["distances"], bands["frequencies_thz"], bands["connections"], strict=True
+    ):
         ax.plot(d, f, color="C0", lw=1)
         if not ticks or abs(ticks[-1] - d[0]) > 1e-9:
             ticks.append(d[0])
@@ -563,7 +671,9 @@ def plot_phonons(record: dict[str, Any], path: str | Path) -> None:
 # --- batch --------------------------------------------------------------------------------------
 
 
-def phonon_candidates(out_dir: str | Path, protocol: PhononProtocol | None = None) -> list[Candidate]:
+def phonon_candidates(
+    out_dir: str | Path, protocol: PhononProtocol | None = None
+) -> list[Candidate]:
     """The crystals of ``out_dir`` whose DFT result its protocol accepts, cheapest supercell first
     (then by id). Candidates whose cell alone exceeds ``max_atoms`` come last."""
     from pymatgen.core import Structure
@@ -577,12 +687,19 @@ def phonon_candidates(out_dir: str | Path, protocol: PhononProtocol | None = Non
             continue
         structure = Structure.from_dict(rec["structure"])
         try:
-            n, _ = supercell_multiples(structure.lattice.matrix, len(structure), protocol.min_supercell_edge_a,
-                                       protocol.max_atoms, protocol.min_supercell_multiple)
-            size = len(structure) * math.prod(n)
+            n, _ = supercell_multiples(
+                structure.lattice.matrix,
+                len(structure),
+                protocol.min_supercell_edge_a,
+                protocol.max_atoms,
+                protocol.min_supercell_multiple,
+            )
+            size: float = len(structure) * math.prod(n)
         except PhononError:
             size = math.inf
-        keyed.append((size, rec["id"], Candidate(rec["id"], structure, rec.get("prototype", "user"))))
+        keyed.append(
+            (size, rec["id"], Candidate(rec["id"], structure, rec.get("prototype", "user")))
+        )
     return [c for _, _, c in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
@@ -597,12 +714,14 @@ def is_phonon_done(out_dir: str | Path, material_id: str, protocol: PhononProtoc
         source = json.loads(result_path(Path(out_dir), material_id).read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return (record.get("protocol_hash") == protocol.hash()
-            and record.get("source", {}).get("protocol_hash") == source.get("protocol_hash"))
+    return record.get("protocol_hash") == protocol.hash() and record.get("source", {}).get(
+        "protocol_hash"
+    ) == source.get("protocol_hash")
 
 
-def _phonon_work(material_id: str, out_dir: str, protocol: dict[str, Any], max_seconds: int,
-                 plots: bool) -> dict[str, Any]:
+def _phonon_work(
+    material_id: str, out_dir: str, protocol: dict[str, Any], max_seconds: int, plots: bool
+) -> dict[str, Any]:
     """Worker: the phonons of one material under a CPU-time limit; never raises."""
     for var in THREAD_VARIABLES:
         os.environ[var] = "1"
@@ -611,14 +730,23 @@ def _phonon_work(material_id: str, out_dir: str, protocol: dict[str, Any], max_s
     signal.setitimer(signal.ITIMER_PROF, max(1.0, float(max_seconds)))
     try:
         record = compute_phonons(material_id, out_dir, PhononProtocol.from_dict(protocol), plots)
-        status: dict[str, Any] = {"status": "done", "natoms": record["natoms_supercell"],
-                                  "stable": record["dynamically_stable"],
-                                  "min_frequency": record["min_frequency_thz"]}
-    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, never fatal
-        reason = f"Timeout: exceeded {max_seconds} s of CPU time" if isinstance(exc, _Timeout) else \
-            f"{type(exc).__name__}: {exc}"
-        status = {"status": "failed", "reason": reason[:2000],
-                  "traceback": "".join(traceback.format_exc().splitlines(True)[-12:])}
+        status: dict[str, Any] = {
+            "status": "done",
+            "natoms": record["natoms_supercell"],
+            "stable": record["dynamically_stable"],
+            "min_frequency": record["min_frequency_thz"],
+        }
+    except BaseException as exc:  # every failure is recorded, never fatal
+        reason = (
+            f"Timeout: exceeded {max_seconds} s of CPU time"
+            if isinstance(exc, _Timeout)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        status = {
+            "status": "failed",
+            "reason": reason[:2000],
+            "traceback": "".join(traceback.format_exc().splitlines(True)[-12:]),
+        }
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
     status.update(id=material_id, seconds=time.perf_counter() - t)
@@ -635,11 +763,12 @@ def generate_phonons(
     plots: bool = False,
     progress: bool = True,
 ) -> GenerateReport:
-    """Compute the phonons of the crystals of ``out_dir`` (all, or ``ids`` in that order) not yet done.
+    """Compute the phonons of the crystals of ``out_dir`` (all, or ``ids`` in that order) not yet
+    done.
 
-    One process per material (``workers`` at a time), each under a CPU-time limit of ``max_minutes``;
-    failures are recorded in ``DIR/phonons/failures.json`` and skipped on reruns unless
-    ``retry_failed`` (a retried material keeps its finished displacements).
+    One process per material (``workers`` at a time), each under a CPU-time limit of
+    ``max_minutes``; failures are recorded in ``DIR/phonons/failures.json`` and skipped on reruns
+    unless ``retry_failed`` (a retried material keeps its finished displacements).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -660,7 +789,8 @@ def generate_phonons(
     for c in candidates:
         old = failures.get(c.id)
         if is_phonon_done(out, c.id, protocol) or (
-                not retry_failed and old is not None and old.get("protocol_hash") == phash):
+            not retry_failed and old is not None and old.get("protocol_hash") == phash
+        ):
             report.skipped.append(c.id)
         else:
             todo.append(c.id)
@@ -673,30 +803,53 @@ def generate_phonons(
         if res["status"] == "done":
             report.computed.append(mid)
             if failures.pop(mid, None) is not None:
-                atomic_write_text(pdir / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
+                atomic_write_text(
+                    pdir / "failures.json", json.dumps(failures, indent=1, sort_keys=True)
+                )
             state = "stable" if res["stable"] else "UNSTABLE"
-            return f"{mid} {res['seconds']:.0f} s ({res['natoms']} atoms) {state}, min {res['min_frequency']:.2f} THz"
+            return (
+                f"{mid} {res['seconds']:.0f} s ({res['natoms']} atoms) {state}, "
+                f"min {res['min_frequency']:.2f} THz"
+            )
         report.failed[mid] = res["reason"]
-        failures[mid] = {"reason": res["reason"], "protocol_hash": phash,
-                         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": res["seconds"],
-                         "traceback": res.get("traceback", "")}
+        failures[mid] = {
+            "reason": res["reason"],
+            "protocol_hash": phash,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "seconds": res["seconds"],
+            "traceback": res.get("traceback", ""),
+        }
         atomic_write_text(pdir / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
         return f"[red]{mid} failed[/red]: {res['reason'][:120]}"
 
     context = multiprocessing.get_context("spawn")
     pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1)
-    pending, running = list(reversed(todo)), {}
+    pending = list(reversed(todo))
+    running: dict[cf.Future[dict[str, Any]], str] = {}
     previous_term = signal.signal(signal.SIGTERM, _terminate)
-    columns = (TextColumn("[bold]phonons"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[last]}"))
+    columns = (
+        TextColumn("[bold]phonons"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+    )
     try:
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task("phonons", total=len(todo), last="")
             while pending or running:
                 while pending and len(running) < workers:
                     mid = pending.pop()
-                    running[pool.submit(_phonon_work, mid, str(out), protocol.to_dict(),
-                                        int(max_minutes * 60), plots)] = mid
+                    running[
+                        pool.submit(
+                            _phonon_work,
+                            mid,
+                            str(out),
+                            protocol.to_dict(),
+                            int(max_minutes * 60),
+                            plots,
+                        )
+                    ] = mid
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 broken = False
                 for fut in finished:
@@ -705,9 +858,15 @@ def generate_phonons(
                         res = fut.result()
                     except cf.process.BrokenProcessPool:
                         broken = True
-                        res = {"id": mid, "status": "failed", "seconds": 0.0,
-                               "reason": "worker process died (crash or out of memory); its finished "
-                                         "displacements are kept"}
+                        res = {
+                            "id": mid,
+                            "status": "failed",
+                            "seconds": 0.0,
+                            "reason": (
+                                "worker process died (crash or out of memory); its finished "
+                                "displacements are kept"
+                            ),
+                        }
                     line = record(res)
                     bar.update(task, advance=1, last=line.split(" ")[0])
                     bar.console.print(f"{time.strftime('%H:%M:%S')} {line}")
@@ -715,7 +874,9 @@ def generate_phonons(
                     pending.extend(running.values())
                     running.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
-                    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1)
+                    pool = cf.ProcessPoolExecutor(
+                        max_workers=workers, mp_context=context, max_tasks_per_child=1
+                    )
     except BaseException:
         _kill_workers(pool)
         raise
@@ -729,26 +890,39 @@ def generate_phonons(
 
 
 def phonon_labels(out_dir: str | Path, records: Sequence[dict[str, Any]]) -> Any:
-    """``dynamically_stable`` and ``min_frequency`` of the crystals in ``records`` (DFT results) whose
-    phonon result in ``DIR/phonons`` has the folder's phonon protocol and was computed from that very
-    DFT result; a DataFrame indexed by id (empty when there are none)."""
+    """``dynamically_stable`` and ``min_frequency`` of the crystals in ``records`` (DFT results)
+    whose phonon result in ``DIR/phonons`` has the folder's phonon protocol and was computed from
+    that very DFT result; a DataFrame indexed by id (empty when there are none)."""
     import pandas as pd
 
     pdir = phonon_dir(out_dir)
     columns = list(PHONON_LABEL_SCHEMA)
     if not (pdir / "results").is_dir():
         return pd.DataFrame(columns=columns)
-    wanted = PhononProtocol.from_json(pdir / "protocol.json").hash() if (pdir / "protocol.json").exists() \
+    wanted = (
+        PhononProtocol.from_json(pdir / "protocol.json").hash()
+        if (pdir / "protocol.json").exists()
         else PhononProtocol().hash()
-    source_hash = {r["id"]: r.get("protocol_hash") for r in records if r.get("kind", "crystal") == "crystal"}
+    )
+    source_hash = {
+        r["id"]: r.get("protocol_hash") for r in records if r.get("kind", "crystal") == "crystal"
+    }
     rows = []
     for path in sorted((pdir / "results").glob("*.json")):
         rec = json.loads(path.read_text())
         mid = rec.get("id")
-        if (rec.get("protocol_hash") == wanted and mid in source_hash
-                and rec.get("source", {}).get("protocol_hash") == source_hash[mid]):
-            rows.append({"id": mid, "dynamically_stable": int(bool(rec["dynamically_stable"])),
-                         "min_frequency": min(0.0, float(rec["min_frequency_thz"]))})
+        if (
+            rec.get("protocol_hash") == wanted
+            and mid in source_hash
+            and rec.get("source", {}).get("protocol_hash") == source_hash[mid]
+        ):
+            rows.append(
+                {
+                    "id": mid,
+                    "dynamically_stable": int(bool(rec["dynamically_stable"])),
+                    "min_frequency": min(0.0, float(rec["min_frequency_thz"])),
+                }
+            )
     frame = pd.DataFrame(rows, columns=["id", *columns]).set_index("id")
     frame["dynamically_stable"] = frame["dynamically_stable"].astype("Int64")
     return frame

@@ -20,7 +20,13 @@ from rhoprop.settings import Settings
 
 MAGNETIC_ELEMENTS: tuple[str, ...] = ("Cr", "Mn", "Fe", "Co", "Ni")
 MIXER_KEYS = frozenset({"backend", "beta", "nmaxold", "weight", "method"})
-FALLBACK_MIXER: dict[str, Any] = {"backend": "msr1", "beta": 0.02, "nmaxold": 5, "weight": 100.0, "method": "difference"}
+FALLBACK_MIXER: dict[str, Any] = {
+    "backend": "msr1",
+    "beta": 0.02,
+    "nmaxold": 5,
+    "weight": 100.0,
+    "method": "difference",
+}
 
 
 def _package_version(name: str) -> str:
@@ -57,18 +63,19 @@ class GPAWProtocol(Settings):
         relax_steps: maximum BFGS steps of such a relaxation.
         magnetic_elements: elements that trigger a spin-polarized, ferromagnetic-start calculation.
         initial_magmom: starting moment (μB) on each atom of a magnetic element.
-        density_gridrefinement: GPAW grid refinement of the written pseudo density (1 = coarse grid).
-        bandwidth_gap_ev: an energy gap larger than this separates the valence manifold from
+        density_gridrefinement: GPAW grid refinement of the written pseudo density (1 = coarse
+        grid). bandwidth_gap_ev: an energy gap larger than this separates the valence manifold from
             semicore states when measuring the bandwidth.
         scf_maxiter: maximum SCF iterations of one attempt.
-        scf_fallback_mixer: GPAW ``mixer`` keyword arguments of a second attempt at an SCF that did not
-            converge in ``scf_maxiter`` iterations with GPAW's default mixer (a slower, damped mixer;
-            None: no second attempt). The second attempt starts afresh; if it fails too, the material
-            is a recorded failure. A converged SCF is the same ground state whichever mixer reached it.
+        scf_fallback_mixer: GPAW ``mixer`` keyword arguments of a second attempt at an SCF that did
+            not converge in ``scf_maxiter`` iterations with GPAW's default mixer (a slower, damped
+            mixer; None: no second attempt). The second attempt starts afresh; if it fails too, the
+            material is a recorded failure. A converged SCF is the same ground state whichever mixer
+            reached it.
         min_empty_bands: bands above ``ceil(N_valence / 2)`` that every calculation has at least.
             GPAW's default band count (one per atomic orbital of the setups) leaves none for Ca, Sr,
-            Ba (10 valence electrons, 5 orbitals) or K, Rb, Cs; where the default already leaves this
-            many, it is kept (see :meth:`band_count`).
+            Ba (10 valence electrons, 5 orbitals) or K, Rb, Cs; where the default already leaves
+            this many, it is kept (see :meth:`band_count`).
         gpaw_version: GPAW version the protocol was fixed with.
         setups_version: gpaw-data version (PAW setups).
     """
@@ -88,7 +95,9 @@ class GPAWProtocol(Settings):
     density_gridrefinement: int = 2
     bandwidth_gap_ev: float = 2.0
     scf_maxiter: int = 200
-    scf_fallback_mixer: dict[str, Any] | None = dataclasses.field(default_factory=lambda: dict(FALLBACK_MIXER))
+    scf_fallback_mixer: dict[str, Any] | None = dataclasses.field(
+        default_factory=lambda: dict(FALLBACK_MIXER)
+    )
     min_empty_bands: int = 1
     gpaw_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw"))
     setups_version: str = dataclasses.field(default_factory=lambda: _package_version("gpaw-data"))
@@ -134,7 +143,8 @@ class GPAWProtocol(Settings):
         return any(s in self.magnetic_elements for s in symbols)
 
     def band_count(self, symbols: list[str] | tuple[str, ...]) -> int | None:
-        """Number of bands to ask GPAW for, or None where its default already has enough empty bands.
+        """Number of bands to ask GPAW for, or None where its default already has enough empty
+        bands.
 
         The default is one band per atomic orbital of the setups; it is kept when it reaches
         ``ceil(N_valence / 2) + min_empty_bands``, otherwise that count is used instead.
@@ -161,17 +171,18 @@ class DFTProtocol(GPAWProtocol):
         eos_volume_scalings: volumes of the EOS scan relative to the centre volume.
         protocol_revision: bumped whenever the procedure (not only a number) changes, so old results
             are invalidated (2: energy-based centring, c11/c12 from the EOS bulk modulus + shear;
-            3: no elastic constants for metals unless ``elastic_for_metals``; 4: ``min_empty_bands``;
-            5: ``scf_fallback_mixer``).
+            3: no elastic constants for metals unless ``elastic_for_metals``; 4:
+            ``min_empty_bands``; 5: ``scf_fallback_mixer``).
         eos_precentre_steps: before the scan, at most this many single SCFs step the volume by
-            ``eos_precentre_factor`` from the start until the energy rises on both sides; the scan is
-            centred on the vertex of the E(ln V) parabola through that triple (0 = centre on the start).
+            ``eos_precentre_factor`` from the start until the energy rises on both sides; the scan
+            is centred on the vertex of the E(ln V) parabola through that triple (0 = centre on the
+            start).
         eos_precentre_factor: volume ratio of one pre-centring step.
         eos_max_recentre: how many times a scan that does not bracket the minimum is re-centred.
         eos: equation of state fitted by ``ase.eos.EquationOfState``.
-        elastic_strain: magnitude of the ± normal strain and ± engineering shear strain (c11, c12, c44).
-        elastic_for_metals: also compute elastic constants of metals (off: with this k-mesh and
-            smearing their strained-cell stresses are sampling noise).
+        elastic_strain: magnitude of the ± normal strain and ± engineering shear strain (c11, c12,
+        c44). elastic_for_metals: also compute elastic constants of metals (off: with this k-mesh
+            and smearing their strained-cell stresses are sampling noise).
     """
 
     name: str = "gpaw-v1"
@@ -202,7 +213,8 @@ class DFTProtocol(GPAWProtocol):
             )
 
     def revision_hash(self, revision: int) -> str | None:
-        """Hash this protocol had at an earlier ``revision`` (3 or 4) with every other field unchanged.
+        """Hash this protocol had at an earlier ``revision`` (3 or 4) with every other field
+        unchanged.
 
         Revision 4 is revision 5 without ``scf_fallback_mixer``; revision 3 is revision 4 without
         ``min_empty_bands``. None unless this protocol is at revision 5 and ``revision`` is 3 or 4.
@@ -217,26 +229,30 @@ class DFTProtocol(GPAWProtocol):
         return protocol_hash_of(data)
 
     def accepts(self, record: dict[str, Any]) -> bool:
-        """True when a result or failure record was computed exactly as this protocol would compute it.
+        """True when a result or failure record was computed exactly as this protocol would compute
+        it.
 
-        That is a record with this protocol's hash; or a revision-4 record (no fallback mixer: the same
-        calculation wherever the default mixer converged), except a failure to converge, which the
-        fallback may now rescue; or such a revision-3 record (before ``min_empty_bands``) of a
-        material whose band count stays at GPAW's default. The record needs ``protocol_hash``, and for
-        the revision-3 case ``composition`` (element → count in the cell); a failure record has ``reason``.
+        That is a record with this protocol's hash; or a revision-4 record (no fallback mixer: the
+        same calculation wherever the default mixer converged), except a failure to converge, which
+        the fallback may now rescue; or such a revision-3 record (before ``min_empty_bands``) of a
+        material whose band count stays at GPAW's default. The record needs ``protocol_hash``, and
+        for the revision-3 case ``composition`` (element → count in the cell); a failure record has
+        ``reason``.
         """
         found = record.get("protocol_hash")
         if found is None:
             return False
         if found == self.hash():
             return True
-        if self.scf_fallback_mixer is not None and str(record.get("reason", "")).startswith("SCFNotConvergedError"):
+        if self.scf_fallback_mixer is not None and str(record.get("reason", "")).startswith(
+            "SCFNotConvergedError"
+        ):
             return False
         if found == self.revision_hash(4):
             return True
         if found != self.revision_hash(3) or "composition" not in record:
             return False
-        symbols = [el for el, n in record["composition"].items() for _ in range(int(round(float(n))))]
+        symbols = [el for el, n in record["composition"].items() for _ in range(round(float(n)))]
         return self.band_count(symbols) is None
 
 
@@ -317,7 +333,7 @@ def load_protocol(data: dict[str, Any]) -> GPAWProtocol:
     return PROTOCOLS[name].from_dict(data)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _setup_size(symbol: str, xc: str, setups: str) -> tuple[float, int]:
     """(valence electrons, atomic orbitals) of GPAW's PAW setup for an element."""
     from gpaw.setup import create_setup
@@ -325,6 +341,6 @@ def _setup_size(symbol: str, xc: str, setups: str) -> tuple[float, int]:
 
     try:
         setup = create_setup(symbol, XC(xc), type=setups)
-    except Exception as exc:  # noqa: BLE001 - GPAW raises RuntimeError/FileNotFoundError/KeyError
+    except Exception as exc:  # GPAW raises RuntimeError/FileNotFoundError/KeyError
         raise SettingsError(f"no GPAW {setups!r} setup for {symbol} ({xc}): {exc}") from exc
     return float(setup.Nv), int(setup.nao)

@@ -1,4 +1,5 @@
-"""Deterministic enumeration of prototype crystals (≤ 5 atoms per primitive cell) for the built-in dataset.
+"""Deterministic enumeration of prototype crystals (≤ 5 atoms per primitive cell) for the built-in
+dataset.
 
 Prototypes (cubic ones with cubic axes along x, y, z; site order = the order of elements in the id):
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import itertools
 import random
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
@@ -32,16 +33,20 @@ BCC = 0.5 * np.array([[-1.0, 1, 1], [1, -1, 1], [1, 1, -1]])
 SC = np.eye(3)
 HCP_C_OVER_A = float(np.sqrt(8 / 3))
 
+# Element tables laid out by hand, several symbols a line (ruff format would put one a line).
+# fmt: off
 ALKALI = ["Li", "Na", "K", "Rb", "Cs"]
 ALKALINE_EARTH = ["Be", "Mg", "Ca", "Sr", "Ba"]
-TM = ["Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Y", "Zr", "Nb", "Mo", "Ru", "Rh", "Pd",
-      "Ag", "Cd", "La", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg"]
+TM = ["Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Y", "Zr", "Nb", "Mo", "Ru", "Rh",
+      "Pd", "Ag", "Cd", "La", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg"]
 P_METALS = ["Al", "Ga", "In", "Tl", "Sn", "Pb", "Bi"]
 ELEMENTS = sorted(
     set(ALKALI + ALKALINE_EARTH + TM + P_METALS
-        + ["H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Ge", "As", "Se", "Br", "Sb", "Te", "I"]),
+        + ["H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Ge", "As", "Se", "Br", "Sb", "Te",
+           "I"]),
     key=lambda s: Element(s).Z,
 )
+# fmt: on
 METALS = ALKALI + ALKALINE_EARTH + TM + P_METALS
 METALLIC_PROTOTYPES = {"fcc", "bcc", "hcp", "sc", "cscl", "l12", "half_heusler", "full_heusler"}
 ELEMENTAL_PROTOTYPES = ("fcc", "bcc", "sc", "hcp", "diamond")
@@ -63,7 +68,10 @@ def _frame(prototype: str) -> tuple[np.ndarray, list[list[float]]]:
         "rocksalt": (FCC, [[0, 0, 0], [h, h, h]]),
         "zincblende": (FCC, [[0, 0, 0], [q, q, q]]),
         "cscl": (SC, [[0, 0, 0], [h, h, h]]),
-        "wurtzite": (hexagonal, [[1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, h], [1 / 3, 2 / 3, 3 / 8], [2 / 3, 1 / 3, 7 / 8]]),
+        "wurtzite": (
+            hexagonal,
+            [[1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, h], [1 / 3, 2 / 3, 3 / 8], [2 / 3, 1 / 3, 7 / 8]],
+        ),
         "fluorite": (FCC, [[0, 0, 0], [q, q, q], [3 * q, 3 * q, 3 * q]]),
         "antifluorite": (FCC, [[q, q, q], [3 * q, 3 * q, 3 * q], [0, 0, 0]]),
         "l12": (SC, [[0, h, h], [h, 0, h], [h, h, 0], [0, 0, 0]]),
@@ -75,15 +83,27 @@ def _frame(prototype: str) -> tuple[np.ndarray, list[list[float]]]:
 
 
 SITES_PER_ELEMENT = {
-    "fcc": (1,), "bcc": (1,), "sc": (1,), "hcp": (2,), "diamond": (2,),
-    "rocksalt": (1, 1), "zincblende": (1, 1), "cscl": (1, 1), "wurtzite": (2, 2),
-    "fluorite": (1, 2), "antifluorite": (2, 1), "l12": (3, 1),
-    "perovskite": (1, 1, 3), "half_heusler": (1, 1, 1), "full_heusler": (2, 1, 1),
+    "fcc": (1,),
+    "bcc": (1,),
+    "sc": (1,),
+    "hcp": (2,),
+    "diamond": (2,),
+    "rocksalt": (1, 1),
+    "zincblende": (1, 1),
+    "cscl": (1, 1),
+    "wurtzite": (2, 2),
+    "fluorite": (1, 2),
+    "antifluorite": (2, 1),
+    "l12": (3, 1),
+    "perovskite": (1, 1, 3),
+    "half_heusler": (1, 1, 1),
+    "full_heusler": (2, 1, 1),
 }
 
 
 def _radius(symbol: str, metallic: bool) -> float:
-    """Radius (Å) used for start volumes: metallic radius in metallic prototypes, else Slater's atomic radius."""
+    """Radius (Å) used for start volumes: metallic radius in metallic prototypes, else Slater's
+    atomic radius."""
     el = Element(symbol)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,24 +114,29 @@ def _radius(symbol: str, metallic: bool) -> float:
 
 
 def build(prototype: str, elements: tuple[str, ...]) -> Structure:
-    """Build ``prototype`` decorated with ``elements`` (one per sublattice) at a radius-based lattice constant."""
+    """Build ``prototype`` decorated with ``elements`` (one per sublattice) at a radius-based
+    lattice constant."""
     counts = SITES_PER_ELEMENT[prototype]
     if len(counts) != len(elements):
         raise ValueError(f"prototype {prototype} takes {len(counts)} element(s), got {elements}")
-    species = [el for el, n in zip(elements, counts) for _ in range(n)]
+    species = [el for el, n in zip(elements, counts, strict=True) for _ in range(n)]
     matrix, coords = _frame(prototype)
     unit = Structure(Lattice(matrix), species, coords)
     metallic = prototype in METALLIC_PROTOTYPES
     dist = unit.distance_matrix + np.eye(len(unit)) * 1e9
     if len(unit) == 1:
-        d1 = min(Lattice(matrix).abc + (float(np.linalg.norm(matrix.sum(0))),))
-        d1 = min(d1, *(float(np.linalg.norm(matrix[i] - matrix[j])) for i in range(3) for j in range(i)))
+        d1 = min(*Lattice(matrix).abc, float(np.linalg.norm(matrix.sum(0))))
+        d1 = min(
+            d1, *(float(np.linalg.norm(matrix[i] - matrix[j])) for i in range(3) for j in range(i))
+        )
         scales = [2 * _radius(species[0], metallic) / d1]
     else:
         scales = []
         for i in range(len(unit)):
             j = int(np.argmin(dist[i]))
-            scales.append((_radius(species[i], metallic) + _radius(species[j], metallic)) / dist[i, j])
+            scales.append(
+                (_radius(species[i], metallic) + _radius(species[j], metallic)) / dist[i, j]
+            )
     a = float(np.mean(scales))
     structure = Structure(Lattice(matrix * a), species, coords)
     molar_volume = Element(species[0]).molar_volume if len(set(species)) == 1 else None
@@ -121,24 +146,33 @@ def build(prototype: str, elements: tuple[str, ...]) -> Structure:
 
 
 def build_dimer(symbol: str) -> Structure:
-    """A diatomic molecule in an orthorhombic box (Å), bond length twice Slater's radius, along z."""
+    """A diatomic molecule in an orthorhombic box (Å), bond length twice Slater's radius, along
+    z."""
     bond = 2 * _radius(symbol, metallic=False)
     a, b, c = DIMER_BOX
-    return Structure(Lattice.orthorhombic(a, b, c), [symbol, symbol],
-                     [[0.5, 0.5, 0.5 - bond / 2 / c], [0.5, 0.5, 0.5 + bond / 2 / c]], coords_are_cartesian=False)
+    return Structure(
+        Lattice.orthorhombic(a, b, c),
+        [symbol, symbol],
+        [[0.5, 0.5, 0.5 - bond / 2 / c], [0.5, 0.5, 0.5 + bond / 2 / c]],
+        coords_are_cartesian=False,
+    )
 
 
 def material_id(prototype: str, elements: tuple[str, ...]) -> str:
-    """Id of a prototype material: site-ordered formula and prototype, e.g. ``NiTiSn-half_heusler``."""
+    """Id of a prototype material: site-ordered formula and prototype, e.g.
+    ``NiTiSn-half_heusler``."""
     counts = SITES_PER_ELEMENT[prototype]
-    formula = "".join(el + (str(n) if n > 1 else "") for el, n in zip(elements, counts))
+    formula = "".join(
+        el + (str(n) if n > 1 else "") for el, n in zip(elements, counts, strict=True)
+    )
     if prototype in ELEMENTAL_PROTOTYPES:
         formula = elements[0]
     return f"{formula}-{prototype}"
 
 
 def dimer_id(symbol: str) -> str:
-    """Id of an element's dimer molecule (the formation-energy reference of a gas), e.g. ``O2-dimer``."""
+    """Id of an element's dimer molecule (the formation-energy reference of a gas), e.g.
+    ``O2-dimer``."""
     return f"{symbol}2-dimer"
 
 
@@ -147,42 +181,69 @@ def charge_balanced(elements: tuple[str, ...], counts: tuple[int, ...]) -> bool:
     weighted by the site ``counts``, sums to 0."""
     states = [Element(el).common_oxidation_states or (0,) for el in elements]
     for combo in itertools.product(*states):
-        if any(q < 0 for q in combo) and sum(n * q for n, q in zip(counts, combo)) == 0:
+        if (
+            any(q < 0 for q in combo)
+            and sum(n * q for n, q in zip(counts, combo, strict=True)) == 0
+        ):
             return True
     return False
 
 
 def _balanced(prototype: str, elements: tuple[str, ...]) -> bool:
-    """True when some combination of the elements' common oxidation states (one negative at least) sums to 0."""
+    """True when some combination of the elements' common oxidation states (one negative at least)
+    sums to 0."""
     return charge_balanced(elements, SITES_PER_ELEMENT[prototype])
 
 
-def _family_pools() -> dict[str, list[tuple[str, ...]]]:
-    """Element tuples per compound prototype (chemically motivated pools, hypothetical ones included)."""
-    halides, chalcogens, pnictogens = ["F", "Cl", "Br", "I"], ["O", "S", "Se", "Te"], ["N", "P", "As", "Sb"]
-    rs_cations = ALKALI + ALKALINE_EARTH + ["Sc", "Y", "La", "Ti", "Zr", "Hf", "V", "Nb", "Ta", "Cr", "Mn", "Fe",
-                                            "Co", "Ni", "Cu", "Zn", "Cd", "Ag", "Sn", "Pb"]
-    rs_anions = ["H"] + halides + chalcogens + ["C"] + pnictogens
-    zb = [(a, b) for a in ["B", "Al", "Ga", "In"] for b in pnictogens] + \
-         [(a, b) for a in ["Be", "Mg", "Zn", "Cd", "Hg", "Mn"] for b in chalcogens] + \
-         [(a, b) for a in ["Cu", "Ag"] for b in halides] + \
-         [(a, "C") for a in ["Si", "Ge", "Sn"]] + [("Si", "Ge"), ("Ge", "Sn")]
+def _family_pools() -> dict[str, Sequence[tuple[str, ...]]]:
+    """Element tuples per compound prototype (chemically motivated pools, hypothetical ones
+    included)."""
+    # Element pools laid out by hand, several symbols a line (ruff format would put one a line).
+    # fmt: off
+    halides = ["F", "Cl", "Br", "I"]
+    chalcogens = ["O", "S", "Se", "Te"]
+    pnictogens = ["N", "P", "As", "Sb"]
+    rs_cations = [*ALKALI, *ALKALINE_EARTH,
+                  "Sc", "Y", "La", "Ti", "Zr", "Hf", "V", "Nb", "Ta", "Cr", "Mn", "Fe", "Co", "Ni",
+                  "Cu", "Zn", "Cd", "Ag", "Sn", "Pb"]
+    fluorite_oxides = ["Zr", "Hf", "Ti", "Sn", "Pb", "Ge", "Si", "Mn", "Nb", "Mo", "W", "Ru", "Ir",
+                       "Pt"]
+    l12_a = ["Ni", "Pt", "Pd", "Cu", "Au", "Al", "Fe", "Co", "Ir", "Rh", "Ag", "Ti", "Zr", "Mn",
+             "Cr", "V", "Ga", "Li"]
+    l12_b = ["Al", "Ga", "In", "Ti", "Sn", "Mn", "Fe", "Zr", "Nb", "Ta", "Si", "Ge", "Sc", "Y",
+             "Hf", "V", "Pt", "Au", "Ni", "Co", "Cr", "Mg", "Zn", "Pb", "Sb"]
+    pv_b = ["Ti", "Zr", "Hf", "V", "Nb", "Ta", "Cr", "Mn", "Fe", "Co", "Ni", "Sn", "Ge", "Al", "Ga",
+            "Sc", "Mg", "Zn", "Cu", "Cd", "Pb", "Mo", "W", "Ru", "Rh", "Ir", "Pt", "In", "Si"]
+    # fmt: on
+    rs_anions = ["H", *halides, *chalcogens, "C", *pnictogens]
+    zb = (
+        [(a, b) for a in ["B", "Al", "Ga", "In"] for b in pnictogens]
+        + [(a, b) for a in ["Be", "Mg", "Zn", "Cd", "Hg", "Mn"] for b in chalcogens]
+        + [(a, b) for a in ["Cu", "Ag"] for b in halides]
+        + [(a, "C") for a in ["Si", "Ge", "Sn"]]
+        + [("Si", "Ge"), ("Ge", "Sn")]
+    )
     intermetallic = [m for m in METALS if m not in ("Hg",)]
-    cscl = [(a, b) for a, b in itertools.combinations(intermetallic, 2)] + \
-           [(a, b) for a in ["Cs", "Rb", "Tl"] for b in ["Cl", "Br", "I"]]
-    fluorite = [(a, b) for a in ["Ca", "Sr", "Ba", "Cd", "Pb", "Hg", "Mg", "Zn"] for b in ["F", "Cl", "H"]] + \
-               [(a, "O") for a in ["Zr", "Hf", "Ti", "Sn", "Pb", "Ge", "Si", "Mn", "Nb", "Mo", "W", "Ru", "Ir", "Pt"]] + \
-               [(a, b) for a in ["Co", "Ni", "Fe", "Pt", "Pd", "Ir"] for b in ["Si", "Ge", "Sn", "Al", "Ga"]]
-    antifluorite = [(a, b) for a in ALKALI + ["Cu", "Ag"] for b in chalcogens] + \
-                   [(a, b) for a in ["Mg", "Be", "Ca", "Sr"] for b in ["C", "Si", "Ge", "Sn", "Pb"]]
-    l12_a = ["Ni", "Pt", "Pd", "Cu", "Au", "Al", "Fe", "Co", "Ir", "Rh", "Ag", "Ti", "Zr", "Mn", "Cr", "V", "Ga", "Li"]
-    l12_b = ["Al", "Ga", "In", "Ti", "Sn", "Mn", "Fe", "Zr", "Nb", "Ta", "Si", "Ge", "Sc", "Y", "Hf", "V", "Pt",
-             "Au", "Ni", "Co", "Cr", "Mg", "Zn", "Pb", "Sb"]
+    cscl = [(a, b) for a, b in itertools.combinations(intermetallic, 2)] + [
+        (a, b) for a in ["Cs", "Rb", "Tl"] for b in ["Cl", "Br", "I"]
+    ]
+    fluorite = (
+        [(a, b) for a in ["Ca", "Sr", "Ba", "Cd", "Pb", "Hg", "Mg", "Zn"] for b in ["F", "Cl", "H"]]
+        + [(a, "O") for a in fluorite_oxides]
+        + [
+            (a, b)
+            for a in ["Co", "Ni", "Fe", "Pt", "Pd", "Ir"]
+            for b in ["Si", "Ge", "Sn", "Al", "Ga"]
+        ]
+    )
+    antifluorite = [(a, b) for a in [*ALKALI, "Cu", "Ag"] for b in chalcogens] + [
+        (a, b) for a in ["Mg", "Be", "Ca", "Sr"] for b in ["C", "Si", "Ge", "Sn", "Pb"]
+    ]
     l12 = [(a, b) for a in l12_a for b in l12_b if a != b]
-    pv_a = ALKALI + ["Ca", "Sr", "Ba", "La", "Pb", "Y", "Cd", "Tl"]
-    pv_b = ["Ti", "Zr", "Hf", "V", "Nb", "Ta", "Cr", "Mn", "Fe", "Co", "Ni", "Sn", "Ge", "Al", "Ga", "Sc", "Mg",
-            "Zn", "Cu", "Cd", "Pb", "Mo", "W", "Ru", "Rh", "Ir", "Pt", "In", "Si"]
-    perovskite = [(a, b, x) for a in pv_a for b in pv_b for x in ["O", "F", "Cl", "Br", "I", "S", "N"]]
+    pv_a = [*ALKALI, "Ca", "Sr", "Ba", "La", "Pb", "Y", "Cd", "Tl"]
+    perovskite = [
+        (a, b, x) for a in pv_a for b in pv_b for x in ["O", "F", "Cl", "Br", "I", "S", "N"]
+    ]
     hh_x = ["Ni", "Co", "Pd", "Pt", "Fe", "Rh", "Ir", "Cu", "Au", "Mn", "Ru", "Li"]
     hh_y = ["Ti", "Zr", "Hf", "V", "Nb", "Ta", "Sc", "Y", "Mn", "Cr", "Mg", "Li", "La", "Fe"]
     hh_z = ["Sn", "Sb", "Bi", "Ge", "Si", "Ga", "In", "Al", "Pb", "As", "P"]
@@ -206,26 +267,35 @@ def _family_pools() -> dict[str, list[tuple[str, ...]]]:
 
 
 VALIDATION: list[tuple[str, tuple[str, ...]]] = [
-    ("diamond", ("Si",)), ("rocksalt", ("Mg", "O")), ("fcc", ("Al",)), ("rocksalt", ("Na", "Cl")),
-    ("diamond", ("C",)), ("rocksalt", ("Li", "F")), ("zincblende", ("Ga", "As")), ("bcc", ("Fe",)),
+    ("diamond", ("Si",)),
+    ("rocksalt", ("Mg", "O")),
+    ("fcc", ("Al",)),
+    ("rocksalt", ("Na", "Cl")),
+    ("diamond", ("C",)),
+    ("rocksalt", ("Li", "F")),
+    ("zincblende", ("Ga", "As")),
+    ("bcc", ("Fe",)),
     ("perovskite", ("Sr", "Ti", "O")),
 ]
 """Validation materials (experiment / plane-wave PBE comparisons), computed first."""
 
 # One cycle of the round-robin over compound families: cheap 2-atom cells most often.
-CYCLE = ["rocksalt", "cscl", "zincblende", "half_heusler", "rocksalt", "antifluorite", "l12", "perovskite",
-         "cscl", "fluorite", "full_heusler", "zincblende", "rocksalt", "wurtzite", "half_heusler", "cscl",
-         "perovskite", "l12", "full_heusler"]
+# fmt: off
+CYCLE = ["rocksalt", "cscl", "zincblende", "half_heusler", "rocksalt", "antifluorite", "l12",
+         "perovskite", "cscl", "fluorite", "full_heusler", "zincblende", "rocksalt", "wurtzite",
+         "half_heusler", "cscl", "perovskite", "l12", "full_heusler"]
+# fmt: on
 
 
 def enumerate_prototypes(seed: int = 0) -> Iterator[Candidate]:
     """Yield prototype candidates in a fixed order: validation set, its elemental references, then a
     seeded round-robin over families.
 
-    After the validation set, before the first material containing an element, all five elemental structures of that element
-    are yielded (its formation-energy references); for the gases H, N, O, F, Cl, Br, I the reference
-    is the dimer molecule instead and their (hypothetical) solids come at the very end. Within a family, charge-balanced compositions come
-    before hypothetical ones, each group shuffled with ``random.Random(seed)``.
+    After the validation set, before the first material containing an element, all five elemental
+    structures of that element are yielded (its formation-energy references); for the gases H, N, O,
+    F, Cl, Br, I the reference is the dimer molecule instead and their (hypothetical) solids come at
+    the very end. Within a family, charge-balanced compositions come before hypothetical ones, each
+    group shuffled with ``random.Random(seed)``.
     """
     rng = random.Random(seed)
     pools = {}
@@ -283,7 +353,8 @@ def ready_first(
     finished: set[str],
     references: Callable[[str], tuple[str, ...]] = reference_ids,
 ) -> list[Candidate]:
-    """Reorder candidates so that compounds whose elements' references are all ``finished`` come first.
+    """Reorder candidates so that compounds whose elements' references are all ``finished`` come
+    first.
 
     ``finished`` holds the ids already computed or recorded as failed; ``references`` gives the
     reference ids of an element (this enumeration's :func:`reference_ids` by default). Everything
@@ -304,7 +375,9 @@ def ready_first(
         return all(referenced[el] for el in elements)
 
     flags = [ready(c) for c in candidates]
-    return [c for c, f in zip(candidates, flags) if f] + [c for c, f in zip(candidates, flags) if not f]
+    return [c for c, f in zip(candidates, flags, strict=True) if f] + [
+        c for c, f in zip(candidates, flags, strict=True) if not f
+    ]
 
 
 def is_spin_polarized(candidate: Candidate) -> bool:
