@@ -89,8 +89,8 @@ class TargetSpec(Settings):
             isinstance(c, (str, int)) and not isinstance(c, bool) for c in self.classes
         ):
             raise SettingsError(
-                f"target {self.name!r}: classes must be a list of class names (e.g. [\"metal\", "
-                f"\"non-metal\"]), got {self.classes!r}"
+                f'target {self.name!r}: classes must be a list of class names (e.g. ["metal", '
+                f'"non-metal"]), got {self.classes!r}'
             )
         classes = tuple(str(c) for c in self.classes)
         object.__setattr__(self, "classes", classes)
@@ -110,8 +110,14 @@ class TargetSpec(Settings):
             if self.kind != "regression":
                 raise SettingsError(f"target {self.name!r}: only a regression target has a minimum")
             number = self.minimum
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-                raise SettingsError(f"target {self.name!r}: minimum must be a finite number, got {self.minimum!r}")
+            if (
+                isinstance(number, bool)
+                or not isinstance(number, (int, float))
+                or not math.isfinite(number)
+            ):
+                raise SettingsError(
+                    f"target {self.name!r}: minimum must be a finite number, got {self.minimum!r}"
+                )
             object.__setattr__(self, "minimum", float(self.minimum))
 
     def clip(self, values: np.ndarray) -> np.ndarray:
@@ -168,14 +174,30 @@ def read_raw_labels(
         ) from exc
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise LabelTableError(f"cannot read labels file {path}: {exc}") from exc
-    header = [str(c).strip() for c in pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
-                                                    keep_default_na=False).iloc[0]]
+    header = [
+        str(c).strip()
+        for c in pd.read_csv(
+            path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False
+        ).iloc[0]
+    ]
     raw.columns = [str(c).strip() for c in raw.columns]
     if id_column not in raw.columns:
-        other = next((name for sym, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
-                      if len(raw.columns) == 1 and sym in raw.columns[0]), None)
-        hint = (f"; its header line is separated by {other}: rhoprop reads comma-separated files "
-                "(tab-separated when named .tsv)") if other else ""
+        other = next(
+            (
+                name
+                for sym, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
+                if len(raw.columns) == 1 and sym in raw.columns[0]
+            ),
+            None,
+        )
+        hint = (
+            (
+                f"; its header line is separated by {other}: rhoprop reads comma-separated files "
+                "(tab-separated when named .tsv)"
+            )
+            if other
+            else ""
+        )
         raise LabelTableError(
             f"labels file {path} has no id column {id_column!r}; its columns are "
             f"{list(raw.columns)}. Name the id column 'id' or pass --id-column NAME{hint}"

@@ -19,8 +19,8 @@ without reading the others), ``side`` (N, S) float32, ``has_spin`` (N,), ``nativ
 ``structure`` (pymatgen ``Structure.as_dict()`` as JSON text; never pickle), ``formula`` (reduced
 formula), and the provenance ``source``, the content hash of the file's bytes (a column named
 after the store's ``content_hash`` setting: ``xxh3_128`` by default; ``sha256`` in stores built with
-``--content-hash sha256`` or written before the setting existed), ``fmt``, ``code``, ``electrons`` and
-``magnetization``.
+``--content-hash sha256`` or written before the setting existed), ``fmt``, ``code``, ``electrons``
+and ``magnetization``.
 """
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ class StoreSettings(Settings):
             fields compress to about half of float16's size). Tensors are returned as float32.
         quantum: step of ``"q16"`` (0 for the float dtypes). With ``transform="asinh"`` a step of q
             is a relative density error of at most q/2 where ρ is well above ``scale``.
-        content_hash: the hash of each source file's bytes recorded as its provenance, ``"xxh3_128"``
-            (fast) or ``"sha256"`` (checkable with ``sha256sum``); see :mod:`rhoprop.io.digest`.
+        content_hash: the hash of each source file's bytes recorded as its provenance,
+            ``"xxh3_128"`` (fast) or ``"sha256"`` (checkable with ``sha256sum``); see
+            :mod:`rhoprop.io.digest`.
         format_version: version of the store layout.
     """
 
@@ -90,13 +91,15 @@ class StoreSettings(Settings):
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise SettingsError(f"StoreSettings.dtype must be one of {DTYPES}, got {self.dtype!r}")
-        quantum_ok = isinstance(self.quantum, (int, float)) and not isinstance(self.quantum, bool) and (
-            self.quantum > 0 if self.dtype == "q16" else self.quantum == 0
+        quantum_ok = (
+            isinstance(self.quantum, (int, float))
+            and not isinstance(self.quantum, bool)
+            and (self.quantum > 0 if self.dtype == "q16" else self.quantum == 0)
         )
         if not quantum_ok:
             raise SettingsError(
-                f"StoreSettings.quantum must be > 0 with dtype 'q16' and 0 otherwise, got {self.quantum!r} "
-                f"with dtype {self.dtype!r}"
+                f"StoreSettings.quantum must be > 0 with dtype 'q16' and 0 otherwise, got "
+                f"{self.quantum!r} with dtype {self.dtype!r}"
             )
         if self.content_hash not in DIGESTS:
             raise SettingsError(
@@ -146,12 +149,14 @@ class SampleRecord:
 
 
 def storage_dtype(dtype: str) -> str:
-    """The numpy dtype a store's tensors are written with (``"int16"`` for the codes of ``"q16"``)."""
+    """The numpy dtype a store's tensors are written with (``"int16"`` for the codes of
+    ``"q16"``)."""
     return "int16" if dtype == "q16" else dtype
 
 
 def quantize(x: np.ndarray, quantum: float) -> np.ndarray:
-    """int16 codes of ``x`` rounded to multiples of ``quantum``; DatasetError when a value does not fit."""
+    """int16 codes of ``x`` rounded to multiples of ``quantum``; DatasetError when a value does not
+    fit."""
     codes = np.rint(np.asarray(x, dtype=np.float64) / quantum)
     largest = float(np.abs(codes).max()) if codes.size else 0.0
     if largest > Q16_MAX:
@@ -176,7 +181,9 @@ def encode_tensor(x: np.ndarray, dtype: str, level: int = 1, quantum: float = 0.
     # q16 codes are small integers whose low bytes an entropy coder packs well: zlib's default
     # strategy at level 6 gives 14.0 KB per gpaw-v1 tensor (2x32^3, quantum 0.03) in 1.1 ms, where
     # run-length matches at level 1 give 29.1 KB (float16 with run-length matches: 52.9 KB, 0.9 ms).
-    level, strategy = (max(level, 6), zlib.Z_DEFAULT_STRATEGY) if dtype == "q16" else (level, zlib.Z_RLE)
+    level, strategy = (
+        (max(level, 6), zlib.Z_DEFAULT_STRATEGY) if dtype == "q16" else (level, zlib.Z_RLE)
+    )
     compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 8, strategy)
     return compressor.compress(shuffled) + compressor.flush()
 
@@ -205,8 +212,8 @@ def open_shard(path: Path) -> h5py.File:
         raise DatasetError(
             f"shard {path} ({size} bytes) cannot be opened as HDF5 ({exc}): it is damaged or "
             "incomplete, e.g. a partial copy. Restore it from where the store came from (`rhoprop "
-            "dataset verify` lists every damaged shard), or move it away and rerun the build that made "
-            "the store: the build resumes and recomputes the samples it held"
+            "dataset verify` lists every damaged shard), or move it away and rerun the build that "
+            "made the store: the build resumes and recomputes the samples it held"
         ) from exc
 
 
@@ -371,8 +378,9 @@ class DatasetStore:
                     shard_ids = [decode_text(s) for s in f["ids"][()]]
                 except (OSError, KeyError, ValueError) as exc:
                     raise DatasetError(
-                        f"shard {shard} has no readable list of ids ({type(exc).__name__}: {exc}): it is "
-                        "damaged; restore it, or move it away and rerun the build that made the store"
+                        f"shard {shard} has no readable list of ids ({type(exc).__name__}: "
+                        f"{exc}): it is damaged; restore it, or move it away and rerun the build "
+                        "that made the store"
                     ) from exc
             ids.extend(shard_ids)
             shard_of.append(np.full(len(shard_ids), k, dtype=np.int32))
@@ -493,7 +501,8 @@ class DatasetStore:
 
     @contextlib.contextmanager
     def _reading(self, i: int, what: str) -> Iterator[None]:
-        """Turn a failed read of sample ``i`` (damaged chunk or text) into a DatasetError naming it."""
+        """Turn a failed read of sample ``i`` (damaged chunk or text) into a DatasetError naming
+        it."""
         try:
             yield
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
@@ -501,9 +510,9 @@ class DatasetStore:
                 raise
             shard = self._shards[int(self._shard_of[i])]
             raise DatasetError(
-                f"{what} of sample {self._ids[i]!r} (row {int(self._row_of[i])} of shard {shard}) cannot "
-                f"be read ({type(exc).__name__}: {exc}): the shard is damaged; `rhoprop dataset verify "
-                f"{self.path}` lists every damaged sample"
+                f"{what} of sample {self._ids[i]!r} (row {int(self._row_of[i])} of shard {shard}) "
+                f"cannot be read ({type(exc).__name__}: {exc}): the shard is damaged; `rhoprop "
+                f"dataset verify {self.path}` lists every damaged sample"
             ) from exc
 
     def read(self, key: int | str) -> Sample:
@@ -560,11 +569,16 @@ class DatasetStore:
                     raise KeyError(f"no per-sample column {name!r} in dataset {self.path}")
                 try:
                     data = f[name][()]
-                    parts.append(np.array([decode_text(v) for v in data]) if data.dtype.kind in "OS" else data)
+                    parts.append(
+                        np.array([decode_text(v) for v in data])
+                        if data.dtype.kind in "OS"
+                        else data
+                    )
                 except (OSError, ValueError) as exc:
                     raise DatasetError(
-                        f"column {name!r} of shard {shard} cannot be read ({type(exc).__name__}: {exc}): "
-                        f"the shard is damaged; `rhoprop dataset verify {self.path}` lists the damage"
+                        f"column {name!r} of shard {shard} cannot be read "
+                        f"({type(exc).__name__}: {exc}): the shard is damaged; `rhoprop dataset "
+                        f"verify {self.path}` lists the damage"
                     ) from exc
         return np.concatenate(parts) if parts else np.zeros(0)
 

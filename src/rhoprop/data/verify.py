@@ -1,4 +1,5 @@
-"""Check a dataset store for damage: shard checksums, and every sample's tensor, structure and provenance.
+"""Check a dataset store for damage: shard checksums, and every sample's tensor, structure and
+provenance.
 
 Shards are written atomically, so a build never leaves a half-written one; damage comes later (a
 partial copy, a disk error, an edited file). :func:`verify_store` finds it without opening the store
@@ -68,7 +69,8 @@ def _recorded(shard: Path) -> str | None:
 
 
 def _check_rows(f: h5py.File, check: ShardCheck, on_sample: Callable[[], None] | None) -> None:
-    """Read every column and every sample of an open shard into ``check`` (``error``, ``damaged``)."""
+    """Read every column and every sample of an open shard into ``check`` (``error``,
+    ``damaged``)."""
     ids = [decode_text(s) for s in f["ids"][()]]
     check.samples = len(ids)
     hashes = [name for name in DIGESTS if name in f]
@@ -148,7 +150,8 @@ def verify_store(
 
 
 def print_checks(checks: list[ShardCheck], console: Console) -> None:
-    """Print one row per shard, then what is wrong with each damaged shard and sample, on a rich ``console``."""
+    """Print one row per shard, then what is wrong with each damaged shard and sample, on a rich
+    ``console``."""
     from rich.table import Table
 
     table = Table("shard", "samples", "checksum", "damaged samples", "state")
@@ -160,13 +163,17 @@ def print_checks(checks: list[ShardCheck], console: Console) -> None:
         if c.error:
             console.print(f"{c.shard}: {c.error}")
         if c.checksum == "mismatch":
-            console.print(f"{c.shard}: its bytes differ from the sha256 recorded when it was written")
+            console.print(
+                f"{c.shard}: its bytes differ from the sha256 recorded when it was written"
+            )
         for sample_id, what in c.damaged:
             console.print(f"{c.shard}: sample {sample_id!r}: {what}")
     bad = [c.shard for c in checks if not c.ok]
     samples = sum(c.samples for c in checks)
     if bad:
-        console.print(f"damaged: {', '.join(bad)} (of {len(checks)} shards). Restore them from where the "
-                      "store came from, or move them away and rerun the build that made the store")
+        console.print(
+            f"damaged: {', '.join(bad)} (of {len(checks)} shards). Restore them from where the "
+            "store came from, or move them away and rerun the build that made the store"
+        )
     else:
         console.print(f"all {len(checks)} shards and {samples} samples read back whole")

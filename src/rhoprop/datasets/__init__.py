@@ -116,5 +116,11 @@ def copy_dataset(name_or_path: str | os.PathLike[str], dest: str | os.PathLike[s
 
 
 __all__ = [
-    "BUILTIN_ROOT", "READ_ONLY_ROOTS", "available", "check_writable", "copy_dataset", "load", "resolve",
+    "BUILTIN_ROOT",
+    "READ_ONLY_ROOTS",
+    "available",
+    "check_writable",
+    "copy_dataset",
+    "load",
+    "resolve",
 ]
