@@ -65,6 +65,7 @@ def test_training_on_two_tiers_learns_every_target_from_the_samples_that_have_it
                                  "band_gap,bulk_modulus,my_score", "--model", "compact", "--epochs", "1",
                                  "--no-progress", "--accelerator", "cpu", "--threads", "1"])
     assert result.exit_code == 0, result.output
+    assert "epoch 1/1 val_loss" in result.output  # without a bar, a line per epoch
     again = runner.invoke(app, ["train", f"gpaw-v1,{second}", "--out", str(out), "--targets",
                                 "band_gap,bulk_modulus,my_score", "--model", "compact", "--epochs", "1",
                                 "--no-progress", "--accelerator", "cpu", "--threads", "1"])

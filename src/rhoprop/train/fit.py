@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -196,6 +197,8 @@ def make_trainer(
         enable_version_counter=False,
     )
     callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="epoch")]
+    if not config.progress:  # no bar: a line per epoch, so that a log shows how far a run is
+        callbacks.append(EpochLines(out))
     if config.patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=config.patience))
     loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tb")]
@@ -220,6 +223,26 @@ def make_trainer(
             "precision '16-mixed' needs a GPU; on a CPU use '32-true' or 'bf16-mixed'"
         )
     return trainer, best
+
+
+class EpochLines(L.Callback):
+    """One line per finished epoch on stderr (rank 0): epoch, losses, seconds, the run folder."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.start = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = {**trainer.logged_metrics, **trainer.callback_metrics}
+        parts = [f"{k} {float(metrics[k]):.4g}" for k in ("train_loss", "val_loss") if k in metrics]
+        print(
+            f"{time.strftime('%H:%M:%S')} {self.out}: epoch {trainer.current_epoch + 1}/"
+            f"{trainer.max_epochs} {', '.join(parts)} ({time.monotonic() - self.start:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _sync_batchnorm(config: TrainConfig) -> bool:
