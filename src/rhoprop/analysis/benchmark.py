@@ -189,17 +189,29 @@ class BenchmarkResult:
         return summarize(self.rows, full_only)
 
 
+def _feature_inputs(model: str) -> str | None:
+    """The ``inputs`` (:data:`~rhoprop.models.features.INPUTS`, or ``image``) whose global features
+    ``model`` reads; None for models that read none of them (mean, composition, CGCNN)."""
+    if model == "density-invariants":
+        return "density"
+    if model == "density-invariants+composition":
+        return "density+structure"
+    if model.startswith("msa3dcnn-"):
+        return model.removeprefix("msa3dcnn-")
+    return None
+
+
 def _gb_features(store: AnyStore, ids: Sequence[str], model: str) -> np.ndarray:
     """Features of a gradient-boosting baseline for ``ids``."""
     if model == "composition":
         from rhoprop.models.baselines import composition_features
 
         return np.stack([composition_features(store.structure(i)) for i in ids])
-    # density-invariants: the invariants alone; +composition: also electrons per atom and
-    # composition
-    return store_extra_features(
-        store, ids, "density" if model == "density-invariants" else "density+structure"
-    )
+    # density-invariants: the invariants alone; +composition: also electrons per atom, composition
+    # and the derived volume and mass density (the network's density+structure features)
+    inputs = _feature_inputs(model)
+    assert inputs is not None
+    return store_extra_features(store, ids, inputs)
 
 
 def _predict(
@@ -247,7 +259,8 @@ def _predict_msa3dcnn(
     from rhoprop.train.fit import loader, train
     from rhoprop.train.inference import predict_batches
 
-    inputs = model.removeprefix("msa3dcnn-")
+    inputs = _feature_inputs(model)
+    assert inputs is not None  # an msa3dcnn-<inputs> model
     config = dataclasses.replace(
         settings.train,
         inputs=inputs,
@@ -328,17 +341,6 @@ def benchmark_tasks(store: AnyStore, settings: BenchmarkSettings) -> list[TaskSp
     return select_tasks(store, names, store.ids)
 
 
-def _derived_features(model: str) -> list[str]:
-    """The derived global features (:data:`~rhoprop.models.features.DERIVED_NAMES`) ``model``
-    reads; empty for models that read none."""
-    from rhoprop.models.features import DERIVED_NAMES
-
-    reads = model == "density-invariants+composition" or (
-        model.startswith("msa3dcnn") and "structure" in model
-    )
-    return list(DERIVED_NAMES) if reads else []
-
-
 def _cache_key(
     settings: BenchmarkSettings, model: str, parts: dict[str, list[str]], tasks: Sequence[TaskSpec]
 ) -> str:
@@ -355,9 +357,11 @@ def _cache_key(
         from rhoprop.models.msa3dcnn import model_config
 
         relevant["architecture"] = model_config(settings.train.model).to_dict()
-    derived = _derived_features(model)
-    if derived:  # results computed before these columns existed must not be reused
-        relevant["derived_features"] = derived
+    if _feature_inputs(model) == "density+structure":
+        # results computed before these columns existed must not be reused
+        from rhoprop.models.features import DERIVED_NAMES
+
+        relevant["derived_features"] = list(DERIVED_NAMES)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

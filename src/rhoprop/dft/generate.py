@@ -229,6 +229,18 @@ def load_failures(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text())
 
 
+def failure_record(res: dict[str, Any], protocol_hash: str) -> dict[str, Any]:
+    """The ``failures.json`` entry of a failed material from its worker's result (``reason``,
+    ``seconds``, optional ``traceback``)."""
+    return {
+        "reason": res["reason"],
+        "protocol_hash": protocol_hash,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": res["seconds"],
+        "traceback": res.get("traceback", ""),
+    }
+
+
 class _Timeout(Exception):
     """Raised inside a material's process when it exceeds its CPU-time limit."""
 
@@ -512,13 +524,7 @@ def generate(
                 write_failures()
             return f"{mid} {res['seconds']:.0f} s ({res.get('natoms', '?')} atoms)"
         report.failed[mid] = res["reason"]
-        failures[mid] = {
-            "reason": res["reason"],
-            "protocol_hash": phash,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "seconds": res["seconds"],
-            "traceback": res.get("traceback", ""),
-        }
+        failures[mid] = failure_record(res, phash)
         write_failures()
         return f"[red]{mid} failed[/red]: {res['reason'][:120]}"
 

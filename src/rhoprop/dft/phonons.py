@@ -45,6 +45,7 @@ from rhoprop.dft.generate import (
     _kill_workers,
     _terminate,
     _Timeout,
+    failure_record,
     load_failures,
     select_ids,
 )
@@ -812,13 +813,7 @@ def generate_phonons(
                 f"min {res['min_frequency']:.2f} THz"
             )
         report.failed[mid] = res["reason"]
-        failures[mid] = {
-            "reason": res["reason"],
-            "protocol_hash": phash,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "seconds": res["seconds"],
-            "traceback": res.get("traceback", ""),
-        }
+        failures[mid] = failure_record(res, phash)
         atomic_write_text(pdir / "failures.json", json.dumps(failures, indent=1, sort_keys=True))
         return f"[red]{mid} failed[/red]: {res['reason'][:120]}"
 

@@ -164,6 +164,17 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _upgrade_msa3dcnn_config(config: dict[str, Any]) -> dict[str, Any]:
+    """An MSA3DCNNConfig dict as written by an older rhoprop, with the values that reproduce the
+    network it saved: version 1 (no ``norm``) and files from before the wide path
+    (no ``extra_linear``)."""
+    if "norm" not in config:
+        config = {**LEGACY_CONFIG, **config}
+    if "extra_linear" not in config:
+        config = {**config, "extra_linear": False}
+    return config
+
+
 def load_model(path: str | Path) -> ModelBundle:
     """Load a model directory written by :func:`save_model`, checking versions and weights
     strictly."""
@@ -176,12 +187,10 @@ def load_model(path: str | Path) -> ModelBundle:
             for t in meta["targets"]
         ]
         config = meta["config"]
-        if meta["class"] == "MSA3DCNN" and "norm" not in config:  # written before norm existed
-            config = {**LEGACY_CONFIG, **config}
-        if meta["class"] == "MSA3DCNN" and "extra_linear" not in config:  # written before it
-            config = {**config, "extra_linear": False}
-        if meta["class"] == "Ensemble" and "extra_linear" not in config.get("member", {}):
-            config = {**config, "member": {**config.get("member", {}), "extra_linear": False}}
+        if meta["class"] == "MSA3DCNN":
+            config = _upgrade_msa3dcnn_config(config)
+        elif meta["class"] == "Ensemble":
+            config = {**config, "member": _upgrade_msa3dcnn_config(config["member"])}
         model = cls(config_cls.from_dict(config), tasks)
         standardize = StandardizeSettings.from_dict(meta["standardize"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
