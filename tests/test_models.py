@@ -270,3 +270,30 @@ def test_standardize_mismatch_is_refused_with_the_differing_fields() -> None:
     bundle.check_standardize(StandardizeSettings(mode="cell", n=8))
     with pytest.raises(IncompatibleModelError, match=r"n: model 8 vs data 16.*transform"):
         bundle.check_standardize(StandardizeSettings(mode="cell", n=16, transform="none"))
+
+
+def test_a_model_trained_on_older_density_invariants_loads_with_a_warning(tmp_path) -> None:
+    import warnings
+
+    from rhoprop.models.invariants import INVARIANTS_VERSION
+
+    with_features = build_model("tiny", TASKS, extra_features=5)
+    with_features.extra_norm.fit(torch.randn(4, 5))
+    settings = StandardizeSettings(mode="cube", n=8, edge=5.0)
+    for name, model in [("plain", build_model("tiny", TASKS)), ("features", with_features)]:
+        model.target_norm.fit(torch.tensor([[1.0, 0, 0], [5.0, 1, 2]]))
+        path = save_model(tmp_path / name, ModelBundle(model=model, standardize=settings))
+        meta = json.loads((path / "model.json").read_text())
+        assert meta["invariants_version"] == INVARIANTS_VERSION
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_model(path)  # the current definitions: no warning
+        del meta["invariants_version"]  # as written before the version was recorded
+        (path / "model.json").write_text(json.dumps(meta))
+        if name == "plain":  # reads no invariants: nothing to warn about
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                load_model(path)
+        else:
+            with pytest.warns(UserWarning, match="density invariants of version 1.*retrain"):
+                load_model(path)

@@ -266,14 +266,6 @@ def test_one_model_per_target_group(store_path: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "more than one group" in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue 15): the invariant maxima_per_1000_voxels counts local maxima up to "
-    "the cube's open edges and moves under origin shifts (LiCoO2: 4.44 vs 3.81); the wide path "
-    "passes it linearly, so this small test model moves volume by 0.21 (limit 0.15). The shipped "
-    "ensemble passes the same check (test_origin_invariance.py). Fix: count maxima periodically "
-    "or in the interior, then retrain",
-)
 def test_predictions_do_not_move_when_a_real_density_is_seen_from_another_origin(
     trained_run: Path, store_path: Path, tmp_path: Path, fixtures_dir: Path
 ) -> None:

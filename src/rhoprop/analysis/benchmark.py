@@ -357,6 +357,10 @@ def _cache_key(
         from rhoprop.models.msa3dcnn import model_config
 
         relevant["architecture"] = model_config(settings.train.model).to_dict()
+    if _feature_inputs(model) is not None:  # the density invariants' definitions may change
+        from rhoprop.models.invariants import INVARIANTS_VERSION
+
+        relevant["invariants"] = INVARIANTS_VERSION
     if _feature_inputs(model) == "density+structure":
         # results computed before these columns existed must not be reused
         from rhoprop.models.features import DERIVED_NAMES

@@ -35,6 +35,9 @@ K_BINS = 16
 S_FLOOR = 0.005
 #: Local maxima count only above this density (e/Å³).
 PEAK_FLOOR = 0.05
+#: Version of these definitions; results computed from an older one are not reused (2: a
+#: maximum whose value ties across adjacent voxels counts once).
+INVARIANTS_VERSION = 2
 CF = 2.0 * (3.0 * math.pi**2) ** (1.0 / 3.0)
 EPS = 1e-12
 
@@ -98,12 +101,32 @@ def _gradient_features(rho: torch.Tensor, spacing: float) -> torch.Tensor:
     )  # fmt: skip
 
 
+def _peak_roots(peaks: torch.Tensor) -> torch.Tensor:
+    """(B, m, m, m) bool peak voxels -> bool mask of one voxel per 26-connected group of them.
+
+    A maximum that falls between grid points gives two or more voxels of equal value, each
+    ``>=`` its neighbours; whether the values tie exactly depends on where the grid happens to lie
+    (a symmetric cube ties, the same cube after an origin shift by a lattice vector's fraction does
+    not), so voxels are grouped and each group counts once. Groups are found by propagating the
+    largest voxel index through the group (max pooling), which stops when nothing changes."""
+    index = torch.arange(1, peaks[0].numel() + 1, dtype=torch.float64, device=peaks.device)
+    index = index.reshape(peaks.shape[1:]).expand_as(peaks)
+    label = torch.where(peaks, index, torch.zeros_like(index))
+    while True:
+        spread = torch.nn.functional.max_pool3d(label[:, None], 3, stride=1, padding=1)[:, 0]
+        spread = torch.where(peaks, spread, torch.zeros_like(spread))
+        if torch.equal(spread, label):
+            return peaks & (label == index)
+        label = spread
+
+
 def _local_maxima(x: torch.Tensor, floor: float) -> torch.Tensor:
     """(B, n, n, n) transformed values -> (B, 3): interior local maxima (3³ neighbourhood, above
-    ``floor``) per 1000 voxels, their mean and their spread of heights."""
+    ``floor``; adjacent voxels of one tied maximum count once) per 1000 voxels, their mean and
+    their spread of heights."""
     pooled = torch.nn.functional.max_pool3d(x[:, None], kernel_size=3, stride=1)[:, 0]
     inner = x[:, 1:-1, 1:-1, 1:-1]
-    peaks = (inner >= pooled) & (inner > floor)
+    peaks = _peak_roots((inner >= pooled) & (inner > floor))
     b = x.shape[0]
     count = peaks.reshape(b, -1).sum(dim=1).to(x.dtype)
     heights = torch.where(peaks, inner, torch.zeros_like(inner)).reshape(b, -1)

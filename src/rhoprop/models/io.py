@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -25,6 +26,7 @@ from rhoprop.grid.settings import STANDARDIZE_VERSION, StandardizeSettings
 from rhoprop.models.base import MultiTaskModel
 from rhoprop.models.ensemble import ENSEMBLE_VERSION, Ensemble, EnsembleConfig
 from rhoprop.models.heads import TaskSpec
+from rhoprop.models.invariants import INVARIANTS_VERSION
 from rhoprop.models.msa3dcnn import LEGACY_CONFIG, MODEL_VERSION, MSA3DCNN, MSA3DCNNConfig
 from rhoprop.settings import Settings, atomic_write_bytes, atomic_write_text
 
@@ -120,6 +122,8 @@ def save_model(path: str | Path, bundle: ModelBundle) -> Path:
         "standardize": bundle.standardize.to_dict(),
         "training": bundle.training,
         "uncertainty": bundle.uncertainty,
+        # the definitions of the density invariants its global features hold
+        "invariants_version": INVARIANTS_VERSION,
         **bundle.extra,
     }
     atomic_write_text(path / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -175,6 +179,21 @@ def _upgrade_msa3dcnn_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _warn_if_invariants_changed(
+    path: Path, model: MSA3DCNN | Ensemble, meta: dict[str, Any]
+) -> None:
+    """Warn when the model reads density invariants defined differently from this rhoprop's."""
+    config = model.config.member if isinstance(model, Ensemble) else model.config
+    saved = int(meta.get("invariants_version", 1))
+    if config.extra_features and saved != INVARIANTS_VERSION:
+        warnings.warn(
+            f"{path} was trained on density invariants of version {saved}; this rhoprop computes "
+            f"version {INVARIANTS_VERSION} (see rhoprop.models.invariants), so its global features "
+            "differ slightly from those it learned on: retrain it for exact predictions",
+            stacklevel=3,
+        )
+
+
 def load_model(path: str | Path) -> ModelBundle:
     """Load a model directory written by :func:`save_model`, checking versions and weights
     strictly."""
@@ -226,6 +245,7 @@ def load_model(path: str | Path) -> ModelBundle:
         )
     model.load_state_dict(state, strict=True)
     model.eval()
+    _warn_if_invariants_changed(path, model, meta)
     known = {
         "format",
         "format_version",
@@ -238,6 +258,7 @@ def load_model(path: str | Path) -> ModelBundle:
         "standardize",
         "training",
         "uncertainty",
+        "invariants_version",
     }
     return ModelBundle(
         model=model,
