@@ -297,3 +297,22 @@ def test_a_model_trained_on_older_density_invariants_loads_with_a_warning(tmp_pa
         else:
             with pytest.warns(UserWarning, match="density invariants of version 1.*retrain"):
                 load_model(path)
+
+
+def test_the_wide_path_can_skip_targets_and_older_files_keep_it_for_every_target(tmp_path) -> None:
+    model = build_model("tiny", TASKS, extra_features=5)
+    assert model.extra_linear is not None
+    assert set(model.extra_linear) == {"band_gap", "is_metal", "crystal_system"}
+    skipping = build_model("tiny", TASKS, extra_features=5, extra_linear_skip=("band_gap",))
+    assert skipping.extra_linear is not None
+    assert set(skipping.extra_linear) == {"is_metal", "crystal_system"}
+    skipping.extra_norm.fit(torch.randn(4, 5))
+    skipping.target_norm.fit(torch.tensor([[1.0, 0, 0], [5.0, 1, 2]]))
+    path = save_model(tmp_path / "m", ModelBundle(model=skipping, standardize=StandardizeSettings(n=8)))
+    assert set(load_model(path).model.extra_linear) == {"is_metal", "crystal_system"}
+    # a file written before the skip existed had the path for every target and loads as such
+    meta = json.loads((path / "model.json").read_text())
+    del meta["config"]["extra_linear_skip"]
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(IncompatibleModelError, match="missing"):
+        load_model(path)  # its weights lack band_gap's path: the upgrade did not invent a skip

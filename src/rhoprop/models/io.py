@@ -170,12 +170,14 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
 
 def _upgrade_msa3dcnn_config(config: dict[str, Any]) -> dict[str, Any]:
     """An MSA3DCNNConfig dict as written by an older rhoprop, with the values that reproduce the
-    network it saved: version 1 (no ``norm``) and files from before the wide path
-    (no ``extra_linear``)."""
+    network it saved: version 1 (no ``norm``), files from before the wide path (no
+    ``extra_linear``) and from before its per-target skip (no ``extra_linear_skip``)."""
     if "norm" not in config:
         config = {**LEGACY_CONFIG, **config}
     if "extra_linear" not in config:
         config = {**config, "extra_linear": False}
+    if "extra_linear_skip" not in config:  # before the skip existed every target had the path
+        config = {**config, "extra_linear_skip": ()}
     return config
 
 
