@@ -119,11 +119,17 @@ def test_a_file_that_kills_its_worker_twice_is_reported_and_the_rest_built(
     assert sorted(DatasetStore(tmp_path / "ds").ids) == [i for i in ids if i != "gen-0003"]
 
 
-def test_an_unreachable_scheduler_is_a_clear_error() -> None:
+def test_an_unreachable_scheduler_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(RhopropError, match="tcp://HOST:PORT"), dask_client(scheduler="localhost:1"):
         pass
-    result = runner.invoke(app, ["dataset", "build", ".", "--out", "x", "--scheduler", "nowhere"])
+    out = tmp_path / "x"
+    result = runner.invoke(app, ["dataset", "build", str(tmp_path), "--out", str(out), "--scheduler", "nowhere"])
     assert result.exit_code == 2 and "not a Dask scheduler address" in result.output
+    assert not out.exists()  # exit 2: nothing written (it once left x/settings.json behind)
+    result = runner.invoke(app, ["generate", "--protocol", "gpaw-scf-v1", "--prototypes", "--limit", "1",
+                                 "--out", str(out), "--scheduler", "nowhere"])  # fmt: skip
+    assert result.exit_code == 2 and "not a Dask scheduler address" in result.output
+    assert not out.exists()  # it once wrote protocol.json and screen.json first
 
 
 def _run_until(args: list[str], ready, timeout: float = 120) -> tuple[subprocess.Popen, list[int]]:

@@ -267,6 +267,10 @@ def build_dataset(
         raise SettingsError(f"workers must be >= 1, got {workers}")
     if shard_size < 1:
         raise SettingsError(f"shard_size must be >= 1, got {shard_size}")
+    if scheduler is not None:  # before anything is written: a refusal leaves no store behind
+        from rhoprop.cluster import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     labels_path = Path(labels) if labels is not None else None
     schema_path = Path(schema) if schema is not None else None
     species_t = tuple(species) if species else None

@@ -464,10 +464,12 @@ def generate(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rhoprop.cluster import dask_client, killed_reason, run_bounded
+    from rhoprop.cluster import check_scheduler_address, dask_client, killed_reason, run_bounded
 
     if workers < 1:
         raise RhopropError(f"workers must be at least 1, got {workers}")
+    if scheduler is not None:  # before anything is written
+        check_scheduler_address(scheduler)
     protocol = protocol or DFTProtocol()
     out = Path(out_dir)
     check_folder_protocol(out, protocol)
