@@ -636,6 +636,7 @@ def plot_learning_curves(
     """MAE against the number of training materials (mean ± spread over folds), one panel per
     target."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
 
     from rhoprop.analysis.figures import save_figure
 
@@ -647,7 +648,7 @@ def plot_learning_curves(
         return
     cols = min(4, len(targets))
     rows = -(-len(targets) // cols)
-    fig = Figure(figsize=(3.2 * cols, 2.8 * rows))
+    fig = Figure(figsize=(3.6 * cols, 3.0 * rows), layout="constrained")
     for k, target in enumerate(targets):
         ax = fig.add_subplot(rows, cols, k + 1)
         for model, group in data[data["target"] == target].groupby("model", sort=False):
@@ -659,6 +660,10 @@ def plot_learning_curves(
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 6x10^-1, on both log axes
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.tick_params(which="both", labelsize=7)
         ax.set_title(target, fontsize=9)
         ax.set_xlabel("training materials", fontsize=8)
         ax.set_ylabel("MAE", fontsize=8)
