@@ -10,6 +10,7 @@ from pymatgen.core import Composition, Lattice, Structure
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
 from rhoprop.analysis.metrics import classification_metrics, confusion, regression_metrics
+from rhoprop.data.labels import consistent_predictions, gated_samples
 from rhoprop.errors import SettingsError
 from rhoprop.io import read_density
 from rhoprop.models.baselines import composition_features, crystal_graph, feature_names
@@ -95,6 +96,30 @@ def test_calibrated_interval_covers_ninety_percent_of_the_calibration_data() -> 
     fresh_mean = fresh_truth + rng.normal(scale=2.0, size=2000)
     assert interval_coverage(fresh_mean, std, fresh_truth, scale) == pytest.approx(0.9, abs=0.03)
     assert Z90 == pytest.approx(1.6448536)
+
+
+def test_a_predicted_metal_gets_no_band_gap_and_every_model_is_made_consistent_alike() -> None:
+    tasks = [TaskSpec("band_gap"), TaskSpec("is_metal", kind="binary"), TaskSpec("fermi_energy")]
+    raw = {
+        "band_gap": np.array([0.4, 1.3, -0.2, 0.7]),
+        "is_metal": np.array([0.9, 0.2, 0.3, 0.51]),  # probability of class 1 (metal)
+        "fermi_energy": np.array([-1.0, 2.0, 3.0, 4.0]),
+    }
+    out = consistent_predictions(tasks, raw)
+    assert out["band_gap"].tolist() == [0.0, 1.3, 0.0, 0.0]  # gated, kept, clipped, gated
+    assert out["is_metal"] is raw["is_metal"] and out["fermi_energy"].tolist() == [-1.0, 2.0, 3.0, 4.0]
+    assert raw["band_gap"].tolist() == [0.4, 1.3, -0.2, 0.7]  # the raw outputs are not changed
+    assert gated_samples(tasks, raw)["band_gap"].tolist() == [True, False, False, True]
+    # without the gate among the targets (or its prediction), only the minimum applies
+    assert consistent_predictions(tasks[:1], raw)["band_gap"].tolist() == [0.4, 1.3, 0.0, 0.7]
+    assert gated_samples(tasks, {"band_gap": raw["band_gap"]}) == {}
+    # the interval of a gated value holds that value: its lower bound is the minimum
+    lo, hi = interval90(raw["band_gap"], np.full(4, 0.1), minimum=0.0, gated=out["band_gap"] == 0.0)
+    assert lo.tolist() == [0.0, pytest.approx(1.3 - Z90 * 0.1), 0.0, 0.0]
+    assert hi[0] == pytest.approx(0.4 + Z90 * 0.1)
+    truth = np.array([0.0, 1.3, 0.0, 0.0])
+    assert interval_coverage(raw["band_gap"], np.full(4, 0.1), truth, 1.0, 0.0) == 0.5
+    assert interval_coverage(raw["band_gap"], np.full(4, 0.1), truth, 1.0, 0.0, lo == 0.0) == 1.0
 
 
 def test_intervals_are_clipped_at_the_physical_minimum_and_coverage_counts_the_clipped_bounds() -> None:

@@ -42,6 +42,7 @@ import rhoprop
 from rhoprop.analysis.markdown import markdown_table
 from rhoprop.analysis.metrics import classification_metrics, regression_metrics
 from rhoprop.data.composite import AnyStore
+from rhoprop.data.labels import consistent_predictions
 from rhoprop.errors import SettingsError
 from rhoprop.models.heads import TaskSpec
 from rhoprop.settings import Settings, atomic_write_text, check_fields, is_int, is_number
@@ -435,6 +436,8 @@ def run_benchmark(
                     t.name: int(np.isfinite(train_labels[:, j]).sum()) for j, t in enumerate(tasks)
                 }
                 truth = label_matrix(store, parts["test"], tasks)
+                # scored as rhoprop reports them (the cache keeps the raw outputs)
+                preds = consistent_predictions(tasks, preds)
                 new = score_rows(label, model, fold, tasks, truth, preds, n_train)
                 for row in new:
                     row["fraction"] = fraction

@@ -25,11 +25,6 @@ class TaskSpec(TargetSpec):
             )
 
     @property
-    def is_regression(self) -> bool:
-        """True for a regression target."""
-        return self.kind == "regression"
-
-    @property
     def n_outputs(self) -> int:
         """Outputs of the head: 1 (regression value or binary logit) or the number of classes."""
         return len(self.classes) if self.kind == "multiclass" else 1

@@ -27,6 +27,7 @@ from rhoprop.analysis.plots import (
     read_learning_curves,
     roc_plot,
 )
+from rhoprop.data.labels import consistent_predictions, gated_samples
 from rhoprop.errors import SettingsError
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.io import load_model
@@ -233,16 +234,18 @@ def _evaluate_model(
     order = np.argsort(preds.indices)
     scales = bundle.uncertainty.get("scale", {})
     rows, frames, outputs, intervals = [], [], {}, {}
+    raw = {t.name: preds.mean[t.name][order] for t in tasks}
+    final, gates = consistent_predictions(tasks, raw), gated_samples(tasks, raw)
     for j, task in enumerate(tasks):
-        mean, std = preds.mean[task.name][order], preds.std[task.name][order]
+        mean, std = raw[task.name], preds.std[task.name][order]
         truth = labels[:, j]
         frame = pd.DataFrame({"id": ids, "target": task.name, "truth": truth})
         if task.is_regression:  # intervals from the model's own mean, then clipped (as in predict)
-            scale = float(scales.get(task.name, 1.0))
-            coverage = interval_coverage(mean, std, truth, scale, task.minimum)
-            coverage_raw = interval_coverage(mean, std, truth, minimum=task.minimum)
-            lo, hi = interval90(mean, std, scale, task.minimum)
-            mean = task.clip(mean)
+            scale, gated = float(scales.get(task.name, 1.0)), gates.get(task.name)
+            coverage = interval_coverage(mean, std, truth, scale, task.minimum, gated)
+            coverage_raw = interval_coverage(mean, std, truth, 1.0, task.minimum, gated)
+            lo, hi = interval90(mean, std, scale, task.minimum, gated)
+            mean = final[task.name]
             row = metric_row("rhoprop", task, truth, mean)
             row["coverage90"], row["coverage90_uncalibrated"] = coverage, coverage_raw
             frame = frame.assign(pred=mean, std=scale * std, lo90=lo, hi90=hi)
@@ -404,8 +407,8 @@ def _baseline_rows(
         models = {"mean": mean_predictions(tasks, train_labels, len(ids))}
     rows = []
     for name, preds in models.items():
+        final = consistent_predictions(tasks, preds)
         for j, task in enumerate(tasks):
-            if task.name in preds:
-                pred = task.clip(preds[task.name]) if task.is_regression else preds[task.name]
-                rows.append(metric_row(name, task, labels[:, j], pred))
+            if task.name in final:
+                rows.append(metric_row(name, task, labels[:, j], final[task.name]))
     return rows

@@ -147,13 +147,18 @@ def interval90(
     std: np.ndarray | float,
     scale: float = 1.0,
     minimum: float | None = None,
+    gated: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bounds of the 90% interval mean ± Z90·scale·std, both raised to a target's physical
-    ``minimum``."""
+    ``minimum``; where ``gated`` (a predicted metal's band gap,
+    :func:`~rhoprop.data.labels.gated_samples`) the lower bound is the minimum itself, so the
+    interval holds the reported value."""
     mean, half = np.asarray(mean, dtype=float), Z90 * scale * np.asarray(std, dtype=float)
     lo, hi = mean - half, mean + half
     if minimum is not None:
         lo, hi = np.maximum(lo, minimum), np.maximum(hi, minimum)
+        if gated is not None:
+            lo = np.where(gated, minimum, lo)
     return lo, hi
 
 
@@ -163,11 +168,14 @@ def interval_coverage(
     truth: np.ndarray,
     scale: float = 1.0,
     minimum: float | None = None,
+    gated: np.ndarray | None = None,
 ) -> float:
     """Fraction of labelled values inside the 90% interval (:func:`interval90`; NaN without
     labels)."""
     mask = np.isfinite(truth)
     if not mask.any():
         return float("nan")
-    lo, hi = interval90(mean[mask], std[mask], scale, minimum)
+    lo, hi = interval90(
+        mean[mask], std[mask], scale, minimum, None if gated is None else gated[mask]
+    )
     return float(np.mean((lo <= truth[mask]) & (truth[mask] <= hi)))

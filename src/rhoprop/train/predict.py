@@ -23,6 +23,7 @@ from rich.progress import track
 
 from rhoprop.data import find_density_files
 from rhoprop.data.composite import AnyStore
+from rhoprop.data.labels import consistent_predictions, gated_samples
 from rhoprop.errors import DensityFormatError, SettingsError
 from rhoprop.grid import standardize
 from rhoprop.io import Density, read_density
@@ -215,15 +216,20 @@ def _predict_one(
     samples = mc_samples or int(bundle.uncertainty.get("samples", 30))
     preds = predict_batches(bundle.model, [batch], mc_samples=samples)
     scales = bundle.uncertainty.get("scale", {})
+    final = consistent_predictions(bundle.tasks, preds.mean)
+    gates = gated_samples(bundle.tasks, preds.mean)
     rows = []
     for task in bundle.tasks:
         mean, spread = preds.mean[task.name][0], preds.std[task.name][0]
         row: dict[str, Any] = {"target": task.name, "kind": task.kind, "unit": task.unit}
         if task.is_regression:
             sigma = float(scales.get(task.name, 1.0)) * float(spread)
-            lo, hi = interval90(mean, sigma, minimum=task.minimum)
+            gated = gates.get(task.name)
+            lo, hi = interval90(
+                mean, sigma, minimum=task.minimum, gated=None if gated is None else gated[0]
+            )
             row.update(
-                value=float(task.clip(mean)),
+                value=float(final[task.name][0]),
                 uncertainty=sigma,
                 lo90=float(lo),
                 hi90=float(hi),
