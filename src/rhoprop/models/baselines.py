@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,12 +70,14 @@ def composition_features(composition: Composition | Structure) -> np.ndarray:
     fractions = composition.fractional_composition
     props = np.stack([element_properties(str(el)) for el in fractions])  # (E, P)
     w = np.array([fractions[el] for el in fractions])[:, None]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        # a property pymatgen has for none of the elements (nvalence of Cr, Ni ...) stays NaN,
+        # which the gradient boosting handles; numpy's "All-NaN slice" warning says only that
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nansum(props * w, axis=0) / np.sum(np.where(np.isnan(props), 0, w), axis=0)
         std = np.sqrt(np.nansum(w * (props - mean) ** 2, axis=0))
-    return np.concatenate(
-        [mean, std, np.nanmin(props, axis=0), np.nanmax(props, axis=0), [len(fractions)]]
-    )
+        lo, hi = np.nanmin(props, axis=0), np.nanmax(props, axis=0)
+    return np.concatenate([mean, std, lo, hi, [len(fractions)]])
 
 
 def feature_names() -> list[str]:
