@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,13 @@ from rhoprop.models.baselines import composition_features, crystal_graph, featur
 from rhoprop.models.heads import TaskSpec
 from rhoprop.train.baselines import BaselineSettings, composition_predictions, mean_predictions
 from rhoprop.train.config import TrainConfig, load_train_config
-from rhoprop.train.data import determined_elements, expected_electrons, fit_valence, gpaw_valence
+from rhoprop.train.data import (
+    dataset_label,
+    determined_elements,
+    expected_electrons,
+    fit_valence,
+    gpaw_valence,
+)
 from rhoprop.train.inference import (
     Z90,
     calibration_scale,
@@ -266,3 +273,14 @@ def test_a_store_whose_labels_match_none_of_its_ids_is_named_as_such(tmp_path_fa
     store = DatasetStore(store_dir)
     with pytest.raises(LabelTableError, match=f"none of the {len(ids)} training samples .* 0 labelled ids"):
         select_tasks(store, [], ids)
+
+
+def test_dataset_label_names_stores_without_machine_paths(tmp_path: Path) -> None:
+    """Reports name a store list by the stores' names, never by this machine's absolute paths."""
+    a, b = tmp_path / "tier-a.rho", tmp_path / "tier-b"
+    a.mkdir()
+    b.mkdir()
+    assert dataset_label(str(a)) == "tier-a.rho"
+    assert dataset_label("gpaw-v1") == "gpaw-v1"
+    assert dataset_label(f"{a},{b}") == "tier-a.rho,tier-b"
+    assert dataset_label(f"gpaw-v1,{b}") == "gpaw-v1,tier-b"

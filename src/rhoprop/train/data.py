@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rhoprop.data.composite import AnyStore, open_dataset
+from rhoprop.data.composite import AnyStore, open_dataset, split_dataset_names
 from rhoprop.errors import LabelTableError, RhopropError, SettingsError
 from rhoprop.models.heads import TaskSpec
 
@@ -27,9 +27,15 @@ def open_store(dataset: str | os.PathLike[str]) -> AnyStore:
 
 
 def dataset_label(dataset: str | os.PathLike[str]) -> str:
-    """A short name for a dataset argument: the built-in name, else the folder name."""
-    path = Path(dataset)
-    return str(dataset) if not path.exists() else path.resolve().name
+    """A short name for a dataset argument: the built-in name, else the folder name; for a list of
+    stores (``"gpaw-v1,/data/my.rho"``) the names joined by commas (``"gpaw-v1,my.rho"``), so that
+    reports never carry the machine's absolute paths."""
+
+    def one(name: str) -> str:
+        path = Path(name)
+        return name if not path.exists() else path.resolve().name
+
+    return ",".join(one(name) for name in split_dataset_names(dataset))
 
 
 def select_tasks(store: AnyStore, requested: Sequence[str], ids: Sequence[str]) -> list[TaskSpec]:
