@@ -358,3 +358,27 @@ def test_k_mesh_is_raised_where_the_crystal_would_not_map_it_onto_itself() -> No
     assert symmetric_kpoint_mesh(cuinse2, SCFProtocol(symmetric_kpoints=False)) == (5, 5, 6)
     rutile = atoms(build_type("rutile", ("Ti", "O")))  # simple tetragonal: 5×5×8 is symmetric
     assert symmetric_kpoint_mesh(rutile, protocol) == kpoint_mesh(rutile, protocol) == (5, 5, 8)
+
+
+def test_fast_tier_runs_its_enumeration_order_so_new_elements_come_early() -> None:
+    """The committed fast-tier folder: what is left runs in the enumeration's order (references of
+    an unseen element before the compounds of elements already referenced), not ready-first, which
+    had put 4,790 compounds of the 34 referenced elements before the next new element."""
+    from rhoprop.datasets import load
+    from rhoprop.dft.generate import finished_ids, prototype_candidates
+    from rhoprop.dft.protocol import SCFProtocol
+
+    out = ROOT / "data-gen" / "gpaw-scf-v1"
+    store = load("gpaw-scf-v1")
+    stored = set(store.ids)
+    store.close()
+    protocol = SCFProtocol()
+    planned = prototype_candidates(out, 1500, protocol, stored)
+    enumerated = list(itertools.islice(enumerate_scf_candidates(), 1500))
+    finished = finished_ids(out, enumerated, protocol, stored)
+    assert finished, "the committed folder has finished materials"
+    assert [c.id for c in planned] == [c.id for c in enumerated]
+    done_elements = {el.symbol for c in enumerated if c.id in finished for el in c.structure.composition}
+    todo = [c for c in planned if c.id not in finished]
+    new = [c for c in todo[:100] if {el.symbol for el in c.structure.composition} - done_elements]
+    assert new or done_elements >= set(SCF_ELEMENTS), "no unseen element among the next 100"

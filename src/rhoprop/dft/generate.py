@@ -180,22 +180,22 @@ def prototype_candidates(
     screen: Any = None,
 ) -> list[Candidate]:
     """The protocol's enumeration (its first ``limit`` candidates, all for 0) in the order
-    ``generate`` should run it for ``out_dir``: compounds needing no new reference calculation
-    first (:func:`ready_first`).
+    ``generate`` should run it for ``out_dir``.
 
-    ``gpaw-v1``: :func:`~rhoprop.dft.prototypes.enumerate_prototypes`; ``gpaw-scf-v1``:
+    ``gpaw-v1``: :func:`~rhoprop.dft.prototypes.enumerate_prototypes`, compounds needing no new
+    reference calculation first (:func:`ready_first`). ``gpaw-scf-v1``:
     :func:`~rhoprop.dft.enumerate.enumerate_scf_candidates` with at most ``max_atoms`` atoms per
-    cell, and the candidates ``screen`` skipped before counted as finished.
+    cell, in its own order (chemistry first: an element's references and first compounds come
+    early, so the tier reaches every element within its first few hundred candidates; moving the
+    compounds of elements already referenced to the front, as for ``gpaw-v1``, would put thousands
+    of them before the next new element). ``generate`` skips the finished ones, and the candidates
+    ``screen`` skipped before count as finished.
     """
     protocol = protocol or DFTProtocol()
     if isinstance(protocol, SCFProtocol):
-        from rhoprop.dft.enumerate import enumerate_scf_candidates, scf_reference_ids
+        from rhoprop.dft.enumerate import enumerate_scf_candidates
 
-        enumerated = list(
-            itertools.islice(enumerate_scf_candidates(max_atoms=max_atoms), limit or None)
-        )
-        finished = finished_ids(out_dir, enumerated, protocol, stored, screen)
-        return ready_first(enumerated, finished, references=scf_reference_ids)
+        return list(itertools.islice(enumerate_scf_candidates(max_atoms=max_atoms), limit or None))
     enumerated = list(itertools.islice(enumerate_prototypes(), limit or None))
     return ready_first(enumerated, finished_ids(out_dir, enumerated, protocol, stored))
 
