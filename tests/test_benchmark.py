@@ -70,6 +70,7 @@ def test_benchmark_scores_baselines_on_every_fold_resumes_from_its_cache_and_wri
         assert summary.loc[(target, "composition"), "mae_mean"] < 0.7 * mean_mae
         assert summary.loc[(target, "density-invariants"), "mae_mean"] < 0.7 * mean_mae
     assert summary.loc[("is_metal", "density-invariants"), "roc_auc_mean"] > 0.8
+    assert 0.5 < summary.loc[("is_metal", "composition"), "f1_mean"] <= 1.0  # F1 of the metals
     cached = sorted((tmp_path / "work" / "cache").rglob("*.json"))
     assert len(cached) == 3 * 3 + 3
     stamps = [p.stat().st_mtime_ns for p in cached]

@@ -449,10 +449,11 @@ def run_benchmark(
 
 
 def summarize(rows: pd.DataFrame, full_only: bool = True) -> pd.DataFrame:
-    """Per model and target: mean and standard deviation over folds of MAE, R² and ROC-AUC."""
+    """Per model and target: mean and standard deviation over folds of MAE and R² (regression),
+    ROC-AUC, accuracy and F1 (classes; macro F1 for several classes)."""
     data = rows[rows["fraction"] == 1.0] if full_only and "fraction" in rows else rows
     grouped = data.groupby(["target", "model"], sort=False)
-    out = grouped[["mae", "r2", "roc_auc", "accuracy"]].agg(["mean", "std"])
+    out = grouped[["mae", "r2", "roc_auc", "accuracy", "f1"]].agg(["mean", "std"])
     out.columns = [f"{a}_{b}" for a, b in out.columns]
     out["folds"] = grouped.size()
     return out.reset_index()
