@@ -10,6 +10,9 @@ tier=${1:?usage: grow-builtin.sh TIER}
 rhoprop=.venv/bin/rhoprop
 store=src/rhoprop/datasets/data/$tier
 $rhoprop generate --labels --out "data-gen/$tier" || exit 1
+# A fresh clone has no CHGCARs (they are not committed): an empty folder still merges the labels of
+# stored materials (new phonon labels, for example) without rewriting any shard.
+mkdir -p "data-gen/$tier/chgcar"
 # Every built-in tier is standardized the same way, so that they train together
 # (rhoprop train gpaw-v1,gpaw-scf-v1): n 32, 10 Å cube on a canonical site, total and spin, asinh
 # 0.05, q16 at quantum 0.03. An existing store keeps its own settings (the options must match).
