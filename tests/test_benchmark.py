@@ -89,6 +89,38 @@ def test_benchmark_scores_baselines_on_every_fold_resumes_from_its_cache_and_wri
     assert set(best_models(rows)["target"]) == {"volume_per_atom", "fermi_energy", "is_metal"}
 
 
+def test_two_tiers_are_also_scored_on_each_tiers_part_of_every_test_fold(tmp_path) -> None:
+    settings = BenchmarkSettings(folds=3, models=("mean",), curve_models=(),
+                                 targets=("volume_per_atom", "bulk_modulus", "is_metal"))  # fmt: skip
+    result = run_benchmark("gpaw-v1,gpaw-scf-v1", tmp_path / "work", settings)
+    assert result.dataset == "gpaw-v1,gpaw-scf-v1"
+    by_tier = result.tier_rows
+    assert by_tier is not None and set(by_tier["tier"]) == {"gpaw-v1", "gpaw-scf-v1"}
+    # the fast tier has no bulk moduli: its part of a fold has no row for them
+    bulk = by_tier[by_tier["target"] == "bulk_modulus"]
+    assert set(bulk["tier"]) == {"gpaw-v1"} and len(bulk) == 3  # one per fold
+    # the same predictions: the tiers' MAEs, weighted by their test materials, give the whole fold's
+    tier_of = {i: i.split("/", 1)[0] for i in result.folds}
+    for (model, fold), rows in result.rows.groupby(["model", "fold"]):
+        whole = float(rows.loc[rows["target"] == "volume_per_atom", "mae"].iloc[0])
+        parts = by_tier[(by_tier["model"] == model) & (by_tier["fold"] == fold)
+                        & (by_tier["target"] == "volume_per_atom")]  # fmt: skip
+        counts = [sum(1 for i, f in result.folds.items() if f == fold and tier_of[i] == tier)
+                  for tier in parts["tier"]]  # fmt: skip
+        assert np.isclose(np.average(parts["mae"], weights=counts), whole)
+    summary = result.tier_summary()
+    assert summary is not None and list(summary.columns[:3]) == ["tier", "target", "model"]
+    v = summary[summary["target"] == "volume_per_atom"].set_index("tier")["mae_mean"]
+    assert v["gpaw-v1"] != v["gpaw-scf-v1"]  # the tiers' volume distributions differ
+    write_benchmark(result, tmp_path / "out")
+    assert len(pd.read_csv(tmp_path / "out" / "by_tier.csv")) == len(by_tier)
+    assert "scored on the `gpaw-scf-v1` materials" in (tmp_path / "out" / "benchmark.md").read_text()
+    # one store: nothing per tier
+    single = run_benchmark("gpaw-v1", tmp_path / "work1", BenchmarkSettings(folds=2, models=("mean",),
+                           curve_models=(), targets=("volume_per_atom",)))  # fmt: skip
+    assert single.tier_rows is None and single.tier_summary() is None
+
+
 def test_benchmark_trains_the_msa3dcnn_on_the_same_folds_through_the_cli(tmp_path) -> None:
     config = BenchmarkSettings(
         folds=2, models=("mean", "msa3dcnn-density"), targets=("volume_per_atom", "is_metal"),

@@ -41,7 +41,7 @@ import pandas as pd
 import rhoprop
 from rhoprop.analysis.markdown import markdown_table
 from rhoprop.analysis.metrics import classification_metrics, regression_metrics
-from rhoprop.data.composite import AnyStore
+from rhoprop.data.composite import AnyStore, CompositeStore
 from rhoprop.data.labels import consistent_predictions
 from rhoprop.errors import SettingsError
 from rhoprop.models.heads import TaskSpec
@@ -53,7 +53,13 @@ from rhoprop.train.baselines import (
     mean_predictions,
 )
 from rhoprop.train.config import TRAIN_INPUTS, TrainConfig
-from rhoprop.train.data import label_matrix, open_store, select_tasks, store_extra_features
+from rhoprop.train.data import (
+    dataset_label,
+    label_matrix,
+    open_store,
+    select_tasks,
+    store_extra_features,
+)
 
 #: The eight targets of the paper's non-magnetic set, in its order.
 PAPER_TARGETS = (
@@ -184,10 +190,19 @@ class BenchmarkResult:
     folds: dict[str, int]
     rows: pd.DataFrame
     seconds: dict[str, float]
+    tier_rows: pd.DataFrame | None = None
+    """For several stores benchmarked together: the same models and folds scored on each store's
+    (tier's) part of every test fold, with a ``tier`` column; None for a single store."""
 
     def summary(self, full_only: bool = True) -> pd.DataFrame:
         """Mean and standard deviation over folds per model and target (full training folds)."""
         return summarize(self.rows, full_only)
+
+    def tier_summary(self, full_only: bool = True) -> pd.DataFrame | None:
+        """:meth:`summary` per tier (a ``tier`` column first); None for a single store."""
+        if self.tier_rows is None:
+            return None
+        return summarize(self.tier_rows, full_only, by=("tier",))
 
 
 def _feature_inputs(model: str) -> str | None:
@@ -388,8 +403,14 @@ def run_benchmark(
     tasks = benchmark_tasks(store, settings)
     folds = composition_folds(store, settings.folds, settings.seed)
     formulas = formulas_of(store)
-    label = Path(dataset).name if Path(dataset).exists() else str(dataset)
+    label = dataset_label(dataset)
     rows: list[dict[str, Any]] = []
+    tier_rows: list[dict[str, Any]] = []
+    tier_of = (
+        {i: store.tier(i) for i in store.ids}
+        if isinstance(store, CompositeStore) and len(store.tiers) > 1
+        else None
+    )
     seconds: dict[str, float] = {}
     for model in settings.models:
         fractions = settings.train_fractions if model in settings.curve_models else (1.0,)
@@ -442,17 +463,46 @@ def run_benchmark(
                 for row in new:
                     row["fraction"] = fraction
                 rows += new
+                if tier_of is not None:
+                    tier_rows += _tier_rows(
+                        label, model, fold, tasks, truth, preds, n_train, parts["test"], tier_of,
+                        fraction,
+                    )  # fmt: skip
                 if on_step is not None:
                     on_step(f"{model} fold {fold} fraction {fraction:g}: {elapsed:.1f} s")
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "fraction"])
-    return BenchmarkResult(label, settings, folds, frame, seconds)
+    by_tier = (
+        pd.DataFrame(tier_rows, columns=["tier", *COLUMNS, "fraction"])
+        if tier_of is not None
+        else None
+    )
+    return BenchmarkResult(label, settings, folds, frame, seconds, by_tier)
 
 
-def summarize(rows: pd.DataFrame, full_only: bool = True) -> pd.DataFrame:
-    """Per model and target: mean and standard deviation over folds of MAE and R² (regression),
-    ROC-AUC, accuracy and F1 (classes; macro F1 for several classes)."""
+def _tier_rows(
+    dataset: str, model: str, fold: int, tasks: Sequence[TaskSpec], truth: np.ndarray,
+    preds: dict[str, np.ndarray], n_train: dict[str, int], test_ids: Sequence[str],
+    tier_of: dict[str, str], fraction: float,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """:func:`score_rows` on each tier's part of one test fold (targets a tier lacks left out)."""
+    tiers = np.asarray([tier_of[i] for i in test_ids])
+    out: list[dict[str, Any]] = []
+    for tier in dict.fromkeys(tiers.tolist()):
+        mask = tiers == tier
+        part = {k: np.asarray(v)[mask] for k, v in preds.items()}
+        for row in score_rows(dataset, model, fold, tasks, truth[mask], part, n_train):
+            if all(not np.isfinite(row[m]) for m in ("mae", "r2", "accuracy", "f1", "roc_auc")):
+                continue  # no labels of this target in this tier's part of the fold
+            out.append({"tier": tier, **row, "fraction": fraction})
+    return out
+
+
+def summarize(rows: pd.DataFrame, full_only: bool = True, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Per model and target (and per ``by`` column, e.g. ``tier``, first): mean and standard
+    deviation over folds of MAE and R² (regression), ROC-AUC, accuracy and F1 (classes; macro F1
+    for several classes)."""
     data = rows[rows["fraction"] == 1.0] if full_only and "fraction" in rows else rows
-    grouped = data.groupby(["target", "model"], sort=False)
+    grouped = data.groupby([*by, "target", "model"], sort=False)
     out = grouped[["mae", "r2", "roc_auc", "accuracy", "f1"]].agg(["mean", "std"])
     out.columns = [f"{a}_{b}" for a, b in out.columns]
     out["folds"] = grouped.size()
@@ -532,21 +582,12 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if np.isfinite(std) else f"{mean:.{digits}f}"
 
 
-def render_markdown(result: BenchmarkResult, reference: str | None = None) -> str:
-    """The benchmark as markdown: MAE (regression) or ROC-AUC (classification), mean ± standard
-    deviation over folds per target and model; per target the best in bold, and the paired
-    comparison of ``reference`` with every other model."""
-    summary = result.summary()
-    models = [m for m in result.settings.models if m in set(summary["model"])]
-    best = best_models(result.rows).set_index("target")
-    lines = [
-        f"Dataset `{result.dataset}`, {result.settings.folds}-fold cross-validation grouped by "
-        f"formula (seed {result.settings.seed}), {len(result.folds)} materials. Regression: MAE, "
-        "classification: ROC-AUC; mean ± standard deviation over folds; **bold**: the best, "
-        "*italic*: within one fold-standard-deviation of it.",
-        "",
-    ]
-    rows = []
+def _score_table(rows: pd.DataFrame, models: Sequence[str]) -> str:
+    """Markdown table of ``rows``: per target and model the mean ± std over folds of the MAE
+    (regression) or ROC-AUC (classes), the best in bold and those within one std in italics."""
+    summary = summarize(rows)
+    best = best_models(rows).set_index("target")
+    table = []
     for target, group in summary.groupby("target", sort=False):
         regression = group["mae_mean"].notna().any()
         col = "mae" if regression else "roc_auc"
@@ -566,8 +607,24 @@ def render_markdown(result: BenchmarkResult, reference: str | None = None) -> st
                 text = f"*{text}*"
             cells.append(text)
         unit = "" if regression else " (AUC)"
-        rows.append([f"{target}{unit}", *cells])
-    lines.append(markdown_table(["target", *models], rows, "l" + "r" * len(models)))
+        table.append([f"{target}{unit}", *cells])
+    return markdown_table(["target", *models], table, "l" + "r" * len(models))
+
+
+def render_markdown(result: BenchmarkResult, reference: str | None = None) -> str:
+    """The benchmark as markdown: MAE (regression) or ROC-AUC (classification), mean ± standard
+    deviation over folds per target and model; per target the best in bold, and the paired
+    comparison of ``reference`` with every other model."""
+    summary = result.summary()
+    models = [m for m in result.settings.models if m in set(summary["model"])]
+    lines = [
+        f"Dataset `{result.dataset}`, {result.settings.folds}-fold cross-validation grouped by "
+        f"formula (seed {result.settings.seed}), {len(result.folds)} materials. Regression: MAE, "
+        "classification: ROC-AUC; mean ± standard deviation over folds; **bold**: the best, "
+        "*italic*: within one fold-standard-deviation of it.",
+        "",
+        _score_table(result.rows, models),
+    ]
     if reference and reference in models:
         paired = paired_comparison(result.rows, reference, "mae")
         if not paired.empty:
@@ -594,6 +651,16 @@ def render_markdown(result: BenchmarkResult, reference: str | None = None) -> st
                     "llrrr",
                 )
             )
+    if result.tier_rows is not None:
+        for tier, part in result.tier_rows.groupby("tier", sort=False):
+            n = sum(1 for i in result.folds if i.split("/", 1)[0] == tier)
+            lines += [
+                "",
+                f"The same models and folds scored on the `{tier}` materials of each test fold "
+                f"only ({n} materials; trained on every store):",
+                "",
+                _score_table(part.drop(columns="tier"), models),
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -693,6 +760,13 @@ def write_benchmark(
     atomic_write_text(paths["summary"], result.summary().to_csv(index=False))
     atomic_write_text(paths["best"], best_models(result.rows).to_csv(index=False))
     written = [paths[k] for k in ("rows", "summary", "best")]
+    tier_summary = result.tier_summary()
+    if result.tier_rows is not None and tier_summary is not None:
+        paths["tier_rows"] = out / "by_tier.csv"
+        paths["tier_summary"] = out / "by_tier_summary.csv"
+        atomic_write_text(paths["tier_rows"], result.tier_rows.to_csv(index=False))
+        atomic_write_text(paths["tier_summary"], tier_summary.to_csv(index=False))
+        written += [paths["tier_rows"], paths["tier_summary"]]
     if reference:
         paths["paired"] = out / "paired.csv"
         atomic_write_text(
