@@ -119,6 +119,17 @@ def test_a_file_that_kills_its_worker_twice_is_reported_and_the_rest_built(
     assert sorted(DatasetStore(tmp_path / "ds").ids) == [i for i in ids if i != "gen-0003"]
 
 
+def test_local_workers_are_not_forked_from_the_threaded_process_that_starts_them() -> None:
+    # A child forked from a process with threads can inherit a lock another thread holds and wait
+    # on it forever (a worker hung in its first write to stderr, and the build with it): the local
+    # workers come from a forkserver, a fresh process, and still start with the warm modules.
+    with dask_client(2, warm=("rhoprop.grid.standardize",)) as client:
+        parents = client.run(os.getppid)
+        warm = client.run(lambda: "rhoprop.grid.standardize" in sys.modules)
+    assert len(parents) == 2 and os.getpid() not in parents.values()
+    assert all(warm.values())
+
+
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(RhopropError, match="tcp://HOST:PORT"), dask_client(scheduler="localhost:1"):
         pass

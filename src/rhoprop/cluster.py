@@ -24,7 +24,6 @@ import importlib
 import logging
 import multiprocessing
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -69,8 +68,8 @@ def dask_client(
     """A Dask client: to the running scheduler at ``scheduler`` (``tcp://HOST:PORT``), or to a local
     cluster of ``workers`` single-threaded worker processes started here and closed on exit.
 
-    Where the system can fork, local workers are forked from this process after it imported the
-    modules ``warm`` (e.g. the compiled kernels): they start in a fraction of a second with them,
+    Where the system has it, local workers are forked from a forkserver that imported the modules
+    ``warm`` (e.g. the compiled kernels) once: they start in a fraction of a second with them,
     instead of importing Python, Dask and rhoprop again each (2-4 s of CPU per worker).
     """
     import dask
@@ -102,14 +101,12 @@ def dask_client(
     if workers < 1:
         raise RhopropError(f"workers must be at least 1, got {workers}")
     config: dict[str, Any] = dict(_LOCAL_CONFIG)
-    if "fork" in multiprocessing.get_all_start_methods():
-        config["distributed.worker.multiprocessing-method"] = "fork"
-        for module in warm:
-            importlib.import_module(module)
-    with dask.config.set(config), warnings.catch_warnings():
-        # Python >= 3.12 warns on every fork of a process with threads (here Dask's event loop,
-        # idle while the workers are forked); the workers start a loop of their own.
-        warnings.filterwarnings("ignore", message=".*fork", category=DeprecationWarning)
+    forkserver = "forkserver" in multiprocessing.get_all_start_methods()
+    if forkserver:
+        config["distributed.worker.multiprocessing-method"] = "forkserver"
+    with dask.config.set(config):
+        if forkserver:
+            _preload_forkserver(warm)
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
@@ -123,11 +120,33 @@ def dask_client(
         try:
             client = Client(cluster, set_as_default=False)
             try:
+                if warm:  # preloaded unless this process's forkserver started with other modules
+                    client.run(_import_all, tuple(warm))
                 yield client
             finally:
                 client.close()
         finally:
             cluster.close()
+
+
+def _preload_forkserver(warm: Sequence[str]) -> None:
+    """Have the forkserver that starts the local workers import ``warm`` (and Dask) once.
+
+    The workers are forked from that server, a fresh single-threaded process, not from this one:
+    forking a process with threads (Dask's event loop, a test runner's, a logging handler's) can
+    copy a lock another thread holds, and the child then waits on it forever (seen: a worker stuck
+    in its first write to stderr, and the build waiting for it). Started once per process; a later
+    call with other modules has them imported by each worker instead.
+    """
+    from distributed.utils import get_mp_context
+
+    context = get_mp_context()  # Dask's own preload list, set once per process
+    context.set_forkserver_preload(["distributed", *warm])
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        importlib.import_module(module)
 
 
 def total_threads(client: Client) -> int:
