@@ -41,7 +41,7 @@ import pandas as pd
 import rhoprop
 from rhoprop.analysis.markdown import markdown_table
 from rhoprop.analysis.metrics import classification_metrics, regression_metrics
-from rhoprop.data.composite import AnyStore, CompositeStore
+from rhoprop.data.composite import SEPARATOR, AnyStore, CompositeStore
 from rhoprop.data.labels import consistent_predictions
 from rhoprop.errors import SettingsError
 from rhoprop.models.heads import TaskSpec
@@ -653,7 +653,7 @@ def render_markdown(result: BenchmarkResult, reference: str | None = None) -> st
             )
     if result.tier_rows is not None:
         for tier, part in result.tier_rows.groupby("tier", sort=False):
-            n = sum(1 for i in result.folds if i.split("/", 1)[0] == tier)
+            n = sum(1 for i in result.folds if i.partition(SEPARATOR)[0] == tier)
             lines += [
                 "",
                 f"The same models and folds scored on the `{tier}` materials of each test fold "
@@ -760,11 +760,11 @@ def write_benchmark(
     atomic_write_text(paths["summary"], result.summary().to_csv(index=False))
     atomic_write_text(paths["best"], best_models(result.rows).to_csv(index=False))
     written = [paths[k] for k in ("rows", "summary", "best")]
-    tier_summary = result.tier_summary()
-    if result.tier_rows is not None and tier_summary is not None:
+    if result.tier_rows is not None:
         paths["tier_rows"] = out / "by_tier.csv"
         paths["tier_summary"] = out / "by_tier_summary.csv"
         atomic_write_text(paths["tier_rows"], result.tier_rows.to_csv(index=False))
+        tier_summary = summarize(result.tier_rows, by=("tier",))
         atomic_write_text(paths["tier_summary"], tier_summary.to_csv(index=False))
         written += [paths["tier_rows"], paths["tier_summary"]]
     if reference:
