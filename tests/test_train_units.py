@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
 from rhoprop.analysis.metrics import classification_metrics, confusion, regression_metrics
@@ -245,7 +246,7 @@ def test_crystal_graph_has_the_nearest_neighbours_of_each_atom() -> None:
     assert np.allclose(graph["dist"], 2.82, atol=1e-6)
 
 
-def test_mean_and_composition_baselines_predict_for_every_kind() -> None:
+def test_mean_and_composition_baselines_predict_for_every_kind(monkeypatch) -> None:
     tasks = [TaskSpec("gap"), TaskSpec("metal", "binary"), TaskSpec("system", "multiclass", classes=("a", "b", "c"))]
     train_labels = np.array([[1.0, 0, 0], [3.0, 1, 2], [np.nan, 1, 2], [2.0, np.nan, 1]])
     mean = mean_predictions(tasks, train_labels, 2)
@@ -256,6 +257,23 @@ def test_mean_and_composition_baselines_predict_for_every_kind() -> None:
     preds = composition_predictions(tasks, x, train_labels, x[:2], BaselineSettings(gb_max_iter=10))
     assert preds["gap"].shape == (2,) and preds["metal"].shape == (2,) and preds["system"].shape == (2, 3)
     assert np.allclose(preds["system"].sum(axis=1), 1.0)
+    # the fits run with the OpenMP threads asked for, and their number does not change a prediction
+    from threadpoolctl import threadpool_info
+
+    seen: list[int] = []
+    real = HistGradientBoostingClassifier.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(min(p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", spy)
+    two = composition_predictions(tasks, x, train_labels, x[:2], BaselineSettings(gb_max_iter=10, threads=2))
+    one = composition_predictions(tasks, x, train_labels, x[:2], BaselineSettings(gb_max_iter=10, threads=1))
+    assert seen[0] <= 2 and seen[-1] == 1
+    assert all(np.array_equal(one[k], two[k]) for k in one)
+    with pytest.raises(SettingsError, match="threads"):
+        BaselineSettings(threads=0)
 
 
 def test_a_store_whose_labels_match_none_of_its_ids_is_named_as_such(tmp_path_factory) -> None:

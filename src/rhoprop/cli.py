@@ -1023,6 +1023,77 @@ def study_multitask_command(
     )
 
 
+@study_app.command("transfer")
+def study_transfer_command(
+    dataset: str = typer.Argument(
+        ..., help="Two or more stores, comma-separated (e.g. gpaw-v1,gpaw-scf-v1)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder: tables, figure, and the cache a rerun resumes from."
+    ),
+    base: str | None = typer.Option(
+        None, "--base", help="The tier scored (default: the first store named)."
+    ),
+    fractions: str | None = typer.Option(
+        None, "--fractions", help="Shares of the other tiers added (default 0,0.25,0.5,1)."
+    ),
+    models: str | None = typer.Option(
+        None,
+        "--models",
+        help="Comma-separated models (default: mean, composition, msa3dcnn-density+structure).",
+    ),
+    targets: str | None = typer.Option(
+        None, "--targets", help="Comma-separated targets (default: 30+ labels in the base tier)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TransferSettings JSON (options given here override it)."
+    ),
+    folds: int | None = typer.Option(None, "--folds", help="Cross-validation folds."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs of the MSA-3DCNN."),
+    model_size: str | None = typer.Option(
+        None, "--model", help="MSA-3DCNN size (see `rhoprop models`)."
+    ),
+) -> None:
+    """Does adding another tier's materials lower the error on one tier's? Learning curve; resumable."""  # noqa: E501
+    import dataclasses
+
+    from rhoprop.analysis.transfer import TransferSettings, run_transfer, write_transfer
+    from rhoprop.errors import SettingsError
+
+    start = TransferSettings.from_json(config) if config else TransferSettings()
+    try:
+        shares = [float(f) for f in _csv_list(fractions) or []] if fractions else None
+    except ValueError as exc:
+        raise SettingsError(f"--fractions must be numbers such as 0,0.25,0.5,1 ({exc})") from exc
+    given: dict[str, Any] = {
+        "base": base,
+        "fractions": shares,
+        "models": _csv_list(models),
+        "targets": _csv_list(targets),
+        "folds": folds,
+    }
+    settings = TransferSettings.from_dict(
+        {**start.to_dict(), **{k: v for k, v in given.items() if v is not None}}
+    )
+    train: dict[str, Any] = {
+        k: v for k, v in {"epochs": epochs, "model": model_size}.items() if v is not None
+    }
+    if train:
+        settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, **train))
+    _writable(out)
+    result = run_transfer(
+        dataset, out, settings, on_step=lambda line: err_console.print(line, highlight=False)
+    )
+    paths = write_transfer(result, out)
+    summary = result.summary()
+    console.print(
+        summary[
+            ["target", "model", "fraction", "n_added", "mae_mean", "mae_std", "change", "p"]
+        ].to_string(index=False)
+    )
+    console.print(f"wrote {', '.join(p.name for p in paths)} to {out}")
+
+
 def main() -> None:  # pragma: no cover - entry point
     """Run the CLI."""
     app()

@@ -365,7 +365,12 @@ def _cache_key(
         "seed": settings.seed,
         "targets": [t.name for t in tasks],
         "parts": {p: sorted(v) for p, v in parts.items()},
-        "baselines": settings.baselines.to_dict() if not model.startswith("msa3dcnn") else None,
+        # the threads of a fit do not change its result
+        "baselines": (
+            {k: v for k, v in settings.baselines.to_dict().items() if k != "threads"}
+            if not model.startswith("msa3dcnn")
+            else None
+        ),
         "train": settings.train.to_dict() if model.startswith("msa3dcnn") else None,
         "rhoprop": rhoprop.__version__,
     }
@@ -383,6 +388,44 @@ def _cache_key(
 
         relevant["derived_features"] = list(DERIVED_NAMES)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_predictions(
+    model: str,
+    store: AnyStore,
+    dataset: str,
+    tasks: list[TaskSpec],
+    parts: dict[str, list[str]],
+    settings: BenchmarkSettings,
+    work: Path,
+    tag: str,
+    about: dict[str, Any] | None = None,
+) -> tuple[dict[str, np.ndarray], float]:
+    """Raw test predictions of ``model`` trained on ``parts`` and the seconds they took: read from
+    ``work/cache/<model>/<tag>-<key>.json`` when an earlier call computed them (``key`` hashes the
+    settings that matter, the targets and every id of every part), else computed and saved there
+    atomically (``about`` goes into the saved record)."""
+    key = _cache_key(settings, model, parts, tasks)
+    folder = model.replace("+", "_")
+    cache = work / "cache" / folder / f"{tag}-{key}.json"
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        preds = {k: np.asarray(v, dtype=float) for k, v in stored["predictions"].items()}
+        return preds, float(stored["seconds"])
+    t0 = time.perf_counter()
+    preds = _predict(
+        model, store, dataset, tasks, parts, settings, work / "runs" / folder / f"{tag}-{key}"
+    )
+    elapsed = time.perf_counter() - t0
+    payload = {
+        "model": model,
+        **(about or {}),
+        "test_ids": parts["test"],
+        "seconds": elapsed,
+        "predictions": {k: np.asarray(v).tolist() for k, v in preds.items()},
+    }
+    atomic_write_text(cache, json.dumps(payload) + "\n")
+    return preds, elapsed
 
 
 def run_benchmark(
@@ -421,35 +464,10 @@ def run_benchmark(
                     raise SettingsError(
                         f"fold {fold} of {settings.folds} is empty; use fewer folds"
                     )
-                key = _cache_key(settings, model, parts, tasks)
-                cache = (
-                    work
-                    / "cache"
-                    / model.replace("+", "_")
-                    / f"fold{fold}-f{fraction:g}-{key}.json"
-                )
-                if cache.is_file():
-                    stored = json.loads(cache.read_text())
-                    preds = {
-                        k: np.asarray(v, dtype=float) for k, v in stored["predictions"].items()
-                    }
-                    elapsed = float(stored["seconds"])
-                else:
-                    t0 = time.perf_counter()
-                    run_dir = (
-                        work / "runs" / model.replace("+", "_") / f"fold{fold}-f{fraction:g}-{key}"
-                    )
-                    preds = _predict(model, store, str(dataset), tasks, parts, settings, run_dir)
-                    elapsed = time.perf_counter() - t0
-                    payload = {
-                        "model": model,
-                        "fold": fold,
-                        "fraction": fraction,
-                        "test_ids": parts["test"],
-                        "seconds": elapsed,
-                        "predictions": {k: np.asarray(v).tolist() for k, v in preds.items()},
-                    }
-                    atomic_write_text(cache, json.dumps(payload) + "\n")
+                preds, elapsed = cached_predictions(
+                    model, store, str(dataset), tasks, parts, settings, work,
+                    f"fold{fold}-f{fraction:g}", {"fold": fold, "fraction": fraction},
+                )  # fmt: skip
                 seconds[model] = seconds.get(model, 0.0) + elapsed
                 fit_ids = parts["train"] + parts["val"]
                 train_labels = label_matrix(store, fit_ids, tasks)
