@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pymatgen.core.periodic_table import Element
@@ -19,12 +20,16 @@ from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
 
 from rhoprop.analysis.report import write_study_report
 from rhoprop.analysis.study import (
+    COMPARISONS,
     ResultCache,
     StudySettings,
+    paired_tests,
+    paper_gain,
     plan_study,
     restrict_groups,
     run_study,
     study_results,
+    summarize,
     trainings,
 )
 from rhoprop.errors import FolderLockedError, SettingsError
@@ -186,6 +191,41 @@ def test_study_trains_each_training_once_and_a_rerun_trains_nothing(tmp_path) ->
         assert (tmp_path / name).stat().st_size > 100
     assert (tmp_path / "score_vs_cotrained.png").read_bytes()[:4] == b"\x89PNG"
     assert "± " in (tmp_path / "summary.md").read_text()
+    # two seeds: every comparison is reported, none tested (a t-test needs 3 pairs)
+    tests = pd.read_csv(tmp_path / "tests.csv")
+    assert set(zip(tests["config"], tests["against"])) == set(COMPARISONS)
+    assert (tests["seeds"] == 2).all() and tests["p"].isna().all()
+    assert (tmp_path / "gain.csv").is_file()
+
+
+def test_paired_tests_and_the_papers_gain_on_known_scores() -> None:
+    seeds = range(5)
+    rows = []
+    for seed in seeds:
+        # a: grouping helps on every seed; b: no change but noise; c: R² 0.9 (no room to gain)
+        for target, single, group in (("a", 0.40, 0.50 + 0.01 * seed), ("b", 0.60 + 0.02 * seed, 0.61 + 0.02 * (4 - seed)),
+                                      ("c", 0.90, 0.95)):  # fmt: skip
+            for config, score in (("single", single), ("group", group), ("random", single + 0.01 * (seed % 2))):
+                rows.append({"target": target, "config": config, "seed": seed, "score": score, "score_name": "R2"})
+    results = pd.DataFrame(rows)
+    tests = paired_tests(results).set_index(["target", "config", "against"])
+    a = tests.loc[("a", "group", "single")]
+    assert a["wins"] == 5 and a["seeds"] == 5 and a["mean_difference"] == pytest.approx(0.12)
+    from scipy import stats
+
+    group_a = [0.50 + 0.01 * s for s in seeds]
+    assert a["p"] == pytest.approx(stats.ttest_rel(group_a, [0.40] * 5).pvalue)
+    part = tests.xs(("group", "single"), level=("config", "against"))
+    assert np.allclose(part["q"].dropna(), stats.false_discovery_control(part["p"].dropna().to_numpy()))
+    assert tests.loc[("b", "group", "single")]["p"] > 0.5
+    assert ("a", "all", "single") not in tests.index  # no 'all' config was run
+    summary = summarize(results.assign(kind="regression", n_cotrained=1, mae=np.nan))
+    gain = paper_gain(summary).set_index("config")
+    # only a and b have single-task R² < 0.8
+    assert gain.loc["group", "targets"] == 2
+    single = (0.40 + np.mean([0.60 + 0.02 * s for s in seeds])) / 2
+    grouped = (np.mean(group_a) + np.mean([0.61 + 0.02 * (4 - s) for s in seeds])) / 2
+    assert gain.loc["group", "gain_pct"] == pytest.approx(100 * (grouped - single) / single)
 
 
 def test_interrupted_study_resumes_with_only_the_missing_trainings(tmp_path) -> None:

@@ -50,6 +50,8 @@ STUDY_FILES = (
     "summary.md",
     "overall.csv",
     "score_vs_cotrained.png",
+    "tests.csv",
+    "gain.csv",
 )
 
 
@@ -167,8 +169,52 @@ def _fmt(value: float) -> str:
 # --- multi-task study -------------------------------------------------------------------------
 
 
-def study_markdown(summary: pd.DataFrame) -> str:
-    """The study summary as a markdown table (mean ± std over seeds; change vs single-task)."""
+def study_markdown(
+    summary: pd.DataFrame, tests: pd.DataFrame | None = None, gain: pd.DataFrame | None = None
+) -> str:
+    """The study summary as markdown tables: mean ± std over seeds with the change vs single-task;
+    the paired tests per target with Benjamini-Hochberg q; the paper's mean R² gain."""
+    text = _summary_table(summary)
+    if tests is not None and not tests.empty:
+        rows = [
+            [
+                r.target, f"{r.config} − {r.against}", r.seeds, f"{r.mean_difference:+.3f}",
+                f"{r.wins}/{r.seeds}", _p(r.p), _p(r.q),
+            ]
+            for r in tests.itertuples(index=False)
+        ]  # fmt: skip
+        text += (
+            "\nPaired over seeds (score difference, R² or ROC-AUC; t-test; q: Benjamini-Hochberg "
+            "over the targets of each comparison):\n\n"
+            + markdown_table(
+                ["target", "comparison", "seeds", "mean Δ", "wins", "p", "q"], rows, "llrrrrr"
+            )
+            + "\n"
+        )
+    if gain is not None and not gain.empty:
+        rows = [
+            [
+                r.config,
+                r.targets,
+                f"{r.mean_single:.3f}",
+                f"{r.mean_score:.3f}",
+                f"{r.gain_pct:+.1f}%",
+            ]
+            for r in gain.itertuples(index=False)
+        ]
+        text += (
+            "\nThe paper's measure: mean R² over the targets whose single-task R² is below 0.8:\n\n"
+            + markdown_table(["config", "targets", "single-task", "config", "gain"], rows, "lrrrr")
+            + "\n"
+        )
+    return text
+
+
+def _p(value: float) -> str:
+    return "–" if not np.isfinite(value) else f"{value:.2g}"
+
+
+def _summary_table(summary: pd.DataFrame) -> str:
     rows = []
     for r in summary.itertuples(index=False):
         single = r.config == "single"
@@ -207,9 +253,11 @@ def write_study_report(results: StudyResults, study_dir: str | Path) -> list[Pat
         strict=True,
     ):
         atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(files[2], study_markdown(results.summary))
+    atomic_write_text(files[2], study_markdown(results.summary, results.tests, results.gain))
+    atomic_write_text(files[5], results.tests.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(files[6], results.gain.to_csv(index=False, float_format="%.6g"))
     if results.summary.empty:
-        return files[:4]
+        return [*files[:4], *files[5:]]
     plot_study(results.summary, files[4])
     return files
 

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -498,6 +499,81 @@ def _wilcoxon(diff: pd.Series) -> float:
     return float(stats.wilcoxon(d).pvalue)
 
 
+#: The paired comparisons of :func:`paired_tests`: (config, against).
+COMPARISONS = (("group", "single"), ("all", "single"), ("random", "single"), ("group", "random"))
+TEST_COLUMNS = (
+    "target", "score_name", "config", "against", "seeds", "mean_difference", "wins", "p", "q",
+)  # fmt: skip
+
+
+def paired_tests(results: pd.DataFrame) -> pd.DataFrame:
+    """Per target and comparison (:data:`COMPARISONS`): the score difference (R² or ROC-AUC;
+    config − against) paired by seed, its mean, the seeds where the config scores higher, a
+    two-sided paired t-test's p over seeds (NaN with fewer than 3 pairs or no spread), and its
+    Benjamini-Hochberg q over the targets of that comparison."""
+    rows: list[dict[str, Any]] = []
+    for target, group in results.groupby("target", sort=False):
+        table = group.pivot_table(index="seed", columns="config", values="score")
+        for config, against in COMPARISONS:
+            if config not in table or against not in table:
+                continue
+            pair = table[[config, against]].dropna()
+            if pair.empty:
+                continue
+            diff = pair[config] - pair[against]
+            p = math.nan
+            if len(pair) >= 3 and float(diff.std()) > 0:
+                p = float(stats.ttest_rel(pair[config], pair[against]).pvalue)
+            rows.append(
+                {
+                    "target": target,
+                    "score_name": group["score_name"].iloc[0],
+                    "config": config,
+                    "against": against,
+                    "seeds": len(pair),
+                    "mean_difference": float(diff.mean()),
+                    "wins": int((diff > 0).sum()),
+                    "p": p,
+                }
+            )
+    out = pd.DataFrame(rows, columns=list(TEST_COLUMNS[:-1]))
+    out["q"] = math.nan
+    for _, part in out.groupby(["config", "against"], sort=False):
+        valid = part["p"].dropna()
+        if len(valid):
+            out.loc[valid.index, "q"] = stats.false_discovery_control(valid.to_numpy())
+    return out[list(TEST_COLUMNS)]
+
+
+def paper_gain(summary: pd.DataFrame, below: float = 0.8) -> pd.DataFrame:
+    """The paper's measure: per config, over the regression targets whose single-task R² is below
+    ``below`` (where there is room to gain), the mean R² of that config against the mean
+    single-task R² of the same targets, and the gain in percent of the latter's magnitude."""
+    part = summary[summary["score_name"] == "R2"]
+    wide = part.pivot(index="target", columns="config", values="score")
+    if "single" not in wide:
+        return pd.DataFrame(columns=["config", "targets", "mean_single", "mean_score", "gain_pct"])
+    room = wide[wide["single"] < below]
+    rows = []
+    for config in [c for c in CONFIGS if c in wide.columns and c != "single"]:
+        both = room[["single", config]].dropna()
+        if both.empty:
+            continue
+        single, score = float(both["single"].mean()), float(both[config].mean())
+        rows.append(
+            {
+                "config": config,
+                "targets": len(both),
+                "mean_single": single,
+                "mean_score": score,
+                "gain_pct": 100.0 * (score - single) / abs(single) if single else math.nan,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["config", "targets", "mean_single", "mean_score", "gain_pct"]
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyResults:
     """The finished cells of a study and their summaries (see :func:`study_results`).
@@ -506,11 +582,15 @@ class StudyResults:
         results: one row per finished (target, config, seed) cell (:func:`collect_results`).
         summary: mean ± std over seeds per (target, config) (:func:`summarize`).
         overall: per config over targets (:func:`overall`).
+        tests: per target, paired tests over seeds with Benjamini-Hochberg q (:func:`paired_tests`).
+        gain: the paper's mean R² gain where single-task R² < 0.8 (:func:`paper_gain`).
     """
 
     results: pd.DataFrame
     summary: pd.DataFrame
     overall: pd.DataFrame
+    tests: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    gain: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def study_results(
@@ -519,4 +599,6 @@ def study_results(
     """The results of every finished training of the study in ``study_dir``, summarized."""
     results = collect_results(settings, study_dir, kinds)
     summary = summarize(results)
-    return StudyResults(results, summary, overall(summary, results))
+    return StudyResults(
+        results, summary, overall(summary, results), paired_tests(results), paper_gain(summary)
+    )
