@@ -147,3 +147,30 @@ def test_unknown_models_and_too_few_folds_are_refused(tmp_path) -> None:
     result = runner.invoke(app, ["benchmark", "gpaw-v1", "--out", str(tmp_path / "never"), "--models", "mean,xgb"])
     assert result.exit_code == 2 and "unknown model" in result.output
     assert not (tmp_path / "never").exists()
+
+
+def test_only_benchmarks_the_samples_a_flag_or_binary_target_selects(gpaw, tmp_path) -> None:
+    from rhoprop.analysis.study_train import RhopropTrainer
+    from rhoprop.train.data import subset_ids
+
+    spin = subset_ids(gpaw, "has_spin")
+    flags = dict(zip(gpaw.ids, gpaw.column("has_spin"), strict=True))
+    assert 0 < len(spin) < len(gpaw) and all(flags[i] for i in spin)
+    assert sorted(subset_ids(gpaw, "not has_spin") + spin) == sorted(gpaw.ids)
+    metals = gpaw.labels["is_metal"]
+    assert subset_ids(gpaw, "not is_metal") == [i for i in gpaw.ids if metals.get(i) == 0]
+    settings = BenchmarkSettings(folds=2, models=("mean",), curve_models=(), only="has_spin",
+                                 targets=("magnetic_moment",))  # fmt: skip
+    result = run_benchmark("gpaw-v1", tmp_path / "work", settings)
+    assert sorted(result.folds) == sorted(spin) and result.dataset == "gpaw-v1 (has_spin)"
+    assert result.rows["n_train"].max() <= len(spin)
+    # the multi-task study's trainer keeps its split within the selection too
+    trainer = RhopropTrainer("gpaw-v1", TrainConfig(model="tiny"), only="has_spin")
+    assert set(sum(trainer.splits.values(), [])) <= set(spin) and trainer.config["only"] == "has_spin"
+    for only, message in [("volume_per_atom", "not binary"), ("spin", "neither a per-sample flag")]:
+        with pytest.raises(SettingsError, match=message):
+            subset_ids(gpaw, only)
+        out = tmp_path / "never"
+        cli = runner.invoke(app, ["benchmark", "gpaw-v1", "--out", str(out), "--models", "mean", "--only", only])
+        assert cli.exit_code == 2 and message in cli.output
+        assert not out.exists() or not any(out.iterdir())

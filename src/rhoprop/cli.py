@@ -827,6 +827,11 @@ def benchmark_command(
         "--reference",
         help="Model compared with every other, paired over folds.",
     ),
+    only: str | None = typer.Option(
+        None,
+        "--only",
+        help="Benchmark the samples a flag or binary target selects: has_spin, 'not is_metal'...",
+    ),
 ) -> None:
     # On one line: typer's command list (rich mode) prints the summary's line breaks.
     """Cross-validate rhoprop's model and the baselines (mean, composition, density invariants, CGCNN)."""  # noqa: E501
@@ -841,6 +846,7 @@ def benchmark_command(
         "targets": _csv_list(targets),
         "curve_models": _csv_list(curves),
         "seed": seed,
+        "only": only,
     }
     settings = BenchmarkSettings.from_dict(
         {**base.to_dict(), **{k: v for k, v in given.items() if v is not None}}
@@ -1002,6 +1008,11 @@ def study_multitask_command(
     max_trainings: int | None = typer.Option(
         None, "--max-trainings", help="Stop after this many new trainings."
     ),
+    only: str = typer.Option(
+        "",
+        "--only",
+        help="Study the samples a flag or binary target selects (has_spin: spin-polarized).",
+    ),
 ) -> None:
     """Single-task vs similarity group vs all vs random group, per target; resumable."""
     from rhoprop.analysis.report import report_multitask_study
@@ -1018,6 +1029,7 @@ def study_multitask_command(
         split=split,
         random_seed=random_seed,
         max_trainings=max_trainings,
+        only=only,
         train_overrides={"epochs": epochs, "model": model, "accelerator": accelerator},
         console=console,
     )

@@ -59,6 +59,7 @@ from rhoprop.train.data import (
     open_store,
     select_tasks,
     store_extra_features,
+    subset_ids,
 )
 
 #: The eight targets of the paper's non-magnetic set, in its order.
@@ -131,6 +132,8 @@ class BenchmarkSettings(Settings):
         curve_models: models that get the learning curve (the others run at 1.0 only).
         baselines: settings of the gradient-boosting and CGCNN baselines.
         train: training settings of the MSA-3DCNN variants (``inputs`` and ``seed`` set per run).
+        only: benchmark the samples this selects (:func:`~rhoprop.train.data.subset_ids`, e.g.
+            ``has_spin`` for the spin-polarized materials); empty: every sample.
     """
 
     folds: int = 5
@@ -151,6 +154,7 @@ class BenchmarkSettings(Settings):
         default_factory=lambda: TrainConfig(model="small", epochs=60, patience=15, batch_size=16,
                                             lr=2e-3, mc_samples=1, progress=False, threads=1)
     )  # fmt: skip
+    only: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(self.models))
@@ -343,11 +347,15 @@ def score_rows(
     return rows
 
 
-def benchmark_tasks(store: AnyStore, settings: BenchmarkSettings) -> list[TaskSpec]:
-    """The targets a benchmark scores: ``settings.targets``, or those with enough labels."""
+def benchmark_tasks(
+    store: AnyStore, settings: BenchmarkSettings, ids: Sequence[str] | None = None
+) -> list[TaskSpec]:
+    """The targets a benchmark scores: ``settings.targets``, or those with enough labels among
+    ``ids`` (default: every sample)."""
     if settings.targets:
         return select_tasks(store, settings.targets, store.ids)
-    counts = store.labels.notna().sum()
+    labels = store.labels if ids is None else store.labels.loc[list(ids)]
+    counts = labels.notna().sum()
     names = [t for t in store.targets if counts.get(t, 0) >= settings.min_labels]
     if not names:
         raise SettingsError(
@@ -443,10 +451,13 @@ def run_benchmark(
     settings = settings or BenchmarkSettings()
     work = Path(work_dir)
     store = open_store(dataset)
-    tasks = benchmark_tasks(store, settings)
+    keep = set(subset_ids(store, settings.only)) if settings.only else None
+    tasks = benchmark_tasks(store, settings, None if keep is None else sorted(keep))
     folds = composition_folds(store, settings.folds, settings.seed)
+    if keep is not None:
+        folds = {i: f for i, f in folds.items() if i in keep}
     formulas = formulas_of(store)
-    label = dataset_label(dataset)
+    label = dataset_label(dataset) + (f" ({settings.only})" if settings.only else "")
     rows: list[dict[str, Any]] = []
     tier_rows: list[dict[str, Any]] = []
     tier_of = (

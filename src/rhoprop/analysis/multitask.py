@@ -87,6 +87,7 @@ def prepare_multitask_study(
     min_pairs: int = 10,
     train_overrides: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
+    only: str = "",
 ) -> MultitaskPlan:
     """The study of ``targets`` (default: every target) of ``dataset`` on split ``split``.
 
@@ -95,12 +96,14 @@ def prepare_multitask_study(
     training materials only, so the test materials never shape the groups. ``seeds`` and
     ``configs`` default to the preset's seeds and every config; ``train_overrides`` (None values
     ignored) change the preset's training settings. ``progress`` follows the similarity analysis.
+    ``only`` restricts the study to the samples it selects (e.g. ``has_spin``: the spin-polarized
+    materials; :func:`~rhoprop.train.data.subset_ids`).
     """
     table = load_label_table(dataset)
     chosen = list(targets) if targets else table.targets
     table = table.select(chosen)
     config = preset_config(preset, split=split, **(train_overrides or {}))
-    trainer = RhopropTrainer(str(dataset), config)
+    trainer = RhopropTrainer(str(dataset), config, only=only)
     analysis = None
     if groups_file is not None:
         groups = restrict_groups(read_groups(groups_file), chosen)
@@ -134,6 +137,7 @@ def prepare_multitask_study(
         preset=preset,
         split=split,
         train=trainer.config,
+        only=only,
     )
     return MultitaskPlan(settings, trainer, dict(table.kinds), source, analysis)
 

@@ -63,6 +63,7 @@ class StudySettings(Settings):
         preset: name of the training preset (``quick`` or ``full``).
         split: the dataset split used by every training.
         train: the trainer's configuration (part of every result's cache key).
+        only: the samples studied (:func:`~rhoprop.train.data.subset_ids`); empty: every sample.
     """
 
     dataset: str
@@ -74,6 +75,7 @@ class StudySettings(Settings):
     preset: str = "quick"
     split: str = "default"
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    only: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))

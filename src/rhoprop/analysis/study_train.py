@@ -76,12 +76,15 @@ class RhopropTrainer:
         dataset: dataset store path or built-in name.
         base: training configuration; ``targets`` and ``seed`` are set per training.
         keep_checkpoints: keep each run's Lightning checkpoints (the exported model is always kept).
-        splits: the train/val/test ids of ``base.split`` (read from the store).
+        only: train and test on the samples this selects (:func:`~rhoprop.train.data.subset_ids`,
+            e.g. ``has_spin``); empty: every sample.
+        splits: the train/val/test ids of ``base.split`` (read from the store), within ``only``.
     """
 
     dataset: str
     base: TrainConfig
     keep_checkpoints: bool = False
+    only: str = ""
     splits: dict[str, list[str]] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -95,7 +98,14 @@ class RhopropTrainer:
                 f"dataset {self.dataset} has no split {self.base.split!r} ({exc}); make one with "
                 f"`rhoprop dataset split {self.dataset} --name {self.base.split}` or pass --split"
             ) from exc
-        self._size = len(store)
+        if self.only:
+            from rhoprop.train.data import subset_ids
+
+            keep = set(subset_ids(store, self.only))
+            self.splits = {p: [i for i in ids if i in keep] for p, ids in self.splits.items()}
+            self._size = len(keep)
+        else:
+            self._size = len(store)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -107,6 +117,7 @@ class RhopropTrainer:
             "dataset": str(self.dataset),
             "samples": self._size,
             "split": self.base.split,
+            **({"only": self.only} if self.only else {}),
             "split_ids": split_fingerprint(self.splits),
             "train": train,
         }
@@ -117,7 +128,7 @@ class RhopropTrainer:
 
         config = dataclasses.replace(self.base, targets=tuple(targets), seed=int(seed))
         run = Path(out_dir) / "run"
-        result = train(self.dataset, run, config)
+        result = train(self.dataset, run, config, parts=self.splits if self.only else None)
         if result is None:  # a non-zero DDP rank: rank 0 reports
             return {}
         metrics = metrics_on(self.dataset, result.model_dir, self.splits["test"], config.batch_size)

@@ -69,6 +69,45 @@ def select_tasks(store: AnyStore, requested: Sequence[str], ids: Sequence[str]) 
     return [TaskSpec.from_target(known[name]) for name in names]
 
 
+def subset_ids(store: AnyStore, only: str) -> list[str]:
+    """The ids of ``store`` that ``only`` selects, in store order: ``""`` every sample; ``NAME``
+    the samples where NAME is true, NAME being a per-sample flag of the store (``has_spin``: a spin
+    density was stored, i.e. the material was computed spin-polarized) or a binary target (label
+    1); ``not NAME`` the others (a sample without a label of a target is in neither).
+
+    Raises SettingsError for an unknown NAME or a target that is not binary, and when nothing is
+    selected.
+    """
+    text = only.strip()
+    if not text:
+        return list(store.ids)
+    negate = text.startswith("not ")
+    name = text[4:].strip() if negate else text
+    flags = ("has_spin",)
+    if name in flags:
+        values = np.asarray(store.column(name), dtype=bool)
+        chosen = ~values if negate else values
+    elif name in store.targets:
+        if store.targets[name].kind != "binary":
+            raise SettingsError(
+                f"--only {only!r}: target {name!r} is {store.targets[name].kind}, not binary; "
+                f"select by a flag ({', '.join(flags)}) or a binary target"
+            )
+        labels = store.labels[name].reindex(store.ids).to_numpy(dtype=float)
+        chosen = labels == (0.0 if negate else 1.0)
+    else:
+        binary = [t for t, spec in store.targets.items() if spec.kind == "binary"]
+        raise SettingsError(
+            f"--only {only!r}: {name!r} is neither a per-sample flag ({', '.join(flags)}) nor a "
+            f"binary target of {store.path} ({', '.join(binary) or 'none'}); write NAME or "
+            "'not NAME'"
+        )
+    ids = [i for i, keep in zip(store.ids, chosen, strict=True) if keep]
+    if not ids:
+        raise SettingsError(f"--only {only!r} selects no sample of {store.path}")
+    return ids
+
+
 def label_matrix(store: AnyStore, ids: Sequence[str], tasks: Sequence[TaskSpec]) -> np.ndarray:
     """(N, T) float64 labels of ``ids`` (NaN where missing; class codes for classification)."""
     return np.array(store.labels.loc[list(ids), [t.name for t in tasks]], dtype=np.float64)
