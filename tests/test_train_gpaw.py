@@ -79,11 +79,11 @@ def test_builtin_predicts_vasp_licoo2_with_values_and_clear_warnings(fixtures_di
 def test_builtin_warns_about_elements_never_seen_in_training(fixtures_dir: Path, tmp_path: Path) -> None:
     vasp4 = fixtures_dir / "CHGCAR.vasp4_8atom_nospecies.gz"
     seen = set(load_model(BUILTIN_MODEL).training["elements"])
-    assert "Ge" not in seen and "Si" in seen
-    result = runner.invoke(app, ["predict", "builtin", str(vasp4), "--species", "Ge", "--out", str(tmp_path / "ge")])
+    assert "Gd" not in seen and "Si" in seen  # a lanthanide: no tier computes one yet
+    result = runner.invoke(app, ["predict", "builtin", str(vasp4), "--species", "Gd", "--out", str(tmp_path / "gd")])
     assert result.exit_code == 0, result.output
-    notes = " ".join(json.loads((tmp_path / "ge.json").read_text())["warnings"][str(vasp4)])
-    assert "Ge never appear" in notes
+    notes = " ".join(json.loads((tmp_path / "gd.json").read_text())["warnings"][str(vasp4)])
+    assert "Gd never appear" in notes
     result = runner.invoke(app, ["predict", "builtin", str(vasp4), "--species", "Si", "--out", str(tmp_path / "si")])
     assert result.exit_code == 0, result.output
     assert "never appear" not in " ".join(json.loads((tmp_path / "si.json").read_text())["warnings"][str(vasp4)])
