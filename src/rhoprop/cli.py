@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 import rhoprop
 from rhoprop.errors import RhopropError
+from rhoprop.settings import Settings
 
 try:  # typer >= 0.26 vendors click; its exceptions (usage errors among them) derive from this
     from typer import TyperException as _ClickError
@@ -793,6 +794,26 @@ def baselines_command(
     print_evaluation(report, console)
 
 
+SettingsT = TypeVar("SettingsT", bound=Settings)
+
+
+def _study_settings(
+    cls: type[SettingsT],
+    config: Path | None,
+    given: dict[str, Any],
+    epochs: int | None,
+    model_size: str | None,
+) -> SettingsT:
+    """Settings of a benchmark-like command: ``--config`` (or the defaults), the options given
+    (None: not given) on top, and ``--epochs`` / ``--model`` on its network's ``train`` field."""
+    values = (cls.from_json(config) if config else cls()).to_dict()
+    values.update({k: v for k, v in given.items() if v is not None})
+    train = {k: v for k, v in {"epochs": epochs, "model": model_size}.items() if v is not None}
+    if train:
+        values["train"] = {**values["train"], **train}
+    return cls.from_dict(values)
+
+
 @app.command("benchmark")
 def benchmark_command(
     dataset: str = typer.Argument(
@@ -835,11 +856,8 @@ def benchmark_command(
 ) -> None:
     # On one line: typer's command list (rich mode) prints the summary's line breaks.
     """Cross-validate rhoprop's model and the baselines (mean, composition, density invariants, CGCNN)."""  # noqa: E501
-    import dataclasses
-
     from rhoprop.analysis.benchmark import BenchmarkSettings, run_benchmark, write_benchmark
 
-    base = BenchmarkSettings.from_json(config) if config else BenchmarkSettings()
     given = {
         "folds": folds,
         "models": _csv_list(models),
@@ -848,14 +866,7 @@ def benchmark_command(
         "seed": seed,
         "only": only,
     }
-    settings = BenchmarkSettings.from_dict(
-        {**base.to_dict(), **{k: v for k, v in given.items() if v is not None}}
-    )
-    train: dict[str, Any] = {
-        k: v for k, v in {"epochs": epochs, "model": model_size}.items() if v is not None
-    }
-    if train:
-        settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, **train))
+    settings = _study_settings(BenchmarkSettings, config, given, epochs, model_size)
     _writable(out)
     result = run_benchmark(
         dataset, out, settings, on_step=lambda line: err_console.print(line, highlight=False)
@@ -1067,12 +1078,9 @@ def study_transfer_command(
     ),
 ) -> None:
     """Does adding another tier's materials lower the error on one tier's? Learning curve; resumable."""  # noqa: E501
-    import dataclasses
-
     from rhoprop.analysis.transfer import TransferSettings, run_transfer, write_transfer
     from rhoprop.errors import SettingsError
 
-    start = TransferSettings.from_json(config) if config else TransferSettings()
     try:
         shares = [float(f) for f in _csv_list(fractions) or []] if fractions else None
     except ValueError as exc:
@@ -1084,14 +1092,7 @@ def study_transfer_command(
         "targets": _csv_list(targets),
         "folds": folds,
     }
-    settings = TransferSettings.from_dict(
-        {**start.to_dict(), **{k: v for k, v in given.items() if v is not None}}
-    )
-    train: dict[str, Any] = {
-        k: v for k, v in {"epochs": epochs, "model": model_size}.items() if v is not None
-    }
-    if train:
-        settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, **train))
+    settings = _study_settings(TransferSettings, config, given, epochs, model_size)
     _writable(out)
     result = run_transfer(
         dataset, out, settings, on_step=lambda line: err_console.print(line, highlight=False)

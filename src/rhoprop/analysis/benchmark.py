@@ -348,10 +348,13 @@ def score_rows(
 
 
 def benchmark_tasks(
-    store: AnyStore, settings: BenchmarkSettings, ids: Sequence[str] | None = None
+    store: AnyStore,
+    settings: BenchmarkSettings,
+    ids: Sequence[str] | None = None,
+    among: str = "",
 ) -> list[TaskSpec]:
     """The targets a benchmark scores: ``settings.targets``, or those with enough labels among
-    ``ids`` (default: every sample)."""
+    ``ids`` (default: every sample; ``among`` names them in the error when none has)."""
     if settings.targets:
         return select_tasks(store, settings.targets, store.ids)
     labels = store.labels if ids is None else store.labels.loc[list(ids)]
@@ -359,8 +362,8 @@ def benchmark_tasks(
     names = [t for t in store.targets if counts.get(t, 0) >= settings.min_labels]
     if not names:
         raise SettingsError(
-            f"no target of {store.path} has {settings.min_labels} labels; lower min_labels or name "
-            "--targets"
+            f"no target of {store.path} has {settings.min_labels} labels{among}; lower min_labels "
+            "or name --targets"
         )
     return select_tasks(store, names, store.ids)
 

@@ -33,6 +33,7 @@ from rhoprop.analysis.benchmark import (
     BenchmarkSettings,
     _fmt,
     _unit_hash,
+    benchmark_tasks,
     cached_predictions,
     composition_folds,
     fold_parts,
@@ -47,7 +48,7 @@ from rhoprop.models.heads import TaskSpec
 from rhoprop.settings import Settings, atomic_write_text, check_fields, is_int, is_number
 from rhoprop.train.baselines import BaselineSettings
 from rhoprop.train.config import TrainConfig
-from rhoprop.train.data import dataset_label, label_matrix, open_store, select_tasks
+from rhoprop.train.data import dataset_label, label_matrix, open_store
 
 TRANSFER_COLUMNS = (*COLUMNS, "fraction", "n_added")
 
@@ -182,17 +183,8 @@ def transfer_parts(
 def transfer_tasks(store: CompositeStore, base: str, settings: TransferSettings) -> list[TaskSpec]:
     """The targets scored: ``settings.targets``, or those with ``min_labels`` labels in the base
     tier."""
-    if settings.targets:
-        return select_tasks(store, settings.targets, store.ids)
     in_base = [i for i in store.ids if store.tier(i) == base]
-    counts = store.labels.loc[in_base].notna().sum()
-    names = [t for t in store.targets if counts.get(t, 0) >= settings.min_labels]
-    if not names:
-        raise SettingsError(
-            f"no target has {settings.min_labels} labels in tier {base}; lower min_labels or name "
-            "--targets"
-        )
-    return select_tasks(store, names, store.ids)
+    return benchmark_tasks(store, settings.benchmark(), in_base, f" in tier {base}")
 
 
 def run_transfer(

@@ -151,42 +151,32 @@ def composition_predictions(
 ) -> dict[str, np.ndarray]:
     """Gradient boosting on composition features, one model per target, fitted on the labelled
     training rows (with ``settings.threads`` OpenMP threads)."""
-    with threadpool_limits(settings.threads, user_api="openmp"):
-        return _gb_predictions(tasks, train_x, train_labels, eval_x, settings)
-
-
-def _gb_predictions(
-    tasks: Sequence[TaskSpec],
-    train_x: np.ndarray,
-    train_labels: np.ndarray,
-    eval_x: np.ndarray,
-    settings: BaselineSettings,
-) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for j, task in enumerate(tasks):
-        mask = np.isfinite(train_labels[:, j])
-        x, y = train_x[mask], train_labels[mask, j]
-        params = dict(
-            max_iter=settings.gb_max_iter,
-            learning_rate=settings.gb_learning_rate,
-            min_samples_leaf=int(np.clip(len(y) // 10, 2, 20)),
-            random_state=settings.seed,
-        )
-        if task.is_regression:
-            model = HistGradientBoostingRegressor(**params) if len(y) >= 4 else None
-            out[task.name] = (
-                model.fit(x, y).predict(eval_x) if model else np.full(len(eval_x), y.mean())
+    with threadpool_limits(settings.threads, user_api="openmp"):
+        for j, task in enumerate(tasks):
+            mask = np.isfinite(train_labels[:, j])
+            x, y = train_x[mask], train_labels[mask, j]
+            params = dict(
+                max_iter=settings.gb_max_iter,
+                learning_rate=settings.gb_learning_rate,
+                min_samples_leaf=int(np.clip(len(y) // 10, 2, 20)),
+                random_state=settings.seed,
             )
-            continue
-        codes = np.unique(y.astype(int))
-        k = max(task.n_outputs, 2)
-        proba = np.zeros((len(eval_x), k))
-        if len(codes) == 1:
-            proba[:, codes[0]] = 1.0
-        else:
-            model = HistGradientBoostingClassifier(**params).fit(x, y.astype(int))
-            proba[:, model.classes_] = model.predict_proba(eval_x)
-        out[task.name] = proba[:, 1] if task.kind == "binary" else proba
+            if task.is_regression:
+                model = HistGradientBoostingRegressor(**params) if len(y) >= 4 else None
+                out[task.name] = (
+                    model.fit(x, y).predict(eval_x) if model else np.full(len(eval_x), y.mean())
+                )
+                continue
+            codes = np.unique(y.astype(int))
+            k = max(task.n_outputs, 2)
+            proba = np.zeros((len(eval_x), k))
+            if len(codes) == 1:
+                proba[:, codes[0]] = 1.0
+            else:
+                model = HistGradientBoostingClassifier(**params).fit(x, y.astype(int))
+                proba[:, model.classes_] = model.predict_proba(eval_x)
+            out[task.name] = proba[:, 1] if task.kind == "binary" else proba
     return out
 
 
