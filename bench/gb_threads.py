@@ -39,13 +39,18 @@ def main() -> int:
     ids = store.ids
     train, test = ids[: int(0.8 * len(ids))], ids[int(0.8 * len(ids)) :]
     tasks = select_tasks(store, args.targets.split(","), ids)
-    x_train, x_test = _gb_features(store, train, "composition"), _gb_features(store, test, "composition")
+    x_train, x_test = (
+        _gb_features(store, train, "composition"),
+        _gb_features(store, test, "composition"),
+    )
     y_train = label_matrix(store, train, tasks)
     cores = os.cpu_count() or 1
     results = {}
 
     def fit(threads: int) -> object:
-        out = composition_predictions(tasks, x_train, y_train, x_test, BaselineSettings(threads=threads))
+        out = composition_predictions(
+            tasks, x_train, y_train, x_test, BaselineSettings(threads=threads)
+        )
         results[threads] = out
         return out
 
