@@ -50,6 +50,29 @@ def test_fresh_clone_trains_on_real_gpaw_densities_and_beats_the_mean_predictor(
     assert meta["targets"][0]["unit"] == "Å^3/atom"
 
 
+@pytest.mark.parametrize("min_labels", [10, 0])
+def test_targets_with_few_validation_labels_do_not_steer_early_stopping(gpaw_store: Path, min_labels: int) -> None:
+    """gpaw-v1's default split holds 4 phonon labels in its validation part: with the default rule
+    their loss is logged but left out of val_loss; with --monitor-min-labels 0 every target counts."""
+    out = gpaw_store.parent / f"monitor-{min_labels}"
+    result = runner.invoke(app, ["train", str(gpaw_store), "--out", str(out), "--targets",
+                                 "volume_per_atom,band_gap,dynamically_stable", "--model", "tiny", "--epochs", "2",
+                                 "--batch-size", "16", "--monitor-min-labels", str(min_labels), "--threads", "1",
+                                 "--no-progress", "--accelerator", "cpu"])
+    assert result.exit_code == 0, result.output
+    log = pd.read_csv(out / "logs" / "csv" / "version_0" / "metrics.csv").dropna(subset=["val_loss"])
+    assert len(log) == 2
+    for _, row in log.iterrows():
+        kept = row["val_volume_per_atom_loss"] + row["val_band_gap_loss"]
+        assert row["val_dynamically_stable_loss"] > 0
+        if min_labels:
+            assert row["val_loss"] == pytest.approx(kept, rel=1e-5)
+            assert row["val_loss_all"] == pytest.approx(kept + row["val_dynamically_stable_loss"], rel=1e-5)
+        else:
+            assert row["val_loss"] == pytest.approx(kept + row["val_dynamically_stable_loss"], rel=1e-5)
+            assert "val_loss_all" not in log.columns or pd.isna(row["val_loss_all"])
+
+
 def test_builtin_model_matches_the_builtin_dataset_settings() -> None:
     bundle = load_model(BUILTIN_MODEL)
     bundle.check_standardize(DatasetStore(resolve("gpaw-v1")).settings)

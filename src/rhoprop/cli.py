@@ -681,6 +681,12 @@ def train_command(
     patience: int | None = typer.Option(
         None, "--patience", help="Early-stopping patience in epochs (0: off)."
     ),
+    monitor_min_labels: int | None = typer.Option(
+        None,
+        "--monitor-min-labels",
+        help="Least validation labels a target needs to count in val_loss, which early stopping "
+        "and checkpoints watch (default 10; 0: every target).",
+    ),
     split: str | None = typer.Option(
         None, "--split", help="Dataset split name (default: 'default')."
     ),
@@ -723,6 +729,7 @@ def train_command(
         augment=augment,
         seed=seed,
         patience=patience,
+        monitor_min_labels=monitor_min_labels,
         split=split,
         accelerator=accelerator,
         devices=devices,

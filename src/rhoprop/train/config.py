@@ -60,6 +60,12 @@ class TrainConfig(Settings):
         augment: random periodic translations and point-group operations (rhoprop.grid.augment).
         seed: seed of everything random (a CPU run with the same seed is repeatable).
         patience: epochs without improvement of ``val_loss`` before stopping early (0: never).
+        monitor_min_labels: least number of validation labels a target needs to count in
+            ``val_loss``, the sum of per-target losses that checkpoints and early stopping watch.
+            A target with fewer (say 5 phonon labels among 1,000 materials) is still trained,
+            logged and evaluated, but its noisy validation loss cannot pick the epoch. When no
+            target has that many, every target counts. 0: every target counts (the rule before
+            2026-12-06).
         split: name of the dataset split (``rhoprop dataset split``) giving train/val/test ids.
         accelerator: ``auto``, ``cpu``, ``gpu``...
         devices: ``auto``, a number of devices (``"2"``), or a comma list of device ids (``"0,1"``).
@@ -88,6 +94,7 @@ class TrainConfig(Settings):
     augment: bool = True
     seed: int = 0
     patience: int = 10
+    monitor_min_labels: int = 10
     split: str = "default"
     accelerator: str = "auto"
     devices: str = "auto"
@@ -140,6 +147,11 @@ class TrainConfig(Settings):
                 is_int(self.patience) and self.patience >= 0,
                 "patience must be an int >= 0",
                 self.patience,
+            ),
+            (
+                is_int(self.monitor_min_labels) and self.monitor_min_labels >= 0,
+                "monitor_min_labels must be an int >= 0",
+                self.monitor_min_labels,
             ),
             (
                 self.accelerator in ACCELERATORS,

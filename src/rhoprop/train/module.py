@@ -4,7 +4,10 @@ metrics.
 One shared :meth:`RhopropModule.step` serves training and validation. Per-target metrics are
 accumulated as (sum, count) pairs that Lightning/torchmetrics reduce across DDP ranks, so a
 target with no label in some batch (or on some rank) still gets the exact epoch mean. Keys:
-``{stage}_loss`` (sum of the per-target mean losses; the objective when weighting is equal),
+``{stage}_loss`` (sum of the per-target mean losses of the targets with at least
+``monitor_min_labels`` labels in the stage's data, or of every target when none has that many;
+the objective when weighting is equal), ``{stage}_loss_all`` (the same sum over every target,
+logged when it differs),
 ``{stage}_{target}_loss``, ``{stage}_{target}_mae`` (regression, natural units) and
 ``{stage}_{target}_acc`` (classification).
 """
@@ -31,6 +34,8 @@ class WeightedMean(Metric):
     full_state_update = False
     total: torch.Tensor
     weight: torch.Tensor
+    #: total weight (number of items) seen by the last :meth:`compute`, summed across processes
+    last_weight: float = 0.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,11 +54,20 @@ class WeightedMean(Metric):
 
     def compute(self) -> torch.Tensor:
         """The weighted mean (NaN without any weight)."""
+        self.last_weight = float(self.weight)  # synced across processes inside compute
         return (
             self.total / self.weight
             if self.weight > 0
             else torch.tensor(math.nan, dtype=torch.float64)
         )
+
+
+def monitored_targets(counts: Mapping[str, float], min_labels: int) -> list[str]:
+    """The targets whose losses make up ``val_loss`` (and ``train_loss``): those with at least
+    ``min_labels`` labels among ``counts`` (target -> number of labels of the stage), or all of
+    them when none has that many (a tiny validation part still gets a monitor)."""
+    enough = [k for k, n in counts.items() if n >= min_labels]
+    return enough if enough else list(counts)
 
 
 class RhopropModule(L.LightningModule):
@@ -139,14 +153,23 @@ class RhopropModule(L.LightningModule):
 
     def _log_epoch(self, stage: str) -> None:
         values: dict[str, torch.Tensor] = {}
+        counts: dict[str, float] = {}
         for key, metric in self._metrics(stage).items():
             values[f"{stage}_{key}"] = (
                 metric.compute().float()
             )  # synced across ranks by torchmetrics
+            counts[key] = metric.last_weight
             metric.reset()
-        task_losses = [values[f"{stage}_{t.name}_loss"] for t in self.model.tasks]
-        finite = [v for v in task_losses if torch.isfinite(v)]
-        values[f"{stage}_loss"] = torch.stack(finite).sum() if finite else torch.tensor(math.nan)
+        losses = {t.name: values[f"{stage}_{t.name}_loss"] for t in self.model.tasks}
+        finite = {k: v for k, v in losses.items() if torch.isfinite(v)}
+        watched = monitored_targets(
+            {k: counts[f"{k}_loss"] for k in finite}, self.config.monitor_min_labels
+        )
+        values[f"{stage}_loss"] = (
+            torch.stack([finite[k] for k in watched]).sum() if watched else torch.tensor(math.nan)
+        )
+        if len(watched) < len(finite):
+            values[f"{stage}_loss_all"] = torch.stack(list(finite.values())).sum()
         if self.weighting.log_var is not None:
             for task, w in zip(self.model.tasks, self.weighting.weights(), strict=True):
                 values[f"weight_{task.name}"] = w.float()
