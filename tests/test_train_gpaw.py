@@ -77,7 +77,7 @@ def test_builtin_model_matches_the_builtin_dataset_settings() -> None:
     bundle = load_model(BUILTIN_MODEL)
     bundle.check_standardize(DatasetStore(resolve("gpaw-v1")).settings)
     assert bundle.training["valence"]["per_element"]["Li"] == pytest.approx(1.0, abs=1e-3)
-    assert len(bundle.tasks) == 15 and bundle.model.num_parameters < 1_000_000
+    assert len(bundle.tasks) == 17 and bundle.model.num_parameters < 1_000_000
 
 
 def test_builtin_predicts_vasp_licoo2_with_values_and_clear_warnings(fixtures_dir: Path, tmp_path: Path) -> None:
@@ -86,11 +86,14 @@ def test_builtin_predicts_vasp_licoo2_with_values_and_clear_warnings(fixtures_di
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "p.json").read_text())
     rows = {r["target"]: r for r in data["predictions"]}
-    assert len(rows) == 15
+    assert len(rows) == 17
     assert 0.5 < rows["density"]["value"] < 20 and rows["density"]["unit"] == "g/cm^3"
     assert 2 < rows["volume_per_atom"]["value"] < 50
     assert rows["density"]["lo90"] < rows["density"]["value"] < rows["density"]["hi90"]
     assert rows["is_metal"]["value"] in ("0", "1") and 0.5 <= rows["is_metal"]["probability"] <= 1
+    stable = rows["dynamically_stable"]  # phonon label, with the probability of the predicted class
+    assert stable["value"] in ("0", "1") and 0.5 <= stable["probability"] <= 1
+    assert rows["min_frequency"]["unit"] == "THz" and rows["min_frequency"]["value"] <= 0.5
     for name in ("band_gap", "magnetic_moment", "bulk_modulus"):  # physical minimum 0 in the schema
         assert 0 <= rows[name]["lo90"] <= rows[name]["value"] <= rows[name]["hi90"], rows[name]
     notes = " ".join(data["warnings"][str(vasp)])
