@@ -360,6 +360,50 @@ def test_k_mesh_is_raised_where_the_crystal_would_not_map_it_onto_itself() -> No
     assert symmetric_kpoint_mesh(rutile, protocol) == kpoint_mesh(rutile, protocol) == (5, 5, 8)
 
 
+def test_reduced_cell_is_the_same_crystal_with_fewer_k_points_and_revision_1_stays_valid() -> None:
+    """reduce_cell (revision 2): a body-centred tetragonal primitive cell (ThCr2Si2 type) moves to
+    its Niggli basis, the same lattice, atoms and space group in the same Cartesian frame, whose
+    k-mesh of the same density is 6x6x6 instead of 8x8x8; a cell that is already reduced is not
+    touched; revision-1 records (the committed folder's) are still accepted, others not."""
+    import spglib
+    from ase import Atoms
+
+    from rhoprop.dft.scf import niggli_cell, primitive_cell, symmetric_kpoint_mesh
+
+    protocol = SCFProtocol()
+
+    def primitive(name: str, elements: tuple[str, ...]) -> Atoms:
+        return AseAtomsAdaptor.get_atoms(primitive_cell(build_type(name, elements), 0.01))
+
+    bct = primitive("thcr2si2", ("Ba", "Fe", "As"))
+    reduced = niggli_cell(bct)
+    assert reduced is not None
+    basis = np.linalg.solve(bct.cell[:].T, reduced.cell[:].T)  # new vectors in the old basis
+    assert np.allclose(basis, np.round(basis), atol=1e-9) and round(abs(np.linalg.det(basis))) == 1
+    assert np.linalg.det(reduced.cell[:]) > 0
+    frac = np.linalg.solve(bct.cell[:].T, (reduced.positions - bct.positions).T).T
+    assert np.allclose(frac, np.round(frac), atol=1e-8)  # each atom moved by a lattice vector
+    assert list(reduced.numbers) == list(bct.numbers)
+    assert max(reduced.cell.cellpar()[3:]) < 111 < max(bct.cell.cellpar()[3:])
+
+    def space_group(a: Atoms) -> str:
+        return spglib.get_spacegroup((a.cell[:], a.get_scaled_positions(), a.numbers), 1e-3)
+
+    assert space_group(reduced) == space_group(bct) == "I4/mmm (139)"
+    assert symmetric_kpoint_mesh(bct, protocol) == (8, 8, 8)
+    assert symmetric_kpoint_mesh(reduced, protocol) == (6, 6, 6)
+    assert niggli_cell(primitive("rutile", ("Ti", "O"))) is None
+    assert niggli_cell(reduced) is None
+
+    rev1 = protocol.revision_hash(1)
+    folder = ROOT / "data-gen" / "gpaw-scf-v1" / "results"
+    assert rev1 in {json.loads(p.read_text())["protocol_hash"] for p in folder.glob("*.json")}
+    assert rev1 != protocol.hash() and protocol.accepts({"protocol_hash": rev1})
+    assert not SCFProtocol(pw_cutoff_ev=400).accepts({"protocol_hash": rev1})
+    assert SCFProtocol(reduce_cell=False).accepts({"protocol_hash": rev1})
+    assert SCFProtocol(protocol_revision=1).revision_hash(1) is None
+
+
 def test_fast_tier_runs_its_enumeration_order_so_new_elements_come_early() -> None:
     """The committed fast-tier folder: what is left runs in the enumeration's order (references of
     an unseen element before the compounds of elements already referenced), not ready-first, which
@@ -378,7 +422,9 @@ def test_fast_tier_runs_its_enumeration_order_so_new_elements_come_early() -> No
     finished = finished_ids(out, enumerated, protocol, stored)
     assert finished, "the committed folder has finished materials"
     assert [c.id for c in planned] == [c.id for c in enumerated]
-    done_elements = {el.symbol for c in enumerated if c.id in finished for el in c.structure.composition}
+    done_elements = {
+        el.symbol for c in enumerated if c.id in finished for el in c.structure.composition
+    }
     todo = [c for c in planned if c.id not in finished]
     new = [c for c in todo[:100] if {el.symbol for el in c.structure.composition} - done_elements]
     assert new or done_elements >= set(SCF_ELEMENTS), "no unseen element among the next 100"

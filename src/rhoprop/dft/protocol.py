@@ -262,7 +262,7 @@ class SCFProtocol(GPAWProtocol):
     symmetry, then one GPAW SCF with :class:`GPAWProtocol`'s electronic settings (``gpaw-v1``'s).
 
     Attributes:
-        protocol_revision: bumped whenever the procedure changes.
+        protocol_revision: bumped whenever the procedure changes (2: ``reduce_cell``).
         chgnet_model: pretrained CHGNet model (shipped in the chgnet wheel; trained on Materials
             Project PBE/PBE+U relaxations).
         chgnet_version: installed chgnet package version.
@@ -278,10 +278,15 @@ class SCFProtocol(GPAWProtocol):
             not map onto itself (e.g. 5×5×6 in the primitive basis of a body-centred tetragonal
             cell), raise every size to the largest one, so that GPAW keeps the full symmetry (the
             density stays at least ``kpoint_density``).
+        reduce_cell: compute the SCF on the Niggli-reduced basis of the relaxed lattice where it is
+            shorter than the standard primitive basis (same crystal, same Cartesian frame). In the
+            primitive basis of a body-centred tetragonal lattice (ThCr2Si2, MoSi2, anatase,
+            chalcopyrite) the k-point density then needs e.g. 6×6×6 (30 irreducible points)
+            instead of 8×8×8 (59); other cells are left exactly as they were.
     """
 
     name: str = "gpaw-scf-v1"
-    protocol_revision: int = 1
+    protocol_revision: int = 2
     chgnet_model: str = "0.3.0"
     chgnet_version: str = dataclasses.field(default_factory=lambda: _package_version("chgnet"))
     chgnet_optimizer: str = "FIRE"
@@ -290,6 +295,7 @@ class SCFProtocol(GPAWProtocol):
     input_symprec: float = 0.01
     refine_symprec: float = 1e-3
     symmetric_kpoints: bool = True
+    reduce_cell: bool = True
 
     tasks_per_worker: ClassVar[int] = 25
 
@@ -310,6 +316,26 @@ class SCFProtocol(GPAWProtocol):
                 "SCFProtocol: need 0 < refine_symprec <= input_symprec < 0.5 Å, got "
                 f"{self.refine_symprec}, {self.input_symprec}"
             )
+
+    def revision_hash(self, revision: int) -> str | None:
+        """Hash this protocol had at revision 1 (no ``reduce_cell``: the SCF on the standard
+        primitive cell) with every other field unchanged; None unless this protocol is at revision
+        2 and ``revision`` is 1."""
+        if self.protocol_revision != 2 or revision != 1:
+            return None
+        data = self.to_dict()
+        data.pop("reduce_cell")
+        data["protocol_revision"] = 1
+        return protocol_hash_of(data)
+
+    def accepts(self, record: dict[str, Any]) -> bool:
+        """True when a result or failure record was computed with this protocol, or with its
+        revision 1: the same calculation for every cell that is already reduced (and for every
+        cell with ``reduce_cell`` off), and for the others the same crystal on its standard
+        primitive basis with a k-mesh of the same ``kpoint_density`` but more points (labels
+        compared in ``docs/data.md``, "Cells with acute angles")."""
+        found = record.get("protocol_hash")
+        return found is not None and found in (self.hash(), self.revision_hash(1))
 
 
 PROTOCOLS: dict[str, type[GPAWProtocol]] = {"gpaw-v1": DFTProtocol, "gpaw-scf-v1": SCFProtocol}

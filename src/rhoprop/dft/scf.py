@@ -11,7 +11,9 @@ Per crystal (:func:`compute_scf`), outputs as in ``gpaw-v1`` (:mod:`rhoprop.dft.
 3. with a :class:`ScreenSettings`, a compound whose CHGNet formation energy (against the CHGNet
    energies of its elements' reference structures) exceeds the threshold is skipped
    (:class:`ScreenedOut`, not a failure), except a fixed pseudo-random fraction that is kept;
-4. one GPAW SCF with the protocol's electronic settings (those of ``gpaw-v1``): density, energy,
+4. with ``reduce_cell``, the relaxed cell moves to the Niggli-reduced basis of its lattice where
+   that is shorter (:func:`niggli_cell`; body-centred tetragonal and rhombohedral primitive cells);
+5. one GPAW SCF with the protocol's electronic settings (those of ``gpaw-v1``): density, energy,
    bands, moments, and the GPAW forces and stress at the CHGNet geometry (recorded, not relaxed).
 
 Molecules (the dimers of H, N, O, F, Cl, Br, I) are relaxed by CHGNet, then by GPAW BFGS in their
@@ -288,6 +290,25 @@ def symmetric_kpoint_mesh(atoms: Atoms, protocol: SCFProtocol) -> tuple[int, int
     return kpts
 
 
+def niggli_cell(atoms: Atoms) -> Atoms | None:
+    """A copy of ``atoms`` on the Niggli-reduced basis of its lattice, in the same Cartesian frame
+    (positions kept, then wrapped into the new cell), or None where the basis already is as short
+    (sum of the vector lengths within 1e-6 Å), so that a reduced cell is never touched."""
+    from ase.build.tools import niggli_reduce_cell
+
+    old = np.array(atoms.cell[:])
+    _, op = niggli_reduce_cell(old)
+    cell = np.asarray(op).T @ old
+    if np.linalg.det(cell) < 0:  # keep a right-handed basis (−1 times a lattice basis is one too)
+        cell = -cell
+    if np.linalg.norm(cell, axis=1).sum() >= np.linalg.norm(old, axis=1).sum() - 1e-6:
+        return None
+    reduced = atoms.copy()
+    reduced.set_cell(cell, scale_atoms=False)
+    reduced.wrap(eps=1e-9)
+    return reduced
+
+
 def primitive_cell(structure: Structure, symprec: float) -> Structure:
     """The standard primitive cell of ``structure`` (spglib at ``symprec``; cubic axes on xyz)."""
     with warnings.catch_warnings():
@@ -344,8 +365,10 @@ def compute_scf(
     t_chgnet = time.perf_counter() - t_start
     log_path = out / "logs" / f"{mid}.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    reduced = niggli_cell(relaxed.atoms) if protocol.reduce_cell else None
+    scf_atoms = relaxed.atoms if reduced is None else reduced
     with open(log_path, "w") as txt, material_scope() as scfs:
-        atoms, spinpol = prepare_atoms(relaxed.atoms, protocol)
+        atoms, spinpol = prepare_atoms(scf_atoms, protocol)
         kpts = symmetric_kpoint_mesh(atoms, protocol)
         t = time.perf_counter()
         converge(atoms, protocol, kpts, txt, spinpol)
@@ -369,7 +392,8 @@ def compute_scf(
         "protocol_hash": protocol.hash(),
         "rhoprop_version": rhoprop.__version__,
         "kpts": list(kpts),
-        "kpts_from_density": list(kpoint_mesh(relaxed.atoms, protocol)),
+        "kpts_from_density": list(kpoint_mesh(scf_atoms, protocol)),
+        "cell_reduced": reduced is not None,
         "ibz_kpoints": n_ibz,
         "chgnet": chgnet,
         "scf": scf_record(scf, integral),
