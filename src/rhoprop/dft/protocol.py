@@ -138,6 +138,15 @@ class GPAWProtocol(Settings):
         """Return a short, stable hash of every field (results are only reused when it matches)."""
         return protocol_hash_of(self.to_dict())
 
+    def _hash_without(self, fields: tuple[str, ...], revision: int) -> str:
+        """The hash of this protocol with ``fields`` removed and ``protocol_revision`` set to
+        ``revision``: what an earlier revision that lacked those fields hashed to."""
+        data = self.to_dict()
+        for name in fields:
+            data.pop(name)
+        data["protocol_revision"] = revision
+        return protocol_hash_of(data)
+
     def is_magnetic(self, symbols: list[str] | tuple[str, ...]) -> bool:
         """True when a structure with these element symbols is computed spin-polarized."""
         return any(s in self.magnetic_elements for s in symbols)
@@ -221,12 +230,8 @@ class DFTProtocol(GPAWProtocol):
         """
         if self.protocol_revision != 5 or revision not in (3, 4):
             return None
-        data = self.to_dict()
-        data.pop("scf_fallback_mixer")
-        if revision == 3:
-            data.pop("min_empty_bands")
-        data["protocol_revision"] = revision
-        return protocol_hash_of(data)
+        dropped = ("scf_fallback_mixer", "min_empty_bands")
+        return self._hash_without(dropped if revision == 3 else dropped[:1], revision)
 
     def accepts(self, record: dict[str, Any]) -> bool:
         """True when a result or failure record was computed exactly as this protocol would compute
@@ -323,10 +328,7 @@ class SCFProtocol(GPAWProtocol):
         2 and ``revision`` is 1."""
         if self.protocol_revision != 2 or revision != 1:
             return None
-        data = self.to_dict()
-        data.pop("reduce_cell")
-        data["protocol_revision"] = 1
-        return protocol_hash_of(data)
+        return self._hash_without(("reduce_cell",), 1)
 
     def accepts(self, record: dict[str, Any]) -> bool:
         """True when a result or failure record was computed with this protocol, or with its
