@@ -54,3 +54,28 @@ def test_shipped_store_shards_match_their_recorded_checksums_and_read_back_whole
 
     checks = verify_store(registry.resolve("gpaw-v1"))
     assert checks and all(c.ok and c.checksum == "ok" for c in checks), [c for c in checks if not c.ok]
+
+
+def test_dataset_ids_lists_and_pins_the_samples_of_several_stores(tmp_path: Path) -> None:
+    """`rhoprop dataset ids` writes the ids in store order (with the tier prefix for joined
+    stores), a selection narrows them, and the file read back with --only ids:FILE selects the
+    same samples."""
+    from rhoprop.train.data import open_store, subset_ids
+
+    out = tmp_path / "ids.txt"
+    runner = CliRunner()
+    result = runner.invoke(app, ["dataset", "ids", "gpaw-v1,gpaw-scf-v1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    both = open_store("gpaw-v1,gpaw-scf-v1")
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith(f"# {len(both)} sample ids") and lines[1:] == list(both.ids)
+    spin = runner.invoke(app, ["dataset", "ids", "gpaw-v1,gpaw-scf-v1", "--only", f"has_spin and ids:{out}"])
+    listed = spin.output.split()
+    assert spin.exit_code == 0 and listed == subset_ids(both, "has_spin")
+    assert 0 < len(listed) < len(both) and all(i.startswith(("gpaw-v1/", "gpaw-scf-v1/")) for i in listed)
+    # a list of the joined stores does not fit one store alone: refused with the reason
+    alone = runner.invoke(app, ["dataset", "ids", "gpaw-v1", "--only", f"ids:{out}"])
+    assert alone.exit_code == 2 and "not in" in alone.output and "another dataset" in alone.output
+    out.write_text("# nothing\n")
+    empty = runner.invoke(app, ["dataset", "ids", "gpaw-v1", "--only", f"ids:{out}"])
+    assert empty.exit_code == 2 and "holds no id" in empty.output

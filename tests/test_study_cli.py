@@ -116,3 +116,56 @@ def test_a_study_runs_from_python_and_writes_only_its_cache(tmp_path, capsys) ->
     assert len(study.results.results) >= 1 and not study.results.summary.empty
     assert sorted(p.name for p in (tmp_path / "study").iterdir()) == ["runs", "study.json"]
     assert capsys.readouterr().out == ""
+
+
+def test_study_over_folds_pins_its_materials_and_chooses_groups_per_fold(tmp_path) -> None:
+    """--folds: the replicates are the benchmark's composition folds, each fold's groups come from
+    its own training materials (kept, not recomputed, on a rerun), and --only ids:FILE pins the
+    materials so that the study's trainings stay valid while the store grows."""
+    from rhoprop.analysis.benchmark import composition_folds, formulas_of
+    from rhoprop.data import DatasetStore
+
+    store_path = build_store(tmp_path, count=16)
+    store = DatasetStore(store_path)
+    pinned = tmp_path / "ids.txt"
+    pinned.write_text("# the study's materials\n" + "\n".join(store.ids[:14]) + "\n")
+    out = tmp_path / "study"
+    args = ["study", "multitask", str(store_path), "--out", str(out), "--folds", "2",
+            "--targets", "density,volume_per_atom,valence_density", "--epochs", "1",
+            "--configs", "single,all", "--only", f"ids:{pinned}"]  # fmt: skip
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "fold 0:" in first.output and "fold 1:" in first.output
+    assert "8 trained now, 0 reused" in first.output  # 2 folds x (3 single + 1 all)
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(set(results.seed)) == [0, 1] and len(results) == 12
+    study = json.loads((out / "study.json").read_text())
+    assert study["folds"] == 2 and len(study["fold_groups"]) == 2
+    assert study["train"]["folds"] == 2 and "split_ids" not in study["train"]
+    for k in (0, 1):
+        groups = json.loads((out / "analysis" / f"fold-{k}" / "groups.json").read_text())
+        assert groups["key"] and (out / "analysis" / f"fold-{k}" / "pairs.csv").is_file()
+    # each fold tested on its own formulas: the test parts are the benchmark's folds
+    folds = composition_folds(store, 2)
+    formulas = formulas_of(store)
+    from rhoprop.analysis.study_train import RhopropTrainer
+    from rhoprop.train.config import TrainConfig
+
+    trainer = RhopropTrainer(str(store_path), TrainConfig(), only=f"ids:{pinned}", folds=2)
+    for k, parts in enumerate(trainer.fold_splits):
+        assert parts["test"] and all(folds[i] == k for i in parts["test"])
+        train_formulas = {formulas[i] for i in parts["train"] + parts["val"]}
+        assert not train_formulas & {formulas[i] for i in parts["test"]}
+        assert set(sum(parts.values(), [])) <= set(store.ids[:14])
+    # a rerun reads the fold analyses back and trains nothing
+    (out / "analysis" / "fold-0" / "pairs.csv").unlink()
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert "0 trained now, 8 reused" in second.output
+    assert not (out / "analysis" / "fold-0" / "pairs.csv").exists()  # not recomputed
+    assert pd.read_csv(out / "results.csv").equals(results)
+    # an id list naming a material the store lacks is refused before anything runs
+    pinned.write_text("\n".join([*store.ids[:3], "no-such-material"]) + "\n")
+    bad = CliRunner().invoke(app, [*args[:-2], "--only", f"ids:{pinned}", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "no-such-material" in bad.output
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())

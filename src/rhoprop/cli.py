@@ -372,6 +372,32 @@ def dataset_info_command(
     print_info(info, console, as_json=as_json)
 
 
+@dataset_app.command("ids")
+def dataset_ids_command(
+    dataset: str = typer.Argument(
+        ..., help="Dataset store, built-in name, or several joined by commas."
+    ),
+    only: str = typer.Option(
+        "", "--only", help="Only the samples this selects (has_spin, NAME, not NAME, ids:FILE)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the ids to this file (one per line) instead of printing them."
+    ),
+) -> None:
+    """List sample ids in store order; a saved list pins a study to its materials (--only ids:FILE)."""  # noqa: E501
+    from rhoprop.settings import atomic_write_text
+    from rhoprop.train.data import open_store, subset_ids
+
+    ids = subset_ids(open_store(dataset), only)
+    if out is None:
+        for i in ids:
+            console.print(i, highlight=False, soft_wrap=True)
+        return
+    header = f"# {len(ids)} sample ids of {dataset}" + (f" ({only})" if only else "")
+    atomic_write_text(out, "\n".join([header, *ids]) + "\n")
+    err_console.print(f"wrote {len(ids)} ids to {out}")
+
+
 @dataset_app.command("verify")
 def dataset_verify_command(
     dataset: str = typer.Argument(..., help="Dataset store or built-in name (e.g. gpaw-v1)."),
@@ -1029,7 +1055,24 @@ def study_multitask_command(
     only: str = typer.Option(
         "",
         "--only",
-        help="Study the samples a flag or binary target selects (has_spin: spin-polarized).",
+        help=(
+            "Study the samples a flag or binary target selects (has_spin: spin-polarized; "
+            "ids:FILE: the ids listed in FILE; join terms with ' and ')."
+        ),
+    ),
+    folds: int = typer.Option(
+        0,
+        "--folds",
+        help=(
+            "k-fold cross-validation grouped by formula (the benchmark's folds) instead of one "
+            "split; the replicates are the folds, groups chosen on each fold's training part."
+        ),
+    ),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="quick, full or benchmark (the network recipe of `rhoprop benchmark`); "
+        "overrides --quick/--full.",
     ),
 ) -> None:
     """Single-task vs similarity group vs all vs random group, per target; resumable."""
@@ -1041,7 +1084,8 @@ def study_multitask_command(
         _writable(out),
         targets=_csv_list(targets) or [],
         seeds=parse_seeds(seeds),
-        preset="quick" if quick else "full",
+        preset=preset or ("quick" if quick else "full"),
+        folds=folds,
         configs=_csv_list(configs) or [],
         groups_file=groups,
         split=split,

@@ -315,13 +315,22 @@ def fold_parts(
     settings: BenchmarkSettings,
     fraction: float = 1.0,
 ) -> dict[str, list[str]]:
-    """train / val / test ids of one fold (test: the fold; val: hashed training formulas)."""
+    """train / val / test ids of one fold (test: the fold; val: hashed training formulas).
+
+    When no training formula hashes below ``val_fraction`` (a small dataset) and there are at least
+    two, the one with the lowest hash is the early-stopping part, so the networks always have one;
+    the gradient-boosting baselines fit on train and val together and do not see the difference.
+    """
     test = [i for i, f in folds.items() if f == fold]
     rest = _subsample([i for i, f in folds.items() if f != fold], formulas, fraction, settings.seed)
     val = [i for i in rest if is_validation(formulas[i], settings.val_fraction, settings.seed)]
-    train = [
-        i for i in rest if not is_validation(formulas[i], settings.val_fraction, settings.seed)
-    ]
+    if not val and len({formulas[i] for i in rest}) >= 2:
+        first = min(
+            {formulas[i] for i in rest}, key=lambda f: _unit_hash(f"val:{settings.seed}:{f}")
+        )
+        val = [i for i in rest if formulas[i] == first]
+    chosen = set(val)
+    train = [i for i in rest if i not in chosen]
     return {"train": train, "val": val, "test": test}
 
 

@@ -11,6 +11,9 @@ report and prints the summary (``rhoprop study multitask``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from rhoprop.analysis.similarity import (
     TargetAnalysis,
     analyze_targets,
     read_groups,
+    write_groups,
 )
 from rhoprop.analysis.study import (
     CONFIGS,
@@ -48,6 +52,9 @@ class MultitaskPlan:
         groups_source: where the groups came from, in words.
         analysis: the similarity analysis of the training split the groups came from (None when
             they came from a groups file or there is one target).
+        fold_analyses: with folds, each fold's similarity analysis computed now (None for a fold
+            whose groups were read back from an earlier run's ``analysis/fold-K/groups.json``).
+        fold_keys: with folds, the key of each fold's analysis (:func:`fold_key`).
     """
 
     settings: StudySettings
@@ -55,6 +62,8 @@ class MultitaskPlan:
     kinds: dict[str, str]
     groups_source: str
     analysis: TargetAnalysis | None
+    fold_analyses: tuple[TargetAnalysis | None, ...] = ()
+    fold_keys: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +97,8 @@ def prepare_multitask_study(
     train_overrides: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
     only: str = "",
+    folds: int = 0,
+    study_dir: str | Path | None = None,
 ) -> MultitaskPlan:
     """The study of ``targets`` (default: every target) of ``dataset`` on split ``split``.
 
@@ -97,15 +108,39 @@ def prepare_multitask_study(
     ``configs`` default to the preset's seeds and every config; ``train_overrides`` (None values
     ignored) change the preset's training settings. ``progress`` follows the similarity analysis.
     ``only`` restricts the study to the samples it selects (e.g. ``has_spin``: the spin-polarized
-    materials; :func:`~rhoprop.train.data.subset_ids`).
+    materials, ``ids:FILE`` a fixed list; :func:`~rhoprop.train.data.subset_ids`).
+
+    ``folds`` (k >= 2) replaces the split by k-fold cross-validation grouped by formula, the folds
+    of ``rhoprop benchmark``: the replicates (``seeds``, default every fold) are folds, and without
+    a groups file each fold's groups come from the similarity of that fold's training materials
+    only. Those analyses are kept in ``study_dir/analysis/fold-K/groups.json`` (with a key of the
+    materials and settings they came from) and read back on a rerun instead of recomputed.
     """
     table = load_label_table(dataset)
     chosen = list(targets) if targets else table.targets
     table = table.select(chosen)
     config = preset_config(preset, split=split, **(train_overrides or {}))
-    trainer = RhopropTrainer(str(dataset), config, only=only)
+    trainer = RhopropTrainer(str(dataset), config, only=only, folds=folds)
     analysis = None
-    if groups_file is not None:
+    similarity = SimilaritySettings(alpha=alpha, threshold=threshold, min_pairs=min_pairs)
+    fold_groups: list[tuple[tuple[str, ...], ...]] = []
+    fold_analyses: list[TargetAnalysis | None] = []
+    fold_keys: list[str] = []
+    if folds and groups_file is None and len(chosen) > 1:
+        for k, parts in enumerate(trainer.fold_splits):
+            fit_ids = [i for i in parts["train"] + parts["val"] if i in table.labels.index]
+            fold_keys.append(fold_key(fit_ids, table.targets, similarity))
+            groups_k, analysis_k = _fold_groups(
+                table, dataset, k, fit_ids, similarity, study_dir, progress
+            )
+            fold_groups.append(tuple(map(tuple, groups_k)))
+            fold_analyses.append(analysis_k)
+        groups = [list(g) for g in _most_common(fold_groups)]
+        source = (
+            f"similarity analyses of each fold's training materials ({folds} folds; "
+            f"{len(set(fold_groups))} distinct grouping(s), the most common shown)"
+        )
+    elif groups_file is not None:
         groups = restrict_groups(read_groups(groups_file), chosen)
         source = f"groups file {groups_file}"
     elif len(chosen) > 1:
@@ -131,15 +166,73 @@ def prepare_multitask_study(
         dataset=str(dataset),
         targets=tuple(chosen),
         groups=tuple(map(tuple, groups)),
-        seeds=tuple(seeds) if seeds else PRESET_SEEDS[preset],
+        seeds=tuple(seeds) if seeds else (tuple(range(folds)) if folds else PRESET_SEEDS[preset]),
         configs=tuple(configs) if configs else CONFIGS,
         random_seed=random_seed,
         preset=preset,
         split=split,
         train=trainer.config,
         only=only,
+        folds=folds,
+        fold_groups=tuple(fold_groups),
     )
-    return MultitaskPlan(settings, trainer, dict(table.kinds), source, analysis)
+    return MultitaskPlan(
+        settings, trainer, dict(table.kinds), source, analysis, tuple(fold_analyses),
+        tuple(fold_keys),
+    )  # fmt: skip
+
+
+def fold_key(ids: Sequence[str], targets: Sequence[str], similarity: SimilaritySettings) -> str:
+    """Hash of what a fold's similarity analysis depends on: its materials, targets, settings."""
+    payload = {"ids": sorted(ids), "targets": list(targets), "settings": similarity.to_dict()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _most_common(groupings: Sequence[tuple[tuple[str, ...], ...]]) -> tuple[tuple[str, ...], ...]:
+    """The grouping most folds chose (the first of those tied); groups compared as sets."""
+    canonical = [tuple(sorted(tuple(sorted(g)) for g in gs)) for gs in groupings]
+    counts = Counter(canonical)
+    best = max(counts.values())
+    return next(gs for gs, c in zip(groupings, canonical, strict=True) if counts[c] == best)
+
+
+def _fold_groups(
+    table: LabelTable,
+    dataset: str,
+    fold: int,
+    fit_ids: list[str],
+    similarity: SimilaritySettings,
+    study_dir: str | Path | None,
+    progress: ProgressFn | None,
+) -> tuple[list[list[str]], TargetAnalysis | None]:
+    """One fold's groups: read back from ``study_dir/analysis/fold-K/groups.json`` when its key
+    matches, else from a similarity analysis of the fold's training labels (saved there)."""
+    key = fold_key(fit_ids, table.targets, similarity)
+    cached = None if study_dir is None else Path(study_dir) / "analysis" / f"fold-{fold}"
+    if cached is not None and (cached / "groups.json").is_file():
+        try:
+            document = json.loads((cached / "groups.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            document = {}
+        if document.get("key") == key:
+            return read_groups(cached / "groups.json", table.targets), None
+    labels = LabelTable(
+        table.labels.loc[fit_ids], table.kinds, table.units, table.classes,
+        f"{dataset} (fold {fold} training materials)",
+    )  # fmt: skip
+    what = f"similarity of targets (fold {fold} training materials)"
+    analysis = analyze_targets(
+        labels, similarity, None if progress is None else lambda d, t: progress(d, t, what)
+    )
+    if cached is not None:  # the report adds the tables and figures of this analysis beside it
+        cached.mkdir(parents=True, exist_ok=True)
+        write_groups(cached / "groups.json", fold_groups_document(analysis, key))
+    return analysis.grouping.groups, analysis
+
+
+def fold_groups_document(analysis: TargetAnalysis, key: str) -> dict[str, Any]:
+    """``groups.json`` of one fold's analysis, with the key a rerun checks before reusing it."""
+    return {**analysis.groups_document(), "key": key}
 
 
 def run_multitask_study(

@@ -21,6 +21,7 @@ from rhoprop.analysis.labels import load_label_table
 from rhoprop.analysis.markdown import markdown_table
 from rhoprop.analysis.multitask import (
     MultitaskStudy,
+    fold_groups_document,
     prepare_multitask_study,
     run_multitask_study,
 )
@@ -58,14 +59,17 @@ STUDY_FILES = (
 # --- target analysis --------------------------------------------------------------------------
 
 
-def write_target_analysis(analysis: TargetAnalysis, out_dir: str | Path) -> list[Path]:
-    """Write ``pairs.csv`` (every pair), ``groups.json`` (accepted by ``rhoprop train --groups``),
-    ``settings.json``, ``similarity_heatmap.png`` and ``dendrogram.png`` into ``out_dir``."""
+def write_target_analysis(
+    analysis: TargetAnalysis, out_dir: str | Path, groups_document: dict[str, Any] | None = None
+) -> list[Path]:
+    """Write ``pairs.csv`` (every pair), ``groups.json`` (accepted by ``rhoprop train --groups``;
+    ``groups_document`` when given, else the analysis's own), ``settings.json``,
+    ``similarity_heatmap.png`` and ``dendrogram.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / name for name in ANALYSIS_FILES]
     atomic_write_text(files[0], analysis.pairs.to_csv(index=False, float_format="%.6g"))
-    write_groups(files[1], analysis.groups_document())
+    write_groups(files[1], groups_document or analysis.groups_document())
     settings_doc = {
         "settings": analysis.settings.to_dict(),
         "source": analysis.source,
@@ -172,7 +176,8 @@ def _fmt(value: float) -> str:
 def study_markdown(
     summary: pd.DataFrame, tests: pd.DataFrame | None = None, gain: pd.DataFrame | None = None
 ) -> str:
-    """The study summary as markdown tables: mean ± std over seeds with the change vs single-task;
+    """The study summary as markdown tables: mean ± std over replicates (seeds, or folds) with the
+    change vs single-task;
     the paired tests per target with Benjamini-Hochberg q; the paper's mean R² gain."""
     text = _summary_table(summary)
     if tests is not None and not tests.empty:
@@ -184,10 +189,11 @@ def study_markdown(
             for r in tests.itertuples(index=False)
         ]  # fmt: skip
         text += (
-            "\nPaired over seeds (score difference, R² or ROC-AUC; t-test; q: Benjamini-Hochberg "
-            "over the targets of each comparison):\n\n"
+            "\nPaired over replicates (the seeds, or the folds of a `--folds` study; score "
+            "difference, R² or ROC-AUC; t-test; q: Benjamini-Hochberg over the targets of each "
+            "comparison):\n\n"
             + markdown_table(
-                ["target", "comparison", "seeds", "mean Δ", "wins", "p", "q"], rows, "llrrrrr"
+                ["target", "comparison", "replicates", "mean Δ", "wins", "p", "q"], rows, "llrrrrr"
             )
             + "\n"
         )
@@ -227,7 +233,7 @@ def _summary_table(summary: pd.DataFrame) -> str:
         "target",
         "config",
         "co-trained",
-        "seeds",
+        "replicates",
         "score",
         "MAE",
         "Δ score vs single",
@@ -278,14 +284,24 @@ def report_multitask_study(
     out = Path(out)
     with progress("preparing the study", log_interval=5.0) as steps:
         plan = prepare_multitask_study(
-            dataset, progress=lambda d, t, what: steps.update(d, t, what), **options
-        )
+            dataset, progress=lambda d, t, what: steps.update(d, t, what), study_dir=out,
+            **options,
+        )  # fmt: skip
     source = plan.groups_source
     if plan.analysis is not None:
         write_target_analysis(plan.analysis, out / "analysis")
         source += f" ({out / 'analysis'})"
+    for k, analysis in enumerate(plan.fold_analyses):
+        if analysis is not None:
+            folder = out / "analysis" / f"fold-{k}"
+            document = fold_groups_document(analysis, plan.fold_keys[k])
+            write_target_analysis(analysis, folder, document)
+    if plan.settings.folds:
+        source += f" ({out / 'analysis'}/fold-K)"
     groups = " | ".join(", ".join(g) for g in plan.settings.groups)
     console.print(f"groups from {source}: {groups}")
+    for k, grouping in enumerate(plan.settings.fold_groups):
+        console.print(f"  fold {k}: " + " | ".join(", ".join(g) for g in grouping))
     with progress("trainings") as steps:
         study = run_multitask_study(
             plan, out, lambda d, t, what: steps.update(d, t, what), max_trainings
@@ -304,13 +320,13 @@ def report_multitask_study(
 
 
 def print_study(results: StudyResults, console: Console) -> None:
-    """Print the per-target table (mean ± std over seeds) and the per-config overview."""
+    """Print the per-target table (mean ± std over replicates) and the per-config overview."""
     summary, totals = results.summary, results.overall
     if summary.empty:
         console.print("no finished training yet")
         return
-    table = Table(title="multi-task study (test split; mean ± std over seeds)")
-    for col in ("target", "config", "co-trained", "seeds", "score", "MAE", "Δ vs single"):
+    table = Table(title="multi-task study (test parts; mean ± std over seeds or folds)")
+    for col in ("target", "config", "co-trained", "reps", "score", "MAE", "Δ vs single"):
         table.add_column(col, justify="left" if col in ("target", "config") else "right")
     for r in summary.itertuples(index=False):
         score = f"{r.score_name} {r.score:.3f}" + (

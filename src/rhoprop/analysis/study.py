@@ -64,6 +64,11 @@ class StudySettings(Settings):
         split: the dataset split used by every training.
         train: the trainer's configuration (part of every result's cache key).
         only: the samples studied (:func:`~rhoprop.train.data.subset_ids`); empty: every sample.
+        folds: 0: every training uses ``split`` and the replicates are training seeds; k >= 2:
+            k-fold cross-validation grouped by formula (the folds of ``rhoprop benchmark``), the
+            replicates in ``seeds`` are the fold indices and every training uses the same seed.
+        fold_groups: with ``folds``, the similarity groups of each fold (chosen on that fold's
+            training materials; ``groups`` is then the grouping most folds chose, for the report).
     """
 
     dataset: str
@@ -76,10 +81,15 @@ class StudySettings(Settings):
     split: str = "default"
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     only: str = ""
+    folds: int = 0
+    fold_groups: tuple[tuple[tuple[str, ...], ...], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))
         object.__setattr__(self, "groups", tuple(tuple(g) for g in self.groups))
+        object.__setattr__(
+            self, "fold_groups", tuple(tuple(tuple(g) for g in gs) for gs in self.fold_groups)
+        )
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "configs", tuple(self.configs))
         if not self.targets:
@@ -96,12 +106,33 @@ class StudySettings(Settings):
             raise SettingsError(
                 f"configs must be a non-empty subset of {CONFIGS}, got {list(self.configs)}"
             )
-        members = [t for g in self.groups for t in g]
-        if sorted(members) != sorted(self.targets):
-            raise SettingsError(
-                f"groups must contain every target exactly once; targets {sorted(self.targets)}, "
-                f"groups {[list(g) for g in self.groups]}"
-            )
+        for grouping in (self.groups, *self.fold_groups):
+            members = [t for g in grouping for t in g]
+            if sorted(members) != sorted(self.targets):
+                raise SettingsError(
+                    "groups must contain every target exactly once; targets "
+                    f"{sorted(self.targets)}, groups {[list(g) for g in grouping]}"
+                )
+        if self.folds:
+            if not (isinstance(self.folds, int) and self.folds >= 2):
+                raise SettingsError(f"folds must be 0 (a split) or an int >= 2, got {self.folds}")
+            bad_folds = [s for s in self.seeds if not 0 <= s < self.folds]
+            if bad_folds:
+                raise SettingsError(
+                    f"with {self.folds} folds the replicates are fold indices 0..{self.folds - 1}; "
+                    f"got {bad_folds} (e.g. --folds 5 runs folds 0,1,2,3,4)"
+                )
+            if self.fold_groups and len(self.fold_groups) != self.folds:
+                raise SettingsError(
+                    f"fold_groups must hold one grouping per fold ({self.folds}), "
+                    f"got {len(self.fold_groups)}"
+                )
+
+    def groups_of(self, replicate: int) -> tuple[tuple[str, ...], ...]:
+        """The similarity groups used for ``replicate`` (a seed, or a fold with ``folds``)."""
+        if self.folds and self.fold_groups:
+            return self.fold_groups[replicate]
+        return self.groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +194,9 @@ def plan_study(settings: StudySettings) -> list[Assignment]:
     ``group`` and ``random`` are left out for targets whose group is a singleton (they would be
     the single-task training again) and ``all`` when there is one target.
     """
-    group_of = {t: tuple(sorted(g)) for g in settings.groups for t in g}
     cells: list[Assignment] = []
     for seed in settings.seeds:
+        group_of = {t: tuple(sorted(g)) for g in settings.groups_of(seed) for t in g}
         for target in settings.targets:
             group = group_of[target]
             for config in settings.configs:

@@ -2,7 +2,10 @@
 
 Presets: ``quick`` (the ``small`` MSA-3DCNN, 10 epochs with early stopping, 2 seeds), sized for
 about two hours on 2 CPU cores for ~10 targets on ~600 materials at n = 32 (about 40 trainings);
-``full`` (the ``default`` model, 50 epochs with early stopping, 3 seeds) for a GPU.
+``full`` (the ``default`` model, 50 epochs with early stopping, 3 seeds) for a GPU; ``benchmark``
+(the ``compact`` model with the recipe ``rhoprop benchmark`` scores: 60 cosine epochs, patience 15,
+learning rate 2e-3, one thread), meant for ``--folds``, where its "all targets" training is the
+benchmark's own network.
 """
 
 from __future__ import annotations
@@ -38,8 +41,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 10,
         "mc_samples": 1,
     },
+    # the network recipe of `rhoprop benchmark` (docs/model.md): what the benchmark compares
+    "benchmark": {
+        "model": "compact",
+        "epochs": 60,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "patience": 15,
+        "mc_samples": 1,
+        "threads": 1,
+    },
 }
-PRESET_SEEDS: dict[str, tuple[int, ...]] = {"quick": (0, 1), "full": (0, 1, 2)}
+PRESET_SEEDS: dict[str, tuple[int, ...]] = {
+    "quick": (0, 1),
+    "full": (0, 1, 2),
+    "benchmark": (0, 1, 2),
+}
 #: TrainConfig fields that do not change what is learned, left out of the result cache key.
 NOT_IN_KEY = (
     "targets",
@@ -78,19 +95,31 @@ class RhopropTrainer:
         keep_checkpoints: keep each run's Lightning checkpoints (the exported model is always kept).
         only: train and test on the samples this selects (:func:`~rhoprop.train.data.subset_ids`,
             e.g. ``has_spin``); empty: every sample.
-        splits: the train/val/test ids of ``base.split`` (read from the store), within ``only``.
+        folds: 0: every training uses the split ``base.split``; k >= 2: the replicate passed as
+            ``seed`` is a fold of k-fold cross-validation grouped by formula (the folds and
+            early-stopping formulas of ``rhoprop benchmark``, seed ``base.seed``), and every
+            training uses ``base.seed``.
+        splits: the train/val/test ids of ``base.split`` (read from the store), within ``only``;
+            with ``folds``, those of fold 0.
+        fold_splits: with ``folds``, the train/val/test ids of every fold.
     """
 
     dataset: str
     base: TrainConfig
     keep_checkpoints: bool = False
     only: str = ""
+    folds: int = 0
     splits: dict[str, list[str]] = dataclasses.field(init=False, repr=False)
+    fold_splits: list[dict[str, list[str]]] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from rhoprop.train.data import open_store
 
         store = open_store(self.dataset)
+        self.fold_splits = []
+        if self.folds:
+            self._init_folds(store)
+            return
         try:
             self.splits = store.splits(self.base.split)
         except (SettingsError, FileNotFoundError, KeyError) as exc:
@@ -107,6 +136,55 @@ class RhopropTrainer:
         else:
             self._size = len(store)
 
+    def _init_folds(self, store: Any) -> None:
+        from rhoprop.analysis.benchmark import (
+            BenchmarkSettings,
+            composition_folds,
+            fold_parts,
+            formulas_of,
+        )
+        from rhoprop.train.data import subset_ids
+
+        if not (isinstance(self.folds, int) and self.folds >= 2):
+            raise SettingsError(f"folds must be 0 (a split) or an int >= 2, got {self.folds}")
+        keep = set(subset_ids(store, self.only))
+        assignment = {
+            i: f
+            for i, f in composition_folds(store, self.folds, self.base.seed).items()
+            if i in keep
+        }
+        formulas = formulas_of(store)
+        rule = BenchmarkSettings(folds=self.folds, seed=self.base.seed, models=("mean",))
+        self.fold_splits = [fold_parts(assignment, formulas, k, rule) for k in range(self.folds)]
+        empty = [k for k, parts in enumerate(self.fold_splits) if not parts["test"]]
+        if empty:
+            raise SettingsError(f"fold(s) {empty} of {self.folds} hold no sample; use fewer folds")
+        self.splits = self.fold_splits[0]
+        self._size = len(keep)
+
+    def labelled(self, parts: dict[str, list[str]], targets: Sequence[str]) -> dict[str, list[str]]:
+        """``parts`` with the training and early-stopping materials that have no label of
+        ``targets`` left out: a model of some targets is fitted on the materials labelled with
+        them (a single-task bulk-modulus model on the EOS tier's materials, not on every density);
+        the test part stays whole (metrics count the labelled ones)."""
+        from rhoprop.train.data import open_store
+
+        labels = open_store(self.dataset).labels
+        wanted = [t for t in targets if t in labels.columns]
+        has = labels[wanted].notna().any(axis=1)
+        keep = set(has.index[has.to_numpy()])
+        return {
+            p: ids if p == "test" else [i for i in ids if i in keep] for p, ids in parts.items()
+        }
+
+    def parts(self, replicate: int) -> dict[str, list[str]]:
+        """train / val / test ids of one replicate (the split, or fold ``replicate``)."""
+        if not self.folds:
+            return self.splits
+        if not 0 <= replicate < self.folds:
+            raise SettingsError(f"fold {replicate} does not exist (folds 0..{self.folds - 1})")
+        return self.fold_splits[replicate]
+
     @property
     def config(self) -> dict[str, Any]:
         """What determines a result: trainer, dataset and split identity, the training settings."""
@@ -116,22 +194,39 @@ class RhopropTrainer:
             "rhoprop": rhoprop.__version__,
             "dataset": str(self.dataset),
             "samples": self._size,
-            "split": self.base.split,
             **({"only": self.only} if self.only else {}),
-            "split_ids": split_fingerprint(self.splits),
+            **(
+                {
+                    "folds": self.folds,
+                    "fold_ids": split_fingerprint(
+                        {
+                            p: [f"{k}:{i}" for k, s in enumerate(self.fold_splits) for i in s[p]]
+                            for p in ("train", "val", "test")
+                        }  # fmt: skip
+                    ),
+                }
+                if self.folds
+                else {"split": self.base.split, "split_ids": split_fingerprint(self.splits)}
+            ),
+            # since 2026-12-07 each model is fitted on the materials labelled with its targets
+            "fit_on": "labelled",
             "train": train,
         }
 
     def __call__(self, targets: list[str], seed: int, out_dir: Path) -> dict[str, dict[str, float]]:
-        """Train on ``targets`` with ``seed`` in ``out_dir/run``; return {target: test metrics}."""
+        """Train on ``targets`` with ``seed`` in ``out_dir/run``; return {target: test metrics}.
+
+        With ``folds``, ``seed`` is the fold and the training seed is ``base.seed``."""
         from rhoprop.train.fit import train
 
-        config = dataclasses.replace(self.base, targets=tuple(targets), seed=int(seed))
+        parts = self.labelled(self.parts(int(seed)), targets)
+        training_seed = self.base.seed if self.folds else int(seed)
+        config = dataclasses.replace(self.base, targets=tuple(targets), seed=training_seed)
         run = Path(out_dir) / "run"
-        result = train(self.dataset, run, config, parts=self.splits if self.only else None)
+        result = train(self.dataset, run, config, parts=parts)
         if result is None:  # a non-zero DDP rank: rank 0 reports
             return {}
-        metrics = metrics_on(self.dataset, result.model_dir, self.splits["test"], config.batch_size)
+        metrics = metrics_on(self.dataset, result.model_dir, parts["test"], config.batch_size)
         for name in metrics:
             metrics[name].update(epochs=float(result.epochs), best_epoch=float(result.best_epoch))
         if not self.keep_checkpoints:

@@ -22,9 +22,16 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
     ``index`` is the item's position in ``ids``; with ``extra`` (an ``(N, X)`` array, a row per id:
     global features such as :func:`rhoprop.models.features.extra_features`) also ``"extra":
     FloatTensor (X,)``. ``augment``, when given, maps the tensor
-    ``x`` (C, n, n, n) numpy float32 to an augmented one of the same shape. Only ids, row offsets
-    and the (N, T) label matrix are held in memory; the store's HDF5 files are opened lazily in
-    each process that reads, so DataLoader workers and distributed ranks each get their own.
+    ``x`` (C, n, n, n) numpy float32 to an augmented one of the same shape. The store's HDF5 files
+    are opened lazily in each process that reads, so DataLoader workers and distributed ranks each
+    get their own.
+
+    Tensors read once are kept in memory (per process) while all of ``ids`` fit in
+    ``cache_mb`` MiB (default: the environment variable ``RHOPROP_TENSOR_CACHE_MB``, else 2048; 0
+    turns it off): an epoch after the first then skips the decompression, which took about a fifth
+    of a CPU training step of the ``compact`` model (2 ms of 10 ms per sample, n = 32, 2
+    channels). Larger selections stream from the store as before. The values are the same either
+    way.
     """
 
     def __init__(
@@ -34,6 +41,7 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
         targets: Sequence[str] = (),
         augment: Callable[[np.ndarray], np.ndarray] | None = None,
         extra: np.ndarray | None = None,
+        cache_mb: float | None = None,
     ) -> None:
         if isinstance(store, (str, os.PathLike)):
             store = open_dataset(store)
@@ -62,20 +70,49 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
                     f"extra must have one row per id ({len(self.ids)}), got shape {extra.shape}"
                 )
         self.extra = extra
+        if cache_mb is None:
+            cache_mb = float(os.environ.get("RHOPROP_TENSOR_CACHE_MB", "2048"))
+        self.cache_mb = float(cache_mb)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, side) of item ``index``: from the in-memory cache, or read (and cached if it fits)."""
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        sample = self.store.read(int(self._rows[index]))
+        x, side = sample.x, sample.side
+        if self._cache is None and self.cache_mb > 0:
+            total_mb = (x.nbytes + side.nbytes) * len(self.ids) / 2**20
+            self._cache = {} if total_mb <= self.cache_mb else None
+            if self._cache is None:
+                self.cache_mb = 0.0  # too large: stream, and do not check again
+        if self._cache is not None:
+            x.setflags(write=False)
+            side.setflags(write=False)
+            self._cache[index] = (x, side)
+        return x, side
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled (DataLoader workers under spawn, DDP) without the cached tensors."""
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        return state
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        sample = self.store.read(int(self._rows[index]))
-        x = sample.x
+        stored, side = self._sample(index)
+        x = stored
         if self.augment is not None:
             x = np.ascontiguousarray(self.augment(x), dtype=np.float32)
-            if x.shape != sample.x.shape:
-                raise ValueError(f"augment changed the tensor shape {sample.x.shape} -> {x.shape}")
+            if x.shape != stored.shape:
+                raise ValueError(f"augment changed the tensor shape {stored.shape} -> {x.shape}")
+        if not x.flags.writeable or x is stored:  # never hand out the cached array itself
+            x = x.copy()
         item: dict[str, torch.Tensor | int] = {
             "x": torch.from_numpy(x),
-            "side": torch.from_numpy(sample.side),
+            "side": torch.from_numpy(side.copy()),
             "y": torch.from_numpy(self._y[index].copy()),
             "index": int(index),
         }

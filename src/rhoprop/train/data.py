@@ -69,39 +69,73 @@ def select_tasks(store: AnyStore, requested: Sequence[str], ids: Sequence[str]) 
     return [TaskSpec.from_target(known[name]) for name in names]
 
 
-def subset_ids(store: AnyStore, only: str) -> list[str]:
-    """The ids of ``store`` that ``only`` selects, in store order: ``""`` every sample; ``NAME``
-    the samples where NAME is true, NAME being a per-sample flag of the store (``has_spin``: a spin
-    density was stored, i.e. the material was computed spin-polarized) or a binary target (label
-    1); ``not NAME`` the others (a sample without a label of a target is in neither).
+def read_id_list(path: str | Path) -> list[str]:
+    """Sample ids from a text file, one per line (blank lines and ``#`` comments ignored)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingsError(f"cannot read the id list {path}: {exc}") from exc
+    ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise SettingsError(f"the id list {path} holds no id (one sample id per line)")
+    return ids
 
-    Raises SettingsError for an unknown NAME or a target that is not binary, and when nothing is
-    selected.
-    """
-    text = only.strip()
-    if not text:
-        return list(store.ids)
-    negate = text.startswith("not ")
-    name = text[4:].strip() if negate else text
+
+def _select(store: AnyStore, term: str, only: str) -> np.ndarray:
+    """Boolean mask over ``store.ids`` of one term of ``only``."""
+    if term.startswith("ids:"):
+        wanted = read_id_list(term[4:].strip())
+        present = set(store.ids)
+        absent = [i for i in wanted if i not in present]
+        if absent:
+            raise SettingsError(
+                f"--only {only!r}: {len(absent)} id(s) of {term[4:].strip()} are not in "
+                f"{store.path}, e.g. {absent[:3]}; was the list written for another dataset?"
+            )
+        chosen = set(wanted)
+        return np.array([i in chosen for i in store.ids], dtype=bool)
+    negate = term.startswith("not ")
+    name = term[4:].strip() if negate else term
     flags = ("has_spin",)
     if name in flags:
         values = np.asarray(store.column(name), dtype=bool)
-        chosen = ~values if negate else values
-    elif name in store.targets:
+        return ~values if negate else values
+    if name in store.targets:
         if store.targets[name].kind != "binary":
             raise SettingsError(
                 f"--only {only!r}: target {name!r} is {store.targets[name].kind}, not binary; "
                 f"select by a flag ({', '.join(flags)}) or a binary target"
             )
         labels = store.labels[name].reindex(store.ids).to_numpy(dtype=float)
-        chosen = labels == (0.0 if negate else 1.0)
-    else:
-        binary = [t for t, spec in store.targets.items() if spec.kind == "binary"]
-        raise SettingsError(
-            f"--only {only!r}: {name!r} is neither a per-sample flag ({', '.join(flags)}) nor a "
-            f"binary target of {store.path} ({', '.join(binary) or 'none'}); write NAME or "
-            "'not NAME'"
-        )
+        return np.asarray(labels == (0.0 if negate else 1.0))
+    binary = [t for t, spec in store.targets.items() if spec.kind == "binary"]
+    raise SettingsError(
+        f"--only {only!r}: {name!r} is neither a per-sample flag ({', '.join(flags)}) nor a "
+        f"binary target of {store.path} ({', '.join(binary) or 'none'}); write NAME, "
+        "'not NAME' or 'ids:FILE', joined by ' and '"
+    )
+
+
+def subset_ids(store: AnyStore, only: str) -> list[str]:
+    """The ids of ``store`` that ``only`` selects, in store order: ``""`` every sample; ``NAME``
+    the samples where NAME is true, NAME being a per-sample flag of the store (``has_spin``: a spin
+    density was stored, i.e. the material was computed spin-polarized) or a binary target (label
+    1); ``not NAME`` the others (a sample without a label of a target is in neither);
+    ``ids:FILE`` the samples listed in FILE (one id per line; every one must be in the store), which
+    pins a study to a fixed set of materials while the store grows. Terms join with `` and ``
+    (``has_spin and ids:study-ids.txt``).
+
+    Raises SettingsError for an unknown NAME, a target that is not binary, an id list naming
+    samples the store lacks, and when nothing is selected.
+    """
+    text = only.strip()
+    if not text:
+        return list(store.ids)
+    chosen = np.ones(len(store.ids), dtype=bool)
+    for term in text.split(" and "):
+        chosen &= _select(store, term.strip(), only)
     ids = [i for i, keep in zip(store.ids, chosen, strict=True) if keep]
     if not ids:
         raise SettingsError(f"--only {only!r} selects no sample of {store.path}")
