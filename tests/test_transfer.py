@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,6 +92,19 @@ def test_transfer_curve_scores_the_base_tier_only_and_resumes_from_its_cache(tmp
     text = (tmp_path / "out" / "transfer.md").read_text()
     assert "scored on gpaw-v1" in text and "bulk_modulus" in text
     assert TransferSettings.from_json(tmp_path / "out" / "settings.json") == settings
+    # pinned to the materials of a list: the folds keep only those, in both tiers
+    from rhoprop.train.data import open_store
+
+    store = open_store(TIERS)
+    listed = [i for k, i in enumerate(store.ids) if k % 3 != 0]
+    (tmp_path / "ids.txt").write_text("\n".join(listed) + "\n")
+    pinned = run_transfer(
+        TIERS, tmp_path / "work", dataclasses.replace(settings, only=f"ids:{tmp_path / 'ids.txt'}")
+    )
+    at1 = pinned.rows[(pinned.rows["fraction"] == 1.0) & (pinned.rows["model"] == "mean")]
+    full = rows[(rows["fraction"] == 1.0) & (rows["model"] == "mean")]
+    assert (at1["n_added"].to_numpy() < full["n_added"].to_numpy()).all()
+    assert at1["n_train"].sum() < full["n_train"].sum()
 
 
 def test_transfer_trains_the_network_through_the_cli_and_refuses_bad_input(tmp_path) -> None:

@@ -1127,6 +1127,11 @@ def study_transfer_command(
     model_size: str | None = typer.Option(
         None, "--model", help="MSA-3DCNN size (see `rhoprop models`)."
     ),
+    only: str | None = typer.Option(
+        None,
+        "--only",
+        help="Only the samples this selects (ids:FILE pins the materials; has_spin, NAME, ...).",
+    ),
 ) -> None:
     """Does adding another tier's materials lower the error on one tier's? Learning curve; resumable."""  # noqa: E501
     from rhoprop.analysis.transfer import TransferSettings, run_transfer, write_transfer
@@ -1142,6 +1147,7 @@ def study_transfer_command(
         "models": _csv_list(models),
         "targets": _csv_list(targets),
         "folds": folds,
+        "only": only,
     }
     settings = _study_settings(TransferSettings, config, given, epochs, model_size)
     _writable(out)

@@ -48,7 +48,7 @@ from rhoprop.models.heads import TaskSpec
 from rhoprop.settings import Settings, atomic_write_text, check_fields, is_int, is_number
 from rhoprop.train.baselines import BaselineSettings
 from rhoprop.train.config import TrainConfig
-from rhoprop.train.data import dataset_label, label_matrix, open_store
+from rhoprop.train.data import dataset_label, label_matrix, open_store, subset_ids
 
 TRANSFER_COLUMNS = (*COLUMNS, "fraction", "n_added")
 
@@ -69,6 +69,9 @@ class TransferSettings(Settings):
             the base tier's validation formulas at every fraction.
         baselines: settings of the gradient-boosting and CGCNN baselines.
         train: training settings of the MSA-3DCNN variants (``inputs`` and ``seed`` set per run).
+        only: study the samples this selects (:func:`~rhoprop.train.data.subset_ids`; e.g.
+            ``ids:FILE`` pins the study to fixed materials while the stores grow); empty: every
+            sample.
     """
 
     base: str = ""
@@ -84,6 +87,7 @@ class TransferSettings(Settings):
         default_factory=lambda: TrainConfig(model="compact", epochs=60, patience=15, batch_size=16,
                                             lr=2e-3, mc_samples=1, progress=False, threads=1)
     )  # fmt: skip
+    only: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
@@ -126,6 +130,7 @@ class TransferSettings(Settings):
             folds=self.folds, seed=self.seed, models=self.models, targets=self.targets,
             min_labels=self.min_labels, val_fraction=self.val_fraction,
             train_fractions=(1.0,), curve_models=(), baselines=self.baselines, train=self.train,
+            only=self.only,
         )  # fmt: skip
 
 
@@ -183,7 +188,8 @@ def transfer_parts(
 def transfer_tasks(store: CompositeStore, base: str, settings: TransferSettings) -> list[TaskSpec]:
     """The targets scored: ``settings.targets``, or those with ``min_labels`` labels in the base
     tier."""
-    in_base = [i for i in store.ids if store.tier(i) == base]
+    chosen = subset_ids(store, settings.only)
+    in_base = [i for i in chosen if store.tier(i) == base]
     return benchmark_tasks(store, settings.benchmark(), in_base, f" in tier {base}")
 
 
@@ -213,6 +219,9 @@ def run_transfer(
     bench = settings.benchmark()
     tasks = transfer_tasks(store, base, settings)
     folds = composition_folds(store, settings.folds, settings.seed)
+    if settings.only:
+        keep = set(subset_ids(store, settings.only))
+        folds = {i: f for i, f in folds.items() if i in keep}
     formulas = formulas_of(store)
     tier_of = {i: store.tier(i) for i in store.ids}
     label = dataset_label(dataset)
