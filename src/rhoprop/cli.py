@@ -687,7 +687,10 @@ def train_command(
         None, "--model", help="Model size: tiny, small, default, large (see `rhoprop models`)."
     ),
     inputs: str | None = typer.Option(
-        None, "--inputs", help="density+structure (default), density (the paper's), or image."
+        None,
+        "--inputs",
+        help="density+structure (default), density (the paper's), density+structure+tier (also "
+        "the data tier, for joined stores), or image.",
     ),
     ensemble: int | None = typer.Option(
         None, "--ensemble", help="Networks trained from successive seeds and averaged."
@@ -932,6 +935,12 @@ def predict_command(
     mc_samples: int | None = typer.Option(
         None, "--mc-samples", min=1, help="MC-dropout passes (default: the model's)."
     ),
+    as_tier: str | None = typer.Option(
+        None,
+        "--as-tier",
+        help="For a model with inputs density+structure+tier: predict the labels of this data "
+        "tier (default: its first, the reference tier).",
+    ),
 ) -> None:
     """Predict every target of a model for density files, with uncertainties and warnings."""
     from rhoprop.train.predict import predict_paths
@@ -939,8 +948,9 @@ def predict_command(
 
     _writable(out)
     result = predict_paths(
-        model, paths, species=_csv_list(species), mc_samples=mc_samples, progress=True
-    )
+        model, paths, species=_csv_list(species), mc_samples=mc_samples, progress=True,
+        as_tier=as_tier,
+    )  # fmt: skip
     print_predictions(result, console, err_console)
     written = write_predictions(result, out)
     if written is None:

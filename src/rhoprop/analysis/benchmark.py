@@ -402,7 +402,7 @@ def _cache_key(
         from rhoprop.models.invariants import INVARIANTS_VERSION
 
         relevant["invariants"] = INVARIANTS_VERSION
-    if _feature_inputs(model) == "density+structure":
+    if (_feature_inputs(model) or "").startswith("density+structure"):
         # results computed before these columns existed must not be reused
         from rhoprop.models.features import DERIVED_NAMES
 

@@ -251,9 +251,17 @@ def metrics_on(
     bundle = load_model(model_dir)
     store = open_store(dataset)
     tasks = list(bundle.tasks)
-    config = TrainConfig(batch_size=batch_size, num_workers=0, targets=tuple(t.name for t in tasks))
+    config = TrainConfig(
+        batch_size=batch_size,
+        num_workers=0,
+        targets=tuple(t.name for t in tasks),
+        inputs=bundle.extra.get("inputs", "image"),
+    )
+    tiers = bundle.extra.get("tiers")
     preds = predict_batches(
-        bundle.model, loader(store, list(ids), tasks, config, shuffle=False), mc_samples=1
+        bundle.model,
+        loader(store, list(ids), tasks, config, shuffle=False, tiers=tiers),
+        mc_samples=1,
     )
     order = np.argsort(preds.indices)
     labels = label_matrix(store, list(ids), tasks)

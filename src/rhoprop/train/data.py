@@ -263,30 +263,61 @@ def training_profile(store: AnyStore, ids: Sequence[str], dataset: str) -> dict[
 _EXTRA_CACHE: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
 
 
+def store_tiers(store: AnyStore) -> list[str]:
+    """The data tiers of a store: a joined store's member names, or the one store's folder name
+    (the name :func:`~rhoprop.data.composite.tier_label` gives it when joined)."""
+    from rhoprop.data.composite import CompositeStore, tier_label
+
+    if isinstance(store, CompositeStore):
+        return list(store.tiers)
+    return [tier_label(str(store.path))]
+
+
+def sample_tiers(store: AnyStore, ids: Sequence[str]) -> list[str]:
+    """The data tier of each of ``ids``."""
+    from rhoprop.data.composite import CompositeStore
+
+    if isinstance(store, CompositeStore):
+        return [store.tier(i) for i in ids]
+    return store_tiers(store) * len(ids)
+
+
 def store_extra_features(
-    store: AnyStore, ids: Sequence[str], inputs: str, batch: int = 64
+    store: AnyStore,
+    ids: Sequence[str],
+    inputs: str,
+    batch: int = 64,
+    tiers: Sequence[str] | None = None,
 ) -> np.ndarray:
     """(N, X) global features of ``ids`` for a model with ``inputs``
     (:mod:`rhoprop.models.features`).
 
     Computed from the stored tensors, structures and electron counts, in batches; rows already
     computed in this process for the same store are reused (a benchmark trains many models on one
-    store).
+    store). With ``+tier`` the one-hot columns are over ``tiers`` (a trained model's; default: the
+    store's own, :func:`store_tiers`).
     """
-    from rhoprop.models.features import extra_features
+    from rhoprop.models.features import base_inputs, extra_features, reads_tier, tier_features
 
-    key = (str(Path(store.path).resolve()), len(store), inputs)
+    base = base_inputs(inputs)
+    key = (str(Path(store.path).resolve()), len(store), base)
     cache = _EXTRA_CACHE.setdefault(key, {})
     todo = [i for i in dict.fromkeys(ids) if i not in cache]
     electrons = np.asarray(store.column("electrons"), dtype=np.float64)
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
         x = np.stack([store.read(i).x for i in chunk])
-        structures = [store.structure(i) for i in chunk] if inputs != "density" else []
-        counts = [float(electrons[store.index_of(i)]) for i in chunk] if inputs != "density" else []
-        rows = extra_features(x, store.settings, inputs, structures, counts)
+        structures = [store.structure(i) for i in chunk] if base != "density" else []
+        counts = [float(electrons[store.index_of(i)]) for i in chunk] if base != "density" else []
+        rows = extra_features(x, store.settings, base, structures, counts)
         cache.update(zip(chunk, rows, strict=True))
-    return np.stack([cache[i] for i in ids]) if ids else np.zeros((0, 0), dtype=np.float32)
+    if not ids:
+        return np.zeros((0, 0), dtype=np.float32)
+    out = np.stack([cache[i] for i in ids])
+    if reads_tier(inputs):
+        chosen = list(tiers) if tiers else store_tiers(store)
+        out = np.concatenate([out, tier_features(sample_tiers(store, ids), chosen)], axis=1)
+    return out
 
 
 def channel_statistics(store: AnyStore, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

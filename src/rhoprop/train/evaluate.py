@@ -229,7 +229,9 @@ def _evaluate_model(
     )
     mc = mc_samples or int(bundle.uncertainty.get("samples", 30))
     preds = predict_batches(
-        bundle.model, loader(store, ids, tasks, config, shuffle=False), mc_samples=mc
+        bundle.model,
+        loader(store, ids, tasks, config, shuffle=False, tiers=bundle.extra.get("tiers")),
+        mc_samples=mc,
     )
     order = np.argsort(preds.indices)
     scales = bundle.uncertainty.get("scale", {})

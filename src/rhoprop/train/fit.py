@@ -21,7 +21,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from rhoprop.errors import SettingsError
 from rhoprop.grid import augment
 from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.models.ensemble import Ensemble
+from rhoprop.models.features import reads_tier
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.io import ModelBundle, save_model
 from rhoprop.models.msa3dcnn import MSA3DCNN, build_model
@@ -55,6 +56,7 @@ from rhoprop.train.data import (
     side_features,
     split_ids,
     store_extra_features,
+    store_tiers,
     training_profile,
 )
 from rhoprop.train.inference import (
@@ -110,10 +112,16 @@ def loader(
     *,
     shuffle: bool,
     augment: Callable[[np.ndarray], np.ndarray] | None = None,
+    tiers: Sequence[str] | None = None,
 ) -> DataLoader:
     """A DataLoader of DensityDataset dicts streaming from the store, with the global features
-    (:func:`~rhoprop.train.data.store_extra_features`) a model of ``config.inputs`` reads."""
-    extra = store_extra_features(store, ids, config.inputs) if config.inputs != "image" else None
+    (:func:`~rhoprop.train.data.store_extra_features`) a model of ``config.inputs`` reads
+    (``tiers``: a trained model's tiers, for inputs with ``+tier``; default the store's)."""
+    extra = (
+        store_extra_features(store, ids, config.inputs, tiers=tiers)
+        if config.inputs != "image"
+        else None
+    )
     dataset = DensityDataset(store, ids, [t.name for t in tasks], augment=augment, extra=extra)
     return DataLoader(
         dataset,
@@ -544,6 +552,7 @@ def export_model(
             "best_epoch": best_epoch,
             "split": config.split,
             "inputs": config.inputs,
+            **({"tiers": store_tiers(store)} if reads_tier(config.inputs) else {}),
         },
     )
     model_dir = save_model(out / MODEL_DIR, bundle)

@@ -193,8 +193,23 @@ def spin_warning(density: Density, bundle: ModelBundle, magnetic: list[str] | No
     )
 
 
+def model_tier(bundle: ModelBundle, as_tier: str | None) -> str | None:
+    """The tier a model of ``+tier`` inputs predicts as: ``as_tier``, or its first (reference)
+    tier; None for a model that does not read the tier."""
+    tiers = list(bundle.extra.get("tiers") or [])
+    if not tiers:
+        return None
+    if as_tier is None:
+        return tiers[0]
+    if as_tier not in tiers:
+        raise SettingsError(
+            f"--as-tier {as_tier!r}: this model was trained on the tiers {tiers}; choose one"
+        )
+    return as_tier
+
+
 def _predict_one(
-    bundle: ModelBundle, density: Density, mc_samples: int | None
+    bundle: ModelBundle, density: Density, mc_samples: int | None, as_tier: str | None = None
 ) -> list[dict[str, Any]]:
     std = standardize(density, bundle.standardize)
     batch = {
@@ -203,6 +218,8 @@ def _predict_one(
         "index": torch.tensor([0]),
     }
     inputs = bundle.extra.get("inputs", "image")
+    tier = model_tier(bundle, as_tier)
+    tier_args = {"sample_tiers": [tier], "tiers": bundle.extra["tiers"]} if tier else {}
     if inputs != "image":
         batch["extra"] = torch.from_numpy(
             extra_features(
@@ -211,6 +228,7 @@ def _predict_one(
                 inputs,
                 [density.structure],
                 [density.electron_count()],
+                **tier_args,
             )
         )
     samples = mc_samples or int(bundle.uncertainty.get("samples", 30))
@@ -256,13 +274,16 @@ def predict_paths(
     species: Sequence[str] | str | None = None,
     mc_samples: int | None = None,
     progress: bool = False,
+    as_tier: str | None = None,
 ) -> PredictionResult:
     """Predict every target of ``model`` (a model/run directory or ``builtin``) for density files or
     folders.
 
     A file that cannot be read is reported in ``errors`` and the others are still predicted;
     ``progress`` shows a progress bar over the files. Missing paths and ``mc_samples`` below 1
-    are refused before any model is loaded.
+    are refused before any model is loaded. A model that reads the data tier (inputs
+    ``density+structure+tier``) predicts as ``as_tier`` labels (default: its first, the reference
+    tier); other models ignore it.
     """
     if mc_samples is not None and mc_samples < 1:
         raise SettingsError(
@@ -271,6 +292,8 @@ def predict_paths(
     files = expand_paths(paths)
     dirs = model_dirs(model)
     bundles = [load_model(d) for d in dirs]
+    for bundle in bundles:
+        model_tier(bundle, as_tier)  # an unknown tier is refused before any file is read
     magnetic = _magnetic_in_training(bundles[0].training)
     rows: list[dict[str, Any]] = []
     warnings: dict[str, list[str]] = {}
@@ -290,7 +313,7 @@ def predict_paths(
         notes: list[str] = []
         for mdir, bundle in zip(dirs, bundles, strict=True):
             notes += [n for n in input_warnings(density, bundle.training) if n not in notes]
-            for row in _predict_one(bundle, density, mc_samples):
+            for row in _predict_one(bundle, density, mc_samples, as_tier):
                 rows.append(
                     {
                         "file": str(path),
