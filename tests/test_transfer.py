@@ -87,6 +87,11 @@ def test_transfer_curve_scores_the_base_tier_only_and_resumes_from_its_cache(tmp
     again = run_transfer(TIERS, tmp_path / "work", settings)
     pd.testing.assert_frame_equal(again.rows, rows)
     assert again.seconds == result.seconds
+    # a report of what is cached: a share and a model never computed are left out, nothing trains
+    wider = dataclasses.replace(settings, fractions=(0.0, 0.5, 1.0), models=("mean", "composition", "cgcnn"))
+    partial = run_transfer(TIERS, tmp_path / "work", wider, cached_only=True)
+    pd.testing.assert_frame_equal(partial.rows.reset_index(drop=True), rows.reset_index(drop=True))
+    assert not list((tmp_path / "work" / "cache").glob("cgcnn/*"))
     paths = write_transfer(result, tmp_path / "out")
     assert {p.name for p in paths} >= {"transfer.csv", "summary.csv", "transfer.md", "transfer.png"}
     text = (tmp_path / "out" / "transfer.md").read_text()
@@ -126,6 +131,7 @@ def test_transfer_trains_the_network_through_the_cli_and_refuses_bad_input(tmp_p
         ([TIERS, "--fractions", "0,1.5"], "fractions"),
         ([TIERS, "--fractions", "0,a"], "--fractions"),
         ([TIERS, "--models", "mean,xgb"], "unknown"),
+        ([TIERS, "--models", "mean", "--cached-only"], "without --cached-only"),
     ]:
         never = tmp_path / "never"
         result = runner.invoke(app, ["study", "transfer", *args, "--out", str(never)])

@@ -1142,6 +1142,12 @@ def study_transfer_command(
         "--only",
         help="Only the samples this selects (ids:FILE pins the materials; has_spin, NAME, ...).",
     ),
+    cached_only: bool = typer.Option(
+        False,
+        "--cached-only",
+        help="Train nothing: report the (model, share) steps whose every fold is cached (a run "
+        "still going, or stopped part-way).",
+    ),
 ) -> None:
     """Does adding another tier's materials lower the error on one tier's? Learning curve; resumable."""  # noqa: E501
     from rhoprop.analysis.transfer import TransferSettings, run_transfer, write_transfer
@@ -1162,8 +1168,14 @@ def study_transfer_command(
     settings = _study_settings(TransferSettings, config, given, epochs, model_size)
     _writable(out)
     result = run_transfer(
-        dataset, out, settings, on_step=lambda line: err_console.print(line, highlight=False)
-    )
+        dataset, out, settings, on_step=lambda line: err_console.print(line, highlight=False),
+        cached_only=cached_only,
+    )  # fmt: skip
+    if result.rows.empty:
+        raise SettingsError(
+            f"no (model, share) of this transfer study has every fold cached in {out} yet; run it "
+            "without --cached-only to compute them"
+        )
     paths = write_transfer(result, out)
     summary = result.summary()
     console.print(

@@ -410,6 +410,19 @@ def _cache_key(
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cache_file(
+    model: str,
+    tasks: Sequence[TaskSpec],
+    parts: dict[str, list[str]],
+    settings: BenchmarkSettings,
+    work: Path,
+    tag: str,
+) -> Path:
+    """Where :func:`cached_predictions` keeps the predictions of ``model`` trained on ``parts``."""
+    key = _cache_key(settings, model, parts, tasks)
+    return work / "cache" / model.replace("+", "_") / f"{tag}-{key}.json"
+
+
 def cached_predictions(
     model: str,
     store: AnyStore,
@@ -425,9 +438,9 @@ def cached_predictions(
     ``work/cache/<model>/<tag>-<key>.json`` when an earlier call computed them (``key`` hashes the
     settings that matter, the targets and every id of every part), else computed and saved there
     atomically (``about`` goes into the saved record)."""
-    key = _cache_key(settings, model, parts, tasks)
+    cache = cache_file(model, tasks, parts, settings, work, tag)
     folder = model.replace("+", "_")
-    cache = work / "cache" / folder / f"{tag}-{key}.json"
+    key = cache.stem.removeprefix(f"{tag}-")
     if cache.is_file():
         stored = json.loads(cache.read_text())
         preds = {k: np.asarray(v, dtype=float) for k, v in stored["predictions"].items()}

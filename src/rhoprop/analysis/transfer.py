@@ -34,6 +34,7 @@ from rhoprop.analysis.benchmark import (
     _fmt,
     _unit_hash,
     benchmark_tasks,
+    cache_file,
     cached_predictions,
     composition_folds,
     fold_parts,
@@ -198,13 +199,16 @@ def run_transfer(
     work_dir: str | Path,
     settings: TransferSettings | None = None,
     on_step: Callable[[str], None] | None = None,
+    cached_only: bool = False,
 ) -> TransferResult:
     """Train every model of ``settings`` at every fraction on every fold of ``dataset`` (two or
     more stores, e.g. ``"gpaw-v1,gpaw-scf-v1"``) and score it on the base tier's test part.
 
     Each (model, fold, fraction) is computed once and kept in ``work_dir/cache`` (keyed by the
     settings, targets and ids), so a rerun continues where an interrupted one stopped.
-    ``on_step`` receives a line per finished step.
+    ``on_step`` receives a line per finished step. ``cached_only``: train nothing, and score each
+    (model, fraction) whose every fold is already in the cache (a report of a run still going, or
+    one stopped part-way).
     """
     settings = settings or TransferSettings()
     store = open_store(dataset)
@@ -229,16 +233,25 @@ def run_transfer(
     seconds: dict[str, float] = {}
     for fraction in sorted(settings.fractions):
         for model in settings.models:
-            for fold in range(settings.folds):
-                parts = transfer_parts(folds, formulas, tier_of, base, fold, fraction, settings)
+            every = [
+                transfer_parts(folds, formulas, tier_of, base, fold, fraction, settings)
+                for fold in range(settings.folds)
+            ]
+            tags = [f"fold{fold}-added{fraction:g}" for fold in range(settings.folds)]
+            if cached_only and not all(
+                cache_file(model, tasks, p, bench, work, tag).is_file()
+                for p, tag in zip(every, tags, strict=True)
+            ):
+                continue
+            for fold, parts in enumerate(every):
                 if not parts["test"]:
                     raise SettingsError(
                         f"fold {fold} of {settings.folds} holds no material of tier {base}; use "
                         "fewer folds"
                     )
                 preds, elapsed = cached_predictions(
-                    model, store, str(dataset), tasks, parts, bench, work,
-                    f"fold{fold}-added{fraction:g}", {"fold": fold, "fraction": fraction},
+                    model, store, str(dataset), tasks, parts, bench, work, tags[fold],
+                    {"fold": fold, "fraction": fraction},
                 )  # fmt: skip
                 seconds[model] = seconds.get(model, 0.0) + elapsed
                 fit = label_matrix(store, parts["train"] + parts["val"], tasks)
