@@ -28,10 +28,10 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
 
     Tensors read once are kept in memory (per process) while all of ``ids`` fit in
     ``cache_mb`` MiB (default: the environment variable ``RHOPROP_TENSOR_CACHE_MB``, else 2048; 0
-    turns it off): an epoch after the first then skips the decompression, which took about a fifth
-    of a CPU training step of the ``compact`` model (2 ms of 10 ms per sample, n = 32, 2
-    channels). Larger selections stream from the store as before. The values are the same either
-    way.
+    turns it off): an epoch after the first then skips reading and decompressing the shards (2 ms
+    per sample, n = 32, 2 channels, q16); a CPU training of the ``compact`` model ran 1.08x faster
+    (``bench/tensor_cache.py``, ``docs/benchmarks.md``). Larger selections stream from the store
+    as before. The values are the same either way.
     """
 
     def __init__(
