@@ -109,11 +109,17 @@ def formulas_of(store: AnyStore) -> dict[str, str]:
     return {i: str(f) for i, f in zip(store.ids, store.column("formula"), strict=True)}
 
 
-def composition_folds(store: AnyStore, folds: int = 5, seed: int = 0) -> dict[str, int]:
-    """Fold of every sample of ``store``: all samples of one reduced formula share a fold."""
+def composition_folds(
+    store: AnyStore, folds: int = 5, seed: int = 0, only: str = ""
+) -> dict[str, int]:
+    """Fold of every sample of ``store`` (of those ``only`` selects, :func:`~rhoprop.train.data.
+    subset_ids`, when given): all samples of one reduced formula share a fold."""
     if folds < 2:
         raise SettingsError(f"cross-validation needs at least 2 folds, got {folds}")
-    return {i: fold_of(f, folds, seed) for i, f in formulas_of(store).items()}
+    assignment = {i: fold_of(f, folds, seed) for i, f in formulas_of(store).items()}
+    if not only:
+        return assignment
+    return {i: assignment[i] for i in subset_ids(store, only)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,15 +445,19 @@ def cached_predictions(
     settings that matter, the targets and every id of every part), else computed and saved there
     atomically (``about`` goes into the saved record)."""
     cache = cache_file(model, tasks, parts, settings, work, tag)
-    folder = model.replace("+", "_")
-    key = cache.stem.removeprefix(f"{tag}-")
     if cache.is_file():
         stored = json.loads(cache.read_text())
         preds = {k: np.asarray(v, dtype=float) for k, v in stored["predictions"].items()}
         return preds, float(stored["seconds"])
     t0 = time.perf_counter()
     preds = _predict(
-        model, store, dataset, tasks, parts, settings, work / "runs" / folder / f"{tag}-{key}"
+        model,
+        store,
+        dataset,
+        tasks,
+        parts,
+        settings,
+        work / "runs" / cache.parent.name / cache.stem,
     )
     elapsed = time.perf_counter() - t0
     payload = {
@@ -476,11 +486,8 @@ def run_benchmark(
     settings = settings or BenchmarkSettings()
     work = Path(work_dir)
     store = open_store(dataset)
-    keep = set(subset_ids(store, settings.only)) if settings.only else None
-    tasks = benchmark_tasks(store, settings, None if keep is None else sorted(keep))
-    folds = composition_folds(store, settings.folds, settings.seed)
-    if keep is not None:
-        folds = {i: f for i, f in folds.items() if i in keep}
+    folds = composition_folds(store, settings.folds, settings.seed, settings.only)
+    tasks = benchmark_tasks(store, settings, list(folds) if settings.only else None)
     formulas = formulas_of(store)
     label = dataset_label(dataset) + (f" ({settings.only})" if settings.only else "")
     rows: list[dict[str, Any]] = []

@@ -131,7 +131,7 @@ def prepare_multitask_study(
             fit_ids = [i for i in parts["train"] + parts["val"] if i in table.labels.index]
             fold_keys.append(fold_key(fit_ids, table.targets, similarity))
             groups_k, analysis_k = _fold_groups(
-                table, dataset, k, fit_ids, similarity, study_dir, progress
+                table, dataset, k, fit_ids, similarity, fold_keys[-1], study_dir, progress
             )
             fold_groups.append(tuple(map(tuple, groups_k)))
             fold_analyses.append(analysis_k)
@@ -202,12 +202,13 @@ def _fold_groups(
     fold: int,
     fit_ids: list[str],
     similarity: SimilaritySettings,
+    key: str,
     study_dir: str | Path | None,
     progress: ProgressFn | None,
 ) -> tuple[list[list[str]], TargetAnalysis | None]:
-    """One fold's groups: read back from ``study_dir/analysis/fold-K/groups.json`` when its key
-    matches, else from a similarity analysis of the fold's training labels (saved there)."""
-    key = fold_key(fit_ids, table.targets, similarity)
+    """One fold's groups: read back from ``study_dir/analysis/fold-K/groups.json`` when it holds
+    ``key`` (:func:`fold_key`), else from a similarity analysis of the fold's training labels
+    (saved there)."""
     cached = None if study_dir is None else Path(study_dir) / "analysis" / f"fold-{fold}"
     if cached is not None and (cached / "groups.json").is_file():
         try:

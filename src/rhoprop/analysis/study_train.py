@@ -143,16 +143,10 @@ class RhopropTrainer:
             fold_parts,
             formulas_of,
         )
-        from rhoprop.train.data import subset_ids
 
         if not (isinstance(self.folds, int) and self.folds >= 2):
             raise SettingsError(f"folds must be 0 (a split) or an int >= 2, got {self.folds}")
-        keep = set(subset_ids(store, self.only))
-        assignment = {
-            i: f
-            for i, f in composition_folds(store, self.folds, self.base.seed).items()
-            if i in keep
-        }
+        assignment = composition_folds(store, self.folds, self.base.seed, self.only)
         formulas = formulas_of(store)
         rule = BenchmarkSettings(folds=self.folds, seed=self.base.seed, models=("mean",))
         self.fold_splits = [fold_parts(assignment, formulas, k, rule) for k in range(self.folds)]
@@ -160,7 +154,7 @@ class RhopropTrainer:
         if empty:
             raise SettingsError(f"fold(s) {empty} of {self.folds} hold no sample; use fewer folds")
         self.splits = self.fold_splits[0]
-        self._size = len(keep)
+        self._size = len(assignment)
 
     def labelled(self, parts: dict[str, list[str]], targets: Sequence[str]) -> dict[str, list[str]]:
         """``parts`` with the training and early-stopping materials that have no label of

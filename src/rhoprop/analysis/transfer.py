@@ -222,10 +222,7 @@ def run_transfer(
     work = Path(work_dir)
     bench = settings.benchmark()
     tasks = transfer_tasks(store, base, settings)
-    folds = composition_folds(store, settings.folds, settings.seed)
-    if settings.only:
-        keep = set(subset_ids(store, settings.only))
-        folds = {i: f for i, f in folds.items() if i in keep}
+    folds = composition_folds(store, settings.folds, settings.seed, settings.only)
     formulas = formulas_of(store)
     tier_of = {i: store.tier(i) for i in store.ids}
     label = dataset_label(dataset)

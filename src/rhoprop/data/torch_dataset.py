@@ -108,11 +108,11 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
             x = np.ascontiguousarray(self.augment(x), dtype=np.float32)
             if x.shape != stored.shape:
                 raise ValueError(f"augment changed the tensor shape {stored.shape} -> {x.shape}")
-        if not x.flags.writeable or x is stored:  # never hand out the cached array itself
+        if not x.flags.writeable:  # the cached array (kept read-only) or a view of it
             x = x.copy()
         item: dict[str, torch.Tensor | int] = {
             "x": torch.from_numpy(x),
-            "side": torch.from_numpy(side.copy()),
+            "side": torch.from_numpy(side if side.flags.writeable else side.copy()),
             "y": torch.from_numpy(self._y[index].copy()),
             "index": int(index),
         }
