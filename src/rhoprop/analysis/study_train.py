@@ -196,7 +196,7 @@ class RhopropTrainer:
                         {
                             p: [f"{k}:{i}" for k, s in enumerate(self.fold_splits) for i in s[p]]
                             for p in ("train", "val", "test")
-                        }  # fmt: skip
+                        }
                     ),
                 }
                 if self.folds

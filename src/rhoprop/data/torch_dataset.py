@@ -29,9 +29,9 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
     Tensors read once are kept in memory (per process) while all of ``ids`` fit in
     ``cache_mb`` MiB (default: the environment variable ``RHOPROP_TENSOR_CACHE_MB``, else 2048; 0
     turns it off): an epoch after the first then skips reading and decompressing the shards (2 ms
-    per sample, n = 32, 2 channels, q16); a CPU training of the ``compact`` model ran 1.08x faster
-    (``bench/tensor_cache.py``, ``docs/benchmarks.md``). Larger selections stream from the store
-    as before. The values are the same either way.
+    per sample, n = 32, 2 channels, q16); a CPU training of the ``compact`` model ran 1.08-1.18x
+    faster (``bench/tensor_cache.py``, ``docs/benchmarks.md``). Larger selections stream from the
+    store as before. The values are the same either way.
     """
 
     def __init__(
@@ -76,7 +76,7 @@ class DensityDataset(Dataset[dict[str, torch.Tensor | int]]):
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
 
     def _sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(x, side) of item ``index``: from the in-memory cache, or read (and cached if it fits)."""
+        """(x, side) of item ``index``: from the in-memory cache, or read (cached if it fits)."""
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         sample = self.store.read(int(self._rows[index]))
