@@ -123,7 +123,7 @@ def test_two_tiers_are_also_scored_on_each_tiers_part_of_every_test_fold(tmp_pat
 
 def test_benchmark_trains_the_msa3dcnn_on_the_same_folds_through_the_cli(tmp_path) -> None:
     config = BenchmarkSettings(
-        folds=2, models=("mean", "msa3dcnn-density"), targets=("volume_per_atom", "is_metal"),
+        folds=2, models=("mean", "msa3dcnn-density", "hybrid-density"), targets=("volume_per_atom", "is_metal"),
         curve_models=(), train_fractions=(0.25,),
         train=TrainConfig(model="tiny", epochs=2, patience=0, batch_size=8, mc_samples=1, progress=False,
                           threads=1, accelerator="cpu"),
@@ -137,6 +137,21 @@ def test_benchmark_trains_the_msa3dcnn_on_the_same_folds_through_the_cli(tmp_pat
     cnn = table[table["model"] == "msa3dcnn-density"]
     assert len(cnn) == 2 * 2 and np.isfinite(cnn[cnn["target"] == "volume_per_atom"]["mae"]).all()
     assert (out / "paired.csv").is_file()
+    # the hybrid is the mean of its members' cached predictions: the network's, and the gradient
+    # boosting's on the same global features, which it trained on the same folds
+    cache = {m: {json.loads(p.read_text())["fold"]: json.loads(p.read_text())
+                 for p in (out / "cache" / m.replace("+", "_")).glob("fold*-f1-*.json")}
+             for m in ("msa3dcnn-density", "density-invariants")}  # fmt: skip
+    assert not (out / "cache" / "hybrid-density").exists()
+    hybrid = table[table["model"] == "hybrid-density"].set_index(["target", "fold"])
+    truth = dict(zip(rhoprop.datasets.load("gpaw-v1").ids, rhoprop.datasets.load("gpaw-v1").labels["volume_per_atom"],
+                     strict=True))  # fmt: skip
+    for fold in (0, 1):
+        net, gb = cache["msa3dcnn-density"][fold], cache["density-invariants"][fold]
+        assert net["test_ids"] == gb["test_ids"]
+        mean = (np.asarray(net["predictions"]["volume_per_atom"]) + gb["predictions"]["volume_per_atom"]) / 2
+        y = np.array([truth[i] for i in net["test_ids"]])
+        assert np.isclose(hybrid.loc[("volume_per_atom", fold), "mae"], np.mean(np.abs(mean - y)))
 
 
 def test_unknown_models_and_too_few_folds_are_refused(tmp_path) -> None:

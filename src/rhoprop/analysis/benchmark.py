@@ -68,11 +68,21 @@ PAPER_TARGETS = (
     "fermi_energy", "band_gap", "bandwidth",
 )  # fmt: skip
 GB_MODELS = ("composition", "density-invariants", "density-invariants+composition")
+#: Hybrid models: the equal-weight mean of an MSA-3DCNN's and a gradient boosting's raw predictions,
+#: both fitted on the same fold and reading the same global features
+#: (:func:`~rhoprop.models.hybrid.average_predictions`). Scored from the members' predictions,
+#: so a hybrid costs nothing beyond its members.
+HYBRID_MODELS: dict[str, tuple[str, ...]] = {
+    "hybrid-density": ("msa3dcnn-density", "density-invariants"),
+    "hybrid-density+structure": ("msa3dcnn-density+structure", "density-invariants+composition"),
+}
 MODELS = (
     "mean", *GB_MODELS, "cgcnn", *(f"msa3dcnn-{inputs}" for inputs in TRAIN_INPUTS),
+    *HYBRID_MODELS,
 )  # fmt: skip
 DEFAULT_MODELS = (
     "mean", *GB_MODELS, "cgcnn", "msa3dcnn-density", "msa3dcnn-density+structure",
+    "hybrid-density+structure",
 )  # fmt: skip
 COLUMNS = (
     "dataset",
@@ -424,9 +434,24 @@ def cache_file(
     work: Path,
     tag: str,
 ) -> Path:
-    """Where :func:`cached_predictions` keeps the predictions of ``model`` trained on ``parts``."""
+    """Where :func:`cached_predictions` keeps the predictions of ``model`` trained on ``parts``
+    (a hybrid keeps none of its own: see :func:`is_cached`)."""
     key = _cache_key(settings, model, parts, tasks)
     return work / "cache" / model.replace("+", "_") / f"{tag}-{key}.json"
+
+
+def is_cached(
+    model: str,
+    tasks: Sequence[TaskSpec],
+    parts: dict[str, list[str]],
+    settings: BenchmarkSettings,
+    work: Path,
+    tag: str,
+) -> bool:
+    """Whether :func:`cached_predictions` would read ``model``'s predictions without training (for
+    a hybrid: every member's)."""
+    members = HYBRID_MODELS.get(model, (model,))
+    return all(cache_file(m, tasks, parts, settings, work, tag).is_file() for m in members)
 
 
 def cached_predictions(
@@ -443,7 +468,16 @@ def cached_predictions(
     """Raw test predictions of ``model`` trained on ``parts`` and the seconds they took: read from
     ``work/cache/<model>/<tag>-<key>.json`` when an earlier call computed them (``key`` hashes the
     settings that matter, the targets and every id of every part), else computed and saved there
-    atomically (``about`` goes into the saved record)."""
+    atomically (``about`` goes into the saved record). A hybrid (:data:`HYBRID_MODELS`) is the
+    mean of its members' cached predictions, and its seconds theirs summed."""
+    if model in HYBRID_MODELS:
+        from rhoprop.models.hybrid import average_predictions
+
+        members = [
+            cached_predictions(m, store, dataset, tasks, parts, settings, work, tag, about)
+            for m in HYBRID_MODELS[model]
+        ]
+        return average_predictions([p for p, _ in members]), sum(s for _, s in members)
     cache = cache_file(model, tasks, parts, settings, work, tag)
     if cache.is_file():
         stored = json.loads(cache.read_text())

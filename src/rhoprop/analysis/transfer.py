@@ -34,11 +34,11 @@ from rhoprop.analysis.benchmark import (
     _fmt,
     _unit_hash,
     benchmark_tasks,
-    cache_file,
     cached_predictions,
     composition_folds,
     fold_parts,
     formulas_of,
+    is_cached,
     score_rows,
 )
 from rhoprop.analysis.markdown import markdown_table
@@ -236,7 +236,7 @@ def run_transfer(
             ]
             tags = [f"fold{fold}-added{fraction:g}" for fold in range(settings.folds)]
             if cached_only and not all(
-                cache_file(model, tasks, p, bench, work, tag).is_file()
+                is_cached(model, tasks, p, bench, work, tag)
                 for p, tag in zip(every, tags, strict=True)
             ):
                 continue
