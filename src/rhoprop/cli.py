@@ -830,6 +830,31 @@ def baselines_command(
     print_evaluation(report, console)
 
 
+@app.command("hybrid")
+def hybrid_command(
+    model: str = typer.Argument(
+        ..., help="Run or model directory of a network with global features, or 'builtin'."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the hybrid model (must not hold a model yet)."
+    ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Dataset whose train part fits the trees (default: the model's)."
+    ),
+    split: str | None = typer.Option(None, "--split", help="Split name (default: the model's)."),
+) -> None:
+    # On one line: typer's command list (rich mode) prints the summary's line breaks.
+    """Add gradient boosting on the network's global features to a trained model; predicts their mean."""  # noqa: E501
+    from rhoprop.train.hybrid import build_hybrid
+
+    result = build_hybrid(model, _writable(out), dataset=dataset, split=split)
+    console.print(
+        f"wrote {result.model_dir}: trees fitted on {result.n_fit} materials of {result.dataset} "
+        f"{result.split}/train in {result.fit_seconds:.1f} s, intervals calibrated on "
+        f"{result.n_calibration} of {result.split}/val"
+    )
+
+
 SettingsT = TypeVar("SettingsT", bound=Settings)
 
 

@@ -468,16 +468,10 @@ def cached_predictions(
     """Raw test predictions of ``model`` trained on ``parts`` and the seconds they took: read from
     ``work/cache/<model>/<tag>-<key>.json`` when an earlier call computed them (``key`` hashes the
     settings that matter, the targets and every id of every part), else computed and saved there
-    atomically (``about`` goes into the saved record). A hybrid (:data:`HYBRID_MODELS`) is the
-    mean of its members' cached predictions, and its seconds theirs summed."""
+    atomically (``about`` goes into the saved record). Not for hybrids: see
+    :func:`hybrid_fold_predictions`."""
     if model in HYBRID_MODELS:
-        from rhoprop.models.hybrid import average_predictions
-
-        members = [
-            cached_predictions(m, store, dataset, tasks, parts, settings, work, tag, about)
-            for m in HYBRID_MODELS[model]
-        ]
-        return average_predictions([p for p, _ in members]), sum(s for _, s in members)
+        raise SettingsError(f"{model} is scored from its members: use hybrid_fold_predictions")
     cache = cache_file(model, tasks, parts, settings, work, tag)
     if cache.is_file():
         stored = json.loads(cache.read_text())
@@ -503,6 +497,64 @@ def cached_predictions(
     }
     atomic_write_text(cache, json.dumps(payload) + "\n")
     return preds, elapsed
+
+
+def held_out_hybrid(
+    tasks: Sequence[TaskSpec],
+    network: Sequence[dict[str, np.ndarray]],
+    trees: Sequence[dict[str, np.ndarray]],
+    truths: Sequence[np.ndarray],
+) -> list[dict[str, np.ndarray]]:
+    """A hybrid's raw predictions on each fold's test part from its members' (``network[k]``,
+    ``trees[k]``): per target the mean, or the network alone where it scores better on the other
+    folds' test parts (:func:`~rhoprop.models.hybrid.choose_weights`), so no fold's weights
+    see its own labels. ``rhoprop hybrid`` applies the same rule on a validation part."""
+    from rhoprop.models.hybrid import choose_weights
+
+    out = []
+    for k in range(len(network)):
+        others = [o for o in range(len(network)) if o != k]
+        weights, _ = choose_weights(
+            tasks,
+            np.concatenate([truths[o] for o in others]),
+            {t.name: np.concatenate([network[o][t.name] for o in others]) for t in tasks},
+            {t.name: np.concatenate([trees[o][t.name] for o in others]) for t in tasks},
+        )
+        out.append(
+            {
+                t.name: weights[t.name] * np.asarray(network[k][t.name])
+                + (1 - weights[t.name]) * np.asarray(trees[k][t.name])
+                for t in tasks
+            }
+        )
+    return out
+
+
+def hybrid_fold_predictions(
+    model: str,
+    store: AnyStore,
+    dataset: str,
+    tasks: list[TaskSpec],
+    every: Sequence[dict[str, list[str]]],
+    settings: BenchmarkSettings,
+    work: Path,
+    tags: Sequence[str],
+    abouts: Sequence[dict[str, Any]],
+) -> list[tuple[dict[str, np.ndarray], float]]:
+    """(raw test predictions, seconds) of the hybrid ``model`` on every fold (``every[k]`` its
+    parts), from its members' cached predictions (trained here when missing) by
+    :func:`held_out_hybrid`; the seconds are the members' summed."""
+    members = [
+        [
+            cached_predictions(m, store, dataset, tasks, parts, settings, work, tag, about)
+            for parts, tag, about in zip(every, tags, abouts, strict=True)
+        ]
+        for m in HYBRID_MODELS[model]
+    ]
+    truths = [label_matrix(store, parts["test"], tasks) for parts in every]
+    network, trees = ([p for p, _ in runs] for runs in members)
+    preds = held_out_hybrid(tasks, network, trees, truths)
+    return [(p, sum(runs[k][1] for runs in members)) for k, p in enumerate(preds)]
 
 
 def run_benchmark(
@@ -535,15 +587,28 @@ def run_benchmark(
     for model in settings.models:
         fractions = settings.train_fractions if model in settings.curve_models else (1.0,)
         for fraction in sorted(set(fractions) | {1.0}):
-            for fold in range(settings.folds):
-                parts = fold_parts(folds, formulas, fold, settings, fraction)
+            every = [
+                fold_parts(folds, formulas, k, settings, fraction) for k in range(settings.folds)
+            ]
+            for fold, parts in enumerate(every):
                 if not parts["test"]:
                     raise SettingsError(
                         f"fold {fold} of {settings.folds} is empty; use fewer folds"
                     )
-                preds, elapsed = cached_predictions(
-                    model, store, str(dataset), tasks, parts, settings, work,
-                    f"fold{fold}-f{fraction:g}", {"fold": fold, "fraction": fraction},
+            tags = [f"fold{k}-f{fraction:g}" for k in range(settings.folds)]
+            abouts = [{"fold": k, "fraction": fraction} for k in range(settings.folds)]
+            hybrid = (
+                hybrid_fold_predictions(model, store, str(dataset), tasks, every, settings, work,
+                                        tags, abouts)
+                if model in HYBRID_MODELS
+                else None
+            )  # fmt: skip
+            for fold, parts in enumerate(every):
+                preds, elapsed = (
+                    hybrid[fold]
+                    if hybrid is not None
+                    else cached_predictions(model, store, str(dataset), tasks, parts, settings,
+                                            work, tags[fold], abouts[fold])
                 )  # fmt: skip
                 seconds[model] = seconds.get(model, 0.0) + elapsed
                 fit_ids = parts["train"] + parts["val"]

@@ -29,6 +29,7 @@ import pandas as pd
 
 from rhoprop.analysis.benchmark import (
     COLUMNS,
+    HYBRID_MODELS,
     MODELS,
     BenchmarkSettings,
     _fmt,
@@ -38,6 +39,7 @@ from rhoprop.analysis.benchmark import (
     composition_folds,
     fold_parts,
     formulas_of,
+    hybrid_fold_predictions,
     is_cached,
     score_rows,
 )
@@ -246,9 +248,19 @@ def run_transfer(
                         f"fold {fold} of {settings.folds} holds no material of tier {base}; use "
                         "fewer folds"
                     )
-                preds, elapsed = cached_predictions(
-                    model, store, str(dataset), tasks, parts, bench, work, tags[fold],
-                    {"fold": fold, "fraction": fraction},
+            abouts = [{"fold": k, "fraction": fraction} for k in range(settings.folds)]
+            hybrid = (
+                hybrid_fold_predictions(model, store, str(dataset), tasks, every, bench, work,
+                                        tags, abouts)
+                if model in HYBRID_MODELS
+                else None
+            )  # fmt: skip
+            for fold, parts in enumerate(every):
+                preds, elapsed = (
+                    hybrid[fold]
+                    if hybrid is not None
+                    else cached_predictions(model, store, str(dataset), tasks, parts, bench, work,
+                                            tags[fold], abouts[fold])
                 )  # fmt: skip
                 seconds[model] = seconds.get(model, 0.0) + elapsed
                 fit = label_matrix(store, parts["train"] + parts["val"], tasks)

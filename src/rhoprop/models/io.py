@@ -26,6 +26,7 @@ from rhoprop.grid.settings import STANDARDIZE_VERSION, StandardizeSettings
 from rhoprop.models.base import MultiTaskModel
 from rhoprop.models.ensemble import ENSEMBLE_VERSION, Ensemble, EnsembleConfig
 from rhoprop.models.heads import TaskSpec
+from rhoprop.models.hybrid import HYBRID_VERSION, Hybrid, HybridConfig
 from rhoprop.models.invariants import INVARIANTS_VERSION
 from rhoprop.models.msa3dcnn import LEGACY_CONFIG, MODEL_VERSION, MSA3DCNN, MSA3DCNNConfig
 from rhoprop.settings import Settings, atomic_write_bytes, atomic_write_text
@@ -38,10 +39,12 @@ META_FILE = "model.json"
 #: Model classes a file may hold: name -> (class, called with its config and the targets;
 #: config class; version).
 _CLASSES: dict[
-    str, tuple[Callable[[Any, Sequence[TaskSpec]], MSA3DCNN | Ensemble], type[Settings], int]
+    str,
+    tuple[Callable[[Any, Sequence[TaskSpec]], MSA3DCNN | Ensemble | Hybrid], type[Settings], int],
 ] = {
     "MSA3DCNN": (MSA3DCNN, MSA3DCNNConfig, MODEL_VERSION),
     "Ensemble": (Ensemble, EnsembleConfig, ENSEMBLE_VERSION),
+    "Hybrid": (Hybrid, HybridConfig, HYBRID_VERSION),
 }
 
 
@@ -59,7 +62,7 @@ class ModelBundle:
         extra: anything else recorded in model.json (train config, metrics).
     """
 
-    model: MultiTaskModel | Ensemble
+    model: MultiTaskModel | Ensemble | Hybrid
     standardize: StandardizeSettings
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     uncertainty: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -182,10 +185,11 @@ def _upgrade_msa3dcnn_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _warn_if_invariants_changed(
-    path: Path, model: MSA3DCNN | Ensemble, meta: dict[str, Any]
+    path: Path, model: MSA3DCNN | Ensemble | Hybrid, meta: dict[str, Any]
 ) -> None:
     """Warn when the model reads density invariants defined differently from this rhoprop's."""
-    config = model.config.member if isinstance(model, Ensemble) else model.config
+    network = model.network if isinstance(model, Hybrid) else model
+    config = network.config.member if isinstance(network, Ensemble) else network.config
     saved = int(meta.get("invariants_version", 1))
     if config.extra_features and saved != INVARIANTS_VERSION:
         warnings.warn(
@@ -212,6 +216,14 @@ def load_model(path: str | Path) -> ModelBundle:
             config = _upgrade_msa3dcnn_config(config)
         elif meta["class"] == "Ensemble":
             config = {**config, "member": _upgrade_msa3dcnn_config(config["member"])}
+        elif meta["class"] == "Hybrid":
+            network = config["network"]
+            network = (
+                _upgrade_msa3dcnn_config(network)
+                if config["network_class"] == "MSA3DCNN"
+                else {**network, "member": _upgrade_msa3dcnn_config(network["member"])}
+            )
+            config = {**config, "network": network}
         model = cls(config_cls.from_dict(config), tasks)
         standardize = StandardizeSettings.from_dict(meta["standardize"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:

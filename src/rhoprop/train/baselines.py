@@ -142,16 +142,27 @@ def mean_predictions(
     return out
 
 
-def composition_predictions(
+@dataclasses.dataclass
+class FittedTarget:
+    """One target's gradient boosting (:func:`fit_gradient_boosting`): the fitted scikit-learn
+    model, or None where the training labels allow only a constant (``constant``: the mean of a
+    regression target, the class of a classification target that has one class only)."""
+
+    task: TaskSpec
+    model: HistGradientBoostingRegressor | HistGradientBoostingClassifier | None
+    constant: float = float("nan")
+
+
+def fit_gradient_boosting(
     tasks: Sequence[TaskSpec],
     train_x: np.ndarray,
     train_labels: np.ndarray,
-    eval_x: np.ndarray,
     settings: BaselineSettings,
-) -> dict[str, np.ndarray]:
-    """Gradient boosting on composition features, one model per target, fitted on the labelled
-    training rows (with ``settings.threads`` OpenMP threads)."""
-    out: dict[str, np.ndarray] = {}
+) -> list[FittedTarget]:
+    """Histogram gradient boosting, one model per target, fitted on the rows labelled for it
+    (with ``settings.threads`` OpenMP threads): the model of the composition, density-invariants
+    and hybrid baselines."""
+    fitted: list[FittedTarget] = []
     with threadpool_limits(settings.threads, user_api="openmp"):
         for j, task in enumerate(tasks):
             mask = np.isfinite(train_labels[:, j])
@@ -163,21 +174,58 @@ def composition_predictions(
                 random_state=settings.seed,
             )
             if task.is_regression:
-                model = HistGradientBoostingRegressor(**params) if len(y) >= 4 else None
-                out[task.name] = (
-                    model.fit(x, y).predict(eval_x) if model else np.full(len(eval_x), y.mean())
-                )
+                if len(y) >= 4:
+                    fitted.append(
+                        FittedTarget(task, HistGradientBoostingRegressor(**params).fit(x, y))
+                    )
+                else:
+                    fitted.append(FittedTarget(task, None, float(y.mean())))
                 continue
             codes = np.unique(y.astype(int))
-            k = max(task.n_outputs, 2)
-            proba = np.zeros((len(eval_x), k))
             if len(codes) == 1:
-                proba[:, codes[0]] = 1.0
+                fitted.append(FittedTarget(task, None, float(codes[0])))
             else:
                 model = HistGradientBoostingClassifier(**params).fit(x, y.astype(int))
-                proba[:, model.classes_] = model.predict_proba(eval_x)
+                fitted.append(FittedTarget(task, model))
+    return fitted
+
+
+def gradient_boosting_predict(
+    fitted: Sequence[FittedTarget], x: np.ndarray, threads: int = 1
+) -> dict[str, np.ndarray]:
+    """Raw predictions of :func:`fit_gradient_boosting`'s models for ``x``: regression values, the
+    probability of class 1 (binary), class probabilities (multiclass)."""
+    out: dict[str, np.ndarray] = {}
+    with threadpool_limits(threads, user_api="openmp"):
+        for item in fitted:
+            task = item.task
+            if task.is_regression:
+                out[task.name] = (
+                    item.model.predict(x) if item.model is not None
+                    else np.full(len(x), item.constant)
+                )  # fmt: skip
+                continue
+            k = max(task.n_outputs, 2)
+            proba = np.zeros((len(x), k))
+            if item.model is None:
+                proba[:, int(item.constant)] = 1.0
+            else:
+                proba[:, item.model.classes_] = item.model.predict_proba(x)
             out[task.name] = proba[:, 1] if task.kind == "binary" else proba
     return out
+
+
+def composition_predictions(
+    tasks: Sequence[TaskSpec],
+    train_x: np.ndarray,
+    train_labels: np.ndarray,
+    eval_x: np.ndarray,
+    settings: BaselineSettings,
+) -> dict[str, np.ndarray]:
+    """Gradient boosting on composition features, one model per target, fitted on the labelled
+    training rows (with ``settings.threads`` OpenMP threads)."""
+    fitted = fit_gradient_boosting(tasks, train_x, train_labels, settings)
+    return gradient_boosting_predict(fitted, eval_x, settings.threads)
 
 
 def cgcnn_predictions(

@@ -43,6 +43,7 @@ from rhoprop.grid.settings import StandardizeSettings
 from rhoprop.models.ensemble import Ensemble
 from rhoprop.models.features import reads_tier
 from rhoprop.models.heads import TaskSpec
+from rhoprop.models.hybrid import Hybrid
 from rhoprop.models.io import ModelBundle, save_model
 from rhoprop.models.msa3dcnn import MSA3DCNN, build_model
 from rhoprop.settings import atomic_write_text
@@ -502,6 +503,44 @@ def _write_summary(
     atomic_write_text(out / RUN_FILE, json.dumps(summary, indent=2) + "\n")
 
 
+def calibrate(
+    model: MSA3DCNN | Ensemble | Hybrid,
+    store: AnyStore,
+    ids: list[str],
+    tasks: list[TaskSpec],
+    config: TrainConfig,
+    calibrated_on: str,
+    tiers: list[str] | None = None,
+) -> tuple[dict[str, Any], Predictions, np.ndarray]:
+    """MC-dropout predictions of ``ids`` (a validation part), the split-conformal 90 % interval
+    scale per regression target from them, and their labels: (uncertainty record, predictions,
+    labels). ``calibrated_on`` names the part in the record."""
+    labels = label_matrix(store, ids, tasks)
+    preds = predict_batches(
+        model,
+        loader(store, ids, tasks, config, shuffle=False, tiers=tiers),
+        mc_samples=config.mc_samples,
+        seed=config.seed,
+    )
+    per_target, raw_coverage = {}, {}
+    for j, task in enumerate(tasks):
+        if task.is_regression:
+            per_target[task.name] = (preds.mean[task.name], preds.std[task.name], labels[:, j])
+            raw_coverage[task.name] = interval_coverage(*per_target[task.name])
+    uncertainty = {
+        "method": "mc_dropout",
+        "calibration": (
+            "split-conformal quantile per target, at least the quantile of all targets pooled"
+        ),
+        "samples": config.mc_samples,
+        "interval": 0.9,
+        "scale": calibration_scales(per_target),
+        "calibrated_on": calibrated_on,
+        "val_coverage_uncalibrated": raw_coverage,
+    }
+    return uncertainty, preds, labels
+
+
 def export_model(
     out: Path,
     model: MSA3DCNN | Ensemble,
@@ -515,30 +554,9 @@ def export_model(
     """Calibrate MC-dropout intervals on the val split and write ``out/model``; returns (path, val
     metrics)."""
     model = model.cpu().eval()
-    val_labels = label_matrix(store, parts["val"], tasks)
-    preds = predict_batches(
-        model,
-        loader(store, parts["val"], tasks, config, shuffle=False),
-        mc_samples=config.mc_samples,
-        seed=config.seed,
+    uncertainty, preds, val_labels = calibrate(
+        model, store, parts["val"], tasks, config, f"{config.split}/val"
     )
-    per_target, raw_coverage = {}, {}
-    for j, task in enumerate(tasks):
-        if task.is_regression:
-            per_target[task.name] = (preds.mean[task.name], preds.std[task.name], val_labels[:, j])
-            raw_coverage[task.name] = interval_coverage(*per_target[task.name])
-    scales = calibration_scales(per_target)
-    uncertainty = {
-        "method": "mc_dropout",
-        "calibration": (
-            "split-conformal quantile per target, at least the quantile of all targets pooled"
-        ),
-        "samples": config.mc_samples,
-        "interval": 0.9,
-        "scale": scales,
-        "calibrated_on": f"{config.split}/val",
-        "val_coverage_uncalibrated": raw_coverage,
-    }
     bundle = ModelBundle(
         model=model,
         standardize=store.settings,
