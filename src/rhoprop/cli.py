@@ -887,8 +887,8 @@ def benchmark_command(
     models: str | None = typer.Option(
         None,
         "--models",
-        help="Comma-separated models (default: every baseline and "
-        "the MSA-3DCNN with inputs density and density+structure).",
+        help="Comma-separated models (default: every baseline, the MSA-3DCNN with inputs "
+        "density and density+structure, and hybrid-density+structure).",
     ),
     targets: str | None = typer.Option(
         None, "--targets", help="Comma-separated targets (default: those with 30+ labels)."
