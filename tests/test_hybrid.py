@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rhoprop.cli import app
 from rhoprop.errors import SettingsError
-from rhoprop.models.hybrid import Hybrid, average_predictions
+from rhoprop.models.hybrid import Hybrid, blend_predictions
 from rhoprop.models.io import load_model
 from rhoprop.models.trees import TreeEnsemble
 from rhoprop.train.baselines import (
@@ -69,14 +69,15 @@ def test_trees_as_tensors_predict_what_scikit_learn_predicts_on_real_features() 
         trees(torch.from_numpy(x[held, :-1]))
 
 
-def test_average_predictions_refuses_members_of_different_samples() -> None:
+def test_blend_keeps_probability_rows_and_refuses_halves_of_different_samples() -> None:
     a = {"v": np.array([1.0, 2.0]), "p": np.array([[0.2, 0.8], [0.6, 0.4]])}
     b = {"v": np.array([3.0, 4.0]), "p": np.array([[0.4, 0.6], [0.0, 1.0]])}
-    mean = average_predictions([a, b])
+    mean = blend_predictions({"v": 0.5, "p": 0.5}, a, b)
     np.testing.assert_allclose(mean["v"], [2.0, 3.0])
     np.testing.assert_allclose(mean["p"].sum(axis=1), 1.0)  # probability rows stay rows
+    np.testing.assert_allclose(blend_predictions({"v": 1.0}, a, b)["v"], a["v"])  # the network alone
     with pytest.raises(SettingsError, match="differ in shape"):
-        average_predictions([a, {"v": np.array([1.0]), "p": b["p"]}])
+        blend_predictions({"v": 0.5}, a, {"v": np.array([1.0])})
 
 
 def test_weights_keep_the_mean_unless_the_network_alone_scores_better_on_enough_labels() -> None:

@@ -68,10 +68,10 @@ PAPER_TARGETS = (
     "fermi_energy", "band_gap", "bandwidth",
 )  # fmt: skip
 GB_MODELS = ("composition", "density-invariants", "density-invariants+composition")
-#: Hybrid models: the equal-weight mean of an MSA-3DCNN's and a gradient boosting's raw predictions,
-#: both fitted on the same fold and reading the same global features
-#: (:func:`~rhoprop.models.hybrid.average_predictions`). Scored from the members' predictions,
-#: so a hybrid costs nothing beyond its members.
+#: Hybrid models: an MSA-3DCNN and a gradient boosting reading the same global features, both
+#: fitted on the same fold, blended per target (:func:`held_out_hybrid`,
+#: :mod:`rhoprop.models.hybrid`). Scored from the members' predictions, so a hybrid costs nothing
+#: beyond its members.
 HYBRID_MODELS: dict[str, tuple[str, ...]] = {
     "hybrid-density": ("msa3dcnn-density", "density-invariants"),
     "hybrid-density+structure": ("msa3dcnn-density+structure", "density-invariants+composition"),
@@ -509,7 +509,7 @@ def held_out_hybrid(
     ``trees[k]``): per target the mean, or the network alone where it scores better on the other
     folds' test parts (:func:`~rhoprop.models.hybrid.choose_weights`), so no fold's weights
     see its own labels. ``rhoprop hybrid`` applies the same rule on a validation part."""
-    from rhoprop.models.hybrid import choose_weights
+    from rhoprop.models.hybrid import blend_predictions, choose_weights
 
     out = []
     for k in range(len(network)):
@@ -520,13 +520,7 @@ def held_out_hybrid(
             {t.name: np.concatenate([network[o][t.name] for o in others]) for t in tasks},
             {t.name: np.concatenate([trees[o][t.name] for o in others]) for t in tasks},
         )
-        out.append(
-            {
-                t.name: weights[t.name] * np.asarray(network[k][t.name])
-                + (1 - weights[t.name]) * np.asarray(trees[k][t.name])
-                for t in tasks
-            }
-        )
+        out.append(blend_predictions(weights, network[k], trees[k]))
     return out
 
 

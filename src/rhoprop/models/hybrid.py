@@ -1,14 +1,15 @@
-"""Hybrid predictions: several models' raw outputs averaged with equal weights.
+"""Hybrid models: the MSA-3DCNN with gradient boosting on the same global features.
 
-rhoprop's hybrid model (``hybrid-<inputs>`` in ``rhoprop benchmark``) averages the MSA-3DCNN with
-a gradient boosting fitted on the same global features the network reads beside the density (the
-density invariants, and with ``density+structure`` the electrons per atom and the composition).
-The two learners make different errors: the network is best where the spatial density matters
-(volume, mass density, crystal system), the gradient boosting where a few global numbers carry
-the label (total energy, band gap, bandwidth), and their mean beats both on most targets of the
-cross-validated benchmarks (``docs/benchmarks.md``). Equal weights need no data to choose them.
+rhoprop's hybrid (``hybrid-<inputs>`` in ``rhoprop benchmark``, ``rhoprop hybrid`` for a model
+file) combines a network with a gradient boosting fitted on the global features the network reads
+beside the density (the density invariants, and with ``density+structure`` the electrons per atom
+and the composition). The two learners make different errors: the network is best where the
+spatial density matters (volume, crystal system), the gradient boosting where a few global numbers
+carry the label (total energy, band gap, bandwidth). Per target the hybrid predicts their mean, or
+the network alone where held-out data show the mean is worse (:func:`choose_weights`); measured in
+``docs/model.md`` ("Hybrid models").
 
-:func:`average_predictions` is the rule, used by the benchmark on cached predictions;
+:func:`blend_predictions` is the rule on arrays (the benchmark's cached predictions);
 :class:`Hybrid` is the same rule as a model file: a trained network and the gradient boosting's
 trees (:class:`~rhoprop.models.trees.TreeEnsemble`, no pickle) in one ``model.safetensors``, so
 ``rhoprop predict`` and ``rhoprop evaluate`` use it like any other model.
@@ -41,29 +42,26 @@ NETWORKS: dict[str, tuple[type[MSA3DCNN] | type[Ensemble], type[Settings]]] = {
 }
 
 
-def average_predictions(
-    members: Sequence[Mapping[str, np.ndarray]],
+def blend_predictions(
+    weights: Mapping[str, float],
+    network: Mapping[str, np.ndarray],
+    trees: Mapping[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """Equal-weight mean of the members' raw outputs, per target they all predict.
+    """Per target of ``weights``: ``w · network + (1 − w) · trees`` of the two halves' raw outputs.
 
     Raw outputs are what a model returns before rhoprop's reporting rules
     (:func:`~rhoprop.data.labels.consistent_predictions`): regression values, the probability of
-    a binary target, the class probabilities of a multiclass one (rows, so the mean of
-    probability rows is a probability row). A target missing from a member is left out; members
-    whose arrays for one target differ in shape are refused."""
-    if not members:
-        raise SettingsError("average_predictions needs at least one member's predictions")
-    names = [n for n in members[0] if all(n in m for m in members[1:])]
+    a binary target, the class probabilities of a multiclass one (rows, so a blend of probability
+    rows is a probability row). Halves whose arrays for a target differ in shape are refused."""
     out: dict[str, np.ndarray] = {}
-    for name in names:
-        arrays = [np.asarray(m[name], dtype=float) for m in members]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1:
+    for name, w in weights.items():
+        a, b = np.asarray(network[name], dtype=float), np.asarray(trees[name], dtype=float)
+        if a.shape != b.shape:
             raise SettingsError(
-                f"the members' predictions of {name!r} differ in shape {sorted(shapes)}; a hybrid "
-                "averages predictions of the same samples"
+                f"the halves' predictions of {name!r} differ in shape {a.shape} vs {b.shape}; a "
+                "hybrid blends predictions of the same samples"
             )
-        out[name] = np.mean(arrays, axis=0)
+        out[name] = w * a + (1 - w) * b
     return out
 
 
@@ -102,7 +100,7 @@ def choose_weights(
     scores: dict[str, dict[str, float]] = {}
     for j, task in enumerate(tasks):
         net = np.asarray(network[task.name], dtype=float)
-        mean = (net + np.asarray(trees[task.name], dtype=float)) / 2
+        mean = blend_predictions({task.name: 0.5}, network, trees)[task.name]
         scores[task.name] = {
             "mean": selection_score(task, truth[:, j], mean),
             "network": selection_score(task, truth[:, j], net),
@@ -156,7 +154,7 @@ class HybridConfig(Settings):
 
 class Hybrid(nn.Module):
     """A trained network and gradient-boosted trees on the network's own global features; the
-    prediction is the mean of the two (:func:`average_predictions`), or per target the network
+    prediction is the mean of the two (:func:`blend_predictions`), or per target the network
     alone where its :attr:`network_weight` is 1.
 
     It speaks the inference interface of :class:`~rhoprop.models.base.Predictor`: the trees'
