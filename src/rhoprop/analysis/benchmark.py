@@ -31,7 +31,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -551,6 +551,29 @@ def hybrid_fold_predictions(
     return [(p, sum(runs[k][1] for runs in members)) for k, p in enumerate(preds)]
 
 
+def fold_predictions(
+    model: str,
+    store: AnyStore,
+    dataset: str,
+    tasks: list[TaskSpec],
+    every: Sequence[dict[str, list[str]]],
+    settings: BenchmarkSettings,
+    work: Path,
+    tags: Sequence[str],
+    abouts: Sequence[dict[str, Any]],
+) -> Iterator[tuple[dict[str, np.ndarray], float]]:
+    """(raw test predictions, seconds) of ``model`` on each fold in turn (``every[k]`` its parts):
+    :func:`cached_predictions` one fold at a time, so a long run reports each fold as it finishes;
+    a hybrid's all at once from its members' (:func:`hybrid_fold_predictions`)."""
+    if model in HYBRID_MODELS:
+        yield from hybrid_fold_predictions(
+            model, store, dataset, tasks, every, settings, work, tags, abouts
+        )
+        return
+    for parts, tag, about in zip(every, tags, abouts, strict=True):
+        yield cached_predictions(model, store, dataset, tasks, parts, settings, work, tag, about)
+
+
 def run_benchmark(
     dataset: str,
     work_dir: str | Path,
@@ -591,19 +614,10 @@ def run_benchmark(
                     )
             tags = [f"fold{k}-f{fraction:g}" for k in range(settings.folds)]
             abouts = [{"fold": k, "fraction": fraction} for k in range(settings.folds)]
-            hybrid = (
-                hybrid_fold_predictions(model, store, str(dataset), tasks, every, settings, work,
-                                        tags, abouts)
-                if model in HYBRID_MODELS
-                else None
-            )  # fmt: skip
-            for fold, parts in enumerate(every):
-                preds, elapsed = (
-                    hybrid[fold]
-                    if hybrid is not None
-                    else cached_predictions(model, store, str(dataset), tasks, parts, settings,
-                                            work, tags[fold], abouts[fold])
-                )  # fmt: skip
+            computed = fold_predictions(
+                model, store, str(dataset), tasks, every, settings, work, tags, abouts
+            )
+            for fold, (parts, (preds, elapsed)) in enumerate(zip(every, computed, strict=True)):
                 seconds[model] = seconds.get(model, 0.0) + elapsed
                 fit_ids = parts["train"] + parts["val"]
                 train_labels = label_matrix(store, fit_ids, tasks)

@@ -29,17 +29,15 @@ import pandas as pd
 
 from rhoprop.analysis.benchmark import (
     COLUMNS,
-    HYBRID_MODELS,
     MODELS,
     BenchmarkSettings,
     _fmt,
     _unit_hash,
     benchmark_tasks,
-    cached_predictions,
     composition_folds,
     fold_parts,
+    fold_predictions,
     formulas_of,
-    hybrid_fold_predictions,
     is_cached,
     score_rows,
 )
@@ -249,19 +247,10 @@ def run_transfer(
                         "fewer folds"
                     )
             abouts = [{"fold": k, "fraction": fraction} for k in range(settings.folds)]
-            hybrid = (
-                hybrid_fold_predictions(model, store, str(dataset), tasks, every, bench, work,
-                                        tags, abouts)
-                if model in HYBRID_MODELS
-                else None
-            )  # fmt: skip
-            for fold, parts in enumerate(every):
-                preds, elapsed = (
-                    hybrid[fold]
-                    if hybrid is not None
-                    else cached_predictions(model, store, str(dataset), tasks, parts, bench, work,
-                                            tags[fold], abouts[fold])
-                )  # fmt: skip
+            computed = fold_predictions(
+                model, store, str(dataset), tasks, every, bench, work, tags, abouts
+            )
+            for fold, (parts, (preds, elapsed)) in enumerate(zip(every, computed, strict=True)):
                 seconds[model] = seconds.get(model, 0.0) + elapsed
                 fit = label_matrix(store, parts["train"] + parts["val"], tasks)
                 n_train = {t.name: int(np.isfinite(fit[:, j]).sum()) for j, t in enumerate(tasks)}
