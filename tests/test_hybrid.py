@@ -141,6 +141,9 @@ def test_rhoprop_hybrid_writes_a_model_that_predicts_the_mean_of_network_and_tre
     # per target the mean, or the network alone where it scored better on the val part
     weights = meta["hybrid"]["network_weight"]
     assert weights == hybrid.model.weights() and set(weights.values()) <= {0.5, 1.0}
+    alone = [n for n, w in weights.items() if w == 1.0]
+    said = " ".join(cli.output.split())
+    assert (f"network alone (better on val) for: {', '.join(alone)}" in said) if alone else ("the mean of" in said)
     scores = meta["hybrid"]["val_scores"]
     for name, w in weights.items():
         chosen_network = scores[name]["labels"] >= 30 and scores[name]["network"] < scores[name]["mean"]

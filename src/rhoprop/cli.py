@@ -853,6 +853,12 @@ def hybrid_command(
         f"{result.split}/train in {result.fit_seconds:.1f} s, intervals calibrated on "
         f"{result.n_calibration} of {result.split}/val"
     )
+    alone = [name for name, w in result.weights.items() if w == 1.0]
+    console.print(
+        "the network alone (better on val) for: " + ", ".join(alone)
+        if alone
+        else "every target: the mean of the network and the trees"
+    )
 
 
 SettingsT = TypeVar("SettingsT", bound=Settings)

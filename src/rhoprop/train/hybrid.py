@@ -31,7 +31,8 @@ from rhoprop.train.runs import model_dirs, read_run, run_dir_of
 @dataclasses.dataclass
 class HybridResult:
     """What :func:`build_hybrid` made: the model directory, the materials each part used, the
-    seconds the gradient boosting took to fit."""
+    seconds the gradient boosting took to fit, and the network's share of each target (1: the
+    network alone, 0.5: the mean of the two)."""
 
     model_dir: Path
     dataset: str
@@ -39,6 +40,7 @@ class HybridResult:
     n_fit: int
     n_calibration: int
     fit_seconds: float
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def build_hybrid(
@@ -161,4 +163,6 @@ def build_hybrid(
             extra=extra,
         ),
     )
-    return HybridResult(model_dir, str(ds), sp, len(parts["train"]), len(parts["val"]), fit_seconds)
+    return HybridResult(
+        model_dir, str(ds), sp, len(parts["train"]), len(parts["val"]), fit_seconds, weights
+    )
