@@ -469,9 +469,9 @@ def cached_predictions(
     ``work/cache/<model>/<tag>-<key>.json`` when an earlier call computed them (``key`` hashes the
     settings that matter, the targets and every id of every part), else computed and saved there
     atomically (``about`` goes into the saved record). Not for hybrids: see
-    :func:`hybrid_fold_predictions`."""
+    :func:`fold_predictions`."""
     if model in HYBRID_MODELS:
-        raise SettingsError(f"{model} is scored from its members: use hybrid_fold_predictions")
+        raise SettingsError(f"{model} is scored from its members: use fold_predictions")
     cache = cache_file(model, tasks, parts, settings, work, tag)
     if cache.is_file():
         stored = json.loads(cache.read_text())
@@ -524,33 +524,6 @@ def held_out_hybrid(
     return out
 
 
-def hybrid_fold_predictions(
-    model: str,
-    store: AnyStore,
-    dataset: str,
-    tasks: list[TaskSpec],
-    every: Sequence[dict[str, list[str]]],
-    settings: BenchmarkSettings,
-    work: Path,
-    tags: Sequence[str],
-    abouts: Sequence[dict[str, Any]],
-) -> list[tuple[dict[str, np.ndarray], float]]:
-    """(raw test predictions, seconds) of the hybrid ``model`` on every fold (``every[k]`` its
-    parts), from its members' cached predictions (trained here when missing) by
-    :func:`held_out_hybrid`; the seconds are the members' summed."""
-    members = [
-        [
-            cached_predictions(m, store, dataset, tasks, parts, settings, work, tag, about)
-            for parts, tag, about in zip(every, tags, abouts, strict=True)
-        ]
-        for m in HYBRID_MODELS[model]
-    ]
-    truths = [label_matrix(store, parts["test"], tasks) for parts in every]
-    network, trees = ([p for p, _ in runs] for runs in members)
-    preds = held_out_hybrid(tasks, network, trees, truths)
-    return [(p, sum(runs[k][1] for runs in members)) for k, p in enumerate(preds)]
-
-
 def fold_predictions(
     model: str,
     store: AnyStore,
@@ -563,15 +536,23 @@ def fold_predictions(
     abouts: Sequence[dict[str, Any]],
 ) -> Iterator[tuple[dict[str, np.ndarray], float]]:
     """(raw test predictions, seconds) of ``model`` on each fold in turn (``every[k]`` its parts):
-    :func:`cached_predictions` one fold at a time, so a long run reports each fold as it finishes;
-    a hybrid's all at once from its members' (:func:`hybrid_fold_predictions`)."""
-    if model in HYBRID_MODELS:
-        yield from hybrid_fold_predictions(
-            model, store, dataset, tasks, every, settings, work, tags, abouts
-        )
+    :func:`cached_predictions` one fold at a time, so a long run reports each fold as it finishes.
+    A hybrid's come all at once, from its members' cached predictions (trained here when missing)
+    by :func:`held_out_hybrid`, with the members' seconds summed."""
+    if model not in HYBRID_MODELS:
+        for parts, tag, about in zip(every, tags, abouts, strict=True):
+            yield cached_predictions(
+                model, store, dataset, tasks, parts, settings, work, tag, about
+            )
         return
-    for parts, tag, about in zip(every, tags, abouts, strict=True):
-        yield cached_predictions(model, store, dataset, tasks, parts, settings, work, tag, about)
+    members = [
+        list(fold_predictions(m, store, dataset, tasks, every, settings, work, tags, abouts))
+        for m in HYBRID_MODELS[model]
+    ]
+    truths = [label_matrix(store, parts["test"], tasks) for parts in every]
+    network, trees = ([p for p, _ in runs] for runs in members)
+    preds = held_out_hybrid(tasks, network, trees, truths)
+    yield from ((p, sum(runs[k][1] for runs in members)) for k, p in enumerate(preds))
 
 
 def run_benchmark(

@@ -184,6 +184,19 @@ def _upgrade_msa3dcnn_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _upgrade_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The config of a saved ``name`` (a class of :data:`_CLASSES`) with every MSA-3DCNN config in
+    it upgraded (:func:`_upgrade_msa3dcnn_config`): its own, an ensemble's member, a hybrid's
+    network."""
+    if name == "MSA3DCNN":
+        return _upgrade_msa3dcnn_config(config)
+    if name == "Ensemble":
+        return {**config, "member": _upgrade_msa3dcnn_config(config["member"])}
+    if name == "Hybrid":
+        return {**config, "network": _upgrade_config(config["network_class"], config["network"])}
+    return config
+
+
 def _warn_if_invariants_changed(
     path: Path, model: MSA3DCNN | Ensemble | Hybrid, meta: dict[str, Any]
 ) -> None:
@@ -211,19 +224,7 @@ def load_model(path: str | Path) -> ModelBundle:
             TaskSpec.from_dict({k: v for k, v in t.items() if k not in ("mean", "std")})
             for t in meta["targets"]
         ]
-        config = meta["config"]
-        if meta["class"] == "MSA3DCNN":
-            config = _upgrade_msa3dcnn_config(config)
-        elif meta["class"] == "Ensemble":
-            config = {**config, "member": _upgrade_msa3dcnn_config(config["member"])}
-        elif meta["class"] == "Hybrid":
-            network = config["network"]
-            network = (
-                _upgrade_msa3dcnn_config(network)
-                if config["network_class"] == "MSA3DCNN"
-                else {**network, "member": _upgrade_msa3dcnn_config(network["member"])}
-            )
-            config = {**config, "network": network}
+        config = _upgrade_config(meta["class"], meta["config"])
         model = cls(config_cls.from_dict(config), tasks)
         standardize = StandardizeSettings.from_dict(meta["standardize"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:

@@ -27,10 +27,11 @@ from rhoprop.analysis.plots import (
     read_learning_curves,
     roc_plot,
 )
+from rhoprop.data.composite import AnyStore
 from rhoprop.data.labels import consistent_predictions, gated_samples
 from rhoprop.errors import SettingsError
 from rhoprop.models.heads import TaskSpec
-from rhoprop.models.io import load_model
+from rhoprop.models.io import ModelBundle, load_model
 from rhoprop.progress import Steps, progress
 from rhoprop.settings import atomic_write_text
 from rhoprop.train.baselines import BaselineSettings, load_cached, mean_predictions, run_baselines
@@ -191,6 +192,30 @@ def evaluate_models(
     return EvaluationReport(evaluations)
 
 
+def model_store(
+    mdir: Path,
+    bundle: ModelBundle,
+    dataset: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+) -> tuple[str | os.PathLike[str], str, AnyStore]:
+    """The dataset a model is evaluated or extended on (``dataset``, else its run's, else the
+    one its model.json records), the split name (``split``, else the model's) and the opened
+    store; refuses a store standardized differently from the model's training data."""
+    own_run = run_dir_of(mdir)
+    info = read_run(own_run) if own_run else {}
+    ds = (
+        dataset
+        if dataset is not None
+        else info.get("dataset_path") or bundle.training.get("dataset")
+    )
+    if ds is None:
+        raise SettingsError(f"{mdir} does not record its dataset; pass --dataset")
+    sp = split or str(bundle.extra.get("split", "default"))
+    store = open_store(ds)
+    bundle.check_standardize(store.settings)
+    return ds, sp, store
+
+
 def _evaluate_model(
     mdir: Path,
     dataset: str | os.PathLike[str] | None,
@@ -204,18 +229,8 @@ def _evaluate_model(
 ) -> ModelEvaluation:
     """One model of :func:`evaluate_models`; advances ``steps`` after predictions and baselines."""
     bundle = load_model(mdir)
-    own_run = run_dir_of(mdir)
-    info = read_run(own_run) if own_run else {}
-    ds = (
-        dataset
-        if dataset is not None
-        else info.get("dataset_path") or bundle.training.get("dataset")
-    )
-    if ds is None:
-        raise SettingsError(f"{mdir} does not record its dataset; pass --dataset")
-    sp = split or bundle.extra.get("split", "default")
-    store = open_store(ds)
-    bundle.check_standardize(store.settings)
+    ds, sp, store = model_store(mdir, bundle, dataset, split)
+    own_run = run_dir_of(mdir)  # the baselines are cached in it
     ids = store.splits(sp)[part]
     if not ids:
         raise SettingsError(f"split {sp!r} of {store.path} has no {part} samples")

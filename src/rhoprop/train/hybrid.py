@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ from rhoprop.models.io import ModelBundle, load_model, save_model
 from rhoprop.models.trees import TreeEnsemble
 from rhoprop.train.baselines import BaselineSettings, fit_gradient_boosting
 from rhoprop.train.config import TrainConfig
-from rhoprop.train.data import label_matrix, open_store, store_extra_features
+from rhoprop.train.data import label_matrix, store_extra_features
+from rhoprop.train.evaluate import model_store
+from rhoprop.train.fit import calibrate, loader
 from rhoprop.train.inference import predict_batches
-from rhoprop.train.runs import model_dirs, read_run, run_dir_of
+from rhoprop.train.runs import model_dirs
 
 
 @dataclasses.dataclass
@@ -59,8 +62,6 @@ def build_hybrid(
     part, which neither half was fitted on (the network only stopped early on it). ``out`` must
     not hold a model already. Nothing is written when anything is refused.
     """
-    import time
-
     dirs = model_dirs(model)
     if len(dirs) != 1:
         raise SettingsError(
@@ -79,14 +80,7 @@ def build_hybrid(
             f"{dirs[0]} reads the image only (inputs 'image'); a hybrid fits its trees on the "
             "network's global features: train with --inputs density or density+structure"
         )
-    own_run = run_dir_of(dirs[0])
-    info = read_run(own_run) if own_run else {}
-    ds = dataset or info.get("dataset_path") or bundle.training.get("dataset")
-    if ds is None:
-        raise SettingsError(f"{dirs[0]} does not record its dataset; pass --dataset")
-    sp = split or str(bundle.extra.get("split", "default"))
-    store = open_store(str(ds))
-    bundle.check_standardize(store.settings)
+    ds, sp, store = model_store(dirs[0], bundle, dataset, split)
     parts = store.splits(sp)
     tasks = list(bundle.tasks)
     missing = [t.name for t in tasks if t.name not in store.targets]
@@ -108,7 +102,6 @@ def build_hybrid(
     fit_seconds = time.perf_counter() - t0
     gb_record = {k: v for k, v in settings.to_dict().items() if k.startswith("gb_") or k == "seed"}
     hybrid = Hybrid.from_parts(bundle.model, trees, gb_record)  # type: ignore[arg-type]
-    from rhoprop.train.fit import calibrate, loader
 
     train_config: dict[str, Any] = bundle.extra.get("train_config", {})
     config = TrainConfig(
