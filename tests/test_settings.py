@@ -81,3 +81,22 @@ def test_check_fields_reports_the_first_failed_check_with_class_field_and_value(
     with pytest.raises(SettingsError, match=r"^Demo\.b must be an int, got 2\.0$"):
         check_fields("Demo", [(True, "a must be > 0", 1), (is_int(2.0), "b must be an int", 2.0)])
     assert not is_int(True) and is_number(1) and is_number(0.5) and not is_number("1")
+
+
+def test_a_late_field_at_its_default_leaves_every_earlier_cache_key_as_it_was():
+    from rhoprop.analysis.benchmark import BenchmarkSettings, _cache_key
+    from rhoprop.models.heads import TaskSpec
+    from rhoprop.train.config import TrainConfig
+
+    config = TrainConfig()
+    assert "hurdle" in config.to_dict() and "hurdle" not in config.key_dict()
+    assert config.key_dict() == {k: v for k, v in config.to_dict().items() if k != "hurdle"}
+    assert TrainConfig(hurdle=True).key_dict()["hurdle"] is True
+    # recorded 2026-12-07, before TrainConfig.hurdle existed: a change here orphans every cached
+    # benchmark, transfer and study result (hours of training); bump it only on purpose
+    tasks = [TaskSpec("band_gap", minimum=0.0), TaskSpec("is_metal", kind="binary")]
+    parts = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
+    assert _cache_key(BenchmarkSettings(), "msa3dcnn-density+structure", parts, tasks) == "aa03ae43843f04b5"
+    hurdled = BenchmarkSettings(train=TrainConfig(hurdle=True))
+    assert _cache_key(hurdled, "msa3dcnn-density+structure", parts, tasks) != "aa03ae43843f04b5"
+    assert _cache_key(hurdled, "composition", parts, tasks) == _cache_key(BenchmarkSettings(), "composition", parts, tasks)

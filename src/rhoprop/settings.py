@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Self, get_type_hints
+from typing import Any, ClassVar, Self, get_type_hints
 
 from rhoprop.errors import SettingsError
 
@@ -21,6 +21,27 @@ from rhoprop.errors import SettingsError
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Base class: strict dict/JSON round trip for frozen dataclasses."""
+
+    #: Fields added after results were cached under keys hashed from these settings, each with
+    #: the value that was in effect before it existed: while a field holds that value
+    #: :meth:`key_dict` leaves it out, so those results keep their keys (also if the field's
+    #: default changes later: the value here, not the default, decides).
+    LATE_FIELDS: ClassVar[dict[str, Any]] = {}
+
+    def key_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` for cache keys: as it, without the :data:`LATE_FIELDS` that hold their
+        earlier value (nested settings likewise). A new option therefore leaves every earlier
+        result's key, and a study or benchmark that spans sessions, as it was, while a result
+        computed with another value gets a key of its own."""
+        out = self.to_dict()
+        for name, before in self.LATE_FIELDS.items():
+            if getattr(self, name) == before:
+                del out[name]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Settings) and f.name in out:
+                out[f.name] = value.key_dict()
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a dict of plain JSON types (tuples become lists)."""

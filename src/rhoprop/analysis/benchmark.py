@@ -407,7 +407,7 @@ def _cache_key(
             if not model.startswith("msa3dcnn")
             else None
         ),
-        "train": settings.train.to_dict() if model.startswith("msa3dcnn") else None,
+        "train": settings.train.key_dict() if model.startswith("msa3dcnn") else None,
         "rhoprop": rhoprop.__version__,
     }
     if model.startswith("msa3dcnn"):  # the architecture a size stands for may change

@@ -182,7 +182,7 @@ class RhopropTrainer:
     @property
     def config(self) -> dict[str, Any]:
         """What determines a result: trainer, dataset and split identity, the training settings."""
-        train = {k: v for k, v in self.base.to_dict().items() if k not in NOT_IN_KEY}
+        train = {k: v for k, v in self.base.key_dict().items() if k not in NOT_IN_KEY}
         return {
             "trainer": "rhoprop.train",
             "rhoprop": rhoprop.__version__,
