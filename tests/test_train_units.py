@@ -302,34 +302,3 @@ def test_dataset_label_names_stores_without_machine_paths(tmp_path: Path) -> Non
     assert dataset_label("gpaw-v1") == "gpaw-v1"
     assert dataset_label(f"{a},{b}") == "tier-a.rho,tier-b"
     assert dataset_label(f"gpaw-v1,{b}") == "gpaw-v1,tier-b"
-
-
-def test_hurdle_leaves_the_gap_of_labelled_metals_to_the_is_metal_head() -> None:
-    import torch
-
-    from rhoprop.models import build_model
-    from rhoprop.models.losses import hurdle_labels
-    from rhoprop.train.module import RhopropModule
-
-    tasks = [TaskSpec("band_gap", minimum=0.0), TaskSpec("is_metal", kind="binary"), TaskSpec("density")]
-    nan = float("nan")
-    y = torch.tensor([[0.0, 1.0, 2.0], [1.5, 0.0, 3.0], [0.1, 1.0, 1.0], [0.2, nan, 1.0], [nan, 0.0, 2.0]])
-    gated = hurdle_labels(tasks, y)
-    assert torch.isnan(gated[[0, 2, 4], 0]).all()  # labelled metals, and the missing label
-    assert gated[[1, 3], 0].tolist() == pytest.approx([1.5, 0.2])  # a non-metal; an unknown gate
-    torch.testing.assert_close(gated[:, 1:], y[:, 1:], equal_nan=True)
-    assert not torch.isnan(y[0, 0])  # y itself is not changed
-    no_gate = y[:, [0, 2]]
-    assert hurdle_labels([tasks[0], tasks[2]], no_gate) is no_gate  # without is_metal: unchanged
-
-    # in training: with the hurdle the loss ignores the gap label of a labelled metal
-    torch.manual_seed(0)
-    model = build_model("tiny", tasks, in_channels=2).eval()
-    batch = {"x": torch.randn(5, 2, 8, 8, 8), "side": torch.zeros(5, 0), "y": y}
-    changed = {**batch, "y": y.clone()}
-    changed["y"][0, 0] = 3.0  # a metal's gap label moves
-    for hurdle, same in ((True, True), (False, False)):
-        module = RhopropModule(model, TrainConfig(hurdle=hurdle))
-        with torch.no_grad():
-            a, b = module.step(batch, "val"), module.step(changed, "val")
-        assert torch.equal(a, b) is same

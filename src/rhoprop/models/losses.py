@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rhoprop.data.labels import ZERO_WHEN
 from rhoprop.errors import SettingsError
 from rhoprop.models.heads import TaskSpec
 
@@ -51,24 +50,6 @@ def masked_loss(
     else:
         per = F.cross_entropy(output, y.long(), reduction="none")
     return (per * mask.to(per.dtype)).sum() / n, n
-
-
-def hurdle_labels(tasks: Sequence[TaskSpec], y: torch.Tensor) -> torch.Tensor:
-    """``y`` (B, T), one column per task, with each :data:`~rhoprop.data.labels.ZERO_WHEN`
-    target's label removed (NaN) where its binary gate, also a task, is labelled true: the band gap
-    of a labelled metal. Trained on these, the gap head learns the gap of non-metals and the
-    is_metal head decides where it is 0 (a hurdle model; ``TrainConfig.hurdle``). Targets whose gate
-    is not among ``tasks`` keep every label."""
-    index = {t.name: i for i, t in enumerate(tasks)}
-    out = y
-    for name, gate in ZERO_WHEN.items():
-        i, g = index.get(name), index.get(gate)
-        if i is None or g is None or tasks[g].kind != "binary":
-            continue
-        if out is y:
-            out = y.clone()
-        out[:, i] = torch.where(y[:, g] == 1, torch.full_like(y[:, i], float("nan")), y[:, i])
-    return out
 
 
 class TaskWeighting(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 from rhoprop.errors import SettingsError
 from rhoprop.models.features import INPUTS
@@ -59,11 +59,6 @@ class TrainConfig(Settings):
         regression_loss: ``l1`` (the default since 2026-12-06: lower cross-validated MAE than
             ``mse`` on 31 of 34 target-variant pairs, ``docs/model.md``), ``mse`` or ``huber``, on
             standardized regression targets.
-        hurdle: learn each target of :data:`~rhoprop.data.labels.ZERO_WHEN` (the band gap) only
-            on the samples where its gate's label is false (non-metals), when the gate (is_metal) is
-            trained too: predictions set the target to its minimum where the gate is predicted
-            true, so the head is left to learn the gap of non-metals instead of being pulled to 0
-            by the metals (84 % of gpaw-v1). A hurdle model; off by default (since 2026-12-07).
         augment: random periodic translations and point-group operations (rhoprop.grid.augment).
         seed: seed of everything random (a CPU run with the same seed is repeatable).
         patience: epochs without improvement of ``val_loss`` before stopping early (0: never).
@@ -86,8 +81,6 @@ class TrainConfig(Settings):
             or for tiny models, 1 thread is often several times faster than more.
     """
 
-    LATE_FIELDS: ClassVar[dict[str, Any]] = {"hurdle": False}  # training before it existed
-
     targets: tuple[str, ...] = ()
     model: str = "default"
     inputs: str = "density+structure"
@@ -100,7 +93,6 @@ class TrainConfig(Settings):
     schedule: str = "cosine"
     weighting: str = "equal"
     regression_loss: str = "l1"
-    hurdle: bool = False
     augment: bool = True
     seed: int = 0
     patience: int = 10
@@ -151,7 +143,6 @@ class TrainConfig(Settings):
                 f"regression_loss must be one of {REGRESSION_LOSSES}",
                 self.regression_loss,
             ),
-            (isinstance(self.hurdle, bool), "hurdle must be true or false", self.hurdle),
             (isinstance(self.augment, bool), "augment must be true or false", self.augment),
             (is_int(self.seed), "seed must be an int", self.seed),
             (

@@ -45,7 +45,6 @@ from rhoprop.models.features import reads_tier
 from rhoprop.models.heads import TaskSpec
 from rhoprop.models.hybrid import Hybrid
 from rhoprop.models.io import ModelBundle, save_model
-from rhoprop.models.losses import hurdle_labels
 from rhoprop.models.msa3dcnn import MSA3DCNN, build_model
 from rhoprop.settings import atomic_write_text
 from rhoprop.train.config import TrainConfig
@@ -414,10 +413,8 @@ def build_fitted_model(
         side_features=settings.n_side_features,
         extra_features=0 if extra is None else extra.shape[1], **overrides,
     )  # fmt: skip
-    labels = torch.from_numpy(label_matrix(store, train_ids, tasks))
-    if config.hurdle:  # standardized as the head learns them: the gaps of non-metals
-        labels = hurdle_labels(tasks, labels)
-    model.target_norm.fit(labels, [t.is_regression for t in tasks])
+    labels = label_matrix(store, train_ids, tasks)
+    model.target_norm.fit(torch.from_numpy(labels), [t.is_regression for t in tasks])
     if settings.n_side_features:
         model.side_norm.fit(torch.from_numpy(side_features(store, train_ids)))
     if model.input_norm is not None:

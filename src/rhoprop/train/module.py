@@ -24,7 +24,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from rhoprop.models.base import MultiTaskModel
-from rhoprop.models.losses import TaskWeighting, hurdle_labels, masked_loss
+from rhoprop.models.losses import TaskWeighting, masked_loss
 from rhoprop.train.config import TrainConfig
 
 
@@ -92,8 +92,6 @@ class RhopropModule(L.LightningModule):
     def step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         """Loss of one batch (masked per target, weighted), updating the stage's metrics."""
         y = batch["y"]  # (B, T), NaN = missing
-        if self.config.hurdle:  # the gap of labelled metals is left to the is_metal head
-            y = hurdle_labels(self.model.tasks, y)
         out = self.model(*self.model.batch_inputs(batch))
         y_std = self.model.target_norm(y)  # classification columns have mean 0, std 1: unchanged
         decoded = self.model.decode({k: v.detach() for k, v in out.items()})
