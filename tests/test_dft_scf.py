@@ -174,6 +174,20 @@ def test_tier_comparison_against_gpaw_v1(al_run: Path) -> None:
     assert "Al-fcc" not in ids[:-2]
 
 
+def test_tier_comparison_of_the_committed_folders_includes_phonon_labels() -> None:
+    """The shipped result folders: crystals both tiers computed, phonons of both where there are."""
+    tier = ROOT / "data-gen" / "gpaw-scf-v1"
+    if not (tier / "phonons" / "results" / "Al-fcc.json").exists():
+        pytest.skip("data-gen/gpaw-scf-v1 has no phonon results")
+    table = compare_tiers(GOLD, tier)
+    assert table.loc["total_energy", "n"] >= 100
+    assert table.loc["total_energy", "median_abs_diff"] < 0.01  # eV/atom: the same settings
+    n = table.loc["dynamically_stable", "n"]
+    assert n >= 3 and table.loc["min_frequency", "n"] == n
+    assert 0.5 <= table.loc["dynamically_stable", "agreement"] <= 1.0
+    assert table.loc["min_frequency", "median_abs_diff"] < 0.2  # THz
+
+
 @pytest.mark.dft
 def test_kill_9_mid_material_leaves_nothing_done_and_a_rerun_completes_it(tmp_path: Path) -> None:
     cif = _cif(tmp_path, "Si", _silicon())

@@ -25,6 +25,7 @@ from rhoprop.dft.enumerate import build_any, scf_reference_ids
 from rhoprop.dft.generate import GenerateReport, generate
 from rhoprop.dft.labels import folder_protocol, label_schema, labels_frame, load_results
 from rhoprop.dft.material import Candidate, chgcar_path
+from rhoprop.dft.phonons import PHONON_LABEL_SCHEMA, phonon_labels
 from rhoprop.dft.protocol import SCFProtocol
 from rhoprop.dft.prototypes import GASES, build_dimer
 from rhoprop.errors import RhopropError
@@ -115,10 +116,13 @@ def compare_tiers(
     """Per label of the fast tier: materials compared, median signed and absolute difference (tier −
     reference), largest absolute difference and its material (classification labels: fraction that
     agrees). With ``store`` (a DatasetStore holding the reference densities) a last row compares the
-    standardized tensors: relative L1 difference ``Σ|x_tier − x_ref| / Σ|x_ref|``."""
-    ref = labels_frame(load_results(reference_dir), folder_protocol(reference_dir))
+    standardized tensors: relative L1 difference ``Σ|x_tier − x_ref| / Σ|x_ref|``. Where both
+    folders hold phonon results (``DIR/phonons``) for common materials, ``dynamically_stable`` and
+    ``min_frequency`` are compared too."""
+    ref_records, tier_records = load_results(reference_dir), load_results(tier_dir)
+    ref = labels_frame(ref_records, folder_protocol(reference_dir))
     tier_protocol = folder_protocol(tier_dir)
-    tier = labels_frame(load_results(tier_dir), tier_protocol)
+    tier = labels_frame(tier_records, tier_protocol)
     common = sorted(
         set(ref.index) & set(tier.index) & (set(ids) if ids is not None else set(tier.index))
     )
@@ -126,36 +130,44 @@ def compare_tiers(
         raise RhopropError(
             f"{reference_dir} and {tier_dir} have no computed crystal in common to compare"
         )
-    rows = []
-    for name, spec in label_schema(tier_protocol).items():
-        a, b = tier.loc[common, name], ref.loc[common, name]
-        both = a.notna() & b.notna()
-        if spec["kind"] != "regression":
-            agree = (
-                float((a[both].astype(str) == b[both].astype(str)).mean())
-                if both.any()
-                else math.nan
-            )
-            rows.append(
-                {"label": name, "unit": spec["unit"], "n": int(both.sum()), "agreement": agree}
-            )
-            continue
-        diff = a[both].astype(float) - b[both].astype(float)
-        worst = diff.abs().idxmax() if len(diff) else ""
-        rows.append(
-            {
-                "label": name,
-                "unit": spec["unit"],
-                "n": int(both.sum()),
-                "median_diff": float(diff.median()) if len(diff) else math.nan,
-                "median_abs_diff": float(diff.abs().median()) if len(diff) else math.nan,
-                "max_abs_diff": float(diff.abs().max()) if len(diff) else math.nan,
-                "worst": worst,
-            }
-        )
+    rows = [
+        _label_row(name, spec, tier.loc[common, name], ref.loc[common, name])
+        for name, spec in label_schema(tier_protocol).items()
+    ]
+    # Phonon labels (DIR/phonons of both folders, each from its own tier's geometry), where both
+    # tiers have them for a common material.
+    ref_ph = phonon_labels(reference_dir, ref_records)
+    tier_ph = phonon_labels(tier_dir, tier_records)
+    both_ph = [m for m in common if m in ref_ph.index and m in tier_ph.index]
+    if both_ph:
+        rows += [
+            _label_row(name, spec, tier_ph.loc[both_ph, name], ref_ph.loc[both_ph, name])
+            for name, spec in PHONON_LABEL_SCHEMA.items()
+        ]
     if store is not None:
         rows.append(_tensor_row(tier_dir, common, store))
     return pd.DataFrame(rows).set_index("label")
+
+
+def _label_row(name: str, spec: dict[str, Any], a: pd.Series, b: pd.Series) -> dict[str, Any]:
+    """One label's row of :func:`compare_tiers`: ``a`` the tier's values, ``b`` the reference's.
+    Classes: the fraction of materials that agree; regression: median signed and absolute
+    difference, largest absolute difference and its material."""
+    both = a.notna() & b.notna()
+    if spec["kind"] != "regression":
+        same = a[both].astype(str) == b[both].astype(str)
+        agree = float(same.mean()) if both.any() else math.nan
+        return {"label": name, "unit": spec["unit"], "n": int(both.sum()), "agreement": agree}
+    diff = a[both].astype(float) - b[both].astype(float)
+    return {
+        "label": name,
+        "unit": spec["unit"],
+        "n": int(both.sum()),
+        "median_diff": float(diff.median()) if len(diff) else math.nan,
+        "median_abs_diff": float(diff.abs().median()) if len(diff) else math.nan,
+        "max_abs_diff": float(diff.abs().max()) if len(diff) else math.nan,
+        "worst": diff.abs().idxmax() if len(diff) else "",
+    }
 
 
 def _tensor_row(tier_dir: str | Path, ids: Sequence[str], store: Any) -> dict[str, Any]:
