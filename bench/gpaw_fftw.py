@@ -2,14 +2,17 @@
 
 Usage::
 
-    .venv/bin/python bench/gpaw_fftw.py --fftw-build /tmp/gfft/target
-    .venv/bin/python bench/gpaw_fftw.py --fftw-build /tmp/gfft/target --ids NaCl-rocksalt,Fe-bcc
+    .venv/bin/python bench/gpaw_fftw.py --plain-build /tmp/gfft/plain
+    .venv/bin/python bench/gpaw_fftw.py --plain-build /tmp/gfft/plain --ids NaCl-rocksalt,Fe-bcc
 
 GPAW's plane-wave mode spends much of an SCF in 3D FFTs. Built without FFTW (``fftw = False``, the
 default of GPAW's ``setup.py``, what ``pip install gpaw`` gives) it calls numpy/scipy's pocketfft;
 built with ``fftw = True`` and ``libraries += ['blas', 'fftw3']`` in its ``siteconfig.py`` (Debian:
-``libfftw3-dev``) it plans FFTW transforms. ``--fftw-build`` is a folder holding such a build
-(``pip install --no-deps --target DIR gpaw-*.whl``), put first on ``PYTHONPATH`` of the FFTW runs.
+``libfftw3-dev``) it plans FFTW transforms; ``scripts/setup.sh`` builds it so. ``--plain-build``
+and ``--fftw-build`` are folders holding a build without and with FFTW (``pip wheel`` GPAW's sdist
+with ``GPAW_CONFIG`` pointing to the siteconfig, then ``pip install --no-deps --target DIR
+gpaw-*.whl``), put first on ``PYTHONPATH`` of their runs; the one left out is the environment's
+own GPAW, which must be of the other kind (checked in every run).
 
 For each material of ``data-gen/gpaw-scf-v1`` (``--ids``; their stored relaxed structure and
 protocol), one SCF exactly as the fast tier runs it (:func:`rhoprop.dft.calc.converge`, one thread),
@@ -70,11 +73,11 @@ def one(material_id: str, folder: Path) -> dict[str, Any]:
     }
 
 
-def run(material_id: str, folder: Path, fftw_build: Path | None) -> dict[str, Any]:
-    """:func:`one` in a fresh process, with the FFTW build first on the path when given."""
+def run(material_id: str, folder: Path, build: Path | None) -> dict[str, Any]:
+    """:func:`one` in a fresh process, with ``build`` first on the path when given."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    if fftw_build is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(fftw_build), env.get("PYTHONPATH", "")])
+    if build is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(build.resolve()), env.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, __file__, "--one", material_id, "--folder", str(folder)],
         env=env,
@@ -91,6 +94,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--plain-build", type=Path, help="folder with a GPAW built without FFTW")
     parser.add_argument("--fftw-build", type=Path, help="folder with a GPAW built with FFTW")
     parser.add_argument("--ids", default=",".join(DEFAULT_IDS))
     parser.add_argument("--folder", type=Path, default=ROOT / "data-gen" / "gpaw-scf-v1")
@@ -100,8 +104,8 @@ def main() -> int:
     if args.one:
         print(json.dumps(one(args.one, args.folder)))
         return 0
-    if args.fftw_build is None:
-        parser.error("--fftw-build DIR is required")
+    if (args.plain_build is None) == (args.fftw_build is None):
+        parser.error("give one of --plain-build DIR and --fftw-build DIR")
     print(
         "| material | atoms | spin | iterations | CPU s numpy FFT | CPU s FFTW | ratio "
         "| ΔE meV/atom |"
@@ -111,10 +115,10 @@ def main() -> int:
     for mid in [i for i in args.ids.split(",") if i]:
         best: list[dict[str, Any] | None] = [None, None]
         for _ in range(args.repeat):
-            for k, build in enumerate((None, args.fftw_build.resolve())):
+            for k, build in enumerate((args.plain_build, args.fftw_build)):
                 res = run(mid, args.folder, build)
-                if bool(res["fftw"]) != (build is not None):
-                    raise SystemExit(f"{mid}: the run meant for build {k} had fftw={res['fftw']}")
+                if res["fftw"] != bool(k):
+                    raise SystemExit(f"{mid}: a run meant to use FFTW={bool(k)} had {res['fftw']}")
                 old = best[k]
                 if old is None or res["cpu_s"] < old["cpu_s"]:
                     best[k] = res
