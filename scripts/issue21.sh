@@ -13,6 +13,14 @@ nice -n 5 bash scripts/retry.sh 20 60 "$rp" study transfer gpaw-v1,gpaw-scf-v1 \
     --out docs/benchmarks/transfer-1500 --only "ids:$ids" \
     --models mean,composition,density-invariants+composition,msa3dcnn-density+structure,msa3dcnn-density+structure+tier \
     || exit 1
+nice -n 5 bash scripts/retry.sh 20 60 "$rp" study transfer gpaw-v1,gpaw-scf-v1 \
+    --out docs/benchmarks/transfer-1500 --only "ids:$ids" --fractions 0,1 \
+    --models mean,density-invariants,msa3dcnn-density,hybrid-density || exit 1
+# the full report of every model above, from the cache (trains nothing)
+"$rp" study transfer gpaw-v1,gpaw-scf-v1 --out docs/benchmarks/transfer-1500 --only "ids:$ids" \
+    --cached-only \
+    --models mean,composition,density-invariants,density-invariants+composition,msa3dcnn-density,msa3dcnn-density+structure,msa3dcnn-density+structure+tier,hybrid-density,hybrid-density+structure \
+    || exit 1
 nice -n 5 bash scripts/retry.sh 20 60 "$rp" study multitask gpaw-v1,gpaw-scf-v1 \
     --out docs/multitask/combined-1500/magnetic --folds 5 --preset benchmark \
     --only "has_spin and ids:$ids" \

@@ -195,3 +195,47 @@ def test_only_benchmarks_the_samples_a_flag_or_binary_target_selects(gpaw, tmp_p
         cli = runner.invoke(app, ["benchmark", "gpaw-v1", "--out", str(out), "--models", "mean", "--only", only])
         assert cli.exit_code == 2 and message in cli.output
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_changed_training_label_retrains_the_models_it_touches_and_nothing_else(tmp_path) -> None:
+    """A cached prediction is reused only while the labels its model was fitted to are unchanged: a
+    corrected label retrains the folds that train on it (not the fold that tests it)."""
+    import shutil
+
+    from rhoprop.analysis.benchmark import fit_labels_digest, fold_parts, is_cached
+    from rhoprop.data import DatasetStore
+    from rhoprop.datasets import BUILTIN_ROOT
+    from rhoprop.train.data import select_tasks
+
+    copy = shutil.copytree(BUILTIN_ROOT / "gpaw-v1", tmp_path / "gpaw.rho")
+    settings = BenchmarkSettings(folds=3, models=("mean",), targets=("volume_per_atom",), curve_models=())
+    first = run_benchmark(str(copy), tmp_path / "work", settings)
+    records = {json.loads(p.read_text())["fold"]: p for p in (tmp_path / "work" / "cache").rglob("*.json")}
+    assert sorted(records) == [0, 1, 2] and all("fit_labels" in json.loads(p.read_text()) for p in records.values())
+    stamps = {k: p.stat().st_mtime_ns for k, p in records.items()}
+
+    target = "NaCl-rocksalt"
+    tested_in = first.folds[target]
+    labels = (copy / "labels.csv").read_text().splitlines()
+    row = next(i for i, line in enumerate(labels) if line.startswith(f"{target},"))
+    cells = labels[row].split(",")
+    cells[1] = str(float(cells[1]) + 100.0)  # volume_per_atom, the first label column
+    labels[row] = ",".join(cells)
+    (copy / "labels.csv").write_text("\n".join(labels) + "\n")
+
+    store = DatasetStore(copy)
+    tasks = select_tasks(store, ["volume_per_atom"], store.ids)
+    formulas = formulas_of(store)
+    parts = {k: fold_parts(first.folds, formulas, k, settings) for k in range(3)}
+    assert [is_cached("mean", store, tasks, parts[k], settings, tmp_path / "work", f"fold{k}-f1")
+            for k in range(3)] == [k == tested_in for k in range(3)]  # fmt: skip
+    assert fit_labels_digest(store, tasks, parts[tested_in]) == json.loads(records[tested_in].read_text())["fit_labels"]
+
+    second = run_benchmark(str(copy), tmp_path / "work", settings)
+    for k, path in records.items():
+        assert (path.stat().st_mtime_ns == stamps[k]) == (k == tested_in), k
+    before = first.rows.set_index("fold")["mae"]
+    after = second.rows.set_index("fold")["mae"]
+    for k in range(3):
+        if k != tested_in:  # the mean moved by 100 / n_fit, so every test error moved
+            assert after[k] != pytest.approx(before[k], abs=1e-6)

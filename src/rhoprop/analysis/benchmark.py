@@ -440,8 +440,36 @@ def cache_file(
     return work / "cache" / model.replace("+", "_") / f"{tag}-{key}.json"
 
 
+def fit_labels_digest(
+    store: AnyStore, tasks: Sequence[TaskSpec], parts: dict[str, list[str]]
+) -> str:
+    """A short hash of the labels a model of ``parts`` is fitted to (its train and val parts, every
+    target of ``tasks``, missing ones included): a cached prediction is reused only while they are
+    unchanged, so a corrected or newly merged label retrains the models it touches."""
+    fit = label_matrix(store, list(parts.get("train", [])) + list(parts.get("val", [])), tasks)
+    payload = json.dumps(
+        {
+            "targets": [t.name for t in tasks],
+            "labels": [[None if math.isnan(v) else round(v, 9) for v in row] for row in fit],
+        }
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _read_cache(cache: Path, digest: str) -> dict[str, Any] | None:
+    """The record in ``cache`` when it exists and was fitted to the labels ``digest`` names
+    (records written before the digest existed, 2026-12-07, are read as they are)."""
+    if not cache.is_file():
+        return None
+    stored: dict[str, Any] = json.loads(cache.read_text())
+    if stored.get("fit_labels", digest) != digest:
+        return None
+    return stored
+
+
 def is_cached(
     model: str,
+    store: AnyStore,
     tasks: Sequence[TaskSpec],
     parts: dict[str, list[str]],
     settings: BenchmarkSettings,
@@ -449,9 +477,14 @@ def is_cached(
     tag: str,
 ) -> bool:
     """Whether :func:`cached_predictions` would read ``model``'s predictions without training (for
-    a hybrid: every member's)."""
+    a hybrid: every member's): a record of these settings and parts, fitted to the labels the
+    store holds now."""
     members = HYBRID_MODELS.get(model, (model,))
-    return all(cache_file(m, tasks, parts, settings, work, tag).is_file() for m in members)
+    digest = fit_labels_digest(store, tasks, parts)
+    return all(
+        _read_cache(cache_file(m, tasks, parts, settings, work, tag), digest) is not None
+        for m in members
+    )
 
 
 def cached_predictions(
@@ -467,14 +500,15 @@ def cached_predictions(
 ) -> tuple[dict[str, np.ndarray], float]:
     """Raw test predictions of ``model`` trained on ``parts`` and the seconds they took: read from
     ``work/cache/<model>/<tag>-<key>.json`` when an earlier call computed them (``key`` hashes the
-    settings that matter, the targets and every id of every part), else computed and saved there
-    atomically (``about`` goes into the saved record). Not for hybrids: see
-    :func:`fold_predictions`."""
+    settings that matter, the targets and every id of every part) from the same training labels
+    (:func:`fit_labels_digest`), else computed and saved there atomically (``about`` goes into the
+    saved record, with the labels' digest). Not for hybrids: see :func:`fold_predictions`."""
     if model in HYBRID_MODELS:
         raise SettingsError(f"{model} is scored from its members: use fold_predictions")
     cache = cache_file(model, tasks, parts, settings, work, tag)
-    if cache.is_file():
-        stored = json.loads(cache.read_text())
+    digest = fit_labels_digest(store, tasks, parts)
+    stored = _read_cache(cache, digest)
+    if stored is not None:
         preds = {k: np.asarray(v, dtype=float) for k, v in stored["predictions"].items()}
         return preds, float(stored["seconds"])
     t0 = time.perf_counter()
@@ -491,6 +525,7 @@ def cached_predictions(
     payload = {
         "model": model,
         **(about or {}),
+        "fit_labels": digest,
         "test_ids": parts["test"],
         "seconds": elapsed,
         "predictions": {k: np.asarray(v).tolist() for k, v in preds.items()},

@@ -236,7 +236,7 @@ def run_transfer(
             ]
             tags = [f"fold{fold}-added{fraction:g}" for fold in range(settings.folds)]
             if cached_only and not all(
-                is_cached(model, tasks, p, bench, work, tag)
+                is_cached(model, store, tasks, p, bench, work, tag)
                 for p, tag in zip(every, tags, strict=True)
             ):
                 continue
