@@ -180,6 +180,15 @@ def test_only_benchmarks_the_samples_a_flag_or_binary_target_selects(gpaw, tmp_p
     assert sorted(subset_ids(gpaw, "not has_spin") + spin) == sorted(gpaw.ids)
     metals = gpaw.labels["is_metal"]
     assert subset_ids(gpaw, "not is_metal") == [i for i in gpaw.ids if metals.get(i) == 0]
+    # labelled:TARGET: every sample with a label of TARGET, whatever its kind
+    phonons = subset_ids(gpaw, "labelled:min_frequency")
+    assert phonons == [i for i in gpaw.ids if np.isfinite(gpaw.labels["min_frequency"].get(i, np.nan))]
+    assert 30 <= len(phonons) < len(gpaw)
+    assert sorted(subset_ids(gpaw, "dynamically_stable") + subset_ids(gpaw, "not dynamically_stable")) == sorted(
+        subset_ids(gpaw, "labelled:dynamically_stable"))  # fmt: skip
+    assert set(subset_ids(gpaw, "labelled:bulk_modulus and has_spin")) <= set(spin)
+    with pytest.raises(SettingsError, match="'c99' is not a target"):
+        subset_ids(gpaw, "labelled:c99")
     settings = BenchmarkSettings(folds=2, models=("mean",), curve_models=(), only="has_spin",
                                  targets=("magnetic_moment",))  # fmt: skip
     result = run_benchmark("gpaw-v1", tmp_path / "work", settings)
@@ -203,6 +212,7 @@ def test_a_changed_training_label_retrains_the_models_it_touches_and_nothing_els
     import shutil
 
     from rhoprop.analysis.benchmark import fit_labels_digest, fold_parts, is_cached
+    from rhoprop.analysis.study_train import RhopropTrainer
     from rhoprop.data import DatasetStore
     from rhoprop.datasets import BUILTIN_ROOT
     from rhoprop.train.data import select_tasks
@@ -213,6 +223,13 @@ def test_a_changed_training_label_retrains_the_models_it_touches_and_nothing_els
     records = {json.loads(p.read_text())["fold"]: p for p in (tmp_path / "work" / "cache").rglob("*.json")}
     assert sorted(records) == [0, 1, 2] and all("fit_labels" in json.loads(p.read_text()) for p in records.values())
     stamps = {k: p.stat().st_mtime_ns for k, p in records.items()}
+    # the multi-task study's trainer digests every part (its results are test metrics)
+    def study_digests() -> list[tuple[str, str]]:
+        trainer = RhopropTrainer(str(copy), TrainConfig(model="tiny"), folds=3)
+        return [(trainer.labels_digest(["volume_per_atom"], k), trainer.labels_digest(["fermi_energy"], k))
+                for k in range(3)]  # fmt: skip
+
+    digests = study_digests()
 
     target = "NaCl-rocksalt"
     tested_in = first.folds[target]
@@ -230,6 +247,8 @@ def test_a_changed_training_label_retrains_the_models_it_touches_and_nothing_els
     assert [is_cached("mean", store, tasks, parts[k], settings, tmp_path / "work", f"fold{k}-f1")
             for k in range(3)] == [k == tested_in for k in range(3)]  # fmt: skip
     assert fit_labels_digest(store, tasks, parts[tested_in]) == json.loads(records[tested_in].read_text())["fit_labels"]
+
+    assert all(new[0] != old[0] and new[1] == old[1] for new, old in zip(study_digests(), digests))
 
     second = run_benchmark(str(copy), tmp_path / "work", settings)
     for k, path in records.items():

@@ -305,3 +305,38 @@ def test_study_figure_labels_sharing_an_x_are_spread_apart_in_order() -> None:
     assert all(hi - lo >= 0.05 - 1e-12 for (lo, _), (hi, _) in zip(column, column[1:]))
     assert abs(sum(placed[t][2] for t in "abc") - (0.30 + 0.31 + 0.305)) < 1e-12
     assert placed["d"] == (4.0, 0.30, 0.30)
+
+
+class DigestingTrainer(ElementMLPTrainer):
+    """The element MLP with the label digest a real trainer has (``RhopropTrainer.labels_digest``)."""
+
+    def labels_digest(self, targets, seed) -> str:
+        from rhoprop.train.data import labels_digest
+
+        return labels_digest(self.labels, list(self.labels.index), sorted(targets))
+
+
+def test_a_changed_label_retrains_the_trainings_of_its_target_only(tmp_path) -> None:
+    trainer = DigestingTrainer(epochs=5)
+    settings = study_settings(trainer, seeds=(0,))
+    first = run_study(settings, trainer, tmp_path)
+    assert first.trained > 0 and not first.failures
+    everything = set(trainer.calls)
+    target = TARGETS[0]
+    labelled = trainer.labels[target].first_valid_index()
+    trainer.labels.loc[labelled, target] += 1.0  # a corrected label
+    trainer.calls.clear()
+    second = run_study(settings, trainer, tmp_path)
+    retrained = set(trainer.calls)
+    assert retrained == {call for call in everything if target in call[0]}
+    assert second.reused == first.trained - len(retrained)
+    # a result saved without a digest (before 2026-12-07) is read as it is
+    cache = ResultCache(tmp_path, settings.train, trainer.labels_digest)
+    some = next(iter(everything - retrained))
+    path = cache.run_dir(*some) / "result.json"
+    record = json.loads(path.read_text())
+    record.pop("labels")
+    path.write_text(json.dumps(record))
+    assert cache.get(*some) is not None
+    results = study_results(settings, tmp_path, trainer.kinds, trainer.labels_digest)
+    assert len(results.results) == len(plan_study(settings))

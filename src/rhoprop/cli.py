@@ -378,7 +378,9 @@ def dataset_ids_command(
         ..., help="Dataset store, built-in name, or several joined by commas."
     ),
     only: str = typer.Option(
-        "", "--only", help="Only the samples this selects (has_spin, NAME, not NAME, ids:FILE)."
+        "",
+        "--only",
+        help="Only the samples this selects (has_spin, NAME, not NAME, labelled:TARGET, ids:FILE).",
     ),
     out: Path | None = typer.Option(
         None, "--out", help="Write the ids to this file (one per line) instead of printing them."
@@ -918,7 +920,10 @@ def benchmark_command(
     only: str | None = typer.Option(
         None,
         "--only",
-        help="Benchmark the samples a flag or binary target selects: has_spin, 'not is_metal'...",
+        help=(
+            "Benchmark the samples this selects: has_spin, 'not is_metal', "
+            "labelled:dynamically_stable, ids:FILE..."
+        ),
     ),
 ) -> None:
     # On one line: typer's command list (rich mode) prints the summary's line breaks.

@@ -56,6 +56,7 @@ from rhoprop.train.config import TRAIN_INPUTS, TrainConfig
 from rhoprop.train.data import (
     dataset_label,
     label_matrix,
+    labels_digest,
     open_store,
     select_tasks,
     store_extra_features,
@@ -443,17 +444,11 @@ def cache_file(
 def fit_labels_digest(
     store: AnyStore, tasks: Sequence[TaskSpec], parts: dict[str, list[str]]
 ) -> str:
-    """A short hash of the labels a model of ``parts`` is fitted to (its train and val parts, every
-    target of ``tasks``, missing ones included): a cached prediction is reused only while they are
-    unchanged, so a corrected or newly merged label retrains the models it touches."""
-    fit = label_matrix(store, list(parts.get("train", [])) + list(parts.get("val", [])), tasks)
-    payload = json.dumps(
-        {
-            "targets": [t.name for t in tasks],
-            "labels": [[None if math.isnan(v) else round(v, 9) for v in row] for row in fit],
-        }
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    """The :func:`~rhoprop.train.data.labels_digest` of the labels a model of ``parts`` is fitted
+    to (its train and val parts, every target of ``tasks``): a cached prediction is reused only
+    while they are unchanged, so a corrected or newly merged label retrains what it touches."""
+    fit = list(parts.get("train", [])) + list(parts.get("val", []))
+    return labels_digest(store.labels, fit, [t.name for t in tasks])
 
 
 def _read_cache(cache: Path, digest: str) -> dict[str, Any] | None:

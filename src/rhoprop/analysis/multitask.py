@@ -245,4 +245,5 @@ def run_multitask_study(
     """Run every training of ``plan`` without a saved result in ``study_dir`` (at most
     ``max_trainings`` now; a rerun continues) and return the results of all finished ones."""
     run = run_study(plan.settings, plan.trainer, study_dir, progress, max_trainings=max_trainings)
-    return MultitaskStudy(plan, run, study_results(plan.settings, study_dir, plan.kinds))
+    results = study_results(plan.settings, study_dir, plan.kinds, plan.trainer.labels_digest)
+    return MultitaskStudy(plan, run, results)

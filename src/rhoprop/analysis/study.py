@@ -226,12 +226,29 @@ def trainings(cells: Iterable[Assignment]) -> list[tuple[tuple[str, ...], int]]:
     return sorted(unique, key=lambda ts: (ts[1], len(ts[0]), ts[0]))
 
 
-class ResultCache:
-    """Finished trainings' results under ``root/runs/<key>/result.json``, written atomically."""
+#: ``labels_digest(targets, seed)`` of a trainer: a hash of the labels a training of ``targets``
+#: with ``seed`` is fitted to and scored on (see :class:`ResultCache`).
+LabelsDigest = Callable[[Sequence[str], int], str]
 
-    def __init__(self, root: str | Path, train_config: Mapping[str, Any]) -> None:
+
+class ResultCache:
+    """Finished trainings' results under ``root/runs/<key>/result.json``, written atomically.
+
+    With ``labels_digest``, each result keeps the digest of the labels its training was fitted to
+    and scored on, and is reused only while the digest is unchanged (a corrected or newly merged
+    label retrains the trainings it touches); results saved without one (before 2026-12-07) are
+    read as they are.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        train_config: Mapping[str, Any],
+        labels_digest: LabelsDigest | None = None,
+    ) -> None:
         self.root = Path(root)
         self.train_config = json.loads(json.dumps(dict(train_config), sort_keys=True))
+        self.labels_digest = labels_digest
 
     def key(self, targets: Sequence[str], seed: int) -> str:
         """Cache key of a training: hash of (training config, sorted targets, seed)."""
@@ -254,7 +271,10 @@ class ResultCache:
             return None
         if record.get("targets") != sorted(targets) or record.get("seed") != int(seed):
             return None
-        return record
+        digest = self.labels_digest
+        if "labels" not in record or digest is None:
+            return record
+        return record if record["labels"] == digest(sorted(targets), int(seed)) else None
 
     def put(
         self,
@@ -268,6 +288,11 @@ class ResultCache:
             "targets": sorted(targets),
             "seed": int(seed),
             "train": self.train_config,
+            **(
+                {"labels": self.labels_digest(sorted(targets), int(seed))}
+                if self.labels_digest is not None
+                else {}
+            ),
             "metrics": {t: {k: _float(v) for k, v in m.items()} for t, m in metrics.items()},
             "wall_s": round(float(wall_s), 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -330,7 +355,7 @@ def run_study(
     study_dir.mkdir(parents=True, exist_ok=True)
     with study_lock(study_dir):
         settings.to_json(study_dir / "study.json")
-        cache = ResultCache(study_dir, settings.train)
+        cache = ResultCache(study_dir, settings.train, getattr(train_fn, "labels_digest", None))
         cells = plan_study(settings)
         todo = trainings(cells)
         trained = reused = 0
@@ -380,10 +405,14 @@ def _metric(metrics: Mapping[str, Any], *names: str) -> float:
 
 
 def collect_results(
-    settings: StudySettings, study_dir: str | Path, kinds: Mapping[str, str]
+    settings: StudySettings,
+    study_dir: str | Path,
+    kinds: Mapping[str, str],
+    labels_digest: LabelsDigest | None = None,
 ) -> pd.DataFrame:
-    """One row per finished (target, config, seed) cell: score (R² or ROC-AUC), MAE, accuracy."""
-    cache = ResultCache(study_dir, settings.train)
+    """One row per finished (target, config, seed) cell: score (R² or ROC-AUC), MAE, accuracy
+    (with ``labels_digest``, only results of the labels it describes: :class:`ResultCache`)."""
+    cache = ResultCache(study_dir, settings.train, labels_digest)
     rows = []
     for cell in plan_study(settings):
         record = cache.get(cell.trained, cell.seed)
@@ -627,10 +656,14 @@ class StudyResults:
 
 
 def study_results(
-    settings: StudySettings, study_dir: str | Path, kinds: Mapping[str, str]
+    settings: StudySettings,
+    study_dir: str | Path,
+    kinds: Mapping[str, str],
+    labels_digest: LabelsDigest | None = None,
 ) -> StudyResults:
-    """The results of every finished training of the study in ``study_dir``, summarized."""
-    results = collect_results(settings, study_dir, kinds)
+    """The results of every finished training of the study in ``study_dir``, summarized (see
+    :func:`collect_results`)."""
+    results = collect_results(settings, study_dir, kinds, labels_digest)
     summary = summarize(results)
     return StudyResults(
         results, summary, overall(summary, results), paired_tests(results), paper_gain(summary)

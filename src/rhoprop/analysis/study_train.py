@@ -111,6 +111,7 @@ class RhopropTrainer:
     folds: int = 0
     splits: dict[str, list[str]] = dataclasses.field(init=False, repr=False)
     fold_splits: list[dict[str, list[str]]] = dataclasses.field(init=False, repr=False)
+    _labels: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from rhoprop.train.data import open_store
@@ -170,6 +171,18 @@ class RhopropTrainer:
         return {
             p: ids if p == "test" else [i for i in ids if i in keep] for p, ids in parts.items()
         }
+
+    def labels_digest(self, targets: Sequence[str], replicate: int) -> str:
+        """:func:`~rhoprop.train.data.labels_digest` of ``targets`` over every part of one
+        replicate: what a training of them is fitted to and scored on (the study's result cache
+        reuses a result only while it is unchanged)."""
+        from rhoprop.train.data import labels_digest, open_store
+
+        if self._labels is None:
+            self._labels = open_store(self.dataset).labels
+        parts = self.parts(int(replicate))
+        ids = [i for p in ("train", "val", "test") for i in parts.get(p, [])]
+        return labels_digest(self._labels, ids, sorted(targets))
 
     def parts(self, replicate: int) -> dict[str, list[str]]:
         """train / val / test ids of one replicate (the split, or fold ``replicate``)."""

@@ -6,6 +6,9 @@ element, native grid spacing) so that prediction can warn when a new density dif
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -96,6 +99,14 @@ def _select(store: AnyStore, term: str, only: str) -> np.ndarray:
             )
         chosen = set(wanted)
         return np.array([i in chosen for i in store.ids], dtype=bool)
+    if term.startswith("labelled:"):
+        target = term[len("labelled:") :].strip()
+        if target not in store.targets:
+            raise SettingsError(
+                f"--only {only!r}: {target!r} is not a target of {store.path} "
+                f"({', '.join(store.targets) or 'none'})"
+            )
+        return np.asarray(store.labels[target].reindex(store.ids).notna().to_numpy(), dtype=bool)
     negate = term.startswith("not ")
     name = term[4:].strip() if negate else term
     flags = ("has_spin",)
@@ -114,7 +125,7 @@ def _select(store: AnyStore, term: str, only: str) -> np.ndarray:
     raise SettingsError(
         f"--only {only!r}: {name!r} is neither a per-sample flag ({', '.join(flags)}) nor a "
         f"binary target of {store.path} ({', '.join(binary) or 'none'}); write NAME, "
-        "'not NAME' or 'ids:FILE', joined by ' and '"
+        "'not NAME', 'labelled:TARGET' or 'ids:FILE', joined by ' and '"
     )
 
 
@@ -123,6 +134,7 @@ def subset_ids(store: AnyStore, only: str) -> list[str]:
     the samples where NAME is true, NAME being a per-sample flag of the store (``has_spin``: a spin
     density was stored, i.e. the material was computed spin-polarized) or a binary target (label
     1); ``not NAME`` the others (a sample without a label of a target is in neither);
+    ``labelled:TARGET`` the samples with a label of TARGET (any kind of target);
     ``ids:FILE`` the samples listed in FILE (one id per line; every one must be in the store), which
     pins a study to a fixed set of materials while the store grows. Terms join with `` and ``
     (``has_spin and ids:study-ids.txt``).
@@ -140,6 +152,24 @@ def subset_ids(store: AnyStore, only: str) -> list[str]:
     if not ids:
         raise SettingsError(f"--only {only!r} selects no sample of {store.path}")
     return ids
+
+
+def labels_digest(labels: Any, ids: Sequence[str], targets: Sequence[str]) -> str:
+    """A short hash of the labels of ``targets`` for ``ids`` (in that order; missing labels
+    included) in a store's label table (a pandas DataFrame indexed by id). Cached results keep it
+    and are reused only while it is unchanged, so a corrected or newly merged label retrains what
+    was fitted to (or scored on) it."""
+    frame = labels.reindex(index=list(ids), columns=list(targets))
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        number = float(value)
+        return None if math.isnan(number) else round(number, 9)
+
+    rows = [[cell(v) for v in row] for row in frame.itertuples(index=False)]
+    payload = json.dumps({"ids": list(ids), "targets": list(targets), "labels": rows})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def label_matrix(store: AnyStore, ids: Sequence[str], tasks: Sequence[TaskSpec]) -> np.ndarray:
