@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python bench/scf_speed.py --run --out /tmp/scf-speed  # compute the set, then table
     .venv/bin/python bench/scf_speed.py --out /tmp/scf-speed        # the table from result JSONs
+    .venv/bin/python bench/scf_speed.py --out data-gen/gpaw-scf-v1 --classes-only  # whole batch
 
 The set (:data:`GOLD_IDS`, :data:`NEW_TYPES`): materials of ``data-gen/gpaw-v1`` with 1-5 atoms,
 spin-polarized and not, recomputed from their input structures (same ids), and 6- and 8-atom cells
@@ -78,8 +79,34 @@ def _records(folder: Path) -> dict[str, dict]:
     return out
 
 
-def speed_table(fast_dir: Path, gold_dir: Path) -> str:
-    """Markdown: median CPU s per material by (atoms, spin) for both tiers, ratio, per material."""
+def paired_table(fast: dict[str, dict], gold: dict[str, dict]) -> list[str]:
+    """Markdown lines: per (atoms, spin) class, over the materials both tiers computed (same id),
+    the median and the smallest of the per-material ratio gpaw-v1 CPU s / fast-tier CPU s."""
+    ratios: dict[tuple[int, bool], list[float]] = defaultdict(list)
+    for mid, rec in fast.items():
+        if mid in gold:
+            key = (rec["natoms"], bool(rec["spin_polarized"]))
+            ratios[key].append(gold[mid]["timing"]["cpu_s"] / rec["timing"]["cpu_s"])
+    lines = [
+        "| atoms | spin | materials in both tiers | median speed-up | smallest speed-up |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for (natoms, spin), r in sorted(ratios.items()):
+        lines.append(
+            f"| {natoms} | {'yes' if spin else 'no'} | {len(r)} | {statistics.median(r):.1f}x | "
+            f"{min(r):.1f}x |"
+        )
+    every = [x for r in ratios.values() for x in r]
+    if every:
+        lines.append(
+            f"| all | | {len(every)} | {statistics.median(every):.1f}x | {min(every):.1f}x |"
+        )
+    return lines
+
+
+def speed_table(fast_dir: Path, gold_dir: Path, per_material: bool = True) -> str:
+    """Markdown: median CPU s per material by (atoms, spin) for both tiers and their ratio; the
+    same-material speed-ups per class; with ``per_material``, every material of ``fast_dir``."""
     fast, gold = _records(fast_dir), _records(gold_dir)
     groups: dict[tuple[int, bool], dict[str, list[float]]] = defaultdict(
         lambda: {"fast": [], "gold": []}
@@ -105,6 +132,9 @@ def speed_table(fast_dir: Path, gold_dir: Path) -> str:
             f"{len(g['gold'])} | "
             f"{'–' if gm is None else f'{gm:.0f}'} | {ratio} |"
         )
+    lines += ["", *paired_table(fast, gold)]
+    if not per_material:
+        return "\n".join(lines)
     lines += [
         "",
         "| material | atoms | spin | gpaw-scf-v1 CPU s (CHGNet CPU s) | gpaw-v1 CPU s | ratio "
@@ -146,6 +176,11 @@ def main() -> int:
         "--startup", action="store_true", help="also measure a worker's start-up CPU time"
     )
     parser.add_argument("--only", default="", help="comma-separated ids of the set to compute")
+    parser.add_argument(
+        "--classes-only",
+        action="store_true",
+        help="leave out the per-material table (for a whole batch folder)",
+    )
     args = parser.parse_args()
     if args.run:
         from rhoprop.dft import SCFProtocol, generate
@@ -158,7 +193,7 @@ def main() -> int:
             f"computed {len(report.computed)}, skipped {len(report.skipped)}, "
             f"failed {report.failed}"
         )
-    print(speed_table(args.out, args.gold))
+    print(speed_table(args.out, args.gold, per_material=not args.classes_only))
     if args.startup:
         print(f"\nworker start-up (import GPAW, load CHGNet): {startup_cpu_seconds():.1f} CPU s")
     return 0
