@@ -183,3 +183,41 @@ def test_supercell_rule_and_cap() -> None:
     cubic = np.eye(3) * 6.0  # a 6 Å cell: 1x1x1 by the edge alone, doubled by the minimum multiple
     assert supercell_multiples(cubic, 5, 5.0, 64) == ([1, 1, 1], False)
     assert supercell_multiples(cubic, 5, 5.0, 64, min_multiple=2) == ([2, 2, 2], False)
+
+
+def test_a_supercell_gets_the_empty_bands_of_its_cells() -> None:
+    """Revision 2: N cells of bcc Ba (10 valence electrons, 5 orbitals per atom) get N x 6 bands,
+    not 5N + 1 (with one empty band the partly filled bands of the metal have no room and the SCF
+    of an 8-atom supercell never converges); where GPAW's default leaves room, nothing changes."""
+    from rhoprop.dft.calc import make_calculator
+
+    dft = DFTProtocol(smearing_width_ev=0.2)
+    assert dft.band_count(["Ba"]) == 6 and dft.band_count(["Ba"] * 8) == 41
+    assert dft.band_count(["Ba"] * 8, 8) == 48
+    assert dft.band_count(["Al"] * 8, 8) is None and dft.band_count(["Al"] * 8) is None
+    assert dft.band_count(["Cs", "Cl"] * 8, 8) == dft.band_count(["Cs", "Cl"]) and dft.band_count(["Cs", "Cl"]) is None
+    with pytest.raises(SettingsError, match="not 3 copies"):
+        dft.band_count(["Ba"] * 8, 3)
+    calc = make_calculator(dft, (2, 2, 2), os.devnull, False, ["Ba"] * 8, cells=8)
+    assert calc.parameters.nbands == 48
+
+
+def test_revision_1_results_stay_valid_unless_their_band_count_changed() -> None:
+    """The committed phonon results were computed at revision 1: all are still exactly what revision
+    2 computes except those of cells without an empty orbital (Sr sc in gpaw-v1, Ba bcc in the fast
+    tier), which are recomputed; a result of another DFT result is never accepted."""
+    protocol = PhononProtocol()
+    assert protocol.protocol_revision == 2
+    tier = GPAW_V1.parent / "gpaw-scf-v1"
+    checked = 0
+    for folder, affected in ((GPAW_V1, {"Sr-sc"}), (tier, {"Ba-bcc"})):
+        for path in sorted((folder / "phonons" / "results").glob("*.json")):
+            record = json.loads(path.read_text())
+            source = json.loads((folder / "results" / path.name).read_text())
+            if record["protocol"]["protocol_revision"] != 1:
+                continue
+            assert protocol.accepts(record, source) == (record["id"] not in affected), record["id"]
+            checked += 1
+            other = {**source, "protocol_hash": "0" * 12}
+            assert not protocol.accepts(record, other)
+    assert checked >= 80

@@ -46,14 +46,15 @@ def make_calculator(
     spinpol: bool,
     symbols: list[str],
     mixer: dict[str, Any] | None = None,
+    cells: int = 1,
 ) -> Any:
     """Return a GPAW plane-wave calculator for atoms of these ``symbols``, set up exactly as the
     protocol says (GPAW's default density mixer, or ``mixer``: keyword arguments of GPAW's ``mixer``
-    parameter)."""
+    parameter; the band count of ``cells`` copies of one cell: :meth:`GPAWProtocol.band_count`)."""
     from gpaw import GPAW, PW, FermiDirac
 
     try:
-        nbands = protocol.band_count(symbols)
+        nbands = protocol.band_count(symbols, cells)
     except SettingsError as exc:
         raise MissingSetupError(f"missing PAW setup: {exc}") from exc
     extra: dict[str, Any] = {} if nbands is None else {"nbands": nbands}
@@ -131,9 +132,15 @@ def material_scope() -> Iterator[MaterialSCFs]:
 
 
 def converge(
-    atoms: Atoms, protocol: GPAWProtocol, kpts: tuple[int, int, int], txt: TextIO, spinpol: bool
+    atoms: Atoms,
+    protocol: GPAWProtocol,
+    kpts: tuple[int, int, int],
+    txt: TextIO,
+    spinpol: bool,
+    cells: int = 1,
 ) -> float:
-    """Attach the protocol's calculator to ``atoms`` and return its converged energy (eV).
+    """Attach the protocol's calculator to ``atoms`` (``cells`` copies of one cell: a phonon
+    supercell gets the bands of its cells) and return its converged energy (eV).
 
     An SCF that does not converge with GPAW's default mixer is started again with the protocol's
     ``scf_fallback_mixer`` (noted in ``txt`` as :data:`FALLBACK_NOTE`); inside a
@@ -147,7 +154,7 @@ def converge(
     earlier = scfs.fallbacks if scfs is not None else 0
     sticky = fallback is not None and earlier > 0
     if not sticky:
-        atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols)
+        atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols, cells=cells)
         try:
             return run_energy(atoms)
         except SCFNotConvergedError:
@@ -155,7 +162,7 @@ def converge(
                 raise
     txt.write(f"\n{STICKY_NOTE if sticky else FALLBACK_NOTE} {fallback}\n")
     txt.flush()
-    atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols, mixer=fallback)
+    atoms.calc = make_calculator(protocol, kpts, txt, spinpol, symbols, mixer=fallback, cells=cells)
     try:
         energy = run_energy(atoms)
     except SCFNotConvergedError as exc:

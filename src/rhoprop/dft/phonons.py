@@ -97,7 +97,9 @@ class PhononProtocol(Settings):
 
     Attributes:
         name: protocol name; results of different names/hashes are never mixed.
-        protocol_revision: bumped whenever the procedure (not only a number) changes.
+        protocol_revision: bumped whenever the procedure (not only a number) changes (2: a
+            supercell of N cells gets N times the band count of its cell, not the band count of
+            its atoms; see :meth:`accepts` for the revision-1 results still valid).
         min_supercell_edge_a: the supercell is the smallest diagonal multiple n1×n2×n3 of the stored
             (primitive) cell with every edge n_i·|a_i| at least this long (Å) and every n_i at least
             ``min_supercell_multiple`` ...
@@ -127,7 +129,7 @@ class PhononProtocol(Settings):
     """
 
     name: str = "gpaw-phonon-v1"
-    protocol_revision: int = 1
+    protocol_revision: int = 2
     min_supercell_edge_a: float = 5.0
     min_supercell_multiple: int = 2
     max_atoms: int = 64
@@ -181,12 +183,47 @@ class PhononProtocol(Settings):
         """Short, stable hash of every field (a phonon result is reused only when it matches)."""
         return protocol_hash_of(self.to_dict())
 
+    def accepts(self, record: dict[str, Any], source: dict[str, Any]) -> bool:
+        """True when the phonon result ``record`` was computed from the DFT result ``source`` (same
+        DFT protocol hash) exactly as this protocol would compute it: with this protocol's hash, or
+        at revision 1 for a material whose supercell band count revision 2 leaves unchanged
+        (:func:`supercell_band_counts`: every material but those whose cell has no empty band
+        among its atomic orbitals, such as Ca, Sr and Ba crystals)."""
+        if record.get("source", {}).get("protocol_hash") != source.get("protocol_hash"):
+            return False
+        found = record.get("protocol_hash")
+        if found is None:
+            return False
+        if found == self.hash():
+            return True
+        if self.protocol_revision != 2:
+            return False
+        if found != dataclasses.replace(self, protocol_revision=1).hash():
+            return False
+        cells = int(record.get("natoms_supercell", 0)) // max(1, len(source["structure"]["sites"]))
+        old, new = supercell_band_counts(self, source, cells)
+        return old == new
+
     def electronic(self, dft: Any) -> Any:
         """The DFT protocol the force calculations run with: ``dft`` with this protocol's
         smearing."""
         if self.smearing_width_ev is None or self.smearing_width_ev == dft.smearing_width_ev:
             return dft
         return dataclasses.replace(dft, smearing_width_ev=self.smearing_width_ev)
+
+
+def supercell_band_counts(
+    protocol: PhononProtocol, source: dict[str, Any], cells: int
+) -> tuple[int | None, int | None]:
+    """Band counts of a supercell of ``cells`` copies of the cell of the DFT result ``source``:
+    (revision 1's, from the supercell's atoms; revision 2's, ``cells`` times the cell's), None
+    where GPAW's default is used."""
+    from pymatgen.core import Structure
+
+    symbols = [site.specie.symbol for site in Structure.from_dict(source["structure"])]
+    dft = protocol.electronic(source_protocol(source))
+    supercell = symbols * max(1, cells)
+    return dft.band_count(supercell), dft.band_count(supercell, max(1, cells))
 
 
 # --- paths and source results -----------------------------------------------------------------
@@ -512,6 +549,10 @@ def compute_phonons(
     displaced = [_ase(c) for c in ph.supercells_with_displacements]
     perfect = _ase(ph.supercell)
     kpts = kpoint_mesh(perfect, dft)
+    cells = len(perfect) // len(atoms)
+    old_bands, bands = supercell_band_counts(protocol, source, cells)
+    if bands != old_bands:  # forces of revision 1's band count are not reused
+        forces_hash = f"{forces_hash}/nbands={bands}"
     residual = forces_can_be_nonzero(ph)
     tasks = ([(0, perfect)] if residual else []) + [(i + 1, a) for i, a in enumerate(displaced)]
     log_path = phonon_dir(out) / "logs" / f"{material_id}.txt"
@@ -530,7 +571,7 @@ def compute_phonons(
                 txt.flush()
                 t, cpu = time.perf_counter(), time.process_time()
                 a, spinpol = prepare_atoms(cell, dft)
-                energy = converge(a, dft, kpts, txt, spinpol)
+                energy = converge(a, dft, kpts, txt, spinpol, cells=cells)
                 forces = np.asarray(a.get_forces(), dtype=float)
                 cached = {
                     "id": material_id,
@@ -715,9 +756,7 @@ def is_phonon_done(out_dir: str | Path, material_id: str, protocol: PhononProtoc
         source = json.loads(result_path(Path(out_dir), material_id).read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return record.get("protocol_hash") == protocol.hash() and record.get("source", {}).get(
-        "protocol_hash"
-    ) == source.get("protocol_hash")
+    return protocol.accepts(record, source)
 
 
 def _phonon_work(
@@ -894,23 +933,17 @@ def phonon_labels(out_dir: str | Path, records: Sequence[dict[str, Any]]) -> Any
     columns = list(PHONON_LABEL_SCHEMA)
     if not (pdir / "results").is_dir():
         return pd.DataFrame(columns=columns)
-    wanted = (
-        PhononProtocol.from_json(pdir / "protocol.json").hash()
+    protocol = (
+        PhononProtocol.from_json(pdir / "protocol.json")
         if (pdir / "protocol.json").exists()
-        else PhononProtocol().hash()
+        else PhononProtocol()
     )
-    source_hash = {
-        r["id"]: r.get("protocol_hash") for r in records if r.get("kind", "crystal") == "crystal"
-    }
+    sources = {r["id"]: r for r in records if r.get("kind", "crystal") == "crystal"}
     rows = []
     for path in sorted((pdir / "results").glob("*.json")):
         rec = json.loads(path.read_text())
         mid = rec.get("id")
-        if (
-            rec.get("protocol_hash") == wanted
-            and mid in source_hash
-            and rec.get("source", {}).get("protocol_hash") == source_hash[mid]
-        ):
+        if mid in sources and protocol.accepts(rec, sources[mid]):
             rows.append(
                 {
                     "id": mid,

@@ -151,20 +151,26 @@ class GPAWProtocol(Settings):
         """True when a structure with these element symbols is computed spin-polarized."""
         return any(s in self.magnetic_elements for s in symbols)
 
-    def band_count(self, symbols: list[str] | tuple[str, ...]) -> int | None:
+    def band_count(self, symbols: list[str] | tuple[str, ...], cells: int = 1) -> int | None:
         """Number of bands to ask GPAW for, or None where its default already has enough empty
         bands.
 
         The default is one band per atomic orbital of the setups; it is kept when it reaches
-        ``ceil(N_valence / 2) + min_empty_bands``, otherwise that count is used instead.
+        ``ceil(N_valence / 2) + min_empty_bands``, otherwise that count is used instead. With
+        ``cells`` > 1 the atoms are that many copies of one cell (a phonon supercell) and the rule
+        applies per cell: ``cells`` times the cell's count, so that a supercell has the empty
+        bands of its cells (one empty band in an 8-atom supercell of bcc Ba leaves the partly
+        occupied bands of a metal without room, and its SCF does not converge).
         """
+        if cells < 1 or len(symbols) % cells:
+            raise SettingsError(f"{len(symbols)} atoms are not {cells} copies of one cell")
         n_valence, n_orbitals = 0.0, 0
         for symbol in symbols:
             valence, orbitals = _setup_size(symbol, self.xc, self.setups)
             n_valence += valence
             n_orbitals += orbitals
-        needed = math.ceil(n_valence / 2 - 1e-9) + self.min_empty_bands
-        return None if n_orbitals >= needed else needed
+        needed = math.ceil(n_valence / cells / 2 - 1e-9) + self.min_empty_bands
+        return None if n_orbitals // cells >= needed else cells * needed
 
     def accepts(self, record: dict[str, Any]) -> bool:
         """True when a result or failure record (``protocol_hash``) was computed with this one."""
