@@ -130,6 +130,25 @@ def test_a_label_below_the_schema_minimum_is_a_bad_value(tmp_path: Path) -> None
     assert encode_labels(values, schema)["band_gap"].isna().tolist() == [False, True, False]
 
 
+def test_a_label_above_the_schema_maximum_is_a_bad_value_and_predictions_are_capped(tmp_path: Path) -> None:
+    schema = [TargetSpec("min_frequency", "regression", "THz")]  # a known target: maximum 0
+    assert schema[0].maximum == 0.0 and schema[0].minimum is None
+    write_targets(tmp_path / "targets.json", schema)
+    assert read_targets(tmp_path / "targets.json") == schema
+    path = _csv(tmp_path, "id,min_frequency\na,0\nb,0.4\nc,-1.5\n")
+    raw, _, _ = read_raw_labels(path)
+    values, _, issues = parse_labels(raw, schema)
+    bad = [i for i in issues if i.category == "bad_value"]
+    assert [(i.id, i.line) for i in bad] == [("b", 3)] and "<= 0" in bad[0].detail
+    assert schema[0].clip(np.array([-2.0, 0.3])).tolist() == [-2.0, 0.0]
+    both = TargetSpec("fraction", "regression", "", minimum=0.0, maximum=1.0)
+    assert both.clip(np.array([-0.1, 0.5, 1.2])).tolist() == [0.0, 0.5, 1.0]
+    with pytest.raises(SettingsError, match="minimum 2 is above maximum 1"):
+        TargetSpec("x", "regression", "", minimum=2.0, maximum=1.0)
+    with pytest.raises(SettingsError, match="only a regression target has a maximum"):
+        TargetSpec("x", "binary", "", maximum=1.0)
+
+
 def test_invalid_schema_entries_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="kind must be one of"):
         TargetSpec("x", "ordinal")

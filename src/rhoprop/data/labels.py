@@ -50,6 +50,9 @@ KNOWN_TARGETS: dict[str, tuple[str, float | None]] = {
     "c12": ("GPa", None),
     "c44": ("GPa", None),
 }
+#: Physical upper bounds of known regression targets (a target named here gets its maximum when
+#: ``maximum`` is None): the lowest phonon frequency is capped at 0 by definition (0 = stable).
+KNOWN_MAXIMA: dict[str, float] = {"min_frequency": 0.0}
 #: Regression targets that sit exactly at their minimum where a binary target is true (its class
 #: 1): a metal has no band gap. :func:`consistent_predictions` makes a model's outputs agree with
 #: this wherever it predicts both targets. Measured on the gpaw-v1 folds (docs/model.md), a
@@ -72,9 +75,12 @@ class TargetSpec(Settings):
         minimum: physical lower bound of a regression target (0 for a band gap, a volume, a
             magnetic moment magnitude), or None. A label below it is a bad value; predictions and
             their intervals are clipped to it.
+        maximum: physical upper bound likewise (0 for ``min_frequency``, the lowest phonon
+            frequency capped at 0), or None.
 
     A regression target named in :data:`KNOWN_TARGETS` gets its unit when ``unit`` is empty and
-    its minimum when ``minimum`` is None (so also the targets of models saved before).
+    its minimum when ``minimum`` is None (so also the targets of models saved before), and one in
+    :data:`KNOWN_MAXIMA` its maximum likewise.
     """
 
     name: str
@@ -82,6 +88,7 @@ class TargetSpec(Settings):
     unit: str = ""
     classes: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -107,23 +114,31 @@ class TargetSpec(Settings):
             unit, minimum = KNOWN_TARGETS[self.name]
             object.__setattr__(self, "unit", self.unit or unit)
             object.__setattr__(self, "minimum", minimum if self.minimum is None else self.minimum)
+        if self.kind == "regression" and self.maximum is None and self.name in KNOWN_MAXIMA:
+            object.__setattr__(self, "maximum", KNOWN_MAXIMA[self.name])
         if self.kind == "binary" and classes and len(classes) != 2:
             raise SettingsError(
                 f"target {self.name!r}: a binary target has exactly 2 classes, got {classes}"
             )
-        if self.minimum is not None:
+        for bound in ("minimum", "maximum"):
+            number = getattr(self, bound)
+            if number is None:
+                continue
             if self.kind != "regression":
-                raise SettingsError(f"target {self.name!r}: only a regression target has a minimum")
-            number = self.minimum
+                raise SettingsError(f"target {self.name!r}: only a regression target has a {bound}")
             if (
                 isinstance(number, bool)
                 or not isinstance(number, (int, float))
                 or not math.isfinite(number)
             ):
                 raise SettingsError(
-                    f"target {self.name!r}: minimum must be a finite number, got {self.minimum!r}"
+                    f"target {self.name!r}: {bound} must be a finite number, got {number!r}"
                 )
-            object.__setattr__(self, "minimum", float(self.minimum))
+            object.__setattr__(self, bound, float(number))
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise SettingsError(
+                f"target {self.name!r}: minimum {self.minimum:g} is above maximum {self.maximum:g}"
+            )
 
     @property
     def is_regression(self) -> bool:
@@ -131,9 +146,22 @@ class TargetSpec(Settings):
         return self.kind == "regression"
 
     def clip(self, values: np.ndarray) -> np.ndarray:
-        """``values`` raised to the target's :attr:`minimum` (unchanged without one)."""
+        """``values`` raised to the target's :attr:`minimum` and lowered to its :attr:`maximum`
+        (unchanged without them)."""
         values = np.asarray(values, dtype=float)
-        return values if self.minimum is None else np.maximum(values, self.minimum)
+        if self.minimum is not None:
+            values = np.maximum(values, self.minimum)
+        if self.maximum is not None:
+            values = np.minimum(values, self.maximum)
+        return values
+
+    def admits(self, number: float) -> bool:
+        """Whether ``number`` is a valid label: finite and within the target's bounds."""
+        return (
+            math.isfinite(number)
+            and (self.minimum is None or number >= self.minimum)
+            and (self.maximum is None or number <= self.maximum)
+        )
 
 
 def gated_samples(
@@ -405,8 +433,7 @@ def _clean_cells(spec: TargetSpec, cells: pd.Series) -> tuple[pd.Series, list[tu
                 number = float(cell)
             except ValueError:
                 number = math.nan
-            ok = math.isfinite(number) and (spec.minimum is None or number >= spec.minimum)
-            clean = cell if ok else None
+            clean = cell if spec.admits(number) else None
         else:
             clean = _canonical_class(spec, cell)
         if clean is None:
@@ -425,7 +452,9 @@ def _default_classes(cells: pd.Series) -> tuple[str, ...]:
 def _expected(spec: TargetSpec) -> str:
     """Words for what a cell of ``spec`` should be, for messages."""
     if spec.kind == "regression":
-        return "a finite number" if spec.minimum is None else f"a finite number >= {spec.minimum:g}"
+        bounds = [f">= {spec.minimum:g}"] if spec.minimum is not None else []
+        bounds += [f"<= {spec.maximum:g}"] if spec.maximum is not None else []
+        return " and ".join(["a finite number", *bounds]) if bounds else "a finite number"
     return f"one of the classes {list(spec.classes)}" if spec.classes else "0/1 or true/false"
 
 

@@ -259,9 +259,10 @@ def _evaluate_model(
         frame = pd.DataFrame({"id": ids, "target": task.name, "truth": truth})
         if task.is_regression:  # intervals from the model's own mean, then clipped (as in predict)
             scale, gated = float(scales.get(task.name, 1.0)), gates.get(task.name)
-            coverage = interval_coverage(mean, std, truth, scale, task.minimum, gated)
-            coverage_raw = interval_coverage(mean, std, truth, 1.0, task.minimum, gated)
-            lo, hi = interval90(mean, std, scale, task.minimum, gated)
+            low, high = task.minimum, task.maximum
+            coverage = interval_coverage(mean, std, truth, scale, low, gated, high)
+            coverage_raw = interval_coverage(mean, std, truth, 1.0, low, gated, high)
+            lo, hi = interval90(mean, std, scale, low, gated, high)
             mean = final[task.name]
             row = metric_row("rhoprop", task, truth, mean)
             row["coverage90"], row["coverage90_uncalibrated"] = coverage, coverage_raw

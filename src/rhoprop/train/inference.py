@@ -148,9 +148,10 @@ def interval90(
     scale: float = 1.0,
     minimum: float | None = None,
     gated: np.ndarray | None = None,
+    maximum: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bounds of the 90% interval mean ± Z90·scale·std, both raised to a target's physical
-    ``minimum``; where ``gated`` (a predicted metal's band gap,
+    ``minimum`` and lowered to its ``maximum``; where ``gated`` (a predicted metal's band gap,
     :func:`~rhoprop.data.labels.gated_samples`) the lower bound is the minimum itself, so the
     interval holds the reported value."""
     mean, half = np.asarray(mean, dtype=float), Z90 * scale * np.asarray(std, dtype=float)
@@ -159,6 +160,8 @@ def interval90(
         lo, hi = np.maximum(lo, minimum), np.maximum(hi, minimum)
         if gated is not None:
             lo = np.where(gated, minimum, lo)
+    if maximum is not None:
+        lo, hi = np.minimum(lo, maximum), np.minimum(hi, maximum)
     return lo, hi
 
 
@@ -169,6 +172,7 @@ def interval_coverage(
     scale: float = 1.0,
     minimum: float | None = None,
     gated: np.ndarray | None = None,
+    maximum: float | None = None,
 ) -> float:
     """Fraction of labelled values inside the 90% interval (:func:`interval90`; NaN without
     labels)."""
@@ -176,6 +180,6 @@ def interval_coverage(
     if not mask.any():
         return float("nan")
     lo, hi = interval90(
-        mean[mask], std[mask], scale, minimum, None if gated is None else gated[mask]
+        mean[mask], std[mask], scale, minimum, None if gated is None else gated[mask], maximum
     )
     return float(np.mean((lo <= truth[mask]) & (truth[mask] <= hi)))

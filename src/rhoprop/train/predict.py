@@ -244,7 +244,11 @@ def _predict_one(
             sigma = float(scales.get(task.name, 1.0)) * float(spread)
             gated = gates.get(task.name)
             lo, hi = interval90(
-                mean, sigma, minimum=task.minimum, gated=None if gated is None else gated[0]
+                mean,
+                sigma,
+                minimum=task.minimum,
+                gated=None if gated is None else gated[0],
+                maximum=task.maximum,
             )
             row.update(
                 value=float(final[task.name][0]),
