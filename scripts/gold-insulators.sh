@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Grow the gold tier gpaw-v1 with the non-metals the fast tier has found: every gpaw-v1 prototype
+# candidate that data-gen/gpaw-scf-v1 computed as a non-metal (is_metal 0) and data-gen/gpaw-v1 has
+# not, cheapest (fast-tier CPU seconds) first. gpaw-v1 has 49 non-metals among 310 materials, too
+# few for a density-only band-gap model (docs/model.md); these are ~100 more, 4-6 CPU hours.
+# Their formation energies stay blank where gpaw-v1 has no reference of an element yet (the
+# enumeration computes an element's references before its compounds; `rhoprop generate --labels`
+# fills them in when they arrive).
+# Resumable like any batch (rerun continues). Then: bash scripts/grow-builtin.sh gpaw-v1.
+# Usage: setsid nohup bash scripts/gold-insulators.sh > /tmp/gold.log 2>&1 < /dev/null &
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ids=$(.venv/bin/python - <<'PY'
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from rhoprop.dft import enumerate_prototypes
+
+gold, fast = Path("data-gen/gpaw-v1"), Path("data-gen/gpaw-scf-v1")
+candidates = {c.id for c in enumerate_prototypes()}
+done = {p.stem for p in (gold / "results").glob("*.json")}
+failed = set(json.loads((gold / "failures.json").read_text())) if (gold / "failures.json").exists() else set()
+labels = pd.read_csv(fast / "labels.csv").set_index("id")
+chosen = []
+for mid in labels.index[labels["is_metal"] == 0]:
+    if mid in candidates and mid not in done and mid not in failed:
+        record = json.loads((fast / "results" / f"{mid}.json").read_text())
+        chosen.append((record["timing"]["cpu_s"], mid))
+print(",".join(mid for _, mid in sorted(chosen)))
+PY
+) || exit 1
+[ -n "$ids" ] || { echo "no fast-tier non-metal is left for gpaw-v1"; exit 0; }
+echo "$(date +%H:%M:%S) $(echo "$ids" | tr ',' '\n' | wc -l) materials"
+nice -n 5 .venv/bin/rhoprop generate --protocol gpaw-v1 --prototypes --out data-gen/gpaw-v1 \
+    --workers 1 --densities-in gpaw-v1 --only "$ids"

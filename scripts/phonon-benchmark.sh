@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Issue 19's classification benchmark: every material of the two built-in tiers that has a phonon
+# label, pinned in OUT/ids.txt by the first run (so reruns keep their folds while the stores grow),
+# 5 folds grouped by formula, the phonon targets only, every default model (mean, composition,
+# density invariants [+ composition], CGCNN, both MSA-3DCNN variants, the hybrid). Resumable: the
+# benchmark's cache is in OUT, and a rerun continues where an interrupted one stopped.
+# Usage: setsid nohup bash scripts/phonon-benchmark.sh docs/benchmarks/phonons-N > /tmp/phb.log 2>&1 &
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: phonon-benchmark.sh OUT}
+rp=.venv/bin/rhoprop
+mkdir -p "$out"
+if [ ! -f "$out/ids.txt" ]; then
+    $rp dataset ids gpaw-v1,gpaw-scf-v1 --only labelled:dynamically_stable --out "$out/ids.txt" \
+        || exit 1
+fi
+nice -n 5 bash scripts/retry.sh 20 60 "$rp" benchmark gpaw-v1,gpaw-scf-v1 --out "$out" \
+    --only "ids:$out/ids.txt" --targets dynamically_stable,min_frequency
