@@ -118,28 +118,28 @@ def test_schema_fixes_kind_unit_and_classes(tmp_path: Path) -> None:
         parse_labels(raw, [TargetSpec("bulk_modulus", "regression", "GPa")])
 
 
-def test_a_label_below_the_schema_minimum_is_a_bad_value(tmp_path: Path) -> None:
-    schema = [TargetSpec("band_gap", "regression", "eV", minimum=0.0)]
+@pytest.mark.parametrize(
+    ("spec", "column", "bound"),
+    [
+        (TargetSpec("band_gap", "regression", "eV", minimum=0.0), "0\n-0.2\n1.5", ">= 0"),
+        (TargetSpec("min_frequency", "regression", "THz"), "0\n0.4\n-1.5", "<= 0"),  # known: maximum 0
+    ],
+)
+def test_a_label_outside_the_schema_bounds_is_a_bad_value(tmp_path: Path, spec, column, bound) -> None:
+    schema = [spec]
     write_targets(tmp_path / "targets.json", schema)
     assert read_targets(tmp_path / "targets.json") == schema
-    path = _csv(tmp_path, "id,band_gap\na,0\nb,-0.2\nc,1.5\n")
-    raw, _, _ = read_raw_labels(path)
+    rows = "\n".join(f"{i},{v}" for i, v in zip("abc", column.split("\n"), strict=True))
+    raw, _, _ = read_raw_labels(_csv(tmp_path, f"id,{spec.name}\n{rows}\n"))
     values, _, issues = parse_labels(raw, schema)
     bad = [i for i in issues if i.category == "bad_value"]
-    assert [(i.id, i.line) for i in bad] == [("b", 3)] and ">= 0" in bad[0].detail
-    assert encode_labels(values, schema)["band_gap"].isna().tolist() == [False, True, False]
+    assert [(i.id, i.line) for i in bad] == [("b", 3)] and bound in bad[0].detail
+    assert encode_labels(values, schema)[spec.name].isna().tolist() == [False, True, False]
 
 
-def test_a_label_above_the_schema_maximum_is_a_bad_value_and_predictions_are_capped(tmp_path: Path) -> None:
-    schema = [TargetSpec("min_frequency", "regression", "THz")]  # a known target: maximum 0
+def test_predictions_are_capped_at_a_maximum_and_bounds_are_checked() -> None:
+    schema = [TargetSpec("min_frequency", "regression", "THz")]
     assert schema[0].maximum == 0.0 and schema[0].minimum is None
-    write_targets(tmp_path / "targets.json", schema)
-    assert read_targets(tmp_path / "targets.json") == schema
-    path = _csv(tmp_path, "id,min_frequency\na,0\nb,0.4\nc,-1.5\n")
-    raw, _, _ = read_raw_labels(path)
-    values, _, issues = parse_labels(raw, schema)
-    bad = [i for i in issues if i.category == "bad_value"]
-    assert [(i.id, i.line) for i in bad] == [("b", 3)] and "<= 0" in bad[0].detail
     assert schema[0].clip(np.array([-2.0, 0.3])).tolist() == [-2.0, 0.0]
     both = TargetSpec("fraction", "regression", "", minimum=0.0, maximum=1.0)
     assert both.clip(np.array([-0.1, 0.5, 1.2])).tolist() == [0.0, 0.5, 1.0]
