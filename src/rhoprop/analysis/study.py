@@ -237,7 +237,8 @@ class ResultCache:
     With ``labels_digest``, each result keeps the digest of the labels its training was fitted to
     and scored on, and is reused only while the digest is unchanged (a corrected or newly merged
     label retrains the trainings it touches); results saved without one (before 2026-12-07) are
-    read as they are.
+    read as they are. Each training's digest is computed once per cache (the labels as this cache
+    first saw them), whether a result is looked up or saved.
     """
 
     def __init__(
@@ -249,6 +250,16 @@ class ResultCache:
         self.root = Path(root)
         self.train_config = json.loads(json.dumps(dict(train_config), sort_keys=True))
         self.labels_digest = labels_digest
+        self._digests: dict[tuple[tuple[str, ...], int], str] = {}
+
+    def labels(self, targets: Sequence[str], seed: int) -> str | None:
+        """The labels digest of a training (None without ``labels_digest``)."""
+        if self.labels_digest is None:
+            return None
+        key = (tuple(sorted(targets)), int(seed))
+        if key not in self._digests:
+            self._digests[key] = self.labels_digest(list(key[0]), key[1])
+        return self._digests[key]
 
     def key(self, targets: Sequence[str], seed: int) -> str:
         """Cache key of a training: hash of (training config, sorted targets, seed)."""
@@ -271,10 +282,9 @@ class ResultCache:
             return None
         if record.get("targets") != sorted(targets) or record.get("seed") != int(seed):
             return None
-        digest = self.labels_digest
-        if "labels" not in record or digest is None:
+        if "labels" not in record or self.labels_digest is None:
             return record
-        return record if record["labels"] == digest(sorted(targets), int(seed)) else None
+        return record if record["labels"] == self.labels(targets, seed) else None
 
     def put(
         self,
@@ -288,11 +298,7 @@ class ResultCache:
             "targets": sorted(targets),
             "seed": int(seed),
             "train": self.train_config,
-            **(
-                {"labels": self.labels_digest(sorted(targets), int(seed))}
-                if self.labels_digest is not None
-                else {}
-            ),
+            **({"labels": self.labels(targets, seed)} if self.labels_digest is not None else {}),
             "metrics": {t: {k: _float(v) for k, v in m.items()} for t, m in metrics.items()},
             "wall_s": round(float(wall_s), 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
