@@ -228,3 +228,16 @@ def test_revision_1_results_stay_valid_unless_their_band_count_changed() -> None
             assert protocol.accepts(as_old, source) == (not changed), record["id"]
             assert not protocol.accepts(record, {**source, "protocol_hash": "0" * 12})
     assert seen[1] >= 80 and seen[2] >= 4  # Sr sc/bcc/fcc in gpaw-v1, Ba bcc/fcc and Ca sc in the fast tier
+
+
+def test_candidates_come_cheapest_first(tmp_path: Path) -> None:
+    """Supercell size first, then the CPU seconds of the material's own DFT result, then id."""
+    from rhoprop.dft.phonons import phonon_candidates
+
+    out = _folder(tmp_path, ["Si-diamond", "Fe-bcc", "Cu-fcc", "Na-bcc", "Al-fcc", "Al-sc"])
+    order = [c.id for c in phonon_candidates(out)]
+    cpu = {mid: json.loads((out / "results" / f"{mid}.json").read_text())["timing"]["cpu_s"] for mid in order}
+    # 2x2x2 of 1-atom cells (8 atoms; Na bcc's primitive edges are 3.6 Å), 2-atom diamond (16), then
+    # 3x3x3 of 1-atom Fe bcc (edges 2.5 Å, under 5 Å at 2x2x2: 27 atoms)
+    assert order[:4] == sorted(order[:4], key=cpu.__getitem__) == ["Al-sc", "Al-fcc", "Na-bcc", "Cu-fcc"]
+    assert order[4:] == ["Si-diamond", "Fe-bcc"]

@@ -716,8 +716,10 @@ def plot_phonons(record: dict[str, Any], path: str | Path) -> None:
 def phonon_candidates(
     out_dir: str | Path, protocol: PhononProtocol | None = None
 ) -> list[Candidate]:
-    """The crystals of ``out_dir`` whose DFT result its protocol accepts, cheapest supercell first
-    (then by id). Candidates whose cell alone exceeds ``max_atoms`` come last."""
+    """The crystals of ``out_dir`` whose DFT result its protocol accepts, cheapest first: by
+    supercell atoms, then by the CPU seconds of the material's own DFT result (a supercell SCF costs
+    what the cell's SCF costs, times the supercell's size; spin, heavy elements and metals' k-points
+    show in both), then by id. Candidates whose cell alone exceeds ``max_atoms`` come last."""
     from pymatgen.core import Structure
 
     from rhoprop.dft.labels import load_results
@@ -739,10 +741,11 @@ def phonon_candidates(
             size: float = len(structure) * math.prod(n)
         except PhononError:
             size = math.inf
+        cpu = float((rec.get("timing") or {}).get("cpu_s") or math.inf)
         keyed.append(
-            (size, rec["id"], Candidate(rec["id"], structure, rec.get("prototype", "user")))
+            (size, cpu, rec["id"], Candidate(rec["id"], structure, rec.get("prototype", "user")))
         )
-    return [c for _, _, c in sorted(keyed, key=lambda t: (t[0], t[1]))]
+    return [c for *_, c in sorted(keyed, key=lambda t: (t[0], t[1], t[2]))]
 
 
 def is_phonon_done(out_dir: str | Path, material_id: str, protocol: PhononProtocol) -> bool:
