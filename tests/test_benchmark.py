@@ -258,3 +258,17 @@ def test_a_changed_training_label_retrains_the_models_it_touches_and_nothing_els
     for k in range(3):
         if k != tested_in:  # the mean moved by 100 / n_fit, so every test error moved
             assert after[k] != pytest.approx(before[k], abs=1e-6)
+
+
+def test_default_network_recipe_is_the_published_one() -> None:
+    """`rhoprop benchmark` without --config trains the networks the published tables were made with
+    (docs/benchmarks/gpaw-v1-17/settings.json; only the accelerator was pinned to the CPU there)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    published = json.loads((Path(__file__).parents[1] / "docs/benchmarks/gpaw-v1-17/settings.json").read_text())
+    default = json.loads(json.dumps(dataclasses.asdict(BenchmarkSettings().train), default=list))
+    assert {k: v for k, v in default.items() if k != "accelerator"} == {
+        k: v for k, v in published["train"].items() if k != "accelerator"
+    }

@@ -168,7 +168,7 @@ class BenchmarkSettings(Settings):
     )
     baselines: BaselineSettings = dataclasses.field(default_factory=BaselineSettings)
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(model="small", epochs=60, patience=15, batch_size=16,
+        default_factory=lambda: TrainConfig(model="compact", epochs=60, patience=15, batch_size=16,
                                             lr=2e-3, mc_samples=1, progress=False, threads=1)
     )  # fmt: skip
     only: str = ""
