@@ -133,6 +133,19 @@ def composition_folds(
     return {i: assignment[i] for i in subset_ids(store, only)}
 
 
+#: The networks' training recipe of every published benchmark (docs/model.md), the default of
+#: ``rhoprop benchmark``, ``rhoprop study transfer`` and the study preset ``benchmark``.
+NETWORK_RECIPE: dict[str, Any] = {
+    "model": "compact",
+    "epochs": 60,
+    "batch_size": 16,
+    "lr": 2e-3,
+    "patience": 15,
+    "mc_samples": 1,
+    "threads": 1,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchmarkSettings(Settings):
     """What :func:`run_benchmark` runs (saved beside its results).
@@ -168,9 +181,8 @@ class BenchmarkSettings(Settings):
     )
     baselines: BaselineSettings = dataclasses.field(default_factory=BaselineSettings)
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(model="compact", epochs=60, patience=15, batch_size=16,
-                                            lr=2e-3, mc_samples=1, progress=False, threads=1)
-    )  # fmt: skip
+        default_factory=lambda: TrainConfig(**NETWORK_RECIPE, progress=False)
+    )
     only: str = ""
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 import rhoprop
+from rhoprop.analysis.benchmark import NETWORK_RECIPE
 from rhoprop.errors import SettingsError
 from rhoprop.train.config import TrainConfig
 
@@ -42,15 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mc_samples": 1,
     },
     # the network recipe of `rhoprop benchmark` (docs/model.md): what the benchmark compares
-    "benchmark": {
-        "model": "compact",
-        "epochs": 60,
-        "batch_size": 16,
-        "lr": 2e-3,
-        "patience": 15,
-        "mc_samples": 1,
-        "threads": 1,
-    },
+    "benchmark": NETWORK_RECIPE,
 }
 PRESET_SEEDS: dict[str, tuple[int, ...]] = {
     "quick": (0, 1),

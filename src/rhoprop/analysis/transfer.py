@@ -30,6 +30,7 @@ import pandas as pd
 from rhoprop.analysis.benchmark import (
     COLUMNS,
     MODELS,
+    NETWORK_RECIPE,
     BenchmarkSettings,
     _fmt,
     _unit_hash,
@@ -85,9 +86,8 @@ class TransferSettings(Settings):
     val_fraction: float = 0.15
     baselines: BaselineSettings = dataclasses.field(default_factory=BaselineSettings)
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(model="compact", epochs=60, patience=15, batch_size=16,
-                                            lr=2e-3, mc_samples=1, progress=False, threads=1)
-    )  # fmt: skip
+        default_factory=lambda: TrainConfig(**NETWORK_RECIPE, progress=False)
+    )
     only: str = ""
 
     def __post_init__(self) -> None:
