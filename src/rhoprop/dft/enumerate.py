@@ -51,10 +51,10 @@ from rhoprop.dft.prototypes import (
     METALS,
     SITES_PER_ELEMENT,
     VALIDATION,
+    ReferencesFirst,
     _family_pools,
     _radius,
     build,
-    build_dimer,
     charge_balanced,
     dimer_id,
     material_id,
@@ -433,45 +433,33 @@ def enumerate_scf_candidates(seed: int = 0, max_atoms: int = 8) -> Iterator[Cand
         first[family] = [t for t in tuples if plausible(family, t)]
         rest[family] = [t for t in tuples if not plausible(family, t)]
     elemental = [p for p in SCF_ELEMENTAL_TYPES if type_natoms(p) <= max_atoms]
-    seen_ids: set[str] = set()
-    seen_elements: set[str] = set()
 
-    def emit(prototype: str, elements: tuple[str, ...]) -> Iterator[Candidate]:
-        for el in elements:
-            if el not in seen_elements:
-                seen_elements.add(el)
-                if el in GASES:
-                    yield Candidate(dimer_id(el), build_dimer(el), "dimer", "reference")
-                else:
-                    for proto in elemental:
-                        yield from emit(proto, (el,))
-        mid = scf_material_id(prototype, elements)
-        if mid not in seen_ids:
-            seen_ids.add(mid)
-            source = (
-                f"spacegroup {STRUCTURE_TYPES[prototype].spacegroup}"
-                if prototype in STRUCTURE_TYPES
-                else "prototype"
-            )
-            yield Candidate(mid, build_any(prototype, elements), prototype, source)
+    def make(prototype: str, elements: tuple[str, ...]) -> Candidate:
+        source = (
+            f"spacegroup {STRUCTURE_TYPES[prototype].spacegroup}"
+            if prototype in STRUCTURE_TYPES
+            else "prototype"
+        )
+        return Candidate(
+            scf_material_id(prototype, elements), build_any(prototype, elements), prototype, source
+        )
 
-    validation = [(p, e) for p, e in VALIDATION if type_natoms(p) <= max_atoms]
-    for prototype, elements in validation:
-        seen_ids.add(scf_material_id(prototype, elements))
-        yield Candidate(
+    def validation(prototype: str, elements: tuple[str, ...]) -> Candidate:
+        return Candidate(
             scf_material_id(prototype, elements), build(prototype, elements), prototype, "prototype"
         )
-    for prototype, elements in validation:
-        yield from emit(prototype, elements)
+
+    refs = ReferencesFirst(elemental, scf_material_id, make)
+    yield from refs.validation(
+        [(p, e) for p, e in VALIDATION if type_natoms(p) <= max_atoms], validation
+    )
     cycle = [f for f in [*CYCLE, *NEW_CYCLE] if f in first]
     for lists in (first, rest):
         while any(lists[f] for f in cycle):
             for family in cycle:
                 if lists[family]:
-                    yield from emit(family, _pick(lists[family], seen_elements))
-    for el in GASES:
-        for proto in elemental:
-            yield from emit(proto, (el,))
+                    yield from refs.emit(family, _pick(lists[family], refs.seen_elements))
+    yield from refs.gas_solids()
 
 
 __all__ = [

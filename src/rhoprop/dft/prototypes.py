@@ -287,6 +287,69 @@ CYCLE = ["rocksalt", "cscl", "zincblende", "half_heusler", "rocksalt", "antifluo
 # fmt: on
 
 
+Pair = tuple[str, tuple[str, ...]]
+
+
+class ReferencesFirst:
+    """Emits an enumeration's candidates so that every element's formation-energy references come
+    right before the first material that contains it, and no id comes twice.
+
+    ``elemental`` are the element's reference structure types (a gas's reference is its dimer
+    molecule instead), ``material_id`` names a (prototype, elements) pair and ``make`` builds its
+    candidate.
+    """
+
+    def __init__(
+        self,
+        elemental: Sequence[str],
+        material_id: Callable[[str, tuple[str, ...]], str],
+        make: Callable[[str, tuple[str, ...]], Candidate],
+    ) -> None:
+        self.elemental = tuple(elemental)
+        self.material_id = material_id
+        self.make = make
+        self.seen_ids: set[str] = set()
+        self.seen_elements: set[str] = set()
+
+    def validation(
+        self, pairs: Sequence[Pair], make: Callable[[str, tuple[str, ...]], Candidate]
+    ) -> Iterator[Candidate]:
+        """The validation materials first (built with ``make``), then their references."""
+        for prototype, elements in pairs:
+            self.seen_ids.add(self.material_id(prototype, elements))
+            yield make(prototype, elements)
+        for prototype, elements in pairs:
+            yield from self.emit(prototype, elements)
+
+    def emit(self, prototype: str, elements: tuple[str, ...]) -> Iterator[Candidate]:
+        """The references of ``elements`` not emitted yet, then the material itself (unless
+        emitted already)."""
+        for el in elements:
+            if el not in self.seen_elements:
+                self.seen_elements.add(el)
+                if el in GASES:
+                    yield Candidate(dimer_id(el), build_dimer(el), "dimer", "reference")
+                else:
+                    for proto in self.elemental:
+                        yield from self.emit(proto, (el,))
+        mid = self.material_id(prototype, elements)
+        if mid not in self.seen_ids:
+            self.seen_ids.add(mid)
+            yield self.make(prototype, elements)
+
+    def gas_solids(self) -> Iterator[Candidate]:
+        """The gases' elemental structures (hypothetical solids), last."""
+        for el in GASES:
+            for proto in self.elemental:
+                yield from self.emit(proto, (el,))
+
+
+def _prototype_candidate(prototype: str, elements: tuple[str, ...]) -> Candidate:
+    return Candidate(
+        material_id(prototype, elements), build(prototype, elements), prototype, "prototype"
+    )
+
+
 def enumerate_prototypes(seed: int = 0) -> Iterator[Candidate]:
     """Yield prototype candidates in a fixed order: validation set, its elemental references, then a
     seeded round-robin over families.
@@ -305,39 +368,16 @@ def enumerate_prototypes(seed: int = 0) -> Iterator[Candidate]:
         balanced = [t for t in tuples if _balanced(family, t)]
         hypothetical = [t for t in tuples if not _balanced(family, t)]
         pools[family] = balanced + hypothetical
-    seen_ids: set[str] = set()
-    seen_elements: set[str] = set()
-
-    def emit(prototype: str, elements: tuple[str, ...]) -> Iterator[Candidate]:
-        for el in elements:
-            if el not in seen_elements:
-                seen_elements.add(el)
-                if el in GASES:
-                    yield Candidate(dimer_id(el), build_dimer(el), "dimer", "reference")
-                else:
-                    for proto in ELEMENTAL_PROTOTYPES:
-                        yield from emit(proto, (el,))
-        mid = material_id(prototype, elements)
-        if mid not in seen_ids:
-            seen_ids.add(mid)
-            yield Candidate(mid, build(prototype, elements), prototype, "prototype")
-
-    for prototype, elements in VALIDATION:
-        mid = material_id(prototype, elements)
-        seen_ids.add(mid)
-        yield Candidate(mid, build(prototype, elements), prototype, "prototype")
-    for prototype, elements in VALIDATION:
-        yield from emit(prototype, elements)
+    refs = ReferencesFirst(ELEMENTAL_PROTOTYPES, material_id, _prototype_candidate)
+    yield from refs.validation(VALIDATION, _prototype_candidate)
     cursors = {family: 0 for family in pools}
     while any(cursors[f] < len(pools[f]) for f in pools):
         for family in CYCLE:
             if cursors[family] < len(pools[family]):
                 elements = pools[family][cursors[family]]
                 cursors[family] += 1
-                yield from emit(family, elements)
-    for el in GASES:
-        for proto in ELEMENTAL_PROTOTYPES:
-            yield from emit(proto, (el,))
+                yield from refs.emit(family, elements)
+    yield from refs.gas_solids()
 
 
 def reference_ids(element: str) -> tuple[str, ...]:
