@@ -193,6 +193,27 @@ def compute(
     return compute_material(candidate, out_dir, protocol)
 
 
+def crystal_header(
+    candidate: Candidate, final: Structure, scf: SCFResult, protocol: GPAWProtocol
+) -> dict[str, Any]:
+    """The first fields of a crystal's result record, the same in every tier: id, kind, prototype,
+    source, formula, composition and atom count of the stored structure ``final``, spin, the
+    protocol and its hash, rhoprop's version."""
+    return {
+        "id": candidate.id,
+        "kind": "crystal",
+        "prototype": candidate.prototype,
+        "source": candidate.source,
+        "formula": final.composition.reduced_formula,
+        "composition": {el.symbol: float(n) for el, n in final.composition.items()},
+        "natoms": len(final),
+        "spin_polarized": scf.magnetization is not None,
+        "protocol": protocol.to_dict(),
+        "protocol_hash": protocol.hash(),
+        "rhoprop_version": rhoprop.__version__,
+    }
+
+
 def write_crystal_outputs(
     out_dir: Path, material_id: str, scf: SCFResult
 ) -> tuple[Structure, float]:
@@ -286,17 +307,7 @@ def compute_material(
     timing["total_s"] = time.perf_counter() - t_start
     timing["cpu_s"] = time.process_time() - cpu_start
     record: dict[str, Any] = {
-        "id": mid,
-        "kind": "crystal",
-        "prototype": candidate.prototype,
-        "source": candidate.source,
-        "formula": final.composition.reduced_formula,
-        "composition": {el.symbol: float(n) for el, n in final.composition.items()},
-        "natoms": len(final),
-        "spin_polarized": scf.magnetization is not None,
-        "protocol": protocol.to_dict(),
-        "protocol_hash": protocol.hash(),
-        "rhoprop_version": rhoprop.__version__,
+        **crystal_header(candidate, final, scf, protocol),
         "kpts": list(eos.kpts),
         "eos": {
             "v0": eos.v0,

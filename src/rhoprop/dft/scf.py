@@ -42,7 +42,6 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-import rhoprop
 from rhoprop.dft.calc import (
     DFTError,
     analyse_scf,
@@ -55,6 +54,7 @@ from rhoprop.dft.material import (
     Candidate,
     compute_molecule,
     crystal_files,
+    crystal_header,
     result_path,
     scf_record,
     symmetry_info,
@@ -380,17 +380,7 @@ def compute_scf(
         t_scf = time.perf_counter() - t
     final, integral = write_crystal_outputs(out, mid, scf)
     record: dict[str, Any] = {
-        "id": mid,
-        "kind": "crystal",
-        "prototype": candidate.prototype,
-        "source": candidate.source,
-        "formula": final.composition.reduced_formula,
-        "composition": {el.symbol: float(n) for el, n in final.composition.items()},
-        "natoms": len(final),
-        "spin_polarized": scf.magnetization is not None,
-        "protocol": protocol.to_dict(),
-        "protocol_hash": protocol.hash(),
-        "rhoprop_version": rhoprop.__version__,
+        **crystal_header(candidate, final, scf, protocol),
         "kpts": list(kpts),
         "kpts_from_density": list(kpoint_mesh(scf_atoms, protocol)),
         "cell_reduced": reduced is not None,
