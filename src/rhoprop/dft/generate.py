@@ -20,7 +20,7 @@ import signal
 import time
 import traceback
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,16 +249,13 @@ def _alarm(signum: int, frame: Any) -> None:
     raise _Timeout("material exceeded its CPU-time limit")
 
 
-def _work(
-    candidate: Candidate,
-    out_dir: str,
-    protocol: dict[str, Any],
-    max_seconds: int,
-    screen: dict[str, Any] | None = None,
+def run_limited(
+    material_id: str, task: Callable[[], dict[str, Any]], max_seconds: int
 ) -> dict[str, Any]:
-    """Compute one candidate in this process's main thread with the protocol of that dict (its
-    ``name`` picks the tier) and, for the fast tier, these screen settings, under a CPU-time limit
-    of ``max_seconds``; never raises, returns status, reason, timing."""
+    """Run one material's ``task`` in this process's main thread, one thread per library, under a
+    CPU-time limit of ``max_seconds``; never raises. ``task`` returns its status dict (``status``
+    "done", "screened", ...); any exception becomes ``status`` "failed" with its reason and the end
+    of its traceback. ``id`` and wall ``seconds`` are added."""
     for var in THREAD_VARIABLES:
         os.environ[var] = "1"
     t = time.perf_counter()
@@ -267,17 +264,7 @@ def _work(
     signal.signal(signal.SIGPROF, _alarm)
     signal.setitimer(signal.ITIMER_PROF, max(1.0, float(max_seconds)))
     try:
-        from rhoprop.dft.scf import ScreenedOut, ScreenSettings
-
-        settings = None if screen is None else ScreenSettings.from_dict(screen)
-        record = compute(candidate, out_dir, load_protocol(protocol), settings)
-        status: dict[str, Any] = {
-            "status": "done",
-            "natoms": record["natoms"],
-            "spin_polarized": record["spin_polarized"],
-        }
-    except ScreenedOut as exc:
-        status = {"status": "screened", "reason": str(exc), "record": exc.record}
+        status = task()
     except BaseException as exc:  # every failure is recorded, never fatal
         reason = (
             f"{type(exc).__name__}: {exc}"
@@ -291,8 +278,36 @@ def _work(
         }
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
-    status.update(id=candidate.id, seconds=time.perf_counter() - t)
+    status.update(id=material_id, seconds=time.perf_counter() - t)
     return status
+
+
+def _work(
+    candidate: Candidate,
+    out_dir: str,
+    protocol: dict[str, Any],
+    max_seconds: int,
+    screen: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compute one candidate in this process's main thread with the protocol of that dict (its
+    ``name`` picks the tier) and, for the fast tier, these screen settings, under a CPU-time limit
+    of ``max_seconds`` (:func:`run_limited`); never raises, returns status, reason, timing."""
+
+    def task() -> dict[str, Any]:
+        from rhoprop.dft.scf import ScreenedOut, ScreenSettings
+
+        settings = None if screen is None else ScreenSettings.from_dict(screen)
+        try:
+            record = compute(candidate, out_dir, load_protocol(protocol), settings)
+        except ScreenedOut as exc:
+            return {"status": "screened", "reason": str(exc), "record": exc.record}
+        return {
+            "status": "done",
+            "natoms": record["natoms"],
+            "spin_polarized": record["spin_polarized"],
+        }
+
+    return run_limited(candidate.id, task, max_seconds)
 
 
 def _warm_up(protocol: dict[str, Any]) -> None:

@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import signal
 import time
-import traceback
 import warnings
 from collections.abc import Sequence
 from importlib import metadata
@@ -41,12 +40,11 @@ from rhoprop.dft.calc import DFTError, converge, kpoint_mesh, material_scope, pr
 from rhoprop.dft.generate import (
     THREAD_VARIABLES,
     GenerateReport,
-    _alarm,
     _kill_workers,
     _terminate,
-    _Timeout,
     failure_record,
     load_failures,
+    run_limited,
     select_ids,
 )
 from rhoprop.dft.material import Candidate, result_path
@@ -765,35 +763,19 @@ def is_phonon_done(out_dir: str | Path, material_id: str, protocol: PhononProtoc
 def _phonon_work(
     material_id: str, out_dir: str, protocol: dict[str, Any], max_seconds: int, plots: bool
 ) -> dict[str, Any]:
-    """Worker: the phonons of one material under a CPU-time limit; never raises."""
-    for var in THREAD_VARIABLES:
-        os.environ[var] = "1"
-    t = time.perf_counter()
-    signal.signal(signal.SIGPROF, _alarm)
-    signal.setitimer(signal.ITIMER_PROF, max(1.0, float(max_seconds)))
-    try:
+    """Worker: the phonons of one material under a CPU-time limit
+    (:func:`~rhoprop.dft.generate.run_limited`); never raises."""
+
+    def task() -> dict[str, Any]:
         record = compute_phonons(material_id, out_dir, PhononProtocol.from_dict(protocol), plots)
-        status: dict[str, Any] = {
+        return {
             "status": "done",
             "natoms": record["natoms_supercell"],
             "stable": record["dynamically_stable"],
             "min_frequency": record["min_frequency_thz"],
         }
-    except BaseException as exc:  # every failure is recorded, never fatal
-        reason = (
-            f"Timeout: exceeded {max_seconds} s of CPU time"
-            if isinstance(exc, _Timeout)
-            else f"{type(exc).__name__}: {exc}"
-        )
-        status = {
-            "status": "failed",
-            "reason": reason[:2000],
-            "traceback": "".join(traceback.format_exc().splitlines(True)[-12:]),
-        }
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
-    status.update(id=material_id, seconds=time.perf_counter() - t)
-    return status
+
+    return run_limited(material_id, task, max_seconds)
 
 
 def generate_phonons(
