@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/scf_speed.py --run --out /tmp/scf-speed  # compute the set, then table
     .venv/bin/python bench/scf_speed.py --out /tmp/scf-speed        # the table from result JSONs
     .venv/bin/python bench/scf_speed.py --out data-gen/gpaw-scf-v1 --classes-only  # whole batch
+    .venv/bin/python bench/scf_speed.py --out data-gen/gpaw-scf-v1 --classes-only --shared-elements
 
 The set (:data:`GOLD_IDS`, :data:`NEW_TYPES`): materials of ``data-gen/gpaw-v1`` with 1-5 atoms,
 spin-polarized and not, recomputed from their input structures (same ids), and 6- and 8-atom cells
@@ -104,10 +105,17 @@ def paired_table(fast: dict[str, dict], gold: dict[str, dict]) -> list[str]:
     return lines
 
 
-def speed_table(fast_dir: Path, gold_dir: Path, per_material: bool = True) -> str:
+def speed_table(
+    fast_dir: Path, gold_dir: Path, per_material: bool = True, shared_elements: bool = False
+) -> str:
     """Markdown: median CPU s per material by (atoms, spin) for both tiers and their ratio; the
-    same-material speed-ups per class; with ``per_material``, every material of ``fast_dir``."""
+    same-material speed-ups per class; with ``per_material``, every material of ``fast_dir``; with
+    ``shared_elements``, only the fast tier's materials made of elements ``gold_dir`` has (the same
+    chemistry on both sides)."""
     fast, gold = _records(fast_dir), _records(gold_dir)
+    if shared_elements:
+        known = {el for rec in gold.values() for el in rec["composition"]}
+        fast = {k: r for k, r in fast.items() if set(r["composition"]) <= known}
     groups: dict[tuple[int, bool], dict[str, list[float]]] = defaultdict(
         lambda: {"fast": [], "gold": []}
     )
@@ -181,6 +189,11 @@ def main() -> int:
         action="store_true",
         help="leave out the per-material table (for a whole batch folder)",
     )
+    parser.add_argument(
+        "--shared-elements",
+        action="store_true",
+        help="only the fast tier's materials made of elements the gold tier has",
+    )
     args = parser.parse_args()
     if args.run:
         from rhoprop.dft import SCFProtocol, generate
@@ -193,7 +206,11 @@ def main() -> int:
             f"computed {len(report.computed)}, skipped {len(report.skipped)}, "
             f"failed {report.failed}"
         )
-    print(speed_table(args.out, args.gold, per_material=not args.classes_only))
+    print(
+        speed_table(
+            args.out, args.gold, not args.classes_only, shared_elements=args.shared_elements
+        )
+    )
     if args.startup:
         print(f"\nworker start-up (import GPAW, load CHGNet): {startup_cpu_seconds():.1f} CPU s")
     return 0
