@@ -241,3 +241,30 @@ def test_candidates_come_cheapest_first(tmp_path: Path) -> None:
     # 3x3x3 of 1-atom Fe bcc (edges 2.5 Å, under 5 Å at 2x2x2: 27 atoms)
     assert order[:4] == sorted(order[:4], key=cpu.__getitem__) == ["Al-sc", "Al-fcc", "Na-bcc", "Cu-fcc"]
     assert order[4:] == ["Si-diamond", "Fe-bcc"]
+
+
+#: Elements in their structure at ambient conditions (the prototypes of both enumerations).
+AMBIENT = {
+    "fcc": "Al Cu Ag Au Ni Pd Pt Rh Ir Ca Sr Pb",
+    "bcc": "Li Na K Rb Cs Ba V Nb Ta Cr Mo W Fe",
+    "hcp": "Be Mg Ti Zr Hf Sc Y Co Zn Cd Ru Os Re Tl",
+    "diamond": "C Si Ge",
+}
+
+
+def test_committed_labels_call_every_element_in_its_ambient_structure_stable() -> None:
+    """A check on the shipped phonon labels of both tiers: an element in the structure it has at
+    ambient conditions is dynamically stable. At least 15 such labels exist (2026-12-08: 17)."""
+    ambient = {f"{el}-{proto}" for proto, els in AMBIENT.items() for el in els.split()}
+    found = {}
+    for tier in ("gpaw-v1", "gpaw-scf-v1"):
+        folder = GPAW_V1.parent / tier
+        protocol = PhononProtocol.from_json(folder / "phonons" / "protocol.json")
+        for path in sorted((folder / "phonons" / "results").glob("*.json")):
+            record = json.loads(path.read_text())
+            source = folder / "results" / path.name
+            if record["id"] in ambient and source.exists():
+                if protocol.accepts(record, json.loads(source.read_text())):
+                    found[f"{tier}/{record['id']}"] = (record["dynamically_stable"], record["min_frequency_thz"])
+    assert len(found) >= 15, found
+    assert all(stable for stable, _ in found.values()), {k: v for k, v in found.items() if not v[0]}
