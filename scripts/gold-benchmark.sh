@@ -10,11 +10,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: gold-benchmark.sh OUT}
-rp=.venv/bin/rhoprop
-mkdir -p "$out"
-if [ ! -f "$out/ids.txt" ]; then
-    $rp dataset ids gpaw-v1 --out "$out/ids.txt" || exit 1
-fi
-nice -n 5 bash scripts/retry.sh 20 60 "$rp" benchmark gpaw-v1 --out "$out" --only "ids:$out/ids.txt" \
+bash scripts/pinned-benchmark.sh "$out" gpaw-v1 "" \
     --curve-models mean,composition,density-invariants+composition \
     --models mean,composition,density-invariants,density-invariants+composition,cgcnn,msa3dcnn-density,msa3dcnn-density+structure,hybrid-density,hybrid-density+structure

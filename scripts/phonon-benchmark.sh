@@ -8,15 +8,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: phonon-benchmark.sh OUT}
-rp=.venv/bin/rhoprop
-mkdir -p "$out"
-if [ ! -f "$out/ids.txt" ]; then
-    $rp dataset ids gpaw-v1,gpaw-scf-v1 --only labelled:dynamically_stable --out "$out/ids.txt" \
-        || exit 1
-fi
 # the recipe of the published gpaw-v1 benchmark (compact network, L1 loss, 60 cosine epochs; its
 # settings.json), every model of today's benchmark, the phonon targets only
-nice -n 5 bash scripts/retry.sh 20 60 "$rp" benchmark gpaw-v1,gpaw-scf-v1 --out "$out" \
-    --config docs/benchmarks/gpaw-v1-17/settings.json --only "ids:$out/ids.txt" \
-    --targets dynamically_stable,min_frequency \
+bash scripts/pinned-benchmark.sh "$out" gpaw-v1,gpaw-scf-v1 labelled:dynamically_stable \
+    --config docs/benchmarks/gpaw-v1-17/settings.json --targets dynamically_stable,min_frequency \
     --models mean,composition,density-invariants,density-invariants+composition,cgcnn,msa3dcnn-density,msa3dcnn-density+structure,hybrid-density,hybrid-density+structure
