@@ -39,6 +39,21 @@ def test_free_atom_uses_the_setup_pseudo_valence_density_where_present() -> None
     assert np.ptp(ratio) < 1e-3 * ratio.mean()
 
 
+@pytest.mark.parametrize("symbol", ["La", "Cr", "I", "Si"])
+def test_both_radial_grid_kinds_of_gpaw_data_give_gpaws_own_radii(symbol: str) -> None:
+    """gpaw-data writes r = a i / (n - i) (Si) or r = a i / (1 - b i) (La, Cr, Br, I, ...); both
+    are read to GPAW's own radii, and the free atom of each loads."""
+    from rhoprop.grid.atoms import BOHR, _radial
+
+    setup_data = pytest.importorskip("gpaw.setup_data", reason="GPAW is not installed").SetupData
+    path = setup_dir() / f"{symbol}.PBE.gz"
+    root = ET.fromstring(gzip.decompress(path.read_bytes()))
+    r, _ = _radial(root, next(root.iter("pseudo_partial_wave")), path)
+    assert np.allclose(r, setup_data(symbol, "PBE").rgd.r_g * BOHR, rtol=1e-10, atol=1e-12)
+    atom = free_atom(symbol)
+    assert atom.density.max() > 0.01 and atom.fourier(np.array([0.0]))[0] == pytest.approx(atom.z_valence)
+
+
 def test_free_atoms_are_cached_per_element() -> None:
     assert free_atom("Cl") is free_atom("Cl")
 

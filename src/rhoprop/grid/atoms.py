@@ -109,18 +109,29 @@ def _attribute(element: ET.Element, name: str, path: Path) -> str:
     return value
 
 
+#: The radial-grid equations of PAW setup files (GPAW's XML format) that :func:`free_atom` reads.
+RADIAL_GRIDS = ("r=a*i/(n-i)", "r=a*i/(1-b*i)")
+
+
 def _radial(root: ET.Element, element: ET.Element, path: Path) -> tuple[np.ndarray, np.ndarray]:
     grid_id = element.get("grid")
     grid = next((g for g in root.iter("radial_grid") if g.get("id") == grid_id), None)
-    if grid is None or grid.get("eq") != "r=a*i/(n-i)":
-        raise RhopropError(f"{path}: unsupported radial grid {grid_id!r} (expected r=a*i/(n-i))")
-    a, n = float(_attribute(grid, "a", path)), int(_attribute(grid, "n", path))
+    eq = None if grid is None else grid.get("eq")
+    if grid is None or eq not in RADIAL_GRIDS:
+        raise RhopropError(
+            f"{path}: unsupported radial grid {grid_id!r} ({eq}; expected one of {RADIAL_GRIDS})"
+        )
+    a = float(_attribute(grid, "a", path))
     start, end = int(_attribute(grid, "istart", path)), int(_attribute(grid, "iend", path))
     i = np.arange(start, end + 1).astype(float)
     values = np.array((element.text or "").split(), dtype=float)
     if values.shape != i.shape:
         raise RhopropError(f"{path}: <{element.tag}> has {values.size} values, grid has {i.size}")
-    return a * i / (n - i) * BOHR, values
+    if eq == "r=a*i/(n-i)":
+        r = a * i / (int(_attribute(grid, "n", path)) - i)
+    else:  # r=a*i/(1-b*i): GPAW's AERadialGridDescriptor (La, Cr, Br, I, ... in gpaw-data 1.2)
+        r = a * i / (1 - float(_attribute(grid, "b", path)) * i)
+    return r * BOHR, values
 
 
 @functools.cache
