@@ -444,15 +444,8 @@ def enumerate_scf_candidates(seed: int = 0, max_atoms: int = 8) -> Iterator[Cand
             scf_material_id(prototype, elements), build_any(prototype, elements), prototype, source
         )
 
-    def validation(prototype: str, elements: tuple[str, ...]) -> Candidate:
-        return Candidate(
-            scf_material_id(prototype, elements), build(prototype, elements), prototype, "prototype"
-        )
-
     refs = ReferencesFirst(elemental, scf_material_id, make)
-    yield from refs.validation(
-        [(p, e) for p, e in VALIDATION if type_natoms(p) <= max_atoms], validation
-    )
+    yield from refs.validation([(p, e) for p, e in VALIDATION if type_natoms(p) <= max_atoms])
     cycle = [f for f in [*CYCLE, *NEW_CYCLE] if f in first]
     for lists in (first, rest):
         while any(lists[f] for f in cycle):

@@ -311,13 +311,11 @@ class ReferencesFirst:
         self.seen_ids: set[str] = set()
         self.seen_elements: set[str] = set()
 
-    def validation(
-        self, pairs: Sequence[Pair], make: Callable[[str, tuple[str, ...]], Candidate]
-    ) -> Iterator[Candidate]:
-        """The validation materials first (built with ``make``), then their references."""
+    def validation(self, pairs: Sequence[Pair]) -> Iterator[Candidate]:
+        """The validation materials first, then their references."""
         for prototype, elements in pairs:
             self.seen_ids.add(self.material_id(prototype, elements))
-            yield make(prototype, elements)
+            yield self.make(prototype, elements)
         for prototype, elements in pairs:
             yield from self.emit(prototype, elements)
 
@@ -369,7 +367,7 @@ def enumerate_prototypes(seed: int = 0) -> Iterator[Candidate]:
         hypothetical = [t for t in tuples if not _balanced(family, t)]
         pools[family] = balanced + hypothetical
     refs = ReferencesFirst(ELEMENTAL_PROTOTYPES, material_id, _prototype_candidate)
-    yield from refs.validation(VALIDATION, _prototype_candidate)
+    yield from refs.validation(VALIDATION)
     cursors = {family: 0 for family in pools}
     while any(cursors[f] < len(pools[f]) for f in pools):
         for family in CYCLE:
